@@ -1,0 +1,268 @@
+/* cmd_inspect.c - `vmsh inspect`: vCPUs, memory map, guest kernel and symbols
+ * of a running VM, as text or JSON (format documented in README.md). */
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "cli/inspect.h"
+#include "cli/vmlist.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: vmsh inspect [--json] [--vm-fd FD] [--symbol NAME]... PID|NAME\n\n"
+		"Attach to the hypervisor process, read every vCPU's registers (the VM is stopped only\n"
+		"for that), find which memory slots it uses, detach, then read the guest's memory from\n"
+		"outside: its memory map, the Linux kernel's version, KASLR base and exported symbols.\n\n"
+		"  --json          machine-readable output (see README.md for the format)\n"
+		"  --vm-fd FD      the VM to inspect when the process runs several\n"
+		"  -s, --symbol N  print the address of exported kernel symbol N (repeatable)\n");
+}
+
+static json_object *hex(uint64_t v)
+{
+	char b[24];
+	snprintf(b, sizeof(b), "0x%" PRIx64, v);
+	return json_object_new_string(b);
+}
+
+static int cpl_of(const struct inspect_vcpu *v)
+{
+	return v->st.sregs.ss.dpl & 3;
+}
+
+static const char *paging_of_vcpu(const struct inspect_vcpu *v)
+{
+	struct cpu_paging c = { .cr0 = v->st.sregs.cr0, .cr3 = v->st.sregs.cr3, .cr4 = v->st.sregs.cr4, .efer = v->st.sregs.efer };
+	return paging_mode_name(paging_mode_of(&c));
+}
+
+static json_object *json_result(const struct inspect_opts *o, const struct inspect_result *r)
+{
+	json_object *root = json_object_new_object();
+	json_object_object_add(root, "pid", json_object_new_int(r->pid));
+	json_object_object_add(root, "exe", json_object_new_string(r->exe));
+	json_object_object_add(root, "vm_fd", json_object_new_int(r->vm_fd));
+	json_object_object_add(root, "seccomp_suspended", json_object_new_boolean(r->seccomp_suspended));
+
+	json_object *t = json_object_new_object();
+	json_object_object_add(t, "vcpus_stopped_us", json_object_new_int64((int64_t)(r->stopped_ns / 1000)));
+	json_object_object_add(t, "hypervisor_held_us", json_object_new_int64((int64_t)(r->attached_ns / 1000)));
+	json_object_object_add(t, "total_us", json_object_new_int64((int64_t)(r->total_ns / 1000)));
+	json_object_object_add(t, "injected_syscalls", json_object_new_int64((int64_t)r->injected_syscalls));
+	json_object_object_add(root, "timing", t);
+
+	json_object *vcpus = json_object_new_array();
+	for (size_t i = 0; i < r->n_vcpus; i++) {
+		const struct inspect_vcpu *v = &r->vcpus[i];
+		json_object *j = json_object_new_object();
+		json_object_object_add(j, "index", json_object_new_int(v->index));
+		json_object_object_add(j, "fd", json_object_new_int(v->fd));
+		json_object_object_add(j, "tid", v->tid ? json_object_new_int(v->tid) : NULL);
+		if (!v->ok) {
+			json_object_object_add(j, "error", json_object_new_string(v->error));
+		} else {
+			json_object_object_add(j, "rip", hex(v->st.regs.rip));
+			json_object_object_add(j, "rsp", hex(v->st.regs.rsp));
+			json_object_object_add(j, "rflags", hex(v->st.regs.rflags));
+			json_object_object_add(j, "cr0", hex(v->st.sregs.cr0));
+			json_object_object_add(j, "cr3", hex(v->st.sregs.cr3));
+			json_object_object_add(j, "cr4", hex(v->st.sregs.cr4));
+			json_object_object_add(j, "efer", hex(v->st.sregs.efer));
+			json_object_object_add(j, "cpl", json_object_new_int(cpl_of(v)));
+			json_object_object_add(j, "mode", json_object_new_string(cpl_of(v) ? "user" : "kernel"));
+			json_object_object_add(j, "paging", json_object_new_string(paging_of_vcpu(v)));
+		}
+		json_object_array_add(vcpus, j);
+	}
+	json_object_object_add(root, "vcpus", vcpus);
+
+	json_object *ms = json_object_new_object();
+	json_object_object_add(ms, "address_space", json_object_new_int(0));
+	if (r->slots_ok) {
+		json_object *ids = json_object_new_array();
+		for (size_t i = 0; i < r->slots.n; i++)
+			json_object_array_add(ids, json_object_new_int((int)r->slots.ids[i]));
+		json_object_object_add(ms, "ids", ids);
+		json_object_object_add(ms, "count", json_object_new_int((int)r->slots.n));
+		json_object_object_add(ms, "limit", json_object_new_int((int)r->slots.limit));
+		json_object_object_add(ms, "probes", json_object_new_int((int)r->slots.probes));
+	} else {
+		json_object_object_add(ms, "error", json_object_new_string(r->slots_error));
+	}
+	json_object_object_add(root, "memslots", ms);
+
+	json_object *mem = json_object_new_object();
+	json_object *ranges = json_object_new_array();
+	for (size_t i = 0; i < r->mem.n; i++) {
+		const struct guest_range *g = &r->mem.r[i];
+		json_object *j = json_object_new_object();
+		json_object_object_add(j, "gpa", hex(g->gpa));
+		json_object_object_add(j, "size", hex(g->size));
+		json_object_object_add(j, "hva", g->hva ? hex(g->hva) : NULL);
+		json_object_object_add(j, "backing", json_object_new_string(g->backing));
+		json_object_object_add(j, "shared", json_object_new_boolean(g->shared));
+		json_object_object_add(j, "verified", json_object_new_boolean(g->verified));
+		json_object_object_add(j, "kind", json_object_new_string(g->kind ? g->kind : ""));
+		json_object_array_add(ranges, j);
+	}
+	json_object_object_add(mem, "ranges", ranges);
+	json_object_object_add(mem, "error", r->mem_ok ? NULL : json_object_new_string(r->mem_error));
+	json_object *io = json_object_new_array();
+	for (int i = 0; i < r->n_iomem; i++) {
+		json_object *j = json_object_new_object();
+		json_object_object_add(j, "start", hex(r->iomem[i].start));
+		json_object_object_add(j, "end", hex(r->iomem[i].end));
+		json_object_object_add(j, "name", json_object_new_string(r->iomem[i].name));
+		json_object_object_add(j, "depth", json_object_new_int(r->iomem[i].depth));
+		json_object_array_add(io, j);
+	}
+	json_object_object_add(mem, "guest_iomem", io);
+	json_object_object_add(root, "memory", mem);
+
+	json_object *k = json_object_new_object();
+	json_object_object_add(k, "found", json_object_new_boolean(r->kernel_ok));
+	if (r->kernel_ok) {
+		const struct guest_kernel *gk = &r->kernel;
+		json_object_object_add(k, "version", json_object_new_string(gk->version));
+		json_object_object_add(k, "banner", json_object_new_string(gk->banner));
+		json_object_object_add(k, "text_base", hex(gk->text_base));
+		json_object_object_add(k, "kaslr_offset", hex(gk->text_base - KERNEL_DEFAULT_TEXT));
+		json_object_object_add(k, "phys_base", hex(gk->phys_base));
+		json_object_object_add(k, "image_size", hex(gk->image_size));
+		json_object_object_add(k, "paging_levels", json_object_new_int(gk->pt.levels));
+		json_object_object_add(k, "page_table_root", hex(gk->pt.root));
+		json_object_object_add(k, "exported_symbols", json_object_new_int((int)gk->ksyms.n));
+		json_object_object_add(k, "ksymtab_format", json_object_new_string(ksymtab_format_name(gk->ksyms.format)));
+	}
+	json_object_object_add(k, "error", r->kernel_error[0] ? json_object_new_string(r->kernel_error) : NULL);
+	json_object_object_add(root, "kernel", k);
+
+	json_object *syms = json_object_new_object();
+	for (size_t i = 0; i < o->n_symbols; i++)
+		json_object_object_add(syms, o->symbols[i], r->sym_found[i] ? hex(r->sym_values[i]) : NULL);
+	json_object_object_add(root, "symbols", syms);
+	return root;
+}
+
+static void print_text(const struct inspect_opts *o, const struct inspect_result *r)
+{
+	printf("process %d (%s), VM fd %d\n", r->pid, r->exe, r->vm_fd);
+	printf("vCPUs stopped %.3f ms of %.1f ms total (hypervisor thread held %.1f ms, %llu injected syscalls)\n",
+	       r->stopped_ns / 1e6, r->total_ns / 1e6, r->attached_ns / 1e6, (unsigned long long)r->injected_syscalls);
+	printf("\nvCPUs:\n");
+	for (size_t i = 0; i < r->n_vcpus; i++) {
+		const struct inspect_vcpu *v = &r->vcpus[i];
+		if (!v->ok) {
+			printf("  %d: %s\n", v->index, v->error);
+			continue;
+		}
+		printf("  %d: rip %016llx rsp %016llx %s (cpl %d) paging %s\n", v->index,
+		       (unsigned long long)v->st.regs.rip, (unsigned long long)v->st.regs.rsp,
+		       cpl_of(v) ? "user" : "kernel", cpl_of(v), paging_of_vcpu(v));
+		printf("     cr0 %llx cr3 %llx cr4 %llx efer %llx%s\n", (unsigned long long)v->st.sregs.cr0,
+		       (unsigned long long)v->st.sregs.cr3, (unsigned long long)v->st.sregs.cr4,
+		       (unsigned long long)v->st.sregs.efer, v->tid ? "" : "");
+	}
+	printf("\nmemory slots (address space 0): ");
+	if (r->slots_ok) {
+		printf("%zu in use:", r->slots.n);
+		for (size_t i = 0; i < r->slots.n; i++)
+			printf(" %u", r->slots.ids[i]);
+		printf("\n");
+	} else {
+		printf("unknown: %s\n", r->slots_error);
+	}
+	printf("\nguest memory:\n");
+	if (!r->mem_ok)
+		printf("  unknown: %s\n", r->mem_error);
+	for (size_t i = 0; i < r->mem.n; i++) {
+		const struct guest_range *g = &r->mem.r[i];
+		printf("  %012llx-%012llx %8llu MiB  ", (unsigned long long)g->gpa,
+		       (unsigned long long)(g->gpa + g->size - 1), (unsigned long long)(g->size >> 20));
+		if (g->hva)
+			printf("host %llx %s%s", (unsigned long long)g->hva, g->backing, g->verified ? "" : " (unverified)");
+		else
+			printf("host address unknown");
+		printf("  [%s]\n", g->kind ? g->kind : "");
+	}
+	printf("\nguest kernel: ");
+	if (!r->kernel_ok) {
+		printf("not found: %s\n", r->kernel_error);
+		return;
+	}
+	const struct guest_kernel *k = &r->kernel;
+	printf("Linux %s\n  %s\n", k->version, k->banner);
+	printf("  text base %llx (KASLR offset %llx), physical %llx, %s paging\n", (unsigned long long)k->text_base,
+	       (unsigned long long)(k->text_base - KERNEL_DEFAULT_TEXT), (unsigned long long)k->phys_base,
+	       k->pt.levels == 5 ? "5-level" : "4-level");
+	if (r->ksyms_ok)
+		printf("  %zu exported symbols (%s)\n", k->ksyms.n, ksymtab_format_name(k->ksyms.format));
+	else
+		printf("  exported symbols: %s\n", r->kernel_error);
+	for (size_t i = 0; i < o->n_symbols; i++) {
+		if (r->sym_found[i])
+			printf("  %016llx %s\n", (unsigned long long)r->sym_values[i], o->symbols[i]);
+		else
+			printf("  %16s %s (not exported)\n", "-", o->symbols[i]);
+	}
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, 0, 'j' },
+		{ "vm-fd", required_argument, 0, 'f' },
+		{ "symbol", required_argument, 0, 's' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 },
+	};
+	struct inspect_opts o = { .vm_fd = -1 };
+	const char **syms = calloc(argc + 1, sizeof(*syms));
+	int json = 0, c;
+	if (!syms)
+		return EXIT_VMSH_FAILED;
+	o.symbols = syms;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "jf:s:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 'f': o.vm_fd = atoi(optarg); break;
+		case 's': syms[o.n_symbols++] = optarg; break;
+		case 'h': usage(stdout); free(syms); return 0;
+		default: usage(stderr); free(syms); return EXIT_VMSH_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		free(syms);
+		return EXIT_VMSH_USAGE;
+	}
+	struct vmsh_err err = { 0 };
+	if (vm_resolve(argv[optind], &o.pid, &err) < 0) {
+		free(syms);
+		return report_error("inspect", &err);
+	}
+	struct inspect_result r;
+	int rc = 0;
+	if (inspect_vm(&o, &r, &err) < 0) {
+		rc = report_error("inspect", &err);
+	} else if (json) {
+		json_object *j = json_result(&o, &r);
+		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(j);
+	} else {
+		print_text(&o, &r);
+	}
+	if (rc == 0 && !r.kernel_ok) {
+		fprintf(stderr, "vmsh inspect: guest kernel not found: %s\n", r.kernel_error);
+		rc = EXIT_VMSH_NOKERNEL;
+	}
+	inspect_result_free(&r);
+	free(syms);
+	return rc;
+}

@@ -1,0 +1,70 @@
+/* cmd_list.c - `vmsh list`: the KVM VMs on this host, without stopping any. */
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "cli/vmlist.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: vmsh list [--json]\n\n"
+		     "List processes that run a KVM virtual machine: PID, executable, vCPUs, guest RAM\n"
+		     "(from the command line, or the largest writable mapping, marked '~'), and the VM name\n"
+		     "given on the command line (qemu -name). No VM is stopped.\n");
+}
+
+int cmd_list(int argc, char **argv)
+{
+	static const struct option opts[] = { { "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0 } };
+	int json = 0, c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		if (c == 'j')
+			json = 1;
+		else if (c == 'h') {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return EXIT_VMSH_USAGE;
+		}
+	}
+	struct vmsh_err err = { 0 };
+	struct vm_info *vms;
+	size_t n;
+	if (vm_list(&vms, &n, &err) < 0)
+		return report_error("list", &err);
+	if (json) {
+		json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++) {
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "pid", json_object_new_int(vms[i].pid));
+			json_object_object_add(o, "exe", json_object_new_string(vms[i].exe));
+			json_object_object_add(o, "name", vms[i].name[0] ? json_object_new_string(vms[i].name) : NULL);
+			json_object_object_add(o, "vms", json_object_new_int((int)vms[i].n_vms));
+			json_object_object_add(o, "vcpus", json_object_new_int((int)vms[i].n_vcpus));
+			json_object_object_add(o, "ram_bytes", json_object_new_int64((int64_t)vms[i].ram_bytes));
+			json_object_object_add(o, "ram_source",
+					       vms[i].ram_source ? json_object_new_string(vms[i].ram_source) : NULL);
+			json_object_array_add(arr, o);
+		}
+		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(arr);
+	} else {
+		printf("%-8s %-5s %-10s %-20s %s\n", "PID", "VCPUS", "RAM", "NAME", "EXECUTABLE");
+		for (size_t i = 0; i < n; i++) {
+			char ram[32] = "?";
+			if (vms[i].ram_bytes)
+				snprintf(ram, sizeof(ram), "%s%llu MiB",
+					 vms[i].ram_source && !strcmp(vms[i].ram_source, "cmdline") ? "" : "~",
+					 (unsigned long long)(vms[i].ram_bytes >> 20));
+			printf("%-8d %-5zu %-10s %-20s %s%s\n", vms[i].pid, vms[i].n_vcpus, ram,
+			       vms[i].name[0] ? vms[i].name : "-", vms[i].exe, vms[i].n_vms > 1 ? " (several VMs)" : "");
+		}
+	}
+	free(vms);
+	return 0;
+}

@@ -1,0 +1,170 @@
+/* vmlist.c - finding KVM VMs on the host (see vmlist.h). */
+#include "cli/vmlist.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/procfs.h"
+#include "guest/memmap.h"
+#include "kvm/kvm.h"
+
+uint64_t parse_qemu_mem(const char *s)
+{
+	const char *p = strstr(s, "size=");
+	p = p ? p + 5 : s;
+	char *end;
+	double v = strtod(p, &end);
+	if (end == p || v <= 0)
+		return 0;
+	uint64_t mul = 1ULL << 20; /* qemu default unit: MiB */
+	switch (toupper((unsigned char)*end)) {
+	case 'K': mul = 1ULL << 10; break;
+	case 'M': mul = 1ULL << 20; break;
+	case 'G': mul = 1ULL << 30; break;
+	case 'T': mul = 1ULL << 40; break;
+	case 'B': mul = 1; break;
+	case '\0': case ',': break;
+	default: return 0;
+	}
+	return (uint64_t)(v * (double)mul);
+}
+
+void parse_qemu_name(const char *s, char *out, size_t len)
+{
+	const char *p = strstr(s, "guest=");
+	p = p ? p + 6 : s;
+	size_t i = 0;
+	while (p[i] && p[i] != ',' && i + 1 < len) {
+		out[i] = p[i];
+		i++;
+	}
+	out[i] = '\0';
+}
+
+static void info_from_cmdline(pid_t pid, struct vm_info *vi)
+{
+	char *buf;
+	char **argv;
+	int argc = procfs_cmdline(pid, &buf, &argv, NULL);
+	if (argc <= 0)
+		return;
+	for (int i = 0; i + 1 < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] == '-' && a[1] == '-')
+			a++;
+		if (!strcmp(a, "-name") && !vi->name[0])
+			parse_qemu_name(argv[i + 1], vi->name, sizeof(vi->name));
+		else if (!strcmp(a, "-m") && !vi->ram_bytes) {
+			vi->ram_bytes = parse_qemu_mem(argv[i + 1]);
+			if (vi->ram_bytes)
+				vi->ram_source = "cmdline";
+		}
+	}
+	free(argv);
+	free(buf);
+}
+
+static uint64_t largest_candidate(pid_t pid)
+{
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(pid, &maps, &n, NULL) < 0)
+		return 0;
+	uint64_t best = 0;
+	for (size_t i = 0; i < n; i++)
+		if (memmap_is_candidate(&maps[i]) && maps[i].end - maps[i].start > best)
+			best = maps[i].end - maps[i].start;
+	free(maps);
+	return best;
+}
+
+int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err)
+{
+	memset(vi, 0, sizeof(*vi));
+	vi->pid = pid;
+	struct kvm_fds f;
+	if (kvm_fds_scan(pid, &f, err) < 0)
+		return -1;
+	vi->n_vms = f.n_vms;
+	vi->n_vcpus = f.n_vcpus;
+	kvm_fds_free(&f);
+	if (!vi->n_vms)
+		return 1;
+	procfs_exe(pid, vi->exe, sizeof(vi->exe));
+	info_from_cmdline(pid, vi);
+	if (!vi->ram_bytes) {
+		vi->ram_bytes = largest_candidate(pid);
+		vi->ram_source = vi->ram_bytes ? "largest-mapping" : NULL;
+	}
+	return 0;
+}
+
+int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err)
+{
+	DIR *d = opendir("/proc");
+	if (!d)
+		return vmsh_error(err, errno, "open /proc");
+	size_t cap = 8, cnt = 0;
+	struct vm_info *v = malloc(cap * sizeof(*v));
+	struct dirent *de;
+	pid_t self = getpid();
+	while (v && (de = readdir(d))) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == self)
+			continue;
+		if (cnt == cap) {
+			struct vm_info *nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+			cap *= 2;
+		}
+		struct vmsh_err e = { 0 };
+		if (vm_info_get((pid_t)pid, &v[cnt], &e) == 0)
+			cnt++;
+	}
+	closedir(d);
+	if (!v)
+		return vmsh_error(err, ENOMEM, "list VMs");
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
+{
+	char *end;
+	long v = strtol(arg, &end, 10);
+	if (*arg && !*end) {
+		if (v <= 0 || v > 1 << 30)
+			return vmsh_error_kind(err, VMSH_E_USAGE, EINVAL, "'%s' is not a valid PID", arg);
+		if (kill((pid_t)v, 0) < 0 && errno == ESRCH)
+			return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "no process with PID %ld", v);
+		*pid = (pid_t)v;
+		return 0;
+	}
+	struct vm_info *vms;
+	size_t n;
+	if (vm_list(&vms, &n, err) < 0)
+		return -1;
+	int found = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(vms[i].name, arg)) {
+			*pid = vms[i].pid;
+			found++;
+		}
+	}
+	free(vms);
+	if (found == 1)
+		return 0;
+	if (found > 1)
+		return vmsh_error_kind(err, VMSH_E_AMBIGUOUS, 0, "several VMs are named '%s': give a PID", arg);
+	return vmsh_error_kind(err, VMSH_E_NOPROC, ENOENT, "no VM named '%s' (see 'vmsh list')", arg);
+}

@@ -1,0 +1,35 @@
+/* vmlist.h - the KVM VMs on this host, and resolving PID|NAME to one. */
+#ifndef VMSH_VMLIST_H
+#define VMSH_VMLIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+struct vm_info {
+	pid_t pid;
+	char exe[256];
+	char name[128];       /* from the command line (qemu -name), "" if none */
+	size_t n_vms;         /* VM fds in the process */
+	size_t n_vcpus;
+	uint64_t ram_bytes;   /* 0 if unknown */
+	const char *ram_source; /* "cmdline" or "largest-mapping" */
+};
+
+/* Describe one process (without stopping it). 0 if it has a KVM VM, 1 if
+ * not, -1 on error. */
+int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err);
+/* All processes with a KVM VM. */
+int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err);
+/* PID or VM name to a PID. */
+int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err);
+
+/* qemu -m syntax ("512", "512M", "2G", "size=2G,maxmem=..") to bytes; 0 if
+ * not understood. Exposed for unit tests. */
+uint64_t parse_qemu_mem(const char *s);
+/* qemu -name syntax ("foo", "guest=foo,debug-threads=on"). */
+void parse_qemu_name(const char *s, char *out, size_t len);
+
+#endif

@@ -1,0 +1,256 @@
+/* procfs.c - reading another process's /proc entries (see procfs.h). */
+#include "common/procfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+
+int procfs_read_file(const char *path, char **out, size_t *len, struct vmsh_err *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vmsh_error(err, errno, "open '%s'", path);
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	if (!buf)
+		return vmsh_error(err, ENOMEM, "read '%s'", path);
+	for (;;) {
+		if (n + 1 >= cap) {
+			char *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return vmsh_error(err, ENOMEM, "read '%s'", path);
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t r = read(fd, buf + n, cap - n - 1);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			free(buf);
+			return vmsh_error(err, e, "read '%s'", path);
+		}
+		if (r == 0)
+			break;
+		n += r;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	if (len)
+		*len = n;
+	return 0;
+}
+
+static int cmp_pid(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+	return (x > y) - (x < y);
+}
+
+int procfs_list_tasks(pid_t pid, pid_t **tids, size_t *n, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return vmsh_error(err, errno, "open '%s'", path);
+	size_t cap = 16, cnt = 0;
+	pid_t *v = malloc(cap * sizeof(*v));
+	struct dirent *de;
+	while (v && (de = readdir(d))) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		if (cnt == cap) {
+			pid_t *nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				free(v);
+				v = NULL;
+				break;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		v[cnt++] = (pid_t)atoi(de->d_name);
+	}
+	closedir(d);
+	if (!v)
+		return vmsh_error(err, ENOMEM, "list '%s'", path);
+	qsort(v, cnt, sizeof(*v), cmp_pid);
+	*tids = v;
+	*n = cnt;
+	return 0;
+}
+
+static int cmp_fd(const void *a, const void *b)
+{
+	const struct proc_fd *x = a, *y = b;
+	return (x->fd > y->fd) - (x->fd < y->fd);
+}
+
+int procfs_list_fds(pid_t pid, struct proc_fd **fds, size_t *n, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return vmsh_error(err, errno, "open '%s'", path);
+	size_t cap = 64, cnt = 0;
+	struct proc_fd *v = malloc(cap * sizeof(*v));
+	struct dirent *de;
+	while (v && (de = readdir(d))) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		if (cnt == cap) {
+			struct proc_fd *nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				free(v);
+				v = NULL;
+				break;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		char lpath[384];
+		snprintf(lpath, sizeof(lpath), "%s/%s", path, de->d_name);
+		ssize_t l = readlink(lpath, v[cnt].target, sizeof(v[cnt].target) - 1);
+		if (l < 0)
+			continue; /* fd closed meanwhile */
+		v[cnt].target[l] = '\0';
+		v[cnt].fd = atoi(de->d_name);
+		cnt++;
+	}
+	closedir(d);
+	if (!v)
+		return vmsh_error(err, ENOMEM, "list '%s'", path);
+	qsort(v, cnt, sizeof(*v), cmp_fd);
+	*fds = v;
+	*n = cnt;
+	return 0;
+}
+
+int procfs_parse_map_line(const char *line, struct proc_map *m)
+{
+	unsigned long long start, end, off, inode;
+	char perms[8];
+	int pos = 0;
+	memset(m, 0, sizeof(*m));
+	if (sscanf(line, "%llx-%llx %7s %llx %*x:%*x %llu %n", &start, &end, perms, &off, &inode, &pos) < 5)
+		return -1;
+	m->start = start;
+	m->end = end;
+	m->offset = off;
+	m->inode = inode;
+	snprintf(m->perms, sizeof(m->perms), "%.4s", perms);
+	if (pos > 0) {
+		const char *p = line + pos;
+		while (*p == ' ')
+			p++;
+		size_t l = strcspn(p, "\n");
+		if (l >= sizeof(m->path))
+			l = sizeof(m->path) - 1;
+		memcpy(m->path, p, l);
+		m->path[l] = '\0';
+	}
+	return 0;
+}
+
+int procfs_read_maps(pid_t pid, struct proc_map **maps, size_t *n, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	_cleanup_free_ char *buf = NULL;
+	if (procfs_read_file(path, &buf, NULL, err) < 0)
+		return -1;
+	size_t cap = 64, cnt = 0;
+	struct proc_map *v = malloc(cap * sizeof(*v));
+	if (!v)
+		return vmsh_error(err, ENOMEM, "parse '%s'", path);
+	for (char *line = buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		if (cnt == cap) {
+			struct proc_map *nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return vmsh_error(err, ENOMEM, "parse '%s'", path);
+			}
+			v = nv;
+			cap *= 2;
+		}
+		if (procfs_parse_map_line(line, &v[cnt]) == 0)
+			cnt++;
+		line = nl ? nl + 1 : NULL;
+	}
+	*maps = v;
+	*n = cnt;
+	return 0;
+}
+
+int procfs_task_flags(pid_t pid, pid_t tid, unsigned long *flags)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	_cleanup_free_ char *buf = NULL;
+	if (procfs_read_file(path, &buf, NULL, NULL) < 0)
+		return -1;
+	/* comm may contain spaces and parentheses: skip to the last ')' */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	/* fields after comm: state(3) ppid pgrp session tty_nr tpgid flags(9) */
+	unsigned long f;
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &f) != 1)
+		return -1;
+	*flags = f;
+	return 0;
+}
+
+int procfs_exe(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+	ssize_t l = readlink(path, buf, len - 1);
+	if (l < 0) {
+		buf[0] = '\0';
+		return -1;
+	}
+	buf[l] = '\0';
+	return 0;
+}
+
+int procfs_cmdline(pid_t pid, char **bufp, char ***argvp, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	char *buf;
+	size_t len;
+	if (procfs_read_file(path, &buf, &len, err) < 0)
+		return -1;
+	int argc = 0;
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] == '\0')
+			argc++;
+	char **argv = calloc(argc + 1, sizeof(*argv));
+	if (!argv) {
+		free(buf);
+		return vmsh_error(err, ENOMEM, "parse '%s'", path);
+	}
+	int k = 0;
+	for (size_t i = 0; i < len && k < argc; k++) {
+		argv[k] = buf + i;
+		i += strlen(buf + i) + 1;
+	}
+	*bufp = buf;
+	*argvp = argv;
+	return argc;
+}

@@ -1,0 +1,41 @@
+/* guestmem.h - guest-physical memory as ranges of the hypervisor's address
+ * space, read with process_vm_readv while the guest keeps running. */
+#ifndef VMSH_GUESTMEM_H
+#define VMSH_GUESTMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+struct guest_range {
+	uint64_t gpa, size;
+	uint64_t hva;          /* 0 if unknown */
+	char backing[256];     /* /proc/PID/maps path of the host mapping, "[anon]" */
+	bool shared;           /* MAP_SHARED backing (memfd, file, hugetlbfs) */
+	bool verified;         /* host address confirmed by guest content */
+	const char *kind;      /* "System RAM" or what the guest calls it */
+};
+
+struct guest_mem {
+	pid_t pid;
+	struct guest_range *r;
+	size_t n, cap;
+	uint64_t reads, bytes_read; /* statistics */
+};
+
+void guest_mem_init(struct guest_mem *gm, pid_t pid);
+void guest_mem_free(struct guest_mem *gm);
+int guest_mem_add(struct guest_mem *gm, const struct guest_range *r);
+void guest_mem_clear(struct guest_mem *gm);
+/* Range containing gpa with a known host address, or NULL. */
+const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gpa);
+/* Read len bytes at gpa (may span ranges). 0 on success, -1 if any part is
+ * outside known memory or unreadable. */
+int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len);
+/* pagetable.h's read callback over a struct guest_mem. */
+int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512]);
+
+#endif

@@ -1,0 +1,123 @@
+/* iomem.c - reading the guest's iomem_resource tree (see iomem.h).
+ *
+ * struct resource on 64-bit: start, end, name, flags, [desc since 4.6],
+ * parent, sibling, child. start/end/name are at 0/8/16 in every version; the
+ * link offsets are detected on the root itself (its parent is NULL and its
+ * first child points back to it). */
+#include "guest/iomem.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define RES_START 0
+#define RES_END 8
+#define RES_NAME 16
+#define RES_SIZE 64
+
+struct res_layout {
+	unsigned parent, sibling, child;
+};
+
+static const struct res_layout layouts[] = {
+	{ 40, 48, 56 }, /* with desc (4.6+) */
+	{ 32, 40, 48 }, /* without desc */
+};
+
+static uint64_t rd64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static int read_res(struct guest_mem *gm, const struct guest_kernel *k, uint64_t va, uint8_t buf[RES_SIZE])
+{
+	return kernel_read_virt(gm, k, va, buf, RES_SIZE);
+}
+
+static const struct res_layout *detect_layout(struct guest_mem *gm, const struct guest_kernel *k, uint64_t root_va)
+{
+	uint8_t root[RES_SIZE], child[RES_SIZE];
+	if (read_res(gm, k, root_va, root) < 0)
+		return NULL;
+	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+		const struct res_layout *l = &layouts[i];
+		uint64_t c = rd64(root + l->child);
+		if (rd64(root + l->parent) != 0 || c == 0)
+			continue;
+		if (read_res(gm, k, c, child) == 0 && rd64(child + l->parent) == root_va)
+			return l;
+	}
+	return NULL;
+}
+
+int iomem_read(struct guest_mem *gm, const struct guest_kernel *k, struct iomem_entry *out, size_t max,
+	       struct vmsh_err *err)
+{
+	uint64_t root_va;
+	if (ksymtab_lookup(&k->ksyms, "iomem_resource", &root_va) < 0)
+		return vmsh_error(err, ENOENT, "iomem_resource is not exported by the guest kernel");
+	const struct res_layout *l = detect_layout(gm, k, root_va);
+	if (!l)
+		return vmsh_error(err, EINVAL, "iomem_resource at %#llx does not look like a resource tree",
+				  (unsigned long long)root_va);
+	/* iterative pre-order walk, bounded in entries and depth */
+	uint64_t stack[5];
+	int depth = 0;
+	size_t n = 0;
+	uint8_t r[RES_SIZE];
+	if (read_res(gm, k, root_va, r) < 0)
+		return vmsh_error(err, EFAULT, "read iomem_resource");
+	uint64_t cur = rd64(r + l->child);
+	stack[0] = root_va;
+	unsigned steps = 0;
+	while (cur && n < max && steps++ < 100000) {
+		if (read_res(gm, k, cur, r) < 0)
+			break;
+		struct iomem_entry *e = &out[n++];
+		e->start = rd64(r + RES_START);
+		e->end = rd64(r + RES_END);
+		e->depth = depth;
+		e->name[0] = '\0';
+		uint64_t name_va = rd64(r + RES_NAME);
+		if (name_va && kernel_read_virt(gm, k, name_va, e->name, sizeof(e->name) - 1) < 0)
+			strcpy(e->name, "?");
+		e->name[sizeof(e->name) - 1] = '\0';
+		for (size_t i = 0; e->name[i]; i++)
+			if (e->name[i] < ' ' || e->name[i] > '~') {
+				e->name[i] = '\0';
+				break;
+			}
+		uint64_t child = rd64(r + l->child);
+		if (child && depth + 1 < (int)(sizeof(stack) / sizeof(stack[0]))) {
+			stack[++depth] = cur;
+			cur = child;
+			continue;
+		}
+		/* next sibling, or climb up */
+		uint64_t sib = rd64(r + l->sibling);
+		while (!sib && depth > 0) {
+			uint64_t up = stack[depth--];
+			if (read_res(gm, k, up, r) < 0)
+				return (int)n;
+			sib = rd64(r + l->sibling);
+		}
+		cur = sib;
+	}
+	return (int)n;
+}
+
+size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range *out, size_t max)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < max; i++) {
+		if (e[i].depth != 0 || strcmp(e[i].name, "System RAM") != 0 || e[i].end < e[i].start)
+			continue;
+		uint64_t s = (e[i].start + 0xfff) & ~0xfffULL;
+		uint64_t end = (e[i].end + 1) & ~0xfffULL;
+		if (end <= s)
+			continue;
+		out[k++] = (struct ram_range){ .gpa = s, .size = end - s };
+	}
+	return k;
+}

@@ -1,0 +1,234 @@
+/* kernel.c - finding the Linux kernel in guest memory (see kernel.h). */
+#include "guest/kernel.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define CR0_PG (1ULL << 31)
+#define CR4_PAE (1ULL << 5)
+#define CR4_LA57 (1ULL << 12)
+#define EFER_LMA (1ULL << 10)
+#define MAX_TABLES 4096
+#define MAX_IMAGE (512ULL << 20)
+
+enum paging_mode paging_mode_of(const struct cpu_paging *c)
+{
+	if (!(c->cr0 & CR0_PG))
+		return PAGING_NONE;
+	if (!(c->cr4 & CR4_PAE))
+		return PAGING_32;
+	if (!(c->efer & EFER_LMA))
+		return PAGING_PAE;
+	return (c->cr4 & CR4_LA57) ? PAGING_5LEVEL : PAGING_4LEVEL;
+}
+
+const char *paging_mode_name(enum paging_mode m)
+{
+	switch (m) {
+	case PAGING_NONE: return "none";
+	case PAGING_32: return "32-bit";
+	case PAGING_PAE: return "pae";
+	case PAGING_4LEVEL: return "4-level";
+	case PAGING_5LEVEL: return "5-level";
+	}
+	return "?";
+}
+
+int kernel_paging_ctx(struct guest_mem *gm, const struct cpu_paging *c, struct pt_ctx *pt)
+{
+	enum paging_mode m = paging_mode_of(c);
+	if (m != PAGING_4LEVEL && m != PAGING_5LEVEL)
+		return -1;
+	memset(pt, 0, sizeof(*pt));
+	pt->read_page = guest_mem_read_page;
+	pt->opaque = gm;
+	pt->levels = m == PAGING_5LEVEL ? 5 : 4;
+	pt->phys_mask = pt_phys_mask(52);
+	pt->root = pt_root_from_cr3(c->cr3, pt->phys_mask);
+	return 0;
+}
+
+struct first_leaf {
+	struct pt_mapping m;
+	bool found;
+	unsigned count;
+};
+
+static int count_leaf(void *opaque, const struct pt_mapping *m)
+{
+	struct first_leaf *f = opaque;
+	if (!f->found) {
+		f->m = *m;
+		f->found = true;
+	}
+	return ++f->count >= 64;
+}
+
+static unsigned kernel_leaves(const struct pt_ctx *pt, struct pt_mapping *first)
+{
+	struct first_leaf f = { 0 };
+	uint64_t start = pt_canonical(KERNEL_MAP_START, pt->levels), end = pt_canonical(KERNEL_MAP_END, pt->levels);
+	if (pt_for_each_leaf(pt, start, end, 64, count_leaf, &f) < 0)
+		return 0;
+	if (first && f.found)
+		*first = f.m;
+	return f.count;
+}
+
+int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c)
+{
+	struct pt_ctx pt;
+	if (kernel_paging_ctx(gm, c, &pt) < 0)
+		return 0;
+	uint64_t root[512];
+	if (guest_mem_read_page(gm, pt.root, root) < 0)
+		return 0;
+	unsigned present = 0, inside = 0;
+	for (int i = 0; i < 512; i++) {
+		if (!(root[i] & PTE_PRESENT))
+			continue;
+		present++;
+		if (guest_mem_find(gm, root[i] & pt.phys_mask))
+			inside++;
+	}
+	if (!present || inside * 2 < present)
+		return 0;
+	struct pt_mapping m;
+	if (pt_translate(&pt, c->rip, &m) == 0 && guest_mem_find(gm, m.pa))
+		return 1;
+	/* the vCPU may be on a PTI user page table: try the kernel half */
+	pt.root &= ~0x1000ULL;
+	return kernel_leaves(&pt, NULL) > 0;
+}
+
+int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vlen, char *banner, size_t blen)
+{
+	static const char pat[] = "Linux version ";
+	const uint8_t *p = buf;
+	while ((p = memmem(p, len - (p - buf), pat, sizeof(pat) - 1))) {
+		const uint8_t *v = p + sizeof(pat) - 1;
+		if (v < buf + len && *v >= '0' && *v <= '9') {
+			size_t i = 0;
+			while (v + i < buf + len && i + 1 < vlen && v[i] > ' ' && v[i] < 0x7f)
+				i++;
+			memcpy(version, v, i);
+			version[i] = '\0';
+			size_t b = 0;
+			while (p + b < buf + len && b + 1 < blen && p[b] != '\n' && p[b] != '\0')
+				b++;
+			memcpy(banner, p, b);
+			banner[b] = '\0';
+			return 0;
+		}
+		p++;
+	}
+	return -1;
+}
+
+struct image_copy {
+	struct guest_mem *gm;
+	struct guest_kernel *k;
+	uint64_t next_va;
+	bool stop;
+};
+
+static int copy_leaf(void *opaque, const struct pt_mapping *m)
+{
+	struct image_copy *ic = opaque;
+	struct guest_kernel *k = ic->k;
+	if (m->va != ic->next_va || m->va - k->text_base + m->size > MAX_IMAGE)
+		return 1; /* gap: end of the kernel image */
+	uint64_t off = m->va - k->text_base;
+	uint8_t *ni = realloc(k->image, off + m->size);
+	if (!ni)
+		return 1;
+	k->image = ni;
+	if (guest_mem_read(ic->gm, m->pa, k->image + off, m->size) < 0) {
+		memset(k->image + off, 0, m->size);
+		k->image_unreadable += m->size;
+	}
+	k->image_size = off + m->size;
+	ic->next_va = m->va + m->size;
+	return 0;
+}
+
+int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err)
+{
+	memset(k, 0, sizeof(*k));
+	struct pt_ctx pt;
+	if (kernel_paging_ctx(gm, c, &pt) < 0)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+				       "the vCPU does not use 64-bit paging (paging: %s): not a running Linux kernel",
+				       paging_mode_name(paging_mode_of(c)));
+	/* With PTI the kernel's PGD is the even page of an 8 KiB pair and the
+	 * user's the odd one, which maps little of the kernel. Take whichever
+	 * maps more of the kernel image region. */
+	struct pt_mapping first, first2;
+	unsigned n1 = kernel_leaves(&pt, &first);
+	struct pt_ctx pt2 = pt;
+	pt2.root &= ~0x1000ULL;
+	unsigned n2 = pt2.root != pt.root ? kernel_leaves(&pt2, &first2) : 0;
+	if (n2 > n1) {
+		pt = pt2;
+		first = first2;
+		k->pti_user_cr3 = true;
+		n1 = n2;
+	}
+	if (!n1)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+				       "nothing is mapped at the kernel image addresses %#llx-%#llx: not a Linux guest?",
+				       (unsigned long long)KERNEL_MAP_START, (unsigned long long)KERNEL_MAP_END);
+	k->pt = pt;
+	k->text_base = first.va;
+	k->phys_base = first.pa;
+
+	struct image_copy ic = { .gm = gm, .k = k, .next_va = first.va };
+	pt_for_each_leaf(&pt, first.va, pt_canonical(KERNEL_MAP_END, pt.levels), MAX_TABLES, copy_leaf, &ic);
+	if (!k->image_size)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, EIO, "kernel image at %#llx unreadable",
+				       (unsigned long long)k->text_base);
+	log_debug("kernel image: %#llx, %llu MiB mapped, %llu bytes unreadable", (unsigned long long)k->text_base,
+		  (unsigned long long)(k->image_size >> 20), (unsigned long long)k->image_unreadable);
+	if (kernel_parse_banner(k->image, k->image_size, k->version, sizeof(k->version), k->banner,
+				sizeof(k->banner)) < 0) {
+		kernel_free(k);
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+				       "no Linux version banner in the %llu MiB mapped at the kernel image address",
+				       (unsigned long long)(ic.next_va - first.va) >> 20);
+	}
+	if (ksymtab_parse(k->image, k->image_size, k->text_base, &k->ksyms, err) < 0) {
+		/* keep what we found; the caller reports the missing table */
+		return vmsh_err_prefix(err, "Linux %s", k->version);
+	}
+	return 0;
+}
+
+void kernel_free(struct guest_kernel *k)
+{
+	ksymtab_free(&k->ksyms);
+	free(k->image);
+	k->image = NULL;
+	k->image_size = 0;
+}
+
+int kernel_read_virt(struct guest_mem *gm, const struct guest_kernel *k, uint64_t va, void *buf, size_t len)
+{
+	uint8_t *out = buf;
+	while (len) {
+		struct pt_mapping m;
+		if (pt_translate(&k->pt, va, &m) < 0)
+			return -1;
+		uint64_t off = va - m.va;
+		size_t chunk = m.size - off < len ? (size_t)(m.size - off) : len;
+		if (guest_mem_read(gm, m.pa + off, out, chunk) < 0)
+			return -1;
+		out += chunk;
+		va += chunk;
+		len -= chunk;
+	}
+	return 0;
+}

@@ -1,0 +1,54 @@
+/* kernel.h - finding the Linux kernel in a running guest: its page tables,
+ * KASLR base, version banner and exported symbols. */
+#ifndef VMSH_KERNEL_H
+#define VMSH_KERNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "guest/guestmem.h"
+#include "guest/ksymtab.h"
+#include "guest/pagetable.h"
+
+/* The vCPU state the search starts from. */
+struct cpu_paging {
+	uint64_t cr0, cr3, cr4, efer;
+	uint64_t rip;
+};
+
+enum paging_mode { PAGING_NONE, PAGING_32, PAGING_PAE, PAGING_4LEVEL, PAGING_5LEVEL };
+enum paging_mode paging_mode_of(const struct cpu_paging *c);
+const char *paging_mode_name(enum paging_mode m);
+
+#define KERNEL_MAP_START 0xffffffff80000000ULL /* __START_KERNEL_map */
+#define KERNEL_MAP_END 0xffffffffc0000000ULL   /* MODULES_VADDR */
+#define KERNEL_DEFAULT_TEXT 0xffffffff81000000ULL /* _text without KASLR */
+
+struct guest_kernel {
+	struct pt_ctx pt;        /* the kernel's page tables (kernel half of a PTI pair) */
+	bool pti_user_cr3;       /* the vCPU was on the user half of a PTI pair */
+	uint64_t text_base;      /* virtual address of _text */
+	uint64_t phys_base;      /* its physical address */
+	uint64_t image_size;     /* mapped bytes from _text on */
+	uint8_t *image;          /* copy of the mapped kernel image */
+	uint64_t image_unreadable; /* bytes of it we could not read */
+	char version[128];       /* uname -r */
+	char banner[512];        /* linux_banner without the newline */
+	struct ksymtab ksyms;
+};
+
+/* Page-table context for the vCPU (root from CR3). -1 without paging. */
+int kernel_paging_ctx(struct guest_mem *gm, const struct cpu_paging *c, struct pt_ctx *pt);
+/* A cheap check that gm is consistent with the vCPU's page tables. */
+int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c);
+
+int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err);
+void kernel_free(struct guest_kernel *k);
+
+/* Read guest virtual memory through the kernel's page tables. */
+int kernel_read_virt(struct guest_mem *gm, const struct guest_kernel *k, uint64_t va, void *buf, size_t len);
+
+/* Exposed for unit tests: find "Linux version X ..." in buf. */
+int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vlen, char *banner, size_t blen);
+
+#endif

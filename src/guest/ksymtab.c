@@ -1,0 +1,340 @@
+/* ksymtab.c - finding and parsing the exported-symbol tables (see ksymtab.h).
+ *
+ * Method: find the name string of a few symbols every kernel exports, find
+ * the table entries pointing at those strings (trying each layout), and
+ * learn from them the layout and the extent of __ksymtab_strings. Then scan
+ * the whole image for runs of entries whose names all point to string starts
+ * inside that section: each run is one table. Plain string search is not
+ * enough to resolve a name (the linker merges "_printk" into the tail of
+ * "mmiotrace_printk"): names are only resolved through the tables. */
+#include "guest/ksymtab.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define MAX_NAME 128
+#define MIN_RUN 16
+
+/* Names exported (EXPORT_SYMBOL or _GPL) by every x86-64 kernel since 4.x. */
+static const char *const anchors[] = {
+	"jiffies", "kfree", "schedule", "init_task", "memcpy", "msleep", "kmalloc_caches", "queue_work_on",
+	"synchronize_rcu", "__platform_driver_register", "platform_device_register_full", "call_rcu",
+};
+
+const char *ksymtab_format_name(enum ksymtab_format f)
+{
+	switch (f) {
+	case KSYMTAB_ABS: return "absolute";
+	case KSYMTAB_ABS_NS: return "absolute+namespace";
+	case KSYMTAB_PREL32: return "prel32";
+	case KSYMTAB_PREL32_NS: return "prel32+namespace";
+	default: return "none";
+	}
+}
+
+static size_t entry_size(enum ksymtab_format f)
+{
+	switch (f) {
+	case KSYMTAB_ABS: return 16;
+	case KSYMTAB_ABS_NS: return 24;
+	case KSYMTAB_PREL32: return 8;
+	case KSYMTAB_PREL32_NS: return 12;
+	default: return 0;
+	}
+}
+
+struct scan {
+	const uint8_t *img;
+	size_t len;
+	uint64_t base;
+	enum ksymtab_format fmt;
+	size_t str_lo, str_hi; /* image offsets bounding __ksymtab_strings; 0/len if unknown */
+};
+
+static int32_t rd32(const uint8_t *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+static uint64_t rd64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static bool is_ident(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+}
+
+/* A name string must start right after a NUL (or at section start) and be a
+ * NUL-terminated identifier. */
+static bool valid_name_at(const struct scan *s, int64_t off)
+{
+	if (off <= 0 || (size_t)off >= s->len)
+		return false;
+	if ((size_t)off < s->str_lo || (size_t)off >= s->str_hi)
+		return false;
+	if (s->img[off - 1] != '\0')
+		return false;
+	for (size_t i = 0; i < MAX_NAME && (size_t)off + i < s->len; i++) {
+		uint8_t c = s->img[off + i];
+		if (c == '\0')
+			return i > 0;
+		if (!is_ident(c))
+			return false;
+	}
+	return false;
+}
+
+/* Image offset the name field of the entry at `e` points to, or -1. */
+static int64_t name_off(const struct scan *s, size_t e)
+{
+	size_t es = entry_size(s->fmt);
+	if (e + es > s->len)
+		return -1;
+	switch (s->fmt) {
+	case KSYMTAB_PREL32:
+	case KSYMTAB_PREL32_NS:
+		return (int64_t)(e + 4) + rd32(s->img + e + 4);
+	case KSYMTAB_ABS:
+	case KSYMTAB_ABS_NS: {
+		uint64_t va = rd64(s->img + e + 8);
+		if (va < s->base || va - s->base >= s->len)
+			return -1;
+		return (int64_t)(va - s->base);
+	}
+	default:
+		return -1;
+	}
+}
+
+static uint64_t value_of(const struct scan *s, size_t e)
+{
+	if (s->fmt == KSYMTAB_PREL32 || s->fmt == KSYMTAB_PREL32_NS)
+		return s->base + e + (int64_t)rd32(s->img + e);
+	return rd64(s->img + e);
+}
+
+static bool valid_ns(const struct scan *s, size_t e)
+{
+	if (s->fmt == KSYMTAB_PREL32_NS) {
+		int32_t o = rd32(s->img + e + 8);
+		return o == 0 || valid_name_at(s, (int64_t)(e + 8) + o) || s->img[(int64_t)(e + 8) + o] == 0;
+	}
+	if (s->fmt == KSYMTAB_ABS_NS) {
+		uint64_t va = rd64(s->img + e + 16);
+		return va == 0 || (va >= s->base && va - s->base < s->len);
+	}
+	return true;
+}
+
+static bool valid_entry(const struct scan *s, int64_t e)
+{
+	if (e < 0 || (size_t)e + entry_size(s->fmt) > s->len)
+		return false;
+	if (!valid_name_at(s, name_off(s, (size_t)e)))
+		return false;
+	if (s->fmt == KSYMTAB_PREL32_NS) {
+		int64_t nso = (int64_t)(e + 8) + rd32(s->img + e + 8);
+		if (rd32(s->img + e + 8) != 0 && (nso <= 0 || (size_t)nso >= s->len))
+			return false;
+	}
+	return valid_ns(s, (size_t)e);
+}
+
+/* Number of consecutive valid entries starting at e going in direction dir. */
+static size_t run_length(const struct scan *s, int64_t e, int dir, size_t max)
+{
+	size_t es = entry_size(s->fmt), n = 0;
+	while (n < max && valid_entry(s, e)) {
+		n++;
+		e += dir * (int64_t)es;
+	}
+	return n;
+}
+
+/* All offsets where the string "\0name\0" starts (offset of name). */
+static size_t find_strings(const uint8_t *img, size_t len, const char *name, size_t *offs, size_t max)
+{
+	char pat[MAX_NAME + 2];
+	size_t nl = strlen(name), n = 0;
+	pat[0] = '\0';
+	memcpy(pat + 1, name, nl);
+	pat[nl + 1] = '\0';
+	const uint8_t *p = img;
+	while (n < max) {
+		const uint8_t *hit = memmem(p, len - (p - img), pat, nl + 2);
+		if (!hit)
+			break;
+		offs[n++] = hit - img + 1;
+		p = hit + 1;
+	}
+	return n;
+}
+
+/* Look for an entry referencing the string at str_off, in any layout; on
+ * success set s->fmt and *entry. */
+static bool find_referencing_entry(struct scan *s, size_t str_off, size_t *entry)
+{
+	uint64_t str_va = s->base + str_off;
+	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
+	size_t best_score = 0;
+	for (size_t f = 0; f + 4 <= s->len; f += 4) {
+		bool prel = (int64_t)f + rd32(s->img + f) == (int64_t)str_off;
+		bool abs = f + 8 <= s->len && rd64(s->img + f) == str_va;
+		if (!prel && !abs)
+			continue;
+		for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
+			bool is_prel = fmts[k] == KSYMTAB_PREL32 || fmts[k] == KSYMTAB_PREL32_NS;
+			if (is_prel != prel)
+				continue;
+			size_t off_in_entry = is_prel ? 4 : 8;
+			if (f < off_in_entry)
+				continue;
+			s->fmt = fmts[k];
+			int64_t e = (int64_t)(f - off_in_entry);
+			size_t score = run_length(s, e, 1, 64) + run_length(s, e, -1, 64);
+			if (score > best_score) {
+				best_score = score;
+				*entry = (size_t)e;
+				s->fmt = fmts[k];
+			}
+		}
+		if (best_score >= 2 * MIN_RUN) {
+			/* keep the winning format */
+			break;
+		}
+	}
+	if (best_score < MIN_RUN) {
+		s->fmt = KSYMTAB_NONE;
+		return false;
+	}
+	/* re-establish the winning format (loop may have left another) */
+	for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
+		s->fmt = fmts[k];
+		if (run_length(s, (int64_t)*entry, 1, 64) + run_length(s, (int64_t)*entry, -1, 64) == best_score)
+			return true;
+	}
+	return false;
+}
+
+/* Widen [lo,hi) to the whole block of NUL-separated identifiers around it. */
+static void widen_strings(const struct scan *s, size_t *lo, size_t *hi)
+{
+	while (*lo > 0 && (is_ident(s->img[*lo - 1]) || s->img[*lo - 1] == '\0'))
+		(*lo)--;
+	while (*hi < s->len && (is_ident(s->img[*hi]) || s->img[*hi] == '\0'))
+		(*hi)++;
+}
+
+static int cmp_sym(const void *a, const void *b)
+{
+	const struct ksym *x = a, *y = b;
+	return strcmp(x->name, y->name);
+}
+
+int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymtab *out, struct vmsh_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct scan s = { .img = img, .len = len, .base = base_va, .str_lo = 0, .str_hi = len };
+	size_t entry = 0;
+	bool found = false;
+	for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]) && !found; a++) {
+		size_t offs[32];
+		size_t n = find_strings(img, len, anchors[a], offs, 32);
+		for (size_t i = 0; i < n && !found; i++)
+			found = find_referencing_entry(&s, offs[i], &entry);
+	}
+	if (!found)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT, "no exported-symbol table found in kernel image");
+
+	/* bound __ksymtab_strings from the anchor's run */
+	size_t es = entry_size(s.fmt);
+	size_t back = run_length(&s, (int64_t)entry, -1, SIZE_MAX);
+	size_t fwd = run_length(&s, (int64_t)entry, 1, SIZE_MAX);
+	size_t first = entry - (back - 1) * es;
+	size_t lo = SIZE_MAX, hi = 0;
+	for (size_t i = 0; i < back + fwd - 1; i++) {
+		int64_t no = name_off(&s, first + i * es);
+		if ((size_t)no < lo)
+			lo = no;
+		if ((size_t)no > hi)
+			hi = no;
+	}
+	widen_strings(&s, &lo, &hi);
+	s.str_lo = lo;
+	s.str_hi = hi;
+
+	/* scan the image for every table */
+	size_t cap = 4096;
+	out->syms = malloc(cap * sizeof(*out->syms));
+	if (!out->syms)
+		return vmsh_error(err, ENOMEM, "parse ksymtab");
+	size_t align = (s.fmt == KSYMTAB_ABS || s.fmt == KSYMTAB_ABS_NS) ? 8 : 4;
+	for (size_t e = 0; e + es <= len;) {
+		if (!valid_entry(&s, (int64_t)e)) {
+			e += align;
+			continue;
+		}
+		size_t rl = run_length(&s, (int64_t)e, 1, SIZE_MAX);
+		if (rl < MIN_RUN) {
+			e += align;
+			continue;
+		}
+		for (size_t i = 0; i < rl; i++) {
+			size_t ee = e + i * es;
+			if (out->n == cap) {
+				struct ksym *ns = realloc(out->syms, cap * 2 * sizeof(*ns));
+				if (!ns) {
+					ksymtab_free(out);
+					return vmsh_error(err, ENOMEM, "parse ksymtab");
+				}
+				out->syms = ns;
+				cap *= 2;
+			}
+			out->syms[out->n++] = (struct ksym){
+				.value = value_of(&s, ee),
+				.name = (const char *)img + name_off(&s, ee),
+			};
+		}
+		out->n_tables++;
+		e += rl * es;
+	}
+	out->format = s.fmt;
+	qsort(out->syms, out->n, sizeof(*out->syms), cmp_sym);
+	log_debug("ksymtab: %s, %zu tables, %zu symbols, strings at +%#zx..+%#zx", ksymtab_format_name(s.fmt),
+		  out->n_tables, out->n, s.str_lo, s.str_hi);
+	return 0;
+}
+
+int ksymtab_lookup(const struct ksymtab *ks, const char *name, uint64_t *value)
+{
+	size_t lo = 0, hi = ks->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(ks->syms[mid].name, name);
+		if (c == 0) {
+			*value = ks->syms[mid].value;
+			return 0;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+void ksymtab_free(struct ksymtab *ks)
+{
+	free(ks->syms);
+	ks->syms = NULL;
+	ks->n = 0;
+}

@@ -1,0 +1,85 @@
+/* kvm.h - the hypervisor's KVM objects seen from outside: its VM and vCPU
+ * fds, ioctls run inside it, vCPU registers, and memory slot ids.
+ *
+ * KVM refuses VM and vCPU ioctls from any process but the one that created
+ * the VM (the mm check), so every ioctl here is injected into the hypervisor
+ * with the tracer, with its argument staged in a scratch page mapped there. */
+#ifndef VMSH_KVM_H
+#define VMSH_KVM_H
+
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "tracer/tracer.h"
+
+#define KVM_MAX_VCPUS_SEEN 1024
+
+struct kvm_vcpu_ref {
+	int index; /* N of anon_inode:kvm-vcpu:N */
+	int fd;    /* fd number in the hypervisor */
+	pid_t tid; /* thread seen in KVM_RUN on it, 0 if unknown */
+};
+
+/* What /proc/PID/fd says about the KVM objects of a process. */
+struct kvm_fds {
+	int vm_fds[16];
+	size_t n_vms;
+	struct kvm_vcpu_ref *vcpus;
+	size_t n_vcpus;
+};
+
+int kvm_fds_scan(pid_t pid, struct kvm_fds *out, struct vmsh_err *err);
+void kvm_fds_free(struct kvm_fds *f);
+/* Classify a readlink target of /proc/PID/fd/N: 1 = vm, 2 = vcpu (index in *idx), 0 = other. */
+int kvm_fd_kind(const char *target, int *idx);
+
+/* An attached VM: the tracer plus a scratch page in the hypervisor. */
+struct kvm_vm {
+	struct tracer *tr;
+	pid_t pid;
+	int vm_fd;
+	struct kvm_vcpu_ref *vcpus;
+	size_t n_vcpus;
+	uint64_t scratch;      /* address of our page in the hypervisor, 0 if none */
+	size_t scratch_size;
+};
+
+int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err);
+void kvm_vm_close(struct kvm_vm *vm);
+
+/* ioctl(fd, req, arg) inside the hypervisor. arg (len bytes, may be NULL) is
+ * copied in before and out after. *ret gets the result or -errno. */
+int kvm_ioctl(struct kvm_vm *vm, int fd, unsigned long req, void *arg, size_t len, int64_t *ret, struct vmsh_err *err);
+/* ioctl with an integer argument (no memory). */
+int kvm_ioctl_val(struct kvm_vm *vm, int fd, unsigned long req, uint64_t val, int64_t *ret, struct vmsh_err *err);
+
+struct vcpu_state {
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+};
+/* Must be called while every vCPU thread is stopped (tracer_stop_others). */
+int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct vcpu_state *st, struct vmsh_err *err);
+
+/* Memory slot ids in use in address space as_id, found without side effects
+ * (see memslots.c). known_gpa must lie in guest memory. */
+struct memslot_ids {
+	uint32_t *ids;
+	size_t n;
+	uint32_t max_probed; /* highest id probed */
+	uint32_t limit;      /* KVM_CAP_NR_MEMSLOTS */
+	unsigned probes;
+};
+int kvm_memslot_ids(struct kvm_vm *vm, int as_id, uint64_t known_gpa, struct memslot_ids *out, struct vmsh_err *err);
+
+/* Pure decision logic of one probe, for unit tests: given the result of
+ * KVM_SET_USER_MEMORY_REGION(probe), is the slot id used?  1 used, 0 free,
+ * -1 unexpected (the probe must then stop). */
+int memslot_probe_verdict(int64_t ioctl_ret);
+/* Build the probe region for id (as_id) at known_gpa. */
+void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id, uint64_t known_gpa);
+
+#endif

@@ -1,0 +1,97 @@
+/* kvm_vm.c - KVM ioctls run inside the hypervisor, with their arguments
+ * staged in a scratch page we map there for the duration of the attach. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "common/log.h"
+#include "kvm/kvm.h"
+
+#define SCRATCH_SIZE 8192
+
+int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->tr = tr;
+	vm->pid = tr->pid;
+	vm->vm_fd = vm_fd;
+
+	/* vCPUs of this VM: with several VMs in one process, a vCPU belongs to
+	 * the VM whose fd is the closest lower fd number (creation order). */
+	vm->vcpus = calloc(fds->n_vcpus ? fds->n_vcpus : 1, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return vmsh_error(err, ENOMEM, "open VM");
+	for (size_t i = 0; i < fds->n_vcpus; i++) {
+		int owner = -1;
+		for (size_t k = 0; k < fds->n_vms; k++)
+			if (fds->vm_fds[k] < fds->vcpus[i].fd && fds->vm_fds[k] > owner)
+				owner = fds->vm_fds[k];
+		if (owner == vm_fd || fds->n_vms == 1)
+			vm->vcpus[vm->n_vcpus++] = fds->vcpus[i];
+	}
+
+	uint64_t args[6] = { 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
+	int64_t ret;
+	if (tracer_syscall(tr, SYS_mmap, args, &ret, err) < 0) {
+		free(vm->vcpus);
+		return vmsh_err_prefix(err, "map scratch page in hypervisor");
+	}
+	if (ret < 0 && ret > -4096) {
+		free(vm->vcpus);
+		return vmsh_error(err, (int)-ret, "map scratch page in hypervisor");
+	}
+	vm->scratch = (uint64_t)ret;
+	vm->scratch_size = SCRATCH_SIZE;
+	return 0;
+}
+
+void kvm_vm_close(struct kvm_vm *vm)
+{
+	if (vm->scratch) {
+		uint64_t args[6] = { vm->scratch, vm->scratch_size, 0, 0, 0, 0 };
+		int64_t ret;
+		struct vmsh_err e = { 0 };
+		if (tracer_syscall(vm->tr, SYS_munmap, args, &ret, &e) < 0 || ret != 0)
+			log_info("unmapping scratch page in hypervisor failed: %s", e.msg);
+		vm->scratch = 0;
+	}
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+}
+
+int kvm_ioctl(struct kvm_vm *vm, int fd, unsigned long req, void *arg, size_t len, int64_t *ret, struct vmsh_err *err)
+{
+	if (len > vm->scratch_size)
+		return vmsh_error(err, E2BIG, "ioctl %#lx argument too large", req);
+	if (len && remote_write(vm->pid, vm->scratch, arg, len) != (ssize_t)len)
+		return vmsh_error(err, errno, "stage ioctl argument in hypervisor");
+	uint64_t args[6] = { (uint64_t)fd, req, len ? vm->scratch : 0, 0, 0, 0 };
+	if (tracer_syscall(vm->tr, SYS_ioctl, args, ret, err) < 0)
+		return -1;
+	if (len && *ret >= 0 && remote_read(vm->pid, vm->scratch, arg, len) != (ssize_t)len)
+		return vmsh_error(err, errno, "read ioctl result from hypervisor");
+	return 0;
+}
+
+int kvm_ioctl_val(struct kvm_vm *vm, int fd, unsigned long req, uint64_t val, int64_t *ret, struct vmsh_err *err)
+{
+	uint64_t args[6] = { (uint64_t)fd, req, val, 0, 0, 0 };
+	return tracer_syscall(vm->tr, SYS_ioctl, args, ret, err);
+}
+
+int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct vcpu_state *st, struct vmsh_err *err)
+{
+	int64_t ret;
+	memset(st, 0, sizeof(*st));
+	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_REGS, &st->regs, sizeof(st->regs), &ret, err) < 0)
+		return -1;
+	if (ret < 0)
+		return vmsh_error(err, (int)-ret, "KVM_GET_REGS on vCPU %d", vcpu->index);
+	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_SREGS, &st->sregs, sizeof(st->sregs), &ret, err) < 0)
+		return -1;
+	if (ret < 0)
+		return vmsh_error(err, (int)-ret, "KVM_GET_SREGS on vCPU %d", vcpu->index);
+	return 0;
+}

@@ -1,0 +1,374 @@
+/* tracer.c - ptrace attach, stop-the-world windows, syscall injection and
+ * clean detach (see tracer.h). */
+#include "tracer/tracer.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/procfs.h"
+
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+
+/* kernel-internal restart codes, visible to a tracer in rax */
+#define ERESTARTSYS 512
+#define ERESTARTNOINTR 513
+#define ERESTARTNOHAND 514
+#define ERESTART_RESTARTBLOCK 516
+
+static const int blocked_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGPIPE };
+
+void tracer_fixup_restart(struct user_regs_struct *regs)
+{
+	if ((long)regs->orig_rax < 0)
+		return;
+	switch ((long)regs->rax) {
+	case -ERESTARTSYS:
+	case -ERESTARTNOINTR:
+	case -ERESTARTNOHAND:
+		regs->rax = regs->orig_rax;
+		regs->rip -= 2;
+		break;
+	case -ERESTART_RESTARTBLOCK:
+		regs->rax = SYS_restart_syscall;
+		regs->rip -= 2;
+		break;
+	default:
+		break;
+	}
+}
+
+static bool is_kernel_worker(pid_t pid, pid_t tid)
+{
+	unsigned long flags;
+	if (procfs_task_flags(pid, tid, &flags) < 0)
+		return false;
+	return flags & (PF_KTHREAD_FLAG | PF_USER_WORKER_FLAG | PF_IO_WORKER_FLAG);
+}
+
+static int seize(struct tracer *t, pid_t tid, struct vmsh_err *err)
+{
+	long opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP;
+	if (ptrace(PTRACE_SEIZE, tid, 0, opts) == 0) {
+		t->seccomp_suspended = true;
+		return 0;
+	}
+	/* PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and a kernel with
+	 * CONFIG_CHECKPOINT_RESTORE; without it a confined hypervisor might kill
+	 * itself on an injected syscall, so say so. */
+	if (errno == EPERM || errno == EINVAL) {
+		if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) == 0) {
+			t->seccomp_suspended = false;
+			return 0;
+		}
+	}
+	if (errno == EPERM)
+		return vmsh_error_kind(err, VMSH_E_PERM, errno,
+				       "ptrace thread %d (run as root, or check kernel.yama.ptrace_scope)", tid);
+	if (errno == ESRCH)
+		return vmsh_error_kind(err, VMSH_E_NOPROC, errno, "ptrace thread %d", tid);
+	return vmsh_error(err, errno, "ptrace seize thread %d", tid);
+}
+
+/* Wait until tid enters the ptrace-stop we asked for. Signal-delivery stops on
+ * the way are held back (recorded in *pending) and the thread is resumed with
+ * `resume_req` so it reaches the stop we want. Returns the wait status. */
+static int wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err)
+{
+	for (int guard = 0; guard < 1000; guard++) {
+		int status;
+		pid_t r = waitpid(tid, &status, __WALL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return vmsh_error(err, errno, "waitpid thread %d", tid);
+		}
+		if (WIFEXITED(status) || WIFSIGNALED(status))
+			return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "thread %d exited while traced", tid);
+		if (!WIFSTOPPED(status))
+			continue;
+		int sig = WSTOPSIG(status);
+		int event = status >> 16;
+		if (want_syscall_stop && sig == (SIGTRAP | 0x80))
+			return status;
+		if (!want_syscall_stop && event == PTRACE_EVENT_STOP)
+			return status;
+		if (event == PTRACE_EVENT_STOP) {
+			/* group-stop or a stale interrupt: keep going */
+			ptrace(resume_req, tid, 0, 0);
+			continue;
+		}
+		if (event == 0 && sig != (SIGTRAP | 0x80)) {
+			/* signal-delivery-stop: hold the signal back until we let go */
+			if (pending && !*pending)
+				*pending = sig;
+			else if (pending && *pending != sig)
+				log_debug("thread %d: dropping duplicate signal %d while traced", tid, sig);
+		}
+		ptrace(resume_req, tid, 0, 0);
+	}
+	return vmsh_error(err, EIO, "thread %d never reached its ptrace stop", tid);
+}
+
+static void reraise(pid_t pid, pid_t tid, int sig)
+{
+	if (sig > 0 && syscall(SYS_tgkill, pid, tid, sig) < 0)
+		log_debug("re-raising signal %d on thread %d: %s", sig, tid, strerror(errno));
+}
+
+/* Find the bytes 0f 05 (`syscall`) in an executable mapping, preferring the
+ * vDSO, which every x86-64 process has. */
+static int find_syscall_insn(pid_t pid, uint64_t *addr, struct vmsh_err *err)
+{
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(pid, &maps, &n, err) < 0)
+		return -1;
+	int rc = -1;
+	for (int pass = 0; pass < 2 && rc < 0; pass++) {
+		for (size_t i = 0; i < n && rc < 0; i++) {
+			bool vdso = strcmp(maps[i].path, "[vdso]") == 0;
+			if (maps[i].perms[2] != 'x' || (pass == 0) != vdso)
+				continue;
+			size_t len = maps[i].end - maps[i].start;
+			if (len > (16u << 20))
+				len = 16u << 20;
+			_cleanup_free_ uint8_t *buf = malloc(len);
+			if (!buf)
+				break;
+			ssize_t got = remote_read(pid, maps[i].start, buf, len);
+			for (ssize_t k = 0; k + 1 < got; k++) {
+				if (buf[k] == 0x0f && buf[k + 1] == 0x05) {
+					*addr = maps[i].start + k;
+					rc = 0;
+					break;
+				}
+			}
+		}
+	}
+	free(maps);
+	if (rc < 0)
+		vmsh_error(err, ENOEXEC, "no syscall instruction found in process %d", pid);
+	return rc;
+}
+
+static void block_signals(struct tracer *t)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	for (size_t i = 0; i < ARRAY_SIZE(blocked_signals); i++)
+		sigaddset(&set, blocked_signals[i]);
+	sigprocmask(SIG_BLOCK, &set, &t->saved_sigmask);
+}
+
+/* Stop one thread with PTRACE_INTERRUPT (it must be seized). */
+static int interrupt_thread(pid_t tid, int *pending, struct vmsh_err *err)
+{
+	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
+		return vmsh_error(err, errno, "interrupt thread %d", tid);
+	return wait_stop(tid, false, PTRACE_CONT, pending, err) < 0 ? -1 : 0;
+}
+
+static bool regs_in_kvm_run(const struct user_regs_struct *r)
+{
+	return (long)r->orig_rax == SYS_ioctl && r->rsi == KVM_RUN;
+}
+
+int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
+{
+	memset(t, 0, sizeof(*t));
+	t->pid = pid;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "process %d", pid);
+	if (find_syscall_insn(pid, &t->syscall_insn, err) < 0)
+		return -1;
+
+	pid_t *tids;
+	size_t n;
+	if (procfs_list_tasks(pid, &tids, &n, err) < 0)
+		return -1;
+	block_signals(t);
+
+	/* Prefer the thread-group leader; skip threads caught inside KVM_RUN
+	 * (vCPU threads) so the guest keeps running while we work. */
+	int rc = -1;
+	pid_t fallback = 0;
+	for (int pass = 0; pass < 2 && rc < 0; pass++) {
+		for (size_t i = 0; i < n && rc < 0; i++) {
+			pid_t tid = tids[i];
+			if (is_kernel_worker(pid, tid))
+				continue;
+			if (pass == 1 && tid != fallback)
+				continue;
+			if (seize(t, tid, err) < 0) {
+				if (err && err->kind == VMSH_E_PERM)
+					goto out;
+				continue;
+			}
+			int pending = 0;
+			if (interrupt_thread(tid, &pending, err) < 0) {
+				ptrace(PTRACE_DETACH, tid, 0, 0);
+				reraise(pid, tid, pending);
+				continue;
+			}
+			struct user_regs_struct regs;
+			if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+				vmsh_error(err, errno, "read registers of thread %d", tid);
+				ptrace(PTRACE_DETACH, tid, 0, 0);
+				reraise(pid, tid, pending);
+				continue;
+			}
+			if (pass == 0 && regs_in_kvm_run(&regs)) {
+				if (!fallback)
+					fallback = tid;
+				ptrace(PTRACE_DETACH, tid, 0, 0);
+				reraise(pid, tid, pending);
+				continue;
+			}
+			tracer_fixup_restart(&regs);
+			t->saved_regs = regs;
+			t->inj_tid = tid;
+			t->inj_pending_sig = pending;
+			t->attached = true;
+			rc = 0;
+		}
+	}
+	if (rc < 0 && err && !err->msg[0])
+		vmsh_error(err, ESRCH, "no thread of process %d could be stopped", pid);
+out:
+	free(tids);
+	if (rc < 0) {
+		sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
+		return vmsh_err_prefix(err, "attach to process %d", pid);
+	}
+	if (!t->seccomp_suspended)
+		log_verbose("seccomp filters of process %d could not be suspended (needs CAP_SYS_ADMIN)", pid);
+	log_debug("attached to %d, injecting in thread %d, syscall at %#llx", pid, t->inj_tid,
+		  (unsigned long long)t->syscall_insn);
+	return 0;
+}
+
+int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err)
+{
+	if (!t->attached)
+		return vmsh_error(err, EINVAL, "inject syscall: not attached");
+	struct user_regs_struct regs = t->saved_regs;
+	regs.rip = t->syscall_insn;
+	regs.rax = nr;
+	regs.orig_rax = (unsigned long long)-1; /* no restart logic on the way out of this stop */
+	regs.rdi = args[0];
+	regs.rsi = args[1];
+	regs.rdx = args[2];
+	regs.r10 = args[3];
+	regs.r8 = args[4];
+	regs.r9 = args[5];
+	pid_t tid = t->inj_tid;
+	if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0)
+		return vmsh_error(err, errno, "set registers of thread %d", tid);
+	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+		goto fail_restore;
+	if (wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+		goto fail;
+	/* syscall-enter stop; run it */
+	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+		goto fail_restore;
+	if (wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+		goto fail;
+	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+		goto fail_restore;
+	*ret = (int64_t)regs.rax;
+	t->injected_syscalls++;
+	return 0;
+fail_restore:
+	vmsh_error(err, errno, "inject syscall %ld into thread %d", nr, tid);
+fail:
+	/* best effort: put the saved registers back wherever the thread is */
+	ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs);
+	return -1;
+}
+
+int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
+{
+	pid_t *tids;
+	size_t n;
+	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
+		return -1;
+	free(t->others);
+	t->others = calloc(n, sizeof(*t->others));
+	t->n_others = 0;
+	if (!t->others) {
+		free(tids);
+		return vmsh_error(err, ENOMEM, "stop threads");
+	}
+	/* seize and interrupt all first, then collect the stops: the window in
+	 * which the first thread waits for the last one stays short */
+	for (size_t i = 0; i < n; i++) {
+		if (tids[i] == t->inj_tid || is_kernel_worker(t->pid, tids[i]))
+			continue;
+		struct vmsh_err e2 = { 0 };
+		if (seize(t, tids[i], &e2) < 0)
+			continue; /* thread exited meanwhile */
+		if (ptrace(PTRACE_INTERRUPT, tids[i], 0, 0) < 0) {
+			ptrace(PTRACE_DETACH, tids[i], 0, 0);
+			continue;
+		}
+		t->others[t->n_others++] = (struct tracee_thread){ .tid = tids[i], .kvm_run_fd = -1 };
+	}
+	free(tids);
+	for (size_t i = 0; i < t->n_others; i++) {
+		struct tracee_thread *th = &t->others[i];
+		struct vmsh_err e2 = { 0 };
+		if (wait_stop(th->tid, false, PTRACE_CONT, &th->pending_sig, &e2) < 0) {
+			/* exited: forget it */
+			th->tid = 0;
+			continue;
+		}
+		struct user_regs_struct regs;
+		if (ptrace(PTRACE_GETREGS, th->tid, 0, &regs) == 0 && regs_in_kvm_run(&regs)) {
+			th->in_kvm_run = true;
+			th->kvm_run_fd = (int)regs.rdi;
+		}
+	}
+	return 0;
+}
+
+void tracer_resume_others(struct tracer *t)
+{
+	for (size_t i = 0; i < t->n_others; i++) {
+		struct tracee_thread *th = &t->others[i];
+		if (!th->tid)
+			continue;
+		ptrace(PTRACE_DETACH, th->tid, 0, 0);
+		reraise(t->pid, th->tid, th->pending_sig);
+	}
+	t->n_others = 0;
+}
+
+void tracer_detach(struct tracer *t)
+{
+	if (!t->attached)
+		return;
+	tracer_resume_others(t);
+	free(t->others);
+	t->others = NULL;
+	if (ptrace(PTRACE_SETREGS, t->inj_tid, 0, &t->saved_regs) < 0)
+		log_info("restoring registers of thread %d: %s", t->inj_tid, strerror(errno));
+	ptrace(PTRACE_DETACH, t->inj_tid, 0, 0);
+	reraise(t->pid, t->inj_tid, t->inj_pending_sig);
+	t->attached = false;
+	sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
+}
