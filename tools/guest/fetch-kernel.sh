@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# fetch-kernel.sh — download and unpack a Debian kernel package for test guests.
+#
+# usage: fetch-kernel.sh SERIES [FLAVOUR]
+#   SERIES   6.1 | 6.12           (Debian bookworm kernel series)
+#   FLAVOUR  amd64 (default) | cloud-amd64 | rt-amd64
+#
+# Picks the newest installable linux-image-<series>*-<flavour>-unsigned package
+# (falls back to the signed one), fetches it with `apt-get download` into
+# $VMSH_TEST_CACHE (default /var/cache/vmsh-test) and unpacks it with dpkg-deb.
+# Result directory (printed on stdout, last line):
+#   $CACHE/kernels/<package>_<version>/
+#       vmlinuz      bzImage
+#       System.map   Debian's /boot/System.map-<release>
+#       config       Debian's /boot/config-<release>
+#       release      uname -r of the kernel (one line)
+#       package      package name and version (one line)
+#       modules/     the lib/modules/<release> tree (modules.dep etc.)
+# A complete extraction is marked by .complete; it is reused without any
+# download.  $CACHE/kernels/<series>-<flavour> is a symlink to the newest one,
+# used as an offline fallback when apt knows no candidate.
+set -euo pipefail
+
+series=${1:?usage: fetch-kernel.sh SERIES [FLAVOUR]}
+flavour=${2:-amd64}
+cache=${VMSH_TEST_CACHE:-/var/cache/vmsh-test}
+
+case "$series" in
+	6.1)  pattern="^linux-image-6\\.1\\.0-[0-9]+-${flavour}(-unsigned)?\$" ;;
+	6.12) pattern="^linux-image-6\\.12\\.[0-9]+\\+deb12-${flavour}(-unsigned)?\$" ;;
+	*) echo "fetch-kernel: unknown series '$series' (want 6.1 or 6.12)" >&2; exit 2 ;;
+esac
+case "$flavour" in
+	amd64|cloud-amd64|rt-amd64) ;;
+	*) echo "fetch-kernel: unknown flavour '$flavour'" >&2; exit 2 ;;
+esac
+
+log() { echo "fetch-kernel: $*" >&2; }
+need() {  # need CMD PACKAGE: install PACKAGE when CMD is missing
+	command -v "$1" >/dev/null 2>&1 && return
+	log "installing $2 (for $1)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2
+}
+need dpkg-deb dpkg
+need apt-get apt
+
+mkdir -p "$cache/kernels"
+link="$cache/kernels/$series-$flavour"
+
+# Newest package (by version-sorted name) that apt can actually install.
+# Prefer -unsigned: same image, no dependency on the signing template.
+candidate() {
+	local names name ver
+	names=$(apt-cache search --names-only "$pattern" 2>/dev/null | awk '{print $1}' | sort -rV) || true
+	for name in $(grep -- '-unsigned$' <<<"$names") $(grep -v -- '-unsigned$' <<<"$names"); do
+		ver=$(apt-cache policy "$name" 2>/dev/null | awk '/Candidate:/{print $2}')
+		if [ -n "$ver" ] && [ "$ver" != "(none)" ]; then
+			echo "$name $ver"
+			return 0
+		fi
+	done
+	return 1
+}
+
+if ! pick=$(candidate); then
+	if [ -e "$link/.complete" ]; then
+		log "apt knows no $series/$flavour package; using cached $(readlink "$link")"
+		readlink -f "$link"
+		exit 0
+	fi
+	log "no candidate for $series/$flavour; running apt-get update"
+	apt-get update -q >&2 || true
+	pick=$(candidate) || { log "no installable package matches $pattern"; exit 1; }
+fi
+read -r pkg ver <<<"$pick"
+dir="$cache/kernels/${pkg}_${ver}"
+
+if [ ! -e "$dir/.complete" ]; then
+	log "fetching $pkg $ver"
+	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
+	chmod 755 "$tmp"  # apt-get download drops privileges to _apt
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get download -q "$pkg=$ver" >&2)
+	deb=$(ls "$tmp"/*.deb)
+	dpkg-deb -x "$deb" "$tmp/root"
+	release=$(ls "$tmp/root/lib/modules" | head -n1)
+	[ -n "$release" ] || { log "$deb has no lib/modules"; exit 1; }
+	mkdir -p "$tmp/out"
+	mv "$tmp/root/boot/vmlinuz-$release" "$tmp/out/vmlinuz"
+	mv "$tmp/root/boot/System.map-$release" "$tmp/out/System.map"
+	mv "$tmp/root/boot/config-$release" "$tmp/out/config"
+	mv "$tmp/root/lib/modules/$release" "$tmp/out/modules"
+	# The package ships no modules.dep (postinst runs depmod): make one.
+	if [ ! -s "$tmp/out/modules/modules.dep" ]; then
+		need depmod kmod
+		mkdir -p "$tmp/depmod/lib/modules"
+		ln -s "$tmp/out/modules" "$tmp/depmod/lib/modules/$release"
+		depmod -b "$tmp/depmod" "$release"
+	fi
+	echo "$release" >"$tmp/out/release"
+	echo "$pkg $ver" >"$tmp/out/package"
+	touch "$tmp/out/.complete"
+	rm -rf "$dir"
+	mv "$tmp/out" "$dir"
+	rm -rf "$tmp"
+	trap - EXIT
+	log "unpacked $release into $dir"
+fi
+ln -sfn "$(basename "$dir")" "$link"
+echo "$dir"

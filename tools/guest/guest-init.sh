@@ -1,0 +1,42 @@
+#!/bin/sh
+# /init of the L2 test guest: the VM that vmsh inspects and attaches to.
+#
+# Mounts the pseudo file systems, loads the virtio modules (list in
+# /etc/vmsh-modules, or vmsh.modules=a,b,c on the kernel command line;
+# vmsh.modules=none loads nothing), quiets the kernel console, prints the
+# ready marker and runs an interactive shell on the serial console for the
+# test harness (tests/vm/hostagent.py types commands into it).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root TERM=dumb
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm /tmp /run /root
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname vmsh-guest
+
+modules=$(cat /etc/vmsh-modules 2>/dev/null)
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	vmsh.modules=none) modules= ;;
+	vmsh.modules=*) modules=$(echo "${arg#vmsh.modules=}" | tr , ' ') ;;
+	esac
+done
+for m in $modules; do
+	modprobe "$m" || echo "vmsh-guest-init: modprobe $m failed"
+done
+
+# Kernel messages would interleave with command output on ttyS0; keep them
+# in dmesg only.
+echo 1 >/proc/sys/kernel/printk
+
+echo "VMSH-GUEST-READY $(uname -r)"
+# PID 1 stays this loop: ash reaps orphans while it waits for the shell.
+while :; do
+	setsid cttyhack sh
+	echo "vmsh-guest-init: shell exited, restarting"
+done
