@@ -2,7 +2,7 @@
 #   make            build/vmsh (release) 
 #   make san        build/san/vmsh (ASan + UBSan, what the tests run)
 #   make check      everything: unit tests, API tests on /dev/kvm, end-to-end tests on real guests
-#   make check-unit / check-api / check-vm
+#   make check-unit / check-kernel / check-api / check-vm
 
 CC ?= gcc
 BUILD ?= build
@@ -21,9 +21,9 @@ HDRS := $(wildcard src/*/*.h)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
-PYTEST ?= python3 -m pytest
+PYTEST ?= /usr/bin/python3 -m pytest
 
-.PHONY: all san check check-unit check-api check-vm clean fixtures
+.PHONY: all san check check-unit check-kernel check-api check-vm clean fixtures
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
@@ -50,7 +50,14 @@ check-api: $(BUILD)/san/vmsh fixtures
 check-vm: $(BUILD)/san/vmsh
 	VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -v tests/vm
 
-check: check-unit check-api check-vm
+check-kernel: $(BUILD)/ksymtab_dump
+	$(PYTEST) -v tests/kernel
+
+check: check-unit check-kernel check-api check-vm
 
 clean:
 	rm -rf $(BUILD)
+
+$(BUILD)/ksymtab_dump: tests/kernel/ksymtab_dump.c $(LIB_SRCS) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)

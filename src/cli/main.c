@@ -26,20 +26,6 @@ static void usage(FILE *out)
 		     "  -h, --help     this help; 'vmsh COMMAND --help' for a command\n");
 }
 
-int report_error(const char *cmd, const struct vmsh_err *err)
-{
-	fprintf(stderr, "vmsh %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
-	switch (err->kind) {
-	case VMSH_E_USAGE: return EXIT_VMSH_USAGE;
-	case VMSH_E_NOPROC: return EXIT_VMSH_NOPROC;
-	case VMSH_E_NOTKVM: return EXIT_VMSH_NOTKVM;
-	case VMSH_E_PERM: return EXIT_VMSH_PERM;
-	case VMSH_E_AMBIGUOUS: return EXIT_VMSH_AMBIGUOUS;
-	case VMSH_E_NOKERNEL: return EXIT_VMSH_NOKERNEL;
-	default: return EXIT_VMSH_FAILED;
-	}
-}
-
 int main(int argc, char **argv)
 {
 	int i = 1, level = LOG_NORMAL;

@@ -73,15 +73,14 @@ static bool is_ident(uint8_t c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
 }
 
-/* A name string must start right after a NUL (or at section start) and be a
- * NUL-terminated identifier. */
+/* A name must be a NUL-terminated identifier inside __ksymtab_strings. It
+ * need not start after a NUL: the section is SHF_MERGE|SHF_STRINGS and the
+ * linker merges names into the tails of longer ones. */
 static bool valid_name_at(const struct scan *s, int64_t off)
 {
 	if (off <= 0 || (size_t)off >= s->len)
 		return false;
 	if ((size_t)off < s->str_lo || (size_t)off >= s->str_hi)
-		return false;
-	if (s->img[off - 1] != '\0')
 		return false;
 	for (size_t i = 0; i < MAX_NAME && (size_t)off + i < s->len; i++) {
 		uint8_t c = s->img[off + i];
@@ -122,11 +121,27 @@ static uint64_t value_of(const struct scan *s, size_t e)
 	return rd64(s->img + e);
 }
 
+/* Namespaces are printable strings ("", "CRYPTO_INTERNAL", "module:kvm") in
+ * __ksymtab_strings. */
+static bool valid_ns_at(const struct scan *s, int64_t off)
+{
+	if (off <= 0 || (size_t)off < s->str_lo || (size_t)off >= s->str_hi)
+		return false;
+	for (size_t i = 0; i < MAX_NAME && (size_t)off + i < s->len; i++) {
+		uint8_t c = s->img[off + i];
+		if (c == '\0')
+			return true;
+		if (c <= ' ' || c >= 0x7f)
+			return false;
+	}
+	return false;
+}
+
 static bool valid_ns(const struct scan *s, size_t e)
 {
 	if (s->fmt == KSYMTAB_PREL32_NS) {
 		int32_t o = rd32(s->img + e + 8);
-		return o == 0 || valid_name_at(s, (int64_t)(e + 8) + o) || s->img[(int64_t)(e + 8) + o] == 0;
+		return o == 0 || valid_ns_at(s, (int64_t)(e + 8) + o);
 	}
 	if (s->fmt == KSYMTAB_ABS_NS) {
 		uint64_t va = rd64(s->img + e + 16);
@@ -139,14 +154,7 @@ static bool valid_entry(const struct scan *s, int64_t e)
 {
 	if (e < 0 || (size_t)e + entry_size(s->fmt) > s->len)
 		return false;
-	if (!valid_name_at(s, name_off(s, (size_t)e)))
-		return false;
-	if (s->fmt == KSYMTAB_PREL32_NS) {
-		int64_t nso = (int64_t)(e + 8) + rd32(s->img + e + 8);
-		if (rd32(s->img + e + 8) != 0 && (nso <= 0 || (size_t)nso >= s->len))
-			return false;
-	}
-	return valid_ns(s, (size_t)e);
+	return valid_name_at(s, name_off(s, (size_t)e)) && valid_ns(s, (size_t)e);
 }
 
 /* Number of consecutive valid entries starting at e going in direction dir. */
@@ -160,20 +168,17 @@ static size_t run_length(const struct scan *s, int64_t e, int dir, size_t max)
 	return n;
 }
 
-/* All offsets where the string "\0name\0" starts (offset of name). */
+/* All offsets where the string "name\0" starts (possibly as the tail of a
+ * longer string: see valid_name_at). */
 static size_t find_strings(const uint8_t *img, size_t len, const char *name, size_t *offs, size_t max)
 {
-	char pat[MAX_NAME + 2];
-	size_t nl = strlen(name), n = 0;
-	pat[0] = '\0';
-	memcpy(pat + 1, name, nl);
-	pat[nl + 1] = '\0';
+	size_t nl = strlen(name) + 1, n = 0; /* with its NUL */
 	const uint8_t *p = img;
-	while (n < max) {
-		const uint8_t *hit = memmem(p, len - (p - img), pat, nl + 2);
+	while (n < max && (size_t)(p - img) < len) {
+		const uint8_t *hit = memmem(p, len - (p - img), name, nl);
 		if (!hit)
 			break;
-		offs[n++] = hit - img + 1;
+		offs[n++] = hit - img;
 		p = hit + 1;
 	}
 	return n;
@@ -225,12 +230,17 @@ static bool find_referencing_entry(struct scan *s, size_t str_off, size_t *entry
 	return false;
 }
 
-/* Widen [lo,hi) to the whole block of NUL-separated identifiers around it. */
+static bool is_strbyte(uint8_t c)
+{
+	return c == '\0' || (c > ' ' && c < 0x7f);
+}
+
+/* Widen [lo,hi) to the whole block of NUL-separated strings around it. */
 static void widen_strings(const struct scan *s, size_t *lo, size_t *hi)
 {
-	while (*lo > 0 && (is_ident(s->img[*lo - 1]) || s->img[*lo - 1] == '\0'))
+	while (*lo > 0 && is_strbyte(s->img[*lo - 1]))
 		(*lo)--;
-	while (*hi < s->len && (is_ident(s->img[*hi]) || s->img[*hi] == '\0'))
+	while (*hi < s->len && is_strbyte(s->img[*hi]))
 		(*hi)++;
 }
 

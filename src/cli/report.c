@@ -1,0 +1,19 @@
+/* report.c - turning an error object into one line and an exit code. */
+#include <stdio.h>
+
+#include "cli/commands.h"
+#include "common/err.h"
+
+int report_error(const char *cmd, const struct vmsh_err *err)
+{
+	fprintf(stderr, "vmsh %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+	switch (err->kind) {
+	case VMSH_E_USAGE: return EXIT_VMSH_USAGE;
+	case VMSH_E_NOPROC: return EXIT_VMSH_NOPROC;
+	case VMSH_E_NOTKVM: return EXIT_VMSH_NOTKVM;
+	case VMSH_E_PERM: return EXIT_VMSH_PERM;
+	case VMSH_E_AMBIGUOUS: return EXIT_VMSH_AMBIGUOUS;
+	case VMSH_E_NOKERNEL: return EXIT_VMSH_NOKERNEL;
+	default: return EXIT_VMSH_FAILED;
+	}
+}
