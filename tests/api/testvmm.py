@@ -13,6 +13,7 @@ stopped on exceptions (context manager) and at interpreter exit (atexit).
 """
 
 import atexit
+import ctypes
 import json
 import os
 import select
@@ -32,12 +33,41 @@ EXIT_GUEST_DIED = 2
 EXIT_GUEST_NOT_RUNNING = 3
 
 
+# ------------------------------------------------------------ ptrace, as vmsh uses it
+# Just enough to poke testvmm the way vmsh does (seize, interrupt, inject one
+# syscall, detach), so the fixture's own tests can show it survives that.
+
+PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SINGLESTEP, PTRACE_DETACH = 12, 13, 9, 17
+PTRACE_SEIZE, PTRACE_INTERRUPT = 0x4206, 0x4207
+PTRACE_EVENT_STOP = 128
+PTRACE_O_SUSPEND_SECCOMP = 1 << 21
+WALL = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+
+
+class UserRegs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_ulonglong) for n in (
+        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss "
+        "fs_base gs_base ds es fs gs").split()]
+
+
+def _ptrace(req, tid, addr=0, data=0):
+    if _libc.ptrace(req, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"ptrace({req:#x}, {tid}): {os.strerror(err)}")
+
+
 def testvmm_path():
     return Path(os.environ.get("VMSH_TESTVMM", REPO / "build" / "testvmm"))
 
 
 class TestVMMError(RuntimeError):
     """testvmm did not come up (or died); the message carries its stderr."""
+
+    __test__ = False
 
 
 _live = weakref.WeakSet()
@@ -269,6 +299,59 @@ class TestVMM:
                 return (entry & 0x000ffffffffff000 & ~((1 << shift) - 1)) | (gva & ((1 << shift) - 1))
             table = entry & 0x000ffffffffff000
         return table | (gva & 0xfff)
+
+    # ------------------------------------------------------------ poking it like vmsh
+
+    def _waitstop(self, tid):
+        """Wait for a ptrace stop of tid; if the process died instead, record that and raise."""
+        _, status = os.waitpid(tid, WALL)
+        if os.WIFSTOPPED(status):
+            return status
+        if tid == self.proc.pid:  # we reaped our own child: let Popen know how it ended
+            self.proc.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        raise TestVMMError(f"thread {tid} ended while traced (status {status:#x}){self._stderr_note()}")
+
+    def _seize_and_stop(self, tid, options=0):
+        _ptrace(PTRACE_SEIZE, tid, 0, options)
+        _ptrace(PTRACE_INTERRUPT, tid)
+        status = self._waitstop(tid)
+        if status >> 16 != PTRACE_EVENT_STOP:
+            # e.g. a signal-delivery-stop came first: hand the signal back and stop again
+            _ptrace(PTRACE_DETACH, tid, 0, os.WSTOPSIG(status))
+            raise TestVMMError(f"thread {tid}: unexpected stop {status:#x}")
+
+    def interrupt_all_threads(self, hold=0.0):
+        """Seize and interrupt every thread (vCPU threads leave KVM_RUN with EINTR), hold, detach."""
+        tids = self.tasks()
+        for tid in tids:
+            self._seize_and_stop(tid)
+        time.sleep(hold)
+        for tid in tids:
+            _ptrace(PTRACE_DETACH, tid)
+        return tids
+
+    def inject_syscall(self, nr, *args, tid=None, suspend_seccomp=False):
+        """Run one syscall in a thread (default: the main thread, which sits in ppoll) the way
+        vmsh does: interrupt, point rip at the syscall instruction it is blocked behind, single-step,
+        restore. Returns the raw result (negative errno on failure)."""
+        tid = tid or self.pid
+        self._seize_and_stop(tid, PTRACE_O_SUSPEND_SECCOMP if suspend_seccomp else 0)
+        saved = UserRegs()
+        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved))
+        if self.read_hva(saved.rip - 2, 2) != b"\x0f\x05":
+            _ptrace(PTRACE_DETACH, tid)
+            raise TestVMMError(f"thread {tid} is not stopped right after a syscall instruction")
+        regs = UserRegs.from_buffer_copy(saved)
+        regs.rip, regs.rax, regs.orig_rax = saved.rip - 2, nr, 2**64 - 1  # orig_rax -1: no restart
+        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+            setattr(regs, name, value % 2**64)
+        _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
+        _ptrace(PTRACE_SINGLESTEP, tid)
+        self._waitstop(tid)
+        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+        _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(saved))
+        _ptrace(PTRACE_DETACH, tid)
+        return ctypes.c_longlong(regs.rax).value
 
     def __repr__(self):
         state = f"pid {self.pid}" if self.truth else "not started"
