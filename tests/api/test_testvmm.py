@@ -83,6 +83,7 @@ def test_every_vcpu_keeps_counting(testvmm):
 
 
 def test_sigterm_stops_it_cleanly_and_reports_exits(testvmm):
+    assert testvmm.wait_counts(2 * 256 + 1), "the guest exits to userspace every 256 iterations"
     assert testvmm.stop() == 0
     assert not testvmm.alive()
     stats = testvmm.exit_stats

@@ -4,6 +4,7 @@
         vmm.pid, vmm.truth          # the process and its JSON ground truth
         vmm.counter()               # guest loop iterations, read from /proc/PID/mem
         vmm.wait_progress()         # every vCPU counted further within a timeout
+        vmm.wait_counts(1000)       # every vCPU counted at least this far
         vmm.read_gpa(0x2345a0, 16)  # guest memory through the ground-truth slots
         vmm.fds(), vmm.tasks(), vmm.proc_status()
         rc = vmm.stop()             # SIGTERM, then SIGKILL; vmm.exit_stats afterwards
@@ -285,6 +286,15 @@ class TestVMM:
             now = [self.counters(vm) for vm in range(len(self.vms))]
             if all(n > b for nv, bv in zip(now, before) for n, b in zip(nv, bv)):
                 return True
+        return False
+
+    def wait_counts(self, at_least, timeout=10.0):
+        """True once every vCPU of every VM has counted at least this far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c >= at_least for vm in range(len(self.vms)) for c in self.counters(vm)):
+                return True
+            time.sleep(0.02)
         return False
 
     def translate(self, gva, vm=0):
