@@ -43,6 +43,7 @@ PTRACE_SEIZE, PTRACE_INTERRUPT = 0x4206, 0x4207
 PTRACE_EVENT_STOP = 128
 PTRACE_O_SUSPEND_SECCOMP = 1 << 21
 WALL = 0x40000000
+PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -59,6 +60,11 @@ def _ptrace(req, tid, addr=0, data=0):
     if _libc.ptrace(req, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"ptrace({req:#x}, {tid}): {os.strerror(err)}")
+
+
+def _die_with_parent():
+    # a killed pytest must not leave vCPUs spinning at 100% CPU behind
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def testvmm_path():
@@ -104,7 +110,8 @@ class TestVMM:
                                f"'make -f tests/fixtures/fixtures.mk build/testvmm' (or set VMSH_TESTVMM)")
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([str(self.binary), *self.args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self._stderr)
+                                     stdout=subprocess.PIPE, stderr=self._stderr,
+                                     preexec_fn=_die_with_parent)
         _live.add(self)
         try:
             line = self._read_line(self.ready_timeout)
