@@ -55,6 +55,9 @@ def test_default_layout_is_hard_for_slot_discovery(testvmm):
         by_mapping.setdefault(start, []).append(s)
     shared = [group for group in by_mapping.values() if len(group) > 1]
     assert shared and any(s["hva"] - start != s["gpa"] for start, group in by_mapping.items() for s in group)
+    # two slots adjacent in gpa (one occupied range to a probe) but not in hva
+    assert any(a["gpa"] + a["size"] == b["gpa"] and a["hva"] + a["size"] != b["hva"]
+               for a in slots for b in slots)
 
 
 def test_identity_layout_is_one_slot_at_offset_equal_gpa(testvmm_identity):
