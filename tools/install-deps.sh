@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# install-deps.sh - install the Debian packages vmsh needs to build and test.
+# Idempotent; run as root on Debian 12 (bookworm).
+set -euo pipefail
+
+pkgs=(
+	# build
+	gcc make pkg-config libjson-c-dev
+	# unit tests
+	libcmocka-dev
+	# end-to-end: hypervisor, guest images, orchestration
+	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod
+	xz-utils zstd lz4 gzip python3 python3-pytest python3-pexpect util-linux procps
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all ${#pkgs[@]} packages present"
+	exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: need root to install packages" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
