@@ -1,0 +1,331 @@
+/* test_memslots.c - the side-effect-free slot-id probe (src/kvm/memslots.c)
+ * against a model of the kernel's KVM_SET_USER_MEMORY_REGION.
+ *
+ * The model follows __kvm_set_memory_region() in Linux virt/kvm/kvm_main.c
+ * (6.x) and kvm_vm_ioctl_set_memory_region(), in the kernel's order:
+ *   flags, size/gpa/hva alignment, access_ok(hva, size), as_id/id range,
+ *   gpa wrap                                                  -> EINVAL
+ *   size 0: id unused -> EINVAL, else                            DELETE
+ *   id unused:                                                   CREATE
+ *   id used: hva, npages or READONLY differ                   -> EINVAL
+ *            gpa differs -> MOVE, flags differ -> FLAGS_ONLY, else 0
+ *   CREATE or MOVE overlapping another slot of the as        -> EEXIST
+ * CREATE, MOVE, FLAGS_ONLY and DELETE change the VM: a probe must never get
+ * there. */
+#include "unit.h"
+
+#include <errno.h>
+
+#include "kvm/kvm.h"
+
+#define NR_USER_SLOTS 32764 /* KVM_USER_MEM_SLOTS on x86 */
+#define TASK_SIZE_MAX 0x00007ffffffff000ULL
+#define MAX_SLOTS 24
+#define PAGE 0x1000ULL
+
+enum branch {
+	B_EINVAL,
+	B_EEXIST,
+	B_NOCHANGE, /* returns 0, changes nothing: still not a valid answer */
+	B_CREATE,
+	B_MOVE,
+	B_FLAGS,
+	B_DELETE,
+};
+
+static const char *const branch_name[] = { "EINVAL", "EEXIST", "no-change", "CREATE", "MOVE", "FLAGS", "DELETE" };
+
+struct mslot {
+	uint16_t as_id, id;
+	uint64_t base_gfn, npages, hva;
+	uint32_t flags;
+};
+
+struct vm_model {
+	struct mslot s[MAX_SLOTS];
+	size_t n;
+	unsigned nr_as; /* 2 with SMM */
+};
+
+static struct mslot *model_find(struct vm_model *vm, unsigned as_id, unsigned id)
+{
+	for (size_t i = 0; i < vm->n; i++)
+		if (vm->s[i].as_id == as_id && vm->s[i].id == id)
+			return &vm->s[i];
+	return NULL;
+}
+
+static bool model_overlaps(const struct vm_model *vm, unsigned as_id, unsigned id, uint64_t gfn, uint64_t npages)
+{
+	for (size_t i = 0; i < vm->n; i++) {
+		const struct mslot *o = &vm->s[i];
+		if (o->as_id != as_id || o->id == id)
+			continue;
+		if (gfn < o->base_gfn + o->npages && o->base_gfn < gfn + npages)
+			return true;
+	}
+	return false;
+}
+
+/* The decision only: the model is never changed. Returns the ioctl result. */
+static int64_t model_set_region(struct vm_model *vm, const struct kvm_userspace_memory_region *mem, enum branch *br)
+{
+	*br = B_EINVAL;
+	if (mem->flags & ~(uint32_t)(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY))
+		return -EINVAL;
+	unsigned as_id = mem->slot >> 16, id = (uint16_t)mem->slot;
+	if (id >= NR_USER_SLOTS) /* kvm_vm_ioctl_set_memory_region */
+		return -EINVAL;
+	if (mem->memory_size & (PAGE - 1))
+		return -EINVAL;
+	if (mem->guest_phys_addr & (PAGE - 1))
+		return -EINVAL;
+	if ((mem->userspace_addr & (PAGE - 1)) || mem->userspace_addr + mem->memory_size < mem->userspace_addr ||
+	    mem->userspace_addr + mem->memory_size > TASK_SIZE_MAX) /* access_ok */
+		return -EINVAL;
+	if (as_id >= vm->nr_as)
+		return -EINVAL;
+	if (mem->guest_phys_addr + mem->memory_size < mem->guest_phys_addr)
+		return -EINVAL;
+	struct mslot *old = model_find(vm, as_id, id);
+	if (!mem->memory_size) {
+		if (!old)
+			return -EINVAL;
+		*br = B_DELETE;
+		return 0;
+	}
+	uint64_t gfn = mem->guest_phys_addr >> 12, npages = mem->memory_size >> 12;
+	enum branch change;
+	if (!old) {
+		change = B_CREATE;
+	} else {
+		if (mem->userspace_addr != old->hva || npages != old->npages ||
+		    ((mem->flags ^ old->flags) & KVM_MEM_READONLY))
+			return -EINVAL;
+		if (gfn != old->base_gfn)
+			change = B_MOVE;
+		else if (mem->flags != old->flags)
+			change = B_FLAGS;
+		else {
+			*br = B_NOCHANGE;
+			return 0;
+		}
+	}
+	if ((change == B_CREATE || change == B_MOVE) && model_overlaps(vm, as_id, id, gfn, npages)) {
+		/* kvm_set_memslot() is not reached: nothing changes */
+		*br = B_EEXIST;
+		return -EEXIST;
+	}
+	*br = change;
+	return 0;
+}
+
+/* A random VM: up to MAX_SLOTS slots with distinct ids below 300 (some
+ * sparse, as after hot-unplug), non-overlapping gpa ranges, page-aligned
+ * hvas where mmap puts them, random flags; an SMM address space sometimes. */
+static void random_vm(struct unit_rng *r, struct vm_model *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->nr_as = 1 + (unsigned)unit_rand_below(r, 2);
+	size_t want = 1 + unit_rand_below(r, MAX_SLOTS);
+	uint64_t gfn = unit_rand_below(r, 16);
+	unsigned id = (unsigned)unit_rand_below(r, 3);
+	for (size_t i = 0; i < want; i++) {
+		struct mslot *s = &vm->s[vm->n];
+		s->as_id = (vm->nr_as == 2 && unit_rand_below(r, 6) == 0) ? 1 : 0;
+		s->id = (uint16_t)id;
+		s->npages = 1 + unit_rand_below(r, unit_rand_below(r, 3) ? 64 : 1 << 18);
+		s->base_gfn = gfn;
+		s->hva = 0x7f0000000000ULL + unit_rand_below(r, 1ULL << 28) * PAGE;
+		s->flags = (uint32_t)unit_rand_below(r, 4); /* LOG_DIRTY_PAGES | READONLY */
+		vm->n++;
+		gfn += s->npages + unit_rand_below(r, 3) * unit_rand_below(r, 1 << 20); /* gaps or adjacent */
+		id += 1 + (unit_rand_below(r, 4) ? 0 : (unsigned)unit_rand_below(r, 40));
+		if (id >= 300)
+			break;
+	}
+}
+
+static bool used(const struct vm_model *vm, unsigned as_id, unsigned id)
+{
+	for (size_t i = 0; i < vm->n; i++)
+		if (vm->s[i].as_id == as_id && vm->s[i].id == id)
+			return true;
+	return false;
+}
+
+static void test_probe_never_changes_and_answers_used_exactly(void **state)
+{
+	(void)state;
+	struct unit_rng r = { 20240611 };
+	unsigned layouts = 0, probes = 0, n_used = 0, n_free = 0;
+	for (int round = 0; round < 400; round++) {
+		struct vm_model vm;
+		random_vm(&r, &vm);
+		/* a known gpa (e.g. the vCPU's page-table root) in some slot of as 0 */
+		size_t cand[MAX_SLOTS], nc = 0;
+		for (size_t i = 0; i < vm.n; i++)
+			if (vm.s[i].as_id == 0)
+				cand[nc++] = i;
+		if (!nc)
+			continue;
+		const struct mslot *in = &vm.s[cand[unit_rand_below(&r, nc)]];
+		uint64_t known_gpa = (in->base_gfn << 12) + unit_rand_below(&r, in->npages << 12);
+		layouts++;
+		for (unsigned id = 0; id < 400; id++) {
+			struct kvm_userspace_memory_region probe;
+			memslot_probe_region(&probe, 0, id, known_gpa);
+			/* the probe must look like what the comment says */
+			assert_int_equal(probe.slot, id);
+			assert_int_equal(probe.flags, 0);
+			assert_int_equal(probe.memory_size, PAGE);
+			assert_int_equal(probe.guest_phys_addr, known_gpa & ~(PAGE - 1));
+			enum branch br;
+			int64_t ret = model_set_region(&vm, &probe, &br);
+			probes++;
+			if (br != B_EINVAL && br != B_EEXIST)
+				fail_msg("layout %d id %u: probe took the %s branch", round, id, branch_name[br]);
+			int v = memslot_probe_verdict(ret);
+			bool u = used(&vm, 0, id);
+			if (v != (u ? 1 : 0))
+				fail_msg("layout %d id %u: verdict %d, slot %s", round, id, v, u ? "used" : "free");
+			u ? n_used++ : n_free++;
+		}
+	}
+	assert_true(layouts > 300);
+	assert_true(n_used > 1000 && n_free > 1000);
+	assert_int_equal(probes, n_used + n_free);
+}
+
+/* Slots in the SMM address space (as 1) do not make ids of as 0 used, and an
+ * as-1 probe on a VM with SMM works the same. */
+static void test_probe_per_address_space(void **state)
+{
+	(void)state;
+	struct vm_model vm = { .nr_as = 2 };
+	vm.s[vm.n++] = (struct mslot){ .as_id = 0, .id = 0, .base_gfn = 0, .npages = 0xa0, .hva = 0x7f1000000000ULL };
+	vm.s[vm.n++] = (struct mslot){ .as_id = 0, .id = 1, .base_gfn = 0x100, .npages = 0x7ff00, .hva = 0x7f2000000000ULL };
+	vm.s[vm.n++] = (struct mslot){ .as_id = 1, .id = 2, .base_gfn = 0xa0, .npages = 0x20, .hva = 0x7f3000000000ULL };
+	vm.s[vm.n++] = (struct mslot){ .as_id = 1, .id = 3, .base_gfn = 0, .npages = 0x80000, .hva = 0x7f1000000000ULL };
+	struct kvm_userspace_memory_region probe;
+	enum branch br;
+	for (unsigned id = 0; id < 8; id++) {
+		memslot_probe_region(&probe, 0, id, 0x1234567);
+		assert_int_equal(memslot_probe_verdict(model_set_region(&vm, &probe, &br)), id <= 1);
+		memslot_probe_region(&probe, 1, id, 0xa1000);
+		assert_int_equal(probe.slot, (1u << 16) | id);
+		assert_int_equal(memslot_probe_verdict(model_set_region(&vm, &probe, &br)), id == 2 || id == 3);
+		assert_true(br == B_EINVAL || br == B_EEXIST);
+	}
+}
+
+/* What makes the probe safe is its userspace address 0x1000, which no slot
+ * can have (vm.mmap_min_addr >= 4096). The model shows the one layout where
+ * it would not be safe: a 1-page slot at hva 0x1000 elsewhere in gpa would be
+ * MOVED by the probe, and one at the probed page left unchanged (ret 0). */
+static void test_probe_relies_on_unmappable_hva(void **state)
+{
+	(void)state;
+	struct kvm_userspace_memory_region probe;
+	memslot_probe_region(&probe, 0, 5, 0x200000);
+	assert_int_equal(probe.userspace_addr, 0x1000);
+	struct vm_model vm = { .nr_as = 1 };
+	vm.s[vm.n++] = (struct mslot){ .id = 0, .base_gfn = 0, .npages = 0x10000, .hva = 0x7f0000000000ULL };
+	vm.s[vm.n++] = (struct mslot){ .id = 5, .base_gfn = 0x20000, .npages = 1, .hva = 0x1000 };
+	enum branch br;
+	/* the probed page overlaps slot 0: the MOVE ends in EEXIST, no change */
+	assert_int_equal(model_set_region(&vm, &probe, &br), -EEXIST);
+	assert_int_equal(br, B_EEXIST);
+	assert_int_equal(memslot_probe_verdict(-EEXIST), 0); /* ... and id 5 is called free */
+	/* probing at the slot's own page: "nothing to change", ret 0 */
+	memslot_probe_region(&probe, 0, 5, 0x20000000);
+	assert_int_equal(model_set_region(&vm, &probe, &br), 0);
+	assert_int_equal(br, B_NOCHANGE);
+	assert_int_equal(memslot_probe_verdict(0), -1);
+	/* with a free gpa below it the kernel would really move the slot */
+	vm.s[0].npages = 0x100;
+	memslot_probe_region(&probe, 0, 5, 0x200000);
+	model_set_region(&vm, &probe, &br);
+	assert_int_equal(br, B_MOVE);
+}
+
+/* The model itself against the kernel's order, so the property test above
+ * cannot pass on a model that never reaches the dangerous branches. */
+static void test_model_reaches_every_branch(void **state)
+{
+	(void)state;
+	struct vm_model vm = { .nr_as = 1 };
+	vm.s[vm.n++] = (struct mslot){ .id = 0, .base_gfn = 0, .npages = 0x100, .hva = 0x7f0000000000ULL };
+	vm.s[vm.n++] = (struct mslot){ .id = 1, .base_gfn = 0x1000, .npages = 0x100, .hva = 0x7f1000000000ULL };
+	enum branch br;
+	struct kvm_userspace_memory_region m = { .slot = 2, .guest_phys_addr = 0x200000, .memory_size = 0x1000,
+						 .userspace_addr = 0x7f2000000000ULL };
+	assert_int_equal(model_set_region(&vm, &m, &br), 0);
+	assert_int_equal(br, B_CREATE);
+	m.guest_phys_addr = 0x1000; /* inside slot 0 */
+	assert_int_equal(model_set_region(&vm, &m, &br), -EEXIST);
+	m = (struct kvm_userspace_memory_region){ .slot = 1, .guest_phys_addr = 0x2000000, .memory_size = 0x100000,
+						  .userspace_addr = 0x7f1000000000ULL };
+	assert_int_equal(model_set_region(&vm, &m, &br), 0);
+	assert_int_equal(br, B_MOVE);
+	m.guest_phys_addr = 0x1000000;
+	m.flags = KVM_MEM_LOG_DIRTY_PAGES;
+	assert_int_equal(model_set_region(&vm, &m, &br), 0);
+	assert_int_equal(br, B_FLAGS);
+	m.flags = KVM_MEM_READONLY;
+	assert_int_equal(model_set_region(&vm, &m, &br), -EINVAL);
+	m.flags = 0;
+	assert_int_equal(model_set_region(&vm, &m, &br), 0);
+	assert_int_equal(br, B_NOCHANGE);
+	m.memory_size = 0;
+	assert_int_equal(model_set_region(&vm, &m, &br), 0);
+	assert_int_equal(br, B_DELETE);
+	m.slot = 7;
+	assert_int_equal(model_set_region(&vm, &m, &br), -EINVAL);
+	m = (struct kvm_userspace_memory_region){ .slot = 3, .guest_phys_addr = 0x1001, .memory_size = 0x1000,
+						  .userspace_addr = 0x7f2000000000ULL };
+	assert_int_equal(model_set_region(&vm, &m, &br), -EINVAL);
+}
+
+static void test_verdict_mapping(void **state)
+{
+	(void)state;
+	assert_int_equal(memslot_probe_verdict(-EINVAL), 1);
+	assert_int_equal(memslot_probe_verdict(-EEXIST), 0);
+	assert_int_equal(memslot_probe_verdict(0), -1); /* something may have changed */
+	assert_int_equal(memslot_probe_verdict(1), -1);
+	assert_int_equal(memslot_probe_verdict(-EFAULT), -1);
+	assert_int_equal(memslot_probe_verdict(-EPERM), -1);
+	assert_int_equal(memslot_probe_verdict(-ENOMEM), -1);
+	assert_int_equal(memslot_probe_verdict(-EIO), -1);
+	assert_int_equal(memslot_probe_verdict(-ENOTTY), -1);
+	assert_int_equal(memslot_probe_verdict(EINVAL), -1);
+	assert_int_equal(memslot_probe_verdict(EEXIST), -1);
+	assert_int_equal(memslot_probe_verdict(INT64_MIN), -1);
+}
+
+static void test_probe_region_layout(void **state)
+{
+	(void)state;
+	struct kvm_userspace_memory_region r;
+	memset(&r, 0xa5, sizeof(r));
+	memslot_probe_region(&r, 1, 0x1234, 0xfedcba987ULL);
+	assert_int_equal(r.slot, 0x11234);
+	assert_int_equal(r.flags, 0);
+	assert_int_equal(r.guest_phys_addr, 0xfedcba000ULL);
+	assert_int_equal(r.memory_size, 0x1000);
+	assert_int_equal(r.userspace_addr, 0x1000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_model_reaches_every_branch),
+		cmocka_unit_test(test_probe_never_changes_and_answers_used_exactly),
+		cmocka_unit_test(test_probe_per_address_space),
+		cmocka_unit_test(test_probe_relies_on_unmappable_hva),
+		cmocka_unit_test(test_verdict_mapping),
+		cmocka_unit_test(test_probe_region_layout),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
