@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +22,7 @@ uint64_t parse_qemu_mem(const char *s)
 	p = p ? p + 5 : s;
 	char *end;
 	double v = strtod(p, &end);
-	if (end == p || v <= 0)
+	if (end == p || !isfinite(v) || v <= 0)
 		return 0;
 	uint64_t mul = 1ULL << 20; /* qemu default unit: MiB */
 	switch (toupper((unsigned char)*end)) {
@@ -32,19 +34,41 @@ uint64_t parse_qemu_mem(const char *s)
 	case '\0': case ',': break;
 	default: return 0;
 	}
-	return (uint64_t)(v * (double)mul);
+	double bytes = v * (double)mul;
+	if (bytes >= 18446744073709551616.0)
+		return 0;
+	return (uint64_t)bytes;
 }
 
+/* qemu option syntax: comma-separated, ",," is a literal comma, the first
+ * element may be a bare value (the name) and "guest=" names it too. */
 void parse_qemu_name(const char *s, char *out, size_t len)
 {
-	const char *p = strstr(s, "guest=");
-	p = p ? p + 6 : s;
-	size_t i = 0;
-	while (p[i] && p[i] != ',' && i + 1 < len) {
-		out[i] = p[i];
-		i++;
+	out[0] = '\0';
+	bool first = true;
+	while (*s) {
+		char elem[256];
+		size_t n = 0;
+		for (; *s; s++) {
+			if (*s == ',' && s[1] == ',') {
+				s++;
+			} else if (*s == ',') {
+				s++;
+				break;
+			}
+			if (n + 1 < sizeof(elem))
+				elem[n++] = *s;
+		}
+		elem[n] = '\0';
+		const char *val = NULL;
+		if (!strncmp(elem, "guest=", 6))
+			val = elem + 6;
+		else if (first && !strchr(elem, '='))
+			val = elem;
+		if (val)
+			snprintf(out, len, "%s", val);
+		first = false;
 	}
-	out[i] = '\0';
 }
 
 static void info_from_cmdline(pid_t pid, struct vm_info *vi)

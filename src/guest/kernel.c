@@ -165,14 +165,14 @@ int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_k
 				       "the vCPU does not use 64-bit paging (paging: %s): not a running Linux kernel",
 				       paging_mode_name(paging_mode_of(c)));
 	/* With PTI the kernel's PGD is the even page of an 8 KiB pair and the
-	 * user's the odd one, which maps little of the kernel. Take whichever
-	 * maps more of the kernel image region. */
+	 * user's the odd one, which maps little of the kernel (all of its text
+	 * on CPUs without PCID). Take the even page unless it maps less. */
 	struct pt_mapping first, first2;
 	unsigned n1 = kernel_leaves(&pt, &first);
 	struct pt_ctx pt2 = pt;
 	pt2.root &= ~0x1000ULL;
 	unsigned n2 = pt2.root != pt.root ? kernel_leaves(&pt2, &first2) : 0;
-	if (n2 > n1) {
+	if (pt2.root != pt.root && n2 >= n1) {
 		pt = pt2;
 		first = first2;
 		k->pti_user_cr3 = true;

@@ -184,6 +184,13 @@ static size_t find_strings(const uint8_t *img, size_t len, const char *name, siz
 	return n;
 }
 
+/* Length of the run of valid entries through e (0 if e is not valid). */
+static size_t run_through(const struct scan *s, int64_t e, size_t max)
+{
+	size_t fwd = run_length(s, e, 1, max);
+	return fwd ? fwd + run_length(s, e, -1, max) - 1 : 0;
+}
+
 /* Look for an entry referencing the string at str_off, in any layout; on
  * success set s->fmt and *entry. */
 static bool find_referencing_entry(struct scan *s, size_t str_off, size_t *entry)
@@ -191,43 +198,28 @@ static bool find_referencing_entry(struct scan *s, size_t str_off, size_t *entry
 	uint64_t str_va = s->base + str_off;
 	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
 	size_t best_score = 0;
-	for (size_t f = 0; f + 4 <= s->len; f += 4) {
+	enum ksymtab_format best_fmt = KSYMTAB_NONE;
+	for (size_t f = 0; f + 4 <= s->len && best_score < 2 * MIN_RUN; f += 4) {
 		bool prel = (int64_t)f + rd32(s->img + f) == (int64_t)str_off;
 		bool abs = f + 8 <= s->len && rd64(s->img + f) == str_va;
 		if (!prel && !abs)
 			continue;
 		for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
 			bool is_prel = fmts[k] == KSYMTAB_PREL32 || fmts[k] == KSYMTAB_PREL32_NS;
-			if (is_prel != prel)
-				continue;
 			size_t off_in_entry = is_prel ? 4 : 8;
-			if (f < off_in_entry)
+			if (is_prel != prel || f < off_in_entry)
 				continue;
 			s->fmt = fmts[k];
-			int64_t e = (int64_t)(f - off_in_entry);
-			size_t score = run_length(s, e, 1, 64) + run_length(s, e, -1, 64);
+			size_t score = run_through(s, (int64_t)(f - off_in_entry), 64);
 			if (score > best_score) {
 				best_score = score;
-				*entry = (size_t)e;
-				s->fmt = fmts[k];
+				best_fmt = fmts[k];
+				*entry = f - off_in_entry;
 			}
 		}
-		if (best_score >= 2 * MIN_RUN) {
-			/* keep the winning format */
-			break;
-		}
 	}
-	if (best_score < MIN_RUN) {
-		s->fmt = KSYMTAB_NONE;
-		return false;
-	}
-	/* re-establish the winning format (loop may have left another) */
-	for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
-		s->fmt = fmts[k];
-		if (run_length(s, (int64_t)*entry, 1, 64) + run_length(s, (int64_t)*entry, -1, 64) == best_score)
-			return true;
-	}
-	return false;
+	s->fmt = best_score >= MIN_RUN ? best_fmt : KSYMTAB_NONE;
+	return s->fmt != KSYMTAB_NONE;
 }
 
 static bool is_strbyte(uint8_t c)

@@ -13,8 +13,11 @@ int kvm_fd_kind(const char *target, int *idx)
 		return 1;
 	const char *p = "anon_inode:kvm-vcpu:";
 	if (strncmp(target, p, strlen(p)) == 0) {
+		const char *num = target + strlen(p);
+		if (*num < '0' || *num > '9')
+			return 0;
 		char *end;
-		long v = strtol(target + strlen(p), &end, 10);
+		long v = strtol(num, &end, 10);
 		if (*end || v < 0 || v > 1 << 20)
 			return 0;
 		*idx = (int)v;

@@ -232,10 +232,6 @@ static void test_kernel_half_wins_when_user_half_clones_text(void **state)
 	struct vmsh_err err = { 0 };
 	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
 	g->have_k = true;
-	KNOWN_BUG_IF(!g->k.pti_user_cr3,
-		     "kernel_find() keeps the user half of a PTI pair when both halves map >= 64 leaves of the "
-		     "kernel image region: kernel_leaves() stops counting at 64 and the switch needs n2 > n1, so "
-		     "with no-PCID PTI (user PGD clones text+rodata) the kernel's data is unreadable via k->pt");
 	assert_true(g->k.pti_user_cr3);
 	assert_int_equal(g->k.pt.root, g->kroot);
 	assert_kernel(g); /* with the bug: image_size stops at rodata, data unreadable */

@@ -566,11 +566,6 @@ static void test_table_of_fifteen_is_nokernel_error(void **state)
 	kimg_table(&f->k, tab1, 15); /* 15 of the names, "jiffies" among them */
 	struct vmsh_err err = { 0 };
 	int rc = ksymtab_parse(f->k.img, f->k.len, f->k.base, &f->ks, &err);
-	KNOWN_BUG_IF(rc == 0 && f->ks.n == 0,
-		     "ksymtab_parse() returns success with 0 symbols and 0 tables for a 15-entry table: "
-		     "find_referencing_entry() scores run_length(fwd)+run_length(back), counting the anchor "
-		     "entry twice, so a 15-entry run passes the MIN_RUN (16) check that the table scan applies "
-		     "strictly");
 	assert_int_equal(rc, -1);
 	assert_int_equal(err.kind, VMSH_E_NOKERNEL);
 }

@@ -4,10 +4,7 @@
  *   - struct fake_mem: synthetic guest-physical memory (a malloc'd buffer)
  *     with a pt_read_page_fn that fails outside it, plus a page allocator and
  *     entry setters for building page tables
- *   - a deterministic PRNG (splitmix64) for randomised tests
- *   - KNOWN_BUG_IF(): a test for a documented bug in src/ is skipped (with a
- *     message) while the bug is present, passes once it is fixed, and fails
- *     when VMSH_UNIT_STRICT=1 is set in the environment. */
+ *   - a deterministic PRNG (splitmix64) for randomised tests */
 #ifndef VMSH_UNIT_H
 #define VMSH_UNIT_H
 
@@ -191,20 +188,5 @@ static inline void fake_pt_map(struct fake_mem *m, uint64_t root, int levels, ui
 {
 	fake_pt_map_ex(m, root, levels, va, pa, size, leaf_flags, 0);
 }
-
-/* ---- known bugs ---- */
-
-/* While `bug_present` is true the test is reported as skipped with `what`;
- * with VMSH_UNIT_STRICT=1 it goes on and fails on its assertions. Once the
- * bug is fixed the test simply runs and passes. */
-#define KNOWN_BUG_IF(bug_present, what)                                                              \
-	do {                                                                                        \
-		if ((bug_present)) {                                                                \
-			print_message("[ KNOWN BUG] %s\n", (what));                                 \
-			const char *strict_ = getenv("VMSH_UNIT_STRICT");                           \
-			if (!strict_ || strcmp(strict_, "1") != 0)                                 \
-				skip();                                                             \
-		}                                                                                   \
-	} while (0)
 
 #endif
