@@ -133,7 +133,7 @@ struct image_copy {
 	struct guest_mem *gm;
 	struct guest_kernel *k;
 	uint64_t next_va;
-	bool stop;
+	size_t cap;
 };
 
 static int copy_leaf(void *opaque, const struct pt_mapping *m)
@@ -143,10 +143,16 @@ static int copy_leaf(void *opaque, const struct pt_mapping *m)
 	if (m->va != ic->next_va || m->va - k->text_base + m->size > MAX_IMAGE)
 		return 1; /* gap: end of the kernel image */
 	uint64_t off = m->va - k->text_base;
-	uint8_t *ni = realloc(k->image, off + m->size);
-	if (!ni)
-		return 1;
-	k->image = ni;
+	if (off + m->size > ic->cap) {
+		size_t cap = ic->cap ? ic->cap : (64u << 20);
+		while (cap < off + m->size)
+			cap *= 2;
+		uint8_t *ni = realloc(k->image, cap);
+		if (!ni)
+			return 1;
+		k->image = ni;
+		ic->cap = cap;
+	}
 	if (guest_mem_read(ic->gm, m->pa, k->image + off, m->size) < 0) {
 		memset(k->image + off, 0, m->size);
 		k->image_unreadable += m->size;

@@ -191,17 +191,30 @@ static size_t run_through(const struct scan *s, int64_t e, size_t max)
 	return fwd ? fwd + run_length(s, e, -1, max) - 1 : 0;
 }
 
-/* Look for an entry referencing the string at str_off, in any layout; on
- * success set s->fmt and *entry. */
-static bool find_referencing_entry(struct scan *s, size_t str_off, size_t *entry)
+static int cmp_size(const void *a, const void *b)
 {
-	uint64_t str_va = s->base + str_off;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return (x > y) - (x < y);
+}
+
+static bool in_sorted(const size_t *v, size_t n, int64_t x)
+{
+	if (n == 0 || x < (int64_t)v[0] || x > (int64_t)v[n - 1])
+		return false;
+	return bsearch(&(size_t){ (size_t)x }, v, n, sizeof(*v), cmp_size) != NULL;
+}
+
+/* One pass over the image for entries pointing at any anchor name, trying
+ * each layout at each hit; on success set s->fmt and *entry to the entry
+ * with the longest run of valid neighbours. */
+static bool find_anchor_entry(struct scan *s, const size_t *names, size_t n_names, size_t *entry)
+{
 	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
 	size_t best_score = 0;
 	enum ksymtab_format best_fmt = KSYMTAB_NONE;
 	for (size_t f = 0; f + 4 <= s->len && best_score < 2 * MIN_RUN; f += 4) {
-		bool prel = (int64_t)f + rd32(s->img + f) == (int64_t)str_off;
-		bool abs = f + 8 <= s->len && rd64(s->img + f) == str_va;
+		bool prel = in_sorted(names, n_names, (int64_t)f + rd32(s->img + f));
+		bool abs = f + 8 <= s->len && in_sorted(names, n_names, (int64_t)(rd64(s->img + f) - s->base));
 		if (!prel && !abs)
 			continue;
 		for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
@@ -246,15 +259,11 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 {
 	memset(out, 0, sizeof(*out));
 	struct scan s = { .img = img, .len = len, .base = base_va, .str_lo = 0, .str_hi = len };
-	size_t entry = 0;
-	bool found = false;
-	for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]) && !found; a++) {
-		size_t offs[32];
-		size_t n = find_strings(img, len, anchors[a], offs, 32);
-		for (size_t i = 0; i < n && !found; i++)
-			found = find_referencing_entry(&s, offs[i], &entry);
-	}
-	if (!found)
+	size_t entry = 0, names[32 * sizeof(anchors) / sizeof(anchors[0])], n_names = 0;
+	for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]); a++)
+		n_names += find_strings(img, len, anchors[a], names + n_names, 32);
+	qsort(names, n_names, sizeof(*names), cmp_size);
+	if (!find_anchor_entry(&s, names, n_names, &entry))
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT, "no exported-symbol table found in kernel image");
 
 	/* bound __ksymtab_strings from the anchor's run */
