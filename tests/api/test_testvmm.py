@@ -13,6 +13,7 @@ from testvmm import EXIT_SETUP_FAILED, TestVMM, TestVMMError
 
 KVM_EXIT_IO, KVM_EXIT_MMIO = 2, 6
 SYS_GETPPID = 110
+SYS_GETTID = 186
 PF_USER_WORKER = 0x4000
 
 
@@ -140,16 +141,35 @@ def test_injected_syscall_in_the_main_thread(testvmm):
     assert testvmm.stop() == 0, "the main thread went back into its event loop and saw SIGTERM"
 
 
-def test_kvm_worker_threads_look_like_vcpus_but_are_not(testvmm):
-    """The kernel's kvm-nx-lpage-recovery workers live in the VMM's thread group and their
-    /proc/TID/syscall reads like an ioctl on a vCPU fd: vmsh must skip them by PF_USER_WORKER."""
+def user_workers(vmm):
     workers = []
-    for tid in testvmm.tasks():
-        stat = open(f"/proc/{testvmm.pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    for tid in vmm.tasks():
+        stat = open(f"/proc/{vmm.pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
         if int(stat[6]) & PF_USER_WORKER:
             workers.append(tid)
+    return workers
+
+
+def test_kvm_worker_threads_look_like_vcpus_but_are_not(testvmm):
+    """The kernel's kvm-nx-lpage-recovery workers (one per VM, where the kernel has them) live
+    in the VMM's thread group, and their /proc/TID/syscall and registers read like an ioctl
+    KVM_RUN on a vCPU fd, with rip 0: vmsh must skip them by PF_USER_WORKER."""
+    workers = user_workers(testvmm)
     assert not set(workers) & set(testvmm.vms[0]["vcpu_tids"])
-    assert set(testvmm.tasks()) - set(workers) - set(testvmm.vms[0]["vcpu_tids"]) >= {testvmm.pid}
+    for tid in workers:
+        with pytest.raises((OSError, TestVMMError)):
+            testvmm.inject_syscall(SYS_GETPPID, tid=tid)
+    assert testvmm.stop() == 0, "a failed injection left nothing seized"
+
+
+def test_injected_syscall_in_every_thread(testvmm):
+    """vCPU threads (in KVM_RUN) and the I/O thread (in read) take injected syscalls too."""
+    workers = user_workers(testvmm)
+    for tid in testvmm.tasks():
+        if tid not in workers:
+            assert testvmm.inject_syscall(SYS_GETTID, tid=tid) == tid
+    assert testvmm.alive() and testvmm.wait_progress()
+    assert testvmm.stop() == 0
 
 
 def test_sandbox_kills_it_on_a_foreign_syscall(testvmm_sandboxed):

@@ -62,6 +62,15 @@ def _ptrace(req, tid, addr=0, data=0):
         raise OSError(err, f"ptrace({req:#x}, {tid}): {os.strerror(err)}")
 
 
+def _ptrace_quiet(req, tid, addr=0, data=0):
+    """ptrace that ignores failure: for cleanup of a thread that may be gone."""
+    _libc.ptrace(req, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data))
+
+
+def _detach(tid, sig=0):
+    _ptrace_quiet(PTRACE_DETACH, tid, 0, sig)
+
+
 def _die_with_parent():
     # a killed pytest must not leave vCPUs spinning at 100% CPU behind
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -330,22 +339,29 @@ class TestVMM:
 
     def _seize_and_stop(self, tid, options=0):
         _ptrace(PTRACE_SEIZE, tid, 0, options)
-        _ptrace(PTRACE_INTERRUPT, tid)
-        status = self._waitstop(tid)
+        try:
+            _ptrace(PTRACE_INTERRUPT, tid)
+            status = self._waitstop(tid)
+        except OSError:
+            _detach(tid)
+            raise
         if status >> 16 != PTRACE_EVENT_STOP:
-            # e.g. a signal-delivery-stop came first: hand the signal back and stop again
-            _ptrace(PTRACE_DETACH, tid, 0, os.WSTOPSIG(status))
+            # e.g. a signal-delivery-stop came first: hand the signal back
+            _detach(tid, os.WSTOPSIG(status))
             raise TestVMMError(f"thread {tid}: unexpected stop {status:#x}")
 
     def interrupt_all_threads(self, hold=0.0):
         """Seize and interrupt every thread (vCPU threads leave KVM_RUN with EINTR), hold, detach."""
-        tids = self.tasks()
-        for tid in tids:
-            self._seize_and_stop(tid)
-        time.sleep(hold)
-        for tid in tids:
-            _ptrace(PTRACE_DETACH, tid)
-        return tids
+        seized = []
+        try:
+            for tid in self.tasks():
+                self._seize_and_stop(tid)
+                seized.append(tid)
+            time.sleep(hold)
+        finally:
+            for tid in seized:
+                _detach(tid)
+        return seized
 
     def inject_syscall(self, nr, *args, tid=None, suspend_seccomp=False):
         """Run one syscall in a thread (default: the main thread, which sits in ppoll) the way
@@ -353,22 +369,27 @@ class TestVMM:
         restore. Returns the raw result (negative errno on failure)."""
         tid = tid or self.pid
         self._seize_and_stop(tid, PTRACE_O_SUSPEND_SECCOMP if suspend_seccomp else 0)
-        saved = UserRegs()
-        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved))
-        if self.read_hva(saved.rip - 2, 2) != b"\x0f\x05":
-            _ptrace(PTRACE_DETACH, tid)
-            raise TestVMMError(f"thread {tid} is not stopped right after a syscall instruction")
-        regs = UserRegs.from_buffer_copy(saved)
-        regs.rip, regs.rax, regs.orig_rax = saved.rip - 2, nr, 2**64 - 1  # orig_rax -1: no restart
-        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
-            setattr(regs, name, value % 2**64)
-        _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
-        _ptrace(PTRACE_SINGLESTEP, tid)
-        self._waitstop(tid)
-        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
-        _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(saved))
-        _ptrace(PTRACE_DETACH, tid)
-        return ctypes.c_longlong(regs.rax).value
+        saved, regs, restore = UserRegs(), UserRegs(), False
+        try:
+            _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved))
+            if self.read_hva(saved.rip - 2, 2) != b"\x0f\x05":
+                raise TestVMMError(f"thread {tid} is not stopped right after a syscall instruction")
+            regs = UserRegs.from_buffer_copy(saved)
+            regs.rip, regs.rax, regs.orig_rax = saved.rip - 2, nr, 2**64 - 1  # orig_rax -1: no restart
+            for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+                setattr(regs, name, value % 2**64)
+            restore = True
+            _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
+            _ptrace(PTRACE_SINGLESTEP, tid)
+            self._waitstop(tid)
+            _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+            return ctypes.c_longlong(regs.rax).value
+        finally:
+            # never leave a thread seized: a traced thread that dies stays a zombie only its
+            # tracer can reap, and Popen.wait() would wait for it forever
+            if restore:
+                _ptrace_quiet(PTRACE_SETREGS, tid, 0, ctypes.addressof(saved))
+            _detach(tid)
 
     def __repr__(self):
         state = f"pid {self.pid}" if self.truth else "not started"
