@@ -7,6 +7,7 @@
         vmm.wait_counts(1000)       # every vCPU counted at least this far
         vmm.read_gpa(0x2345a0, 16)  # guest memory through the ground-truth slots
         vmm.fds(), vmm.tasks(), vmm.proc_status()
+        vmm.wait_main_in_event_loop()  # main thread's /proc syscall line once back in ppoll
         rc = vmm.stop()             # SIGTERM, then SIGKILL; vmm.exit_stats afterwards
 
 Only the process this object started is ever signalled, by its PID, and it is
@@ -44,6 +45,7 @@ PTRACE_EVENT_STOP = 128
 PTRACE_O_SUSPEND_SECCOMP = 1 << 21
 WALL = 0x40000000
 PR_SET_PDEATHSIG = 1
+SYS_PPOLL = 271
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -131,7 +133,24 @@ class TestVMM:
         if self.truth.get("pid") != self.proc.pid:
             self.stop(timeout=2)
             raise TestVMMError(f"ground truth names pid {self.truth.get('pid')}, started {self.proc.pid}")
+        if not self.wait_main_in_event_loop(self.ready_timeout):
+            self.stop(timeout=2)
+            raise TestVMMError(f"testvmm's main thread never reached its event loop{self._stderr_note()}")
         return self
+
+    def wait_main_in_event_loop(self, timeout=5.0):
+        """The main thread's /proc/PID/syscall line once it sleeps in its ppoll, or None.
+        Ready means that (it prints the truth just before it gets there); after a tracer
+        detaches, the thread needs a CPU to get back in, which on a busy two-core machine
+        (the vCPUs spin) can take milliseconds: poll this rather than read the line once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = Path(f"/proc/{self.pid}/syscall").read_text().strip()
+            if line.startswith(f"{SYS_PPOLL} "):
+                return line
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                return None
+            time.sleep(0.001)
 
     def _read_line(self, timeout):
         deadline = time.monotonic() + timeout
