@@ -144,13 +144,14 @@ class TestVMM:
         detaches, the thread needs a CPU to get back in, which on a busy two-core machine
         (the vCPUs spin) can take milliseconds: poll this rather than read the line once."""
         deadline = time.monotonic() + timeout
-        while True:
+        while self.proc is not None:
             line = Path(f"/proc/{self.pid}/syscall").read_text().strip()
             if line.startswith(f"{SYS_PPOLL} "):
                 return line
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 return None
             time.sleep(0.001)
+        return None
 
     def _read_line(self, timeout):
         deadline = time.monotonic() + timeout
