@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
 	# build
-	gcc make pkg-config libjson-c-dev
+	gcc make pkg-config libjson-c-dev libseccomp-dev
 	# unit tests
 	libcmocka-dev
 	# end-to-end: hypervisor, guest images, orchestration
