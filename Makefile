@@ -27,17 +27,33 @@ PYTEST ?= /usr/bin/python3 -m pytest
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
-$(BUILD)/vmsh: $(LIB_SRCS) $(MAIN_SRC) $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $(LIB_SRCS) $(MAIN_SRC) $(LIBS)
+# the library (everything but main.c), once optimized and once sanitized
+REL_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+SAN_OBJS := $(patsubst src/%.c,$(BUILD)/san/obj/%.o,$(LIB_SRCS))
 
-$(BUILD)/san/vmsh: $(LIB_SRCS) $(MAIN_SRC) $(HDRS)
+$(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $(LIB_SRCS) $(MAIN_SRC) $(LIBS)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(HDRS) tests/unit/unit.h
+$(BUILD)/san/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -Itests/unit -o $@ $< $(LIB_SRCS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -c -o $@ $<
+
+$(BUILD)/libvmsh.a: $(REL_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/san/libvmsh.a: $(SAN_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/vmsh: $(MAIN_SRC) $(BUILD)/libvmsh.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/san/vmsh: $(MAIN_SRC) $(BUILD)/san/libvmsh.a
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -Itests/unit -o $@ $< $(BUILD)/san/libvmsh.a $(LIBS) -lcmocka
 
 -include tests/fixtures/fixtures.mk
 
@@ -58,6 +74,5 @@ check: check-unit check-kernel check-api check-vm
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD)/ksymtab_dump: tests/kernel/ksymtab_dump.c $(LIB_SRCS) $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+$(BUILD)/ksymtab_dump: tests/kernel/ksymtab_dump.c $(BUILD)/san/libvmsh.a
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)

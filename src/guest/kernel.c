@@ -105,28 +105,38 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c)
 	return kernel_leaves(&pt, NULL) > 0;
 }
 
+/* The kernel holds two banners: linux_banner, with the build number after
+ * '#' (what /proc/version shows), and a link-time copy without it. Prefer the
+ * former; both carry the release. */
 int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vlen, char *banner, size_t blen)
 {
 	static const char pat[] = "Linux version ";
 	const uint8_t *p = buf;
+	int found = -1;
 	while ((p = memmem(p, len - (p - buf), pat, sizeof(pat) - 1))) {
 		const uint8_t *v = p + sizeof(pat) - 1;
 		if (v < buf + len && *v >= '0' && *v <= '9') {
-			size_t i = 0;
-			while (v + i < buf + len && i + 1 < vlen && v[i] > ' ' && v[i] < 0x7f)
-				i++;
-			memcpy(version, v, i);
-			version[i] = '\0';
 			size_t b = 0;
 			while (p + b < buf + len && b + 1 < blen && p[b] != '\n' && p[b] != '\0')
 				b++;
-			memcpy(banner, p, b);
-			banner[b] = '\0';
-			return 0;
+			const uint8_t *hash = memchr(p, '#', b);
+			bool numbered = hash && hash + 1 < p + b && hash[1] >= '0' && hash[1] <= '9';
+			if (found < 0 || numbered) {
+				size_t i = 0;
+				while (v + i < buf + len && i + 1 < vlen && v[i] > ' ' && v[i] < 0x7f)
+					i++;
+				memcpy(version, v, i);
+				version[i] = '\0';
+				memcpy(banner, p, b);
+				banner[b] = '\0';
+				found = 0;
+				if (numbered)
+					return 0;
+			}
 		}
 		p++;
 	}
-	return -1;
+	return found;
 }
 
 struct image_copy {
