@@ -54,6 +54,7 @@ QEMU = "qemu-system-x86_64"
 MACHINES = ("pc", "q35", "microvm")
 KERNELS = ("6.1", "6.12")
 READY_MARKER = "VMSH-GUEST-READY"
+PROMPT = r"vmsh-guest:\S*[#$] "   # PS1 of the guest shell (guest-init.sh)
 TIMEOUT_SCALE = float(os.environ.get("VMSH_TEST_TIMEOUT_SCALE", "1"))
 
 # EPYC with SVM and nested paging, minus what TCG cannot emulate (keeps
@@ -315,6 +316,7 @@ class EmulatedHost(Host):
         self.console_log = os.path.join(logdir, "l1-console.log")
         self.qemu_log = os.path.join(logdir, "l1-qemu.log")
         self.agent_sock = os.path.join(logdir, "l1-agent.sock")
+        self.monitor_sock = os.path.join(logdir, "l1-monitor.sock")
         self.proc = None
         self.sock = None
         self.ids = itertools.count(1)
@@ -335,11 +337,15 @@ class EmulatedHost(Host):
     def _boot(self, timeout):
         agent = REPO / "tests" / "vm" / "hostagent.py"
         append = (f"console=ttyS0 panic=-1 vmsh.agent={agent} vmsh.xchg={self.logdir} "
-                  f"vmsh.python=/usr/bin/python3")
-        argv = [QEMU, "-name", "vmsh-test-l1", "-accel", "tcg,thread=multi", "-cpu", L1_CPU,
+                  f"vmsh.python=/usr/bin/python3 {os.environ.get('VMSH_L1_APPEND', '')}")
+        accel = os.environ.get("VMSH_L1_ACCEL", "tcg,thread=multi")
+        argv = [QEMU, "-name", "vmsh-test-l1", "-accel", accel, "-cpu", L1_CPU,
                 "-m", self.mem, "-smp", str(self.smp), "-nodefaults", "-no-user-config",
-                "-display", "none", "-monitor", "none", "-no-reboot",
+                "-display", "none", "-no-reboot",
                 "-kernel", self.kernel.vmlinuz, "-initrd", self.initrd, "-append", append,
+                # HMP monitor for post-mortems of a wedged L1 (info registers -a).
+                "-chardev", f"socket,id=mon,path={self.monitor_sock},server=on,wait=off",
+                "-mon", "chardev=mon,mode=readline",
                 "-chardev", f"file,id=con,path={self.console_log}", "-serial", "chardev:con",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                            "multidevs=remap",
@@ -538,8 +544,10 @@ class Guest:
         host.guests.append(g)
         try:
             host._call("console_open", 30, path=sock, pid=g.pid, timeout=scaled(30))
-            host._call("console_wait", timeout, path=sock, pattern=READY_MARKER,
-                       timeout=scaled(timeout))
+            ready = host._call("console_wait", timeout, path=sock, pattern=READY_MARKER,
+                               timeout=scaled(timeout))
+            host._call("console_wait", 60, path=sock, pattern=PROMPT, start=ready["end"],
+                       timeout=scaled(60))
         except (AgentError, HarnessError) as e:
             partial = getattr(e, "partial", "")
             g.stop()

@@ -63,6 +63,21 @@ def _set_pdeathsig():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _proc_state(pid):
+    """State, wait channel and kernel stack of a process, for error messages."""
+    parts = []
+    for name in ("status", "wchan", "stack"):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                text = f.read()
+        except OSError as e:
+            text = str(e)
+        if name == "status":
+            text = " ".join(l for l in text.splitlines() if l.startswith(("State", "Threads")))
+        parts.append(f"{name}: {text.strip()}")
+    return "; ".join(parts)
+
+
 class SerialConsole:
     """A shell on a guest serial console, reached through qemu's unix socket.
 
@@ -123,8 +138,8 @@ class SerialConsole:
                 if m:
                     return m
                 if self.closed:
-                    raise ConsoleError(f"console {self.path} closed while waiting for {pattern!r}",
-                                       _decode(self.buf[start:]))
+                    raise ConsoleError(f"console {self.path} closed while waiting for {pattern!r}"
+                                       f"{self._exit_note(alive)}", _decode(self.buf[start:]))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ConsoleError(f"timeout after {timeout:.0f}s waiting for {pattern!r}",
@@ -134,8 +149,18 @@ class SerialConsole:
                     m = rx.search(self.buf, start)
                     if m:
                         return m
-                    raise ConsoleError(f"process exited while waiting for {pattern!r}",
+                    raise ConsoleError(f"waiting for {pattern!r}{self._exit_note(alive)}",
                                        _decode(self.buf[start:]))
+
+    def _exit_note(self, alive):
+        """', qemu exited with ...' when the process behind the console died."""
+        if alive is None:
+            return ""
+        for _ in range(20):
+            if not alive():
+                return f": the process exited ({getattr(alive, 'status', lambda: '?')()})"
+            time.sleep(0.1)
+        return ""
 
     def send(self, data):
         self.sock.sendall(data)
@@ -146,12 +171,15 @@ class SerialConsole:
             self.counter += 1
             tag = f"{secrets.token_hex(3)}{self.counter}"
             encoded = base64.b64encode(cmd.encode()).decode()
-            lines = [" rm -f /tmp/.vmsh-c"]
-            for i in range(0, len(encoded), self.LINE):
-                lines.append(f" printf %s {encoded[i:i + self.LINE]} >>/tmp/.vmsh-c")
-            lines.append(
-                f' base64 -d /tmp/.vmsh-c >/tmp/.vmsh-s; echo "VMSH-B""EGIN-{tag}";'
-                f' sh /tmp/.vmsh-s </dev/null 2>&1; echo "VMSH-E""ND-{tag}-$?"')
+            run = (f'echo "VMSH-B""EGIN-{tag}"; sh /tmp/.vmsh-s </dev/null 2>&1;'
+                   f' echo "VMSH-E""ND-{tag}-$?"')
+            if len(encoded) <= self.LINE:
+                lines = [f"echo {encoded} | base64 -d >/tmp/.vmsh-s; {run}"]
+            else:
+                lines = ["rm -f /tmp/.vmsh-c"]
+                for i in range(0, len(encoded), self.LINE):
+                    lines.append(f"printf %s {encoded[i:i + self.LINE]} >>/tmp/.vmsh-c")
+                lines.append(f"base64 -d /tmp/.vmsh-c >/tmp/.vmsh-s; {run}")
             with self.cond:
                 start = len(self.buf)
             self.send(("\n".join(lines) + "\n").encode())
@@ -280,7 +308,10 @@ class Supervisor:
                 p.wait(wait)
             except subprocess.TimeoutExpired:
                 os.killpg(pid, signal.SIGKILL)
-                p.wait()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    raise AgentError(f"pid {pid} survives SIGKILL: {_proc_state(pid)}") from None
         # Kill whatever else is left in its group (qemu helpers, if any).
         try:
             os.killpg(pid, signal.SIGKILL)
@@ -292,8 +323,7 @@ class Supervisor:
 
     # -- guest consoles ---------------------------------------------------
     def console_open(self, path, pid=None, timeout=30.0):
-        alive = (lambda: self.alive(pid)) if pid is not None else None
-        con = SerialConsole(path, timeout, alive)
+        con = SerialConsole(path, timeout, self._alive_fn(pid))
         con.pid = pid
         with self.lock:
             old = self.consoles.pop(path, None)
@@ -301,13 +331,29 @@ class Supervisor:
         if old:
             old.close()
 
+    def _alive_fn(self, pid):
+        """alive() for a console's process, with .status() describing its end."""
+        if pid is None:
+            return None
+        p = self._proc(pid)
+
+        def alive():
+            return p.poll() is None
+
+        def status():
+            rc = p.poll()
+            if rc is None:
+                return "still running"
+            return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        alive.status = status
+        return alive
+
     def _console(self, path):
         with self.lock:
             con = self.consoles.get(path)
         if con is None:
             raise ConsoleError(f"no console open on {path}")
-        alive = (lambda: self.alive(con.pid)) if con.pid is not None else None
-        return con, alive
+        return con, self._alive_fn(con.pid)
 
     def console_wait(self, path, pattern, timeout=60.0, start=0):
         con, alive = self._console(path)

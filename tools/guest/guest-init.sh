@@ -34,6 +34,9 @@ done
 # in dmesg only.
 echo 1 >/proc/sys/kernel/printk
 
+# The harness waits for the marker, then for the first prompt, and only
+# then types: input typed while the shell starts up can be lost.
+export PS1='vmsh-guest:\w\$ '
 echo "VMSH-GUEST-READY $(uname -r)"
 # PID 1 stays this loop: ash reaps orphans while it waits for the shell.
 while :; do

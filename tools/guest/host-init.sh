@@ -62,8 +62,6 @@ port=
 for d in /sys/class/virtio-ports/*; do
 	[ "$(cat "$d/name" 2>/dev/null)" = vmsh.agent ] && port=/dev/${d##*/}
 done
-# Keep warnings (kvm, OOM, hung tasks) in the console log, not the chatter.
-echo 4 >/proc/sys/kernel/printk
 echo "VMSH-L1-READY kvm=$([ -c /dev/kvm ] && echo yes || echo no) port=$port"
 
 # PID 1 stays this loop (ash reaps orphans while it waits).
