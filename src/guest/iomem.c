@@ -113,10 +113,16 @@ size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range 
 	for (size_t i = 0; i < n && k < max; i++) {
 		if (e[i].depth != 0 || strcmp(e[i].name, "System RAM") != 0 || e[i].end < e[i].start)
 			continue;
-		uint64_t s = (e[i].start + 0xfff) & ~0xfffULL;
-		uint64_t end = (e[i].end + 1) & ~0xfffULL;
+		/* whole pages: a range ending mid-page (0x9fc00) still has its
+		 * page backed, and reads must reach the last byte */
+		uint64_t s = e[i].start & ~0xfffULL;
+		uint64_t end = (e[i].end + 0x1000) & ~0xfffULL;
 		if (end <= s)
 			continue;
+		if (k > 0 && out[k - 1].gpa + out[k - 1].size >= s) {
+			out[k - 1].size = end - out[k - 1].gpa; /* touching after rounding */
+			continue;
+		}
 		out[k++] = (struct ram_range){ .gpa = s, .size = end - s };
 	}
 	return k;

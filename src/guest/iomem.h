@@ -16,7 +16,7 @@ struct iomem_entry {
  * order. Returns the number of entries or -1. */
 int iomem_read(struct guest_mem *gm, const struct guest_kernel *k, struct iomem_entry *out, size_t max,
 	       struct vmsh_err *err);
-/* Top-level "System RAM" entries as page-aligned ranges. */
+/* Top-level "System RAM" entries, widened to whole pages. */
 size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range *out, size_t max);
 
 #endif

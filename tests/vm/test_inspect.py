@@ -1,0 +1,134 @@
+"""`vmsh inspect` and `vmsh list` on real Linux guests (issue 2).
+
+Every check compares what vmsh found from the outside with what the guest
+says about itself on its console: uname -r, /proc/kallsyms, /proc/iomem, and
+a marker it wrote at a physical address it looked up in /proc/self/pagemap.
+"""
+import json
+import re
+import shlex
+
+import pytest
+
+SYMBOLS = ("_text", "jiffies", "_printk", "iomem_resource", "init_task", "schedule", "kfree")
+EXPORTED = SYMBOLS[1:]  # _text is not exported; it is the KASLR base
+
+
+def run_vmsh(host, vmsh_bin, *args, timeout=300):
+    cmd = " ".join(shlex.quote(str(a)) for a in (vmsh_bin, *args))
+    return host.exec(cmd, timeout)
+
+
+def inspect_json(host, vmsh_bin, pid, *args):
+    r = run_vmsh(host, vmsh_bin, "inspect", "--json", *args, pid)
+    assert r.rc == 0, f"vmsh inspect failed (rc={r.rc}):\n{r.stderr}\n{r.stdout[-2000:]}"
+    return json.loads(r.stdout)
+
+
+def kallsyms(guest, names):
+    out = guest.console("grep -E ' (%s)$' /proc/kallsyms" % "|".join(names))
+    syms = {}
+    for line in out.splitlines():
+        addr, _kind, name = line.split()[:3]
+        syms.setdefault(name, int(addr, 16))
+    assert set(syms) == set(names), f"kallsyms lacks {set(names) - set(syms)}"
+    assert all(syms.values()), "kallsyms shows zero addresses (kptr_restrict?)"
+    return syms
+
+
+def guest_ram(guest):
+    """Top-level "System RAM" ranges of the guest's /proc/iomem, as (start, end]."""
+    ram = []
+    for line in guest.console("cat /proc/iomem").splitlines():
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", line)
+        if m:
+            ram.append((int(m.group(1), 16), int(m.group(2), 16) + 1))
+    assert ram
+    return ram
+
+
+def host_read(host, pid, addr, size):
+    code = (f"import os; f = os.open('/proc/{pid}/mem', os.O_RDONLY); "
+            f"print(os.pread(f, {size}, {addr}).hex())")
+    r = host.exec(f"python3 -c {shlex.quote(code)}", 60)
+    assert r.rc == 0, r.stderr
+    return r.stdout.strip()
+
+
+def hypervisor_state(host, pid):
+    out = host.check(f"ls -l /proc/{pid}/fd | awk 'NR>1 {{print $9, $11}}'; echo ---; "
+                     f"ls /proc/{pid}/task; echo ---; grep TracerPid /proc/{pid}/status")
+    return out
+
+
+def test_kernel_version_kaslr_base_and_symbols_match_the_guest(guest, host, vmsh_bin):
+    release = guest.console("uname -r").strip()
+    syms = kallsyms(guest, SYMBOLS)
+    args = [a for name in EXPORTED for a in ("--symbol", name)]
+    j = inspect_json(host, vmsh_bin, guest.pid, *args)
+    k = j["kernel"]
+    assert k["found"] and k["error"] is None, k
+    assert k["version"] == release
+    assert int(k["text_base"], 16) == syms["_text"]
+    assert int(k["kaslr_offset"], 16) == syms["_text"] - 0xffffffff81000000
+    assert k["kaslr_offset"] != "0x0", "KASLR is off in the test guest"
+    assert k["exported_symbols"] > 5000 and k["ksymtab_format"] == "prel32+namespace"
+    for name in EXPORTED:
+        assert int(j["symbols"][name], 16) == syms[name], name
+    assert guest.console(f"cat /proc/version").strip() == k["banner"]
+    for v in j["vcpus"]:
+        assert "error" not in v, v
+        assert v["paging"] == "4-level"
+    assert 0 < j["timing"]["vcpus_stopped_us"] < j["timing"]["total_us"]
+
+
+def test_memory_map_covers_guest_ram_at_the_right_host_addresses(guest, host, vmsh_bin):
+    marker = guest.console("physmarker")
+    m = re.search(r"PHYSMARKER gpa=(0x[0-9a-f]+) value=([0-9a-f]{32})", marker)
+    assert m, marker
+    gpa, value = int(m.group(1), 16), m.group(2)
+    j = inspect_json(host, vmsh_bin, guest.pid)
+    ranges = [(int(r["gpa"], 16), int(r["size"], 16), r) for r in j["memory"]["ranges"]]
+    assert j["memory"]["error"] is None
+    for start, end in guest_ram(guest):
+        assert any(g <= start and end <= g + s and r["hva"] for g, s, r in ranges), \
+            f"guest RAM {start:#x}-{end:#x} not covered by {j['memory']['ranges']}"
+    hit = [(g, r) for g, s, r in ranges if g <= gpa < g + s]
+    assert len(hit) == 1, f"marker gpa {gpa:#x} in {len(hit)} ranges"
+    g, r = hit[0]
+    assert r["verified"]
+    assert host_read(host, guest.pid, int(r["hva"], 16) + gpa - g, 16) == value
+
+
+def test_inspect_leaves_guest_and_hypervisor_as_they_were(guest, host, vmsh_bin):
+    before = hypervisor_state(host, guest.pid)
+    first = inspect_json(host, vmsh_bin, guest.pid)
+    second = inspect_json(host, vmsh_bin, guest.pid)
+    assert hypervisor_state(host, guest.pid) == before
+    assert "TracerPid:\t0" in before
+    assert first["memslots"]["ids"] == second["memslots"]["ids"] and first["memslots"]["count"] > 0
+    assert guest.console("echo guest-still-answers").strip() == "guest-still-answers"
+    assert "Oops" not in guest.console("dmesg | grep -E 'Oops|BUG|WARNING' || true")
+
+
+def test_list_names_the_vm(guest, host, vmsh_bin):
+    r = run_vmsh(host, vmsh_bin, "list", "--json")
+    assert r.rc == 0, r.stderr
+    mine = [e for e in json.loads(r.stdout) if e["pid"] == guest.pid]
+    assert len(mine) == 1
+    assert mine[0]["name"] == guest.name
+    assert mine[0]["vcpus"] >= 1 and mine[0]["ram_source"] == "cmdline"
+    j = inspect_json(host, vmsh_bin, guest.name)
+    assert j["pid"] == guest.pid
+
+
+def test_fifty_inspects_in_a_row(any_guest, host, vmsh_bin):
+    g = any_guest
+    before = hypervisor_state(host, g.pid)
+    script = (f"ok=0; for i in $(seq 50); do {shlex.quote(vmsh_bin)} inspect --json {g.pid} "
+              f"> /tmp/vmsh-50.json 2>/tmp/vmsh-50.err && ok=$((ok+1)) || cat /tmp/vmsh-50.err; "
+              f"done; echo ok=$ok")
+    r = host.exec(script, 3600)
+    assert "ok=50" in r.stdout, r.stdout[-3000:]
+    assert hypervisor_state(host, g.pid) == before
+    assert g.console("echo alive").strip() == "alive"
