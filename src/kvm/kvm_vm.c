@@ -1,5 +1,5 @@
 /* kvm_vm.c - KVM ioctls run inside the hypervisor, with their arguments
- * staged in a scratch page we map there for the duration of the attach. */
+ * staged in the tracer's scratch area there. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +8,6 @@
 
 #include "common/log.h"
 #include "kvm/kvm.h"
-
-#define SCRATCH_SIZE 8192
 
 int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err)
 {
@@ -32,31 +30,13 @@ int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kv
 			vm->vcpus[vm->n_vcpus++] = fds->vcpus[i];
 	}
 
-	uint64_t args[6] = { 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
-	int64_t ret;
-	if (tracer_syscall(tr, SYS_mmap, args, &ret, err) < 0) {
-		free(vm->vcpus);
-		return vmsh_err_prefix(err, "map scratch page in hypervisor");
-	}
-	if (ret < 0 && ret > -4096) {
-		free(vm->vcpus);
-		return vmsh_error(err, (int)-ret, "map scratch page in hypervisor");
-	}
-	vm->scratch = (uint64_t)ret;
-	vm->scratch_size = SCRATCH_SIZE;
+	vm->scratch = tr->scratch;
+	vm->scratch_size = TRACER_SCRATCH_SIZE;
 	return 0;
 }
 
 void kvm_vm_close(struct kvm_vm *vm)
 {
-	if (vm->scratch) {
-		uint64_t args[6] = { vm->scratch, vm->scratch_size, 0, 0, 0, 0 };
-		int64_t ret;
-		struct vmsh_err e = { 0 };
-		if (tracer_syscall(vm->tr, SYS_munmap, args, &ret, &e) < 0 || ret != 0)
-			log_info("unmapping scratch page in hypervisor failed: %s", e.msg);
-		vm->scratch = 0;
-	}
 	free(vm->vcpus);
 	vm->vcpus = NULL;
 }

@@ -1,5 +1,5 @@
-/* tracer.c - ptrace attach, stop-the-world windows, syscall injection and
- * clean detach (see tracer.h). */
+/* tracer.c - ptrace attach, stop-the-world windows and clean detach (see
+ * tracer.h; running syscalls in the target is inject.c). */
 #include "tracer/tracer.h"
 
 #include <errno.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/procfs.h"
+#include "tracer/internal.h"
 
 #ifndef PTRACE_O_SUSPEND_SECCOMP
 #define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
@@ -87,7 +89,7 @@ static int seize(struct tracer *t, pid_t tid, struct vmsh_err *err)
 /* Wait until tid enters the ptrace-stop we asked for. Signal-delivery stops on
  * the way are held back (recorded in *pending) and the thread is resumed with
  * `resume_req` so it reaches the stop we want. Returns the wait status. */
-static int wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err)
+int tracer_wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err)
 {
 	for (int guard = 0; guard < 1000; guard++) {
 		int status;
@@ -124,46 +126,10 @@ static int wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pen
 	return vmsh_error(err, EIO, "thread %d never reached its ptrace stop", tid);
 }
 
-static void reraise(pid_t pid, pid_t tid, int sig)
+void tracer_reraise(pid_t pid, pid_t tid, int sig)
 {
 	if (sig > 0 && syscall(SYS_tgkill, pid, tid, sig) < 0)
 		log_debug("re-raising signal %d on thread %d: %s", sig, tid, strerror(errno));
-}
-
-/* Find the bytes 0f 05 (`syscall`) in an executable mapping, preferring the
- * vDSO, which every x86-64 process has. */
-static int find_syscall_insn(pid_t pid, uint64_t *addr, struct vmsh_err *err)
-{
-	struct proc_map *maps;
-	size_t n;
-	if (procfs_read_maps(pid, &maps, &n, err) < 0)
-		return -1;
-	int rc = -1;
-	for (int pass = 0; pass < 2 && rc < 0; pass++) {
-		for (size_t i = 0; i < n && rc < 0; i++) {
-			bool vdso = strcmp(maps[i].path, "[vdso]") == 0;
-			if (maps[i].perms[2] != 'x' || (pass == 0) != vdso)
-				continue;
-			size_t len = maps[i].end - maps[i].start;
-			if (len > (16u << 20))
-				len = 16u << 20;
-			_cleanup_free_ uint8_t *buf = malloc(len);
-			if (!buf)
-				break;
-			ssize_t got = remote_read(pid, maps[i].start, buf, len);
-			for (ssize_t k = 0; k + 1 < got; k++) {
-				if (buf[k] == 0x0f && buf[k + 1] == 0x05) {
-					*addr = maps[i].start + k;
-					rc = 0;
-					break;
-				}
-			}
-		}
-	}
-	free(maps);
-	if (rc < 0)
-		vmsh_error(err, ENOEXEC, "no syscall instruction found in process %d", pid);
-	return rc;
 }
 
 static void block_signals(struct tracer *t)
@@ -180,7 +146,7 @@ static int interrupt_thread(pid_t tid, int *pending, struct vmsh_err *err)
 {
 	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
 		return vmsh_error(err, errno, "interrupt thread %d", tid);
-	return wait_stop(tid, false, PTRACE_CONT, pending, err) < 0 ? -1 : 0;
+	return tracer_wait_stop(tid, false, PTRACE_CONT, pending, err) < 0 ? -1 : 0;
 }
 
 static bool regs_in_kvm_run(const struct user_regs_struct *r)
@@ -192,10 +158,10 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
+	const char *die = getenv("VMSH_TEST_DIE_AT_SYSCALL");
+	t->die_at_syscall = die ? strtoull(die, NULL, 10) : 0;
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "process %d", pid);
-	if (find_syscall_insn(pid, &t->syscall_insn, err) < 0)
-		return -1;
 
 	pid_t *tids;
 	size_t n;
@@ -222,21 +188,21 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 			int pending = 0;
 			if (interrupt_thread(tid, &pending, err) < 0) {
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				reraise(pid, tid, pending);
+				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			struct user_regs_struct regs;
 			if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
 				vmsh_error(err, errno, "read registers of thread %d", tid);
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				reraise(pid, tid, pending);
+				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			if (pass == 0 && regs_in_kvm_run(&regs)) {
 				if (!fallback)
 					fallback = tid;
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				reraise(pid, tid, pending);
+				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			tracer_fixup_restart(&regs);
@@ -255,50 +221,16 @@ out:
 		sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
 		return vmsh_err_prefix(err, "attach to process %d", pid);
 	}
+	if (inject_setup(t, err) < 0) {
+		vmsh_err_prefix(err, "attach to process %d", pid);
+		tracer_detach(t);
+		return -1;
+	}
 	if (!t->seccomp_suspended)
 		log_verbose("seccomp filters of process %d could not be suspended (needs CAP_SYS_ADMIN)", pid);
-	log_debug("attached to %d, injecting in thread %d, syscall at %#llx", pid, t->inj_tid,
-		  (unsigned long long)t->syscall_insn);
+	log_debug("attached to %d, injecting in thread %d through the stub at %#llx", pid, t->inj_tid,
+		  (unsigned long long)t->stub);
 	return 0;
-}
-
-int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err)
-{
-	if (!t->attached)
-		return vmsh_error(err, EINVAL, "inject syscall: not attached");
-	struct user_regs_struct regs = t->saved_regs;
-	regs.rip = t->syscall_insn;
-	regs.rax = nr;
-	regs.orig_rax = (unsigned long long)-1; /* no restart logic on the way out of this stop */
-	regs.rdi = args[0];
-	regs.rsi = args[1];
-	regs.rdx = args[2];
-	regs.r10 = args[3];
-	regs.r8 = args[4];
-	regs.r9 = args[5];
-	pid_t tid = t->inj_tid;
-	if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0)
-		return vmsh_error(err, errno, "set registers of thread %d", tid);
-	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
-		goto fail_restore;
-	if (wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
-		goto fail;
-	/* syscall-enter stop; run it */
-	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
-		goto fail_restore;
-	if (wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
-		goto fail;
-	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
-		goto fail_restore;
-	*ret = (int64_t)regs.rax;
-	t->injected_syscalls++;
-	return 0;
-fail_restore:
-	vmsh_error(err, errno, "inject syscall %ld into thread %d", nr, tid);
-fail:
-	/* best effort: put the saved registers back wherever the thread is */
-	ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs);
-	return -1;
 }
 
 int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
@@ -332,7 +264,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	for (size_t i = 0; i < t->n_others; i++) {
 		struct tracee_thread *th = &t->others[i];
 		struct vmsh_err e2 = { 0 };
-		if (wait_stop(th->tid, false, PTRACE_CONT, &th->pending_sig, &e2) < 0) {
+		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, &th->pending_sig, &e2) < 0) {
 			/* exited: forget it */
 			th->tid = 0;
 			continue;
@@ -353,7 +285,7 @@ void tracer_resume_others(struct tracer *t)
 		if (!th->tid)
 			continue;
 		ptrace(PTRACE_DETACH, th->tid, 0, 0);
-		reraise(t->pid, th->tid, th->pending_sig);
+		tracer_reraise(t->pid, th->tid, th->pending_sig);
 	}
 	t->n_others = 0;
 }
@@ -365,10 +297,11 @@ void tracer_detach(struct tracer *t)
 	tracer_resume_others(t);
 	free(t->others);
 	t->others = NULL;
+	inject_teardown(t);
 	if (ptrace(PTRACE_SETREGS, t->inj_tid, 0, &t->saved_regs) < 0)
 		log_info("restoring registers of thread %d: %s", t->inj_tid, strerror(errno));
 	ptrace(PTRACE_DETACH, t->inj_tid, 0, 0);
-	reraise(t->pid, t->inj_tid, t->inj_pending_sig);
+	tracer_reraise(t->pid, t->inj_tid, t->inj_pending_sig);
 	t->attached = false;
 	sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
 }

@@ -19,6 +19,8 @@
 
 #include "common/err.h"
 
+#define TRACER_SCRATCH_SIZE 8192
+
 struct tracee_thread {
 	pid_t tid;
 	int pending_sig;       /* signal held back while stopped, re-raised on release */
@@ -31,7 +33,13 @@ struct tracer {
 	pid_t inj_tid;
 	int inj_pending_sig;
 	struct user_regs_struct saved_regs; /* injection thread, restart-fixed */
-	uint64_t syscall_insn;              /* address of a `syscall` instruction */
+	uint64_t stub;                      /* injected syscalls run here (inject.c) */
+	uint64_t site;                      /* stub written into padding here ... */
+	uint8_t site_orig[320];             /* ... over these bytes */
+	uint64_t area;                      /* or into this mapping of ours (fallback) */
+	uint64_t syscall_insn;              /* vDSO `syscall`, until the stub exists */
+	uint64_t scratch;                   /* TRACER_SCRATCH_SIZE bytes for syscall arguments */
+	bool scratch_mapped;                /* scratch is a mapping of ours, not the stack */
 	bool attached;
 	bool seccomp_suspended;
 
@@ -40,10 +48,13 @@ struct tracer {
 
 	sigset_t saved_sigmask;
 	uint64_t injected_syscalls;   /* statistics */
+	uint64_t die_at_syscall;      /* tests: SIGKILL ourselves inside this injected syscall
+	                               * (1-based; env VMSH_TEST_DIE_AT_SYSCALL) */
 };
 
-/* Seize pid, choose and stop the injection thread. On failure nothing of the
- * target is left traced. Blocks vmsh's terminating signals until detach. */
+/* Seize pid, choose and stop the injection thread, set up the injection stub
+ * and a scratch area (t->scratch). On failure nothing of the target is left
+ * traced or changed. Blocks vmsh's terminating signals until detach. */
 int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err);
 
 /* Run syscall nr with args inside the target; *ret gets the raw return value

@@ -55,7 +55,7 @@ def test_injection_thread_is_not_a_vcpu_thread(testvmm):
     r = vmsh("-vv", "inspect", str(testvmm.pid))
     line = [l for l in r.stderr.splitlines() if "injecting in thread" in l]
     assert line, r.stderr
-    tid = int(line[0].split("injecting in thread ")[1].split(",")[0])
+    tid = int(line[0].split("injecting in thread ")[1].split()[0])
     assert tid not in vm["vcpu_tids"]
 
 

@@ -1,0 +1,298 @@
+/* inject.c - running syscalls inside the hypervisor's injection thread.
+ *
+ * Every injected syscall runs from the stub (stub.h): if vmsh dies at any
+ * point, the kernel detaches the thread, which finishes the syscall and
+ * jumps back to exactly where it was. The stub is written into padding the
+ * process never executes: the tail of the last page of an executable
+ * file-backed mapping past its ELF segment's contents (a private mapping, so
+ * the write only copies that page for this process). Placing it needs no
+ * syscall at all, so there is no instant at which a dying vmsh leaves the
+ * thread on code it does not own. Syscall arguments live on the thread's own
+ * stack, below its red zone and below the stub's few bytes.
+ *
+ * Fallbacks, each logged: without such padding, an anonymous mapping made by
+ * an mmap run from the vDSO's `syscall` (a window of one syscall); without
+ * room on the stack, a scratch mapping made through the stub. */
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/procfs.h"
+#include "tracer/internal.h"
+#include "tracer/stub.h"
+
+#define RED_ZONE 128
+#define FALLBACK_AREA_SIZE 4096
+
+_Static_assert(sizeof(((struct tracer *)0)->site_orig) >= STUB_SITE_SIZE, "site_orig too small");
+
+static int mem_fd(pid_t pid, int flags)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	return open(path, flags | O_CLOEXEC);
+}
+
+/* Write through /proc/PID/mem, which (unlike process_vm_writev) may write
+ * read-only pages of a traced process, copying private pages first. */
+static int poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
+{
+	_cleanup_close_ int fd = mem_fd(pid, O_RDWR);
+	if (fd < 0)
+		return -1;
+	return pwrite(fd, buf, len, (off_t)addr) == (ssize_t)len ? 0 : -1;
+}
+
+static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
+{
+	_cleanup_close_ int fd = mem_fd(pid, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	return pread(fd, buf, len, (off_t)addr) == (ssize_t)len ? 0 : -1;
+}
+
+/* Unused tail of an executable mapping, from its file's program headers. */
+static int segment_tail(pid_t pid, const struct proc_map *m, uint64_t *tail)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", pid, (unsigned long long)m->start,
+		 (unsigned long long)m->end);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	Elf64_Ehdr eh;
+	if (pread(fd, &eh, sizeof(eh), 0) != sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
+		return -1;
+	Elf64_Phdr ph[64];
+	if (pread(fd, ph, eh.e_phnum * sizeof(Elf64_Phdr), (off_t)eh.e_phoff) != (ssize_t)(eh.e_phnum * sizeof(Elf64_Phdr)))
+		return -1;
+	uint64_t len = m->end - m->start;
+	for (int i = 0; i < eh.e_phnum; i++) {
+		if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_X))
+			continue;
+		uint64_t seg_end = ph[i].p_offset + ph[i].p_filesz;
+		/* the segment must end inside this mapping's last page */
+		if (seg_end <= m->offset || seg_end > m->offset + len || m->offset + len - seg_end >= 4096)
+			continue;
+		*tail = m->start + (seg_end - m->offset);
+		return 0;
+	}
+	return -1;
+}
+
+static int find_stub_site(pid_t pid, uint64_t *site)
+{
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(pid, &maps, &n, NULL) < 0)
+		return -1;
+	int rc = -1;
+	for (size_t i = 0; i < n && rc < 0; i++) {
+		const struct proc_map *m = &maps[i];
+		uint64_t tail;
+		if (m->perms[2] != 'x' || m->perms[3] != 'p' || m->path[0] != '/' || segment_tail(pid, m, &tail) < 0)
+			continue;
+		uint64_t start = (m->end - STUB_SITE_SIZE) & ~15ULL;
+		if (start >= ((tail + 15) & ~15ULL)) {
+			*site = start;
+			rc = 0;
+			log_debug("injection stub in padding of %s at %#llx", m->path, (unsigned long long)start);
+		}
+	}
+	free(maps);
+	return rc;
+}
+
+/* Bytes 0f 05 (`syscall`) in the vDSO, which every x86-64 process has, or
+ * else in any executable mapping. */
+static int find_syscall_insn(pid_t pid, uint64_t *addr, struct vmsh_err *err)
+{
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(pid, &maps, &n, err) < 0)
+		return -1;
+	int rc = -1;
+	for (int pass = 0; pass < 2 && rc < 0; pass++) {
+		for (size_t i = 0; i < n && rc < 0; i++) {
+			bool vdso = strcmp(maps[i].path, "[vdso]") == 0;
+			if (maps[i].perms[2] != 'x' || (pass == 0) != vdso)
+				continue;
+			size_t len = maps[i].end - maps[i].start;
+			if (len > (16u << 20))
+				len = 16u << 20;
+			_cleanup_free_ uint8_t *buf = malloc(len);
+			if (!buf)
+				break;
+			ssize_t got = remote_read(pid, maps[i].start, buf, len);
+			for (ssize_t k = 0; k + 1 < got; k++) {
+				if (buf[k] == 0x0f && buf[k + 1] == 0x05) {
+					*addr = maps[i].start + k;
+					rc = 0;
+					break;
+				}
+			}
+		}
+	}
+	free(maps);
+	if (rc < 0)
+		vmsh_error(err, ENOEXEC, "no syscall instruction found in process %d", pid);
+	return rc;
+}
+
+int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err)
+{
+	if (!t->attached)
+		return vmsh_error(err, EINVAL, "inject syscall: not attached");
+	struct user_regs_struct regs = t->saved_regs;
+	regs.rip = t->stub ? t->stub : t->syscall_insn;
+	regs.rax = nr;
+	regs.orig_rax = (unsigned long long)-1; /* no restart logic on the way out of this stop */
+	regs.rdi = args[0];
+	regs.rsi = args[1];
+	regs.rdx = args[2];
+	regs.r10 = args[3];
+	regs.r8 = args[4];
+	regs.r9 = args[5];
+	pid_t tid = t->inj_tid;
+	if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0)
+		return vmsh_error(err, errno, "set registers of thread %d", tid);
+	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+		goto fail_restore;
+	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+		goto fail;
+	/* fault injection for tests: die where a crash would hurt most */
+	if (t->die_at_syscall && t->injected_syscalls + 1 == t->die_at_syscall)
+		raise(SIGKILL);
+	/* syscall-enter stop; run it */
+	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+		goto fail_restore;
+	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+		goto fail;
+	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+		goto fail_restore;
+	*ret = (int64_t)regs.rax;
+	t->injected_syscalls++;
+	/* the thread's own registers go back right away, not only at detach */
+	if (ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs) < 0)
+		return vmsh_error(err, errno, "restore registers of thread %d", tid);
+	return 0;
+fail_restore:
+	vmsh_error(err, errno, "inject syscall %ld into thread %d", nr, tid);
+fail:
+	ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs);
+	return -1;
+}
+
+static int setup_fallback_area(struct tracer *t, const uint8_t stub[STUB_SITE_SIZE], struct vmsh_err *err)
+{
+	uint64_t args[6] = { 0, FALLBACK_AREA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
+	int64_t ret;
+	log_verbose("no padding for the injection stub in process %d: mapping one (not safe against "
+		    "vmsh being killed during that one syscall)", t->pid);
+	if (tracer_syscall(t, SYS_mmap, args, &ret, err) < 0)
+		return -1;
+	if (ret < 0 && ret > -4096)
+		return vmsh_error(err, (int)-ret, "map injection stub in process %d", t->pid);
+	t->area = (uint64_t)ret;
+	if (remote_write(t->pid, t->area, stub, STUB_SITE_SIZE) != STUB_SITE_SIZE)
+		return vmsh_error(err, errno, "write injection stub into process %d", t->pid);
+	uint64_t pargs[6] = { t->area, FALLBACK_AREA_SIZE, PROT_READ | PROT_EXEC, 0, 0, 0 };
+	if (tracer_syscall(t, SYS_mprotect, pargs, &ret, err) < 0)
+		return -1;
+	if (ret != 0)
+		return vmsh_error(err, (int)-ret, "protect injection stub in process %d", t->pid);
+	t->stub = t->area;
+	return 0;
+}
+
+/* Scratch on the thread's stack if its mapping reaches far enough down. */
+static int setup_scratch(struct tracer *t, struct vmsh_err *err)
+{
+	uint64_t top = (t->saved_regs.rsp - RED_ZONE - STUB_STACK_USE - 64) & ~63ULL;
+	uint64_t lo = top - TRACER_SCRATCH_SIZE;
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
+		return -1;
+	bool on_stack = false;
+	for (size_t i = 0; i < n; i++)
+		if (maps[i].start <= lo && t->saved_regs.rsp <= maps[i].end && maps[i].perms[1] == 'w')
+			on_stack = true;
+	free(maps);
+	if (on_stack) {
+		t->scratch = lo;
+		return 0;
+	}
+	uint64_t args[6] = { 0, TRACER_SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
+	int64_t ret;
+	if (tracer_syscall(t, SYS_mmap, args, &ret, err) < 0)
+		return -1;
+	if (ret < 0 && ret > -4096)
+		return vmsh_error(err, (int)-ret, "map scratch area in process %d", t->pid);
+	t->scratch = (uint64_t)ret;
+	t->scratch_mapped = true;
+	log_verbose("stack of thread %d too short for scratch: mapped %#llx", t->inj_tid,
+		    (unsigned long long)t->scratch);
+	return 0;
+}
+
+int inject_setup(struct tracer *t, struct vmsh_err *err)
+{
+	uint8_t stub[STUB_SITE_SIZE];
+	stub_build(&t->saved_regs, stub);
+	uint64_t site;
+	if (find_stub_site(t->pid, &site) == 0 && peek(t->pid, site, t->site_orig, STUB_SITE_SIZE) == 0 &&
+	    poke(t->pid, site, stub, STUB_SITE_SIZE) == 0) {
+		t->site = t->stub = site;
+	} else {
+		if (find_syscall_insn(t->pid, &t->syscall_insn, err) < 0)
+			return -1;
+		if (setup_fallback_area(t, stub, err) < 0) {
+			inject_teardown(t);
+			return -1;
+		}
+	}
+	if (setup_scratch(t, err) < 0) {
+		inject_teardown(t);
+		return -1;
+	}
+	return 0;
+}
+
+void inject_teardown(struct tracer *t)
+{
+	int64_t ret;
+	struct vmsh_err e = { 0 };
+	if (t->scratch_mapped) {
+		uint64_t args[6] = { t->scratch, TRACER_SCRATCH_SIZE, 0, 0, 0, 0 };
+		if (tracer_syscall(t, SYS_munmap, args, &ret, &e) < 0 || ret != 0)
+			log_info("unmapping the scratch area in process %d failed: %s", t->pid, e.msg);
+		t->scratch_mapped = false;
+	}
+	t->scratch = 0;
+	if (t->site) {
+		if (poke(t->pid, t->site, t->site_orig, STUB_SITE_SIZE) < 0)
+			log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
+				 (unsigned long long)t->site, t->pid, strerror(errno));
+		t->site = t->stub = 0;
+	}
+	if (t->area) {
+		/* from the vDSO: the syscall would return into the unmapped page */
+		t->stub = 0;
+		uint64_t args[6] = { t->area, FALLBACK_AREA_SIZE, 0, 0, 0, 0 };
+		if (t->syscall_insn && (tracer_syscall(t, SYS_munmap, args, &ret, &e) < 0 || ret != 0))
+			log_info("unmapping the injection stub in process %d failed: %s", t->pid, e.msg);
+		t->area = 0;
+	}
+}

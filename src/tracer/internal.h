@@ -1,0 +1,20 @@
+/* internal.h - what the tracer's files share and nobody else uses. */
+#ifndef VMSH_TRACER_INTERNAL_H
+#define VMSH_TRACER_INTERNAL_H
+
+#include "tracer/tracer.h"
+
+/* Wait until tid reaches the ptrace stop asked for (a syscall stop, or an
+ * interrupt/event stop); signal-delivery stops on the way are held back in
+ * *pending. Returns the wait status or -1. */
+int tracer_wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err);
+/* Deliver a held-back signal again, after the thread was let go. */
+void tracer_reraise(pid_t pid, pid_t tid, int sig);
+
+/* Set up injection in the stopped injection thread: the stub and the
+ * scratch area. On failure nothing is left changed. */
+int inject_setup(struct tracer *t, struct vmsh_err *err);
+/* Undo inject_setup (the thread must be stopped with its own registers). */
+void inject_teardown(struct tracer *t);
+
+#endif

@@ -1,0 +1,68 @@
+"""vmsh killed half way (SIGKILL, which it cannot catch) never harms the
+hypervisor: the thread it injects into runs every syscall from a stub that
+returns to exactly where the thread was, and its registers are restored
+after each syscall, so whatever instant vmsh dies at, the kernel's implicit
+detach leaves a thread that carries on."""
+import os
+import random
+import signal
+import subprocess
+import time
+
+from test_inspect_api import VMSH, inspect_json
+
+
+def kill_inspect_at(pid, delay):
+    p = subprocess.Popen([VMSH, "inspect", "--json", str(pid)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+
+
+def assert_healthy(vmm, what):
+    assert vmm.alive(), f"hypervisor died ({what})"
+    assert vmm.wait_main_in_event_loop(), f"main thread not back in its event loop ({what})"
+    c0 = vmm.counter()
+    assert vmm.wait_progress(), f"guest stopped ({what})"
+    assert vmm.counter() > c0
+    assert vmm.proc_status()["TracerPid"] == "0"
+
+
+def test_sigkill_inside_every_injected_syscall(testvmm):
+    """vmsh kills itself (VMSH_TEST_DIE_AT_SYSCALL=n) while its n-th injected
+    syscall is under way, for every n an inspect uses: the worst instants."""
+    n_total = inspect_json(testvmm.pid)["timing"]["injected_syscalls"]
+    assert n_total > 10
+    maps = open(f"/proc/{testvmm.pid}/maps").read()
+    for n in range(1, n_total + 1):
+        env = dict(os.environ, VMSH_TEST_DIE_AT_SYSCALL=str(n))
+        r = subprocess.run([VMSH, "inspect", str(testvmm.pid)], env=env, capture_output=True)
+        assert r.returncode == -signal.SIGKILL, f"n={n}: vmsh did not die ({r.returncode})"
+        assert_healthy(testvmm, f"killed in injected syscall {n} of {n_total}")
+    # the only trace: nothing mapped, nothing left in the address space list
+    assert open(f"/proc/{testvmm.pid}/maps").read() == maps
+
+
+def test_sigkill_at_random_points_never_harms_the_hypervisor(testvmm):
+    rng = random.Random(1234)
+    # how long one inspect takes here, to spread the kills over it
+    t0 = time.monotonic()
+    inspect_json(testvmm.pid)
+    span = max(time.monotonic() - t0, 0.002)
+    for i in range(40):
+        delay = rng.uniform(0, span)
+        kill_inspect_at(testvmm.pid, delay)
+        assert_healthy(testvmm, f"kill {i} after {delay * 1000:.2f} ms")
+    j = inspect_json(testvmm.pid)
+    assert j["memslots"]["ids"] == sorted(s["id"] for s in testvmm.truth["vms"][0]["slots"])
+
+
+def test_sigkill_of_a_confined_hypervisors_inspector(testvmm_sandboxed):
+    rng = random.Random(99)
+    for i in range(20):
+        delay = rng.uniform(0, 0.01)
+        kill_inspect_at(testvmm_sandboxed.pid, delay)
+        time.sleep(0.01)
+        assert testvmm_sandboxed.alive(), f"sandboxed hypervisor died (kill {i} after {delay * 1000:.2f} ms)"
+    inspect_json(testvmm_sandboxed.pid)
