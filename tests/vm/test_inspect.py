@@ -132,3 +132,23 @@ def test_fifty_inspects_in_a_row(any_guest, host, vmsh_bin):
     assert "ok=50" in r.stdout, r.stdout[-3000:]
     assert hypervisor_state(host, g.pid) == before
     assert g.console("echo alive").strip() == "alive"
+
+
+def test_busy_smp_guest_in_user_mode(guest_factory, host, vmsh_bin):
+    """Two vCPUs spinning in user mode: their CR3 is the user half of the
+    PTI pair, which maps almost nothing of the kernel. inspect still finds
+    the kernel through the kernel half, and reports each vCPU on its own
+    thread."""
+    g = guest_factory(machine="q35", kernel="6.12", smp=2)
+    syms = kallsyms(g, ("_text", "jiffies"))
+    g.console("for i in 1 2; do (while :; do :; done) & done; sleep 1; echo spinning")
+    try:
+        j = inspect_json(host, vmsh_bin, g.pid, "--symbol", "jiffies")
+        assert len(j["vcpus"]) == 2
+        tids = [v["tid"] for v in j["vcpus"]]
+        assert all(tids) and len(set(tids)) == 2, tids
+        assert any(v["mode"] == "user" for v in j["vcpus"]), [v["rip"] for v in j["vcpus"]]
+        assert int(j["kernel"]["text_base"], 16) == syms["_text"]
+        assert int(j["symbols"]["jiffies"], 16) == syms["jiffies"]
+    finally:
+        g.console("kill $(jobs -p) 2>/dev/null; true")
