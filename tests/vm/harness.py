@@ -22,7 +22,8 @@ Environment:
   VMSH_TEST_MODE      direct | emulated (default: detect)
   VMSH_TEST_CACHE     kernels and initramfs images (/var/cache/vmsh-test)
   VMSH_TEST_LOGDIR    parent of the per-session log directory (/tmp)
-  VMSH_L1_MEM, VMSH_L1_SMP   emulated host size (3G, 2)
+  VMSH_L1_MEM, VMSH_L1_SMP   emulated host size (3G, 1: see README.md)
+  VMSH_L1_ACCEL, VMSH_L1_APPEND  override L1 qemu -accel, add to its kernel command line
   VMSH_TEST_TIMEOUT_SCALE    multiply every boot/command timeout (1)
 """
 
@@ -148,12 +149,17 @@ class Kernel:
 
     def symbol(self, name):
         """Link-time address of `name` from System.map (None if absent)."""
+        found = None
         with open(self.system_map) as f:
-            for line in f:
+            for n, line in enumerate(f):
                 addr, _, sym = line.split()[:3]
                 if sym == name:
-                    return int(addr, 16)
-        return None
+                    found = int(addr, 16)
+                    break
+        if found is None and n < 100:
+            raise HarnessError(f"{self.system_map} is Debian's placeholder: the real one comes "
+                               "from the -dbg package (fetch-kernel.sh without VMSH_FETCH_DBG=0)")
+        return found
 
 
 _KERNELS = {}
@@ -310,7 +316,7 @@ class EmulatedHost(Host):
         super().__init__(logdir)
         self.sockdir = "/run/vmsh-sock"   # tmpfs inside L1
         self.mem = mem or os.environ.get("VMSH_L1_MEM", "3G")
-        self.smp = int(smp or os.environ.get("VMSH_L1_SMP", "2"))
+        self.smp = int(smp or os.environ.get("VMSH_L1_SMP", "1"))
         self.kernel = fetch_kernel(kernel, "amd64")
         self.initrd = build_initramfs("host", self.kernel)
         self.console_log = os.path.join(logdir, "l1-console.log")

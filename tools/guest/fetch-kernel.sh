@@ -11,7 +11,7 @@
 # Result directory (printed on stdout, last line):
 #   $CACHE/kernels/<package>_<version>/
 #       vmlinuz      bzImage
-#       System.map   Debian's /boot/System.map-<release>
+#       System.map   the real one, from the -dbg package (see below)
 #       config       Debian's /boot/config-<release>
 #       release      uname -r of the kernel (one line)
 #       package      package name and version (one line)
@@ -80,7 +80,7 @@ if [ ! -e "$dir/.complete" ]; then
 	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
 	chmod 755 "$tmp"  # apt-get download drops privileges to _apt
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -q "$pkg=$ver" >&2)
+	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$ver" >&2)
 	deb=$(ls "$tmp"/*.deb)
 	dpkg-deb -x "$deb" "$tmp/root"
 	release=$(ls "$tmp/root/lib/modules" | head -n1)
@@ -105,6 +105,28 @@ if [ ! -e "$dir/.complete" ]; then
 	rm -rf "$tmp"
 	trap - EXIT
 	log "unpacked $release into $dir"
+fi
+# Debian's /boot/System.map is a placeholder pointing at the -dbg package.
+# Take the real one from there: it is the first big member of that package's
+# data, so tar stops reading after a few seconds (the .deb is ~1 GB though;
+# VMSH_FETCH_DBG=0 skips this and leaves the placeholder).
+if [ "${VMSH_FETCH_DBG:-1}" != 0 ] && grep -q 'The real System.map' "$dir/System.map"; then
+	dbg="${pkg%-unsigned}-dbg"
+	log "fetching the real System.map from $dbg $ver"
+	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
+	chmod 755 "$tmp"
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
+	release=$(cat "$dir/release")
+	dpkg-deb --fsys-tarfile "$tmp"/*.deb 2>/dev/null |
+		tar -xO --occurrence=1 "./usr/lib/debug/boot/System.map-$release" >"$tmp/System.map" || true
+	if [ "$(wc -l <"$tmp/System.map")" -gt 1000 ]; then
+		mv "$tmp/System.map" "$dir/System.map"
+	else
+		log "no System.map-$release in $dbg; keeping the placeholder"
+	fi
+	rm -rf "$tmp"
+	trap - EXIT
 fi
 ln -sfn "$(basename "$dir")" "$link"
 echo "$dir"
