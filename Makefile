@@ -13,7 +13,7 @@ CFLAGS ?= -O2
 LIBS := $(shell pkg-config --libs $(PKGS))
 SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c) \
+LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c) \
 	    $(filter-out src/cli/main.c,$(wildcard src/cli/*.c))
 MAIN_SRC := src/cli/main.c
 HDRS := $(wildcard src/*/*.h)
@@ -51,9 +51,20 @@ $(BUILD)/vmsh: $(MAIN_SRC) $(BUILD)/libvmsh.a
 $(BUILD)/san/vmsh: $(MAIN_SRC) $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a
+# objects the loader test loads and runs (built as the kernel library is, minus the kernel)
+LOADER_SAMPLES := $(BUILD)/unit/loader_sample_large.o $(BUILD)/unit/loader_sample_small.o
+SAMPLE_CFLAGS := -O2 -ffreestanding -fno-pic -fno-stack-protector -fno-asynchronous-unwind-tables
+$(BUILD)/unit/loader_sample_large.o: tests/unit/loader_sample.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -Itests/unit -o $@ $< $(BUILD)/san/libvmsh.a $(LIBS) -lcmocka
+	$(CC) $(SAMPLE_CFLAGS) -mcmodel=large -c -o $@ $<
+$(BUILD)/unit/loader_sample_small.o: tests/unit/loader_sample.c
+	@mkdir -p $(@D)
+	$(CC) $(SAMPLE_CFLAGS:-fno-pic=-fpie) -mcmodel=small -c -o $@ $<
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a $(LOADER_SAMPLES)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -Itests/unit -DLOADER_SAMPLE_DIR='"$(abspath $(BUILD)/unit)"' \
+		-o $@ $< $(BUILD)/san/libvmsh.a $(LIBS) -lcmocka
 
 -include tests/fixtures/fixtures.mk
 
