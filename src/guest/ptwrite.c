@@ -1,0 +1,61 @@
+/* ptwrite.c - our own 1 GiB region in the guest kernel's page tables (see
+ * ptwrite.h). */
+#include "guest/ptwrite.h"
+
+#include <errno.h>
+#include <string.h>
+
+int pt_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct pt_slot *out, struct vmsh_err *err)
+{
+	uint64_t page[512];
+	for (uint64_t va = (lo + GIB - 1) & ~(GIB - 1); va + GIB <= hi && va >= lo; va += GIB) {
+		uint64_t table = pt->root;
+		bool ok = true;
+		for (int level = pt->levels; level > 3 && ok; level--) {
+			unsigned shift = 12 + 9 * (level - 1);
+			if (pt->read_page(pt->opaque, table, page) < 0) {
+				ok = false;
+				break;
+			}
+			uint64_t e = page[(va >> shift) & 511];
+			if (!(e & PTE_PRESENT) || (e & PTE_PS))
+				ok = false;
+			else
+				table = e & pt->phys_mask;
+		}
+		if (!ok || pt->read_page(pt->opaque, table, page) < 0)
+			continue;
+		unsigned idx = (va >> 30) & 511;
+		if (page[idx] & PTE_PRESENT)
+			continue;
+		if (page[idx] != 0)
+			continue; /* not present but used for something (swap-like bits): leave it */
+		*out = (struct pt_slot){ .va = va, .table_gpa = table, .index = idx };
+		return 0;
+	}
+	return vmsh_error(err, ENOSPC, "no unused 1 GiB region of kernel address space in %#llx-%#llx",
+			  (unsigned long long)lo, (unsigned long long)hi);
+}
+
+int pt_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,
+		 uint64_t va_off, uint64_t pa, uint64_t size, uint64_t flags, uint64_t *pdpt_entry,
+		 struct vmsh_err *err)
+{
+	if ((va_off | pa | size | pd_gpa | pts_gpa) & 0xfff)
+		return vmsh_error(err, EINVAL, "page tables: addresses and size must be page aligned");
+	if (va_off + size > GIB || size == 0)
+		return vmsh_error(err, EINVAL, "page tables: mapping outside the 1 GiB region");
+	uint64_t first_pt = va_off >> 21, last_pt = (va_off + size - 1) >> 21;
+	if (last_pt - first_pt + 1 > n_pts)
+		return vmsh_error(err, ENOSPC, "page tables: %llu page tables needed, %u available",
+				  (unsigned long long)(last_pt - first_pt + 1), n_pts);
+	for (uint64_t off = 0; off < size; off += 4096) {
+		uint64_t va = va_off + off;
+		unsigned pdi = va >> 21, pti = (va >> 12) & 511;
+		unsigned k = pdi - (unsigned)first_pt;
+		pd[pdi] = (pts_gpa + 4096ULL * k) | PTE_PRESENT | PTE_RW; /* upper levels permissive */
+		pts[k][pti] = (pa + off) | flags | PTE_PRESENT;
+	}
+	*pdpt_entry = pd_gpa | PTE_PRESENT | PTE_RW;
+	return 0;
+}

@@ -1,0 +1,133 @@
+/* test_ptwrite.c - taking an unused 1 GiB region of a (synthetic) guest
+ * kernel's page tables and building our own tables for it: the result must
+ * translate with the same walker vmsh uses on live guests. */
+#include "unit.h"
+
+#include "guest/pagetable.h"
+#include "guest/ptwrite.h"
+
+#define KTEXT 0xffffffff81000000ULL
+
+struct fixture {
+	struct fake_mem m;
+	struct pt_ctx pt;
+};
+
+static void setup_kernel(struct fixture *f, int levels)
+{
+	fake_mem_init(&f->m, 0, 64 << 20);
+	uint64_t root = fake_mem_alloc_page(&f->m);
+	f->pt = (struct pt_ctx){ .read_page = fake_mem_read_page, .opaque = &f->m, .root = root, .levels = levels,
+				 .phys_mask = pt_phys_mask(52) };
+	/* kernel text (PML4 511, PDPT 510) and something at the start of the hole's PDPT */
+	fake_pt_map(&f->m, root, levels, KTEXT, 0x1000000, 1 << 21, UNIT_PTE_P | UNIT_PTE_RW);
+	fake_pt_map(&f->m, root, levels, pt_canonical(KERNEL_HOLE_START, levels), 0x200000, 1 << 21, UNIT_PTE_P);
+}
+
+static void test_finds_first_unused_gib_in_the_hole(void **state)
+{
+	(void)state;
+	struct fixture f;
+	setup_kernel(&f, 4);
+	struct pt_slot s;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(pt_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), 0);
+	/* PDPT entry 0 is used by the mapping made above: the next one */
+	assert_int_equal(s.va, KERNEL_HOLE_START + GIB);
+	assert_int_equal(s.index, 1);
+	struct pt_mapping m;
+	assert_int_equal(pt_translate(&f.pt, KTEXT, &m), 0);
+	fake_mem_free(&f.m);
+}
+
+static void test_region_without_upper_table_is_not_taken(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fake_mem_init(&f.m, 0, 16 << 20);
+	uint64_t root = fake_mem_alloc_page(&f.m);
+	f.pt = (struct pt_ctx){ .read_page = fake_mem_read_page, .opaque = &f.m, .root = root, .levels = 4,
+				.phys_mask = pt_phys_mask(52) };
+	struct pt_slot s;
+	struct vmsh_err err = { 0 };
+	/* PML4 511 not present: adding one would not reach other address spaces */
+	assert_int_equal(pt_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
+	assert_non_null(strstr(err.msg, "no unused"));
+	fake_mem_free(&f.m);
+}
+
+static void build_and_check(int levels)
+{
+	struct fixture f;
+	setup_kernel(&f, levels);
+	struct pt_slot s;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(pt_find_free_gib(&f.pt, pt_canonical(KERNEL_HOLE_START, levels),
+					  pt_canonical(KERNEL_HOLE_END, levels), &s, &err), 0);
+	/* our tables live in "our slot": pages of the fake memory */
+	uint64_t pd_gpa = fake_mem_alloc_page(&f.m);
+	uint64_t pts_gpa = fake_mem_alloc_page(&f.m);
+	fake_mem_alloc_page(&f.m); /* second page table, contiguous */
+	uint64_t *pd = fake_mem_ptr(&f.m, pd_gpa, 4096);
+	uint64_t(*pts)[512] = fake_mem_ptr(&f.m, pts_gpa, 8192);
+	uint64_t entry;
+	uint64_t lib_pa = 0x3000000, size = 3 << 20; /* 3 MiB: spans two page tables */
+	assert_int_equal(pt_build_gib(pd, pd_gpa, pts, pts_gpa, 2, 0x100000, lib_pa, size, PTE_RW | PTE_NX, &entry, &err),
+			 0);
+	/* before linking: nothing there */
+	struct pt_mapping m;
+	assert_int_equal(pt_translate(&f.pt, s.va + 0x100000, &m), -1);
+	fake_mem_set_entry(&f.m, s.table_gpa, s.index, entry);
+	for (uint64_t off = 0; off < size; off += 4096) {
+		assert_int_equal(pt_translate(&f.pt, s.va + 0x100000 + off, &m), 0);
+		assert_int_equal(m.pa, lib_pa + off);
+		assert_int_equal(m.size, 4096);
+		assert_true(m.flags & PTE_NX);
+		assert_true(m.flags & PTE_RW);
+	}
+	assert_int_equal(pt_translate(&f.pt, s.va + 0x100000 + size, &m), -1);
+	assert_int_equal(pt_translate(&f.pt, s.va + 0xff000, &m), -1);
+	/* the kernel's own mappings are untouched */
+	assert_int_equal(pt_translate(&f.pt, KTEXT, &m), 0);
+	assert_int_equal(m.pa, 0x1000000);
+	/* removal is the one entry cleared */
+	fake_mem_set_entry(&f.m, s.table_gpa, s.index, 0);
+	assert_int_equal(pt_translate(&f.pt, s.va + 0x100000, &m), -1);
+	fake_mem_free(&f.m);
+}
+
+static void test_built_tables_translate_4_level(void **state)
+{
+	(void)state;
+	build_and_check(4);
+}
+
+static void test_built_tables_translate_5_level(void **state)
+{
+	(void)state;
+	build_and_check(5);
+}
+
+static void test_bad_arguments_are_refused(void **state)
+{
+	(void)state;
+	static uint64_t pd[512], pts[2][512];
+	uint64_t e;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 2, 0x800, 0x3000, 4096, 0, &e, &err), -1);
+	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 2, GIB - 4096, 0x3000, 8192, 0, &e, &err), -1);
+	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 1, 0x1ff000, 0x3000, 8192, 0, &e, &err), -1);
+	assert_non_null(strstr(err.msg, "page tables needed"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_finds_first_unused_gib_in_the_hole),
+		cmocka_unit_test(test_region_without_upper_table_is_not_taken),
+		cmocka_unit_test(test_built_tables_translate_4_level),
+		cmocka_unit_test(test_built_tables_translate_5_level),
+		cmocka_unit_test(test_bad_arguments_are_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
