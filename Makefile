@@ -8,7 +8,7 @@ CC ?= gcc
 BUILD ?= build
 PKGS := json-c
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CFLAGS_BASE := -std=gnu11 $(WARN) -g -Isrc $(shell pkg-config --cflags $(PKGS)) -D_GNU_SOURCE
+CFLAGS_BASE := -std=gnu11 $(WARN) -g -Isrc -Iguest-lib $(shell pkg-config --cflags $(PKGS)) -D_GNU_SOURCE
 CFLAGS ?= -O2
 LIBS := $(shell pkg-config --libs $(PKGS))
 SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -16,7 +16,7 @@ SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c) \
 	    $(filter-out src/cli/main.c,$(wildcard src/cli/*.c))
 MAIN_SRC := src/cli/main.c
-HDRS := $(wildcard src/*/*.h)
+HDRS := $(wildcard src/*/*.h) guest-lib/channel.h
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
@@ -27,9 +27,29 @@ PYTEST ?= /usr/bin/python3 -m pytest
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
+# the kernel library, built for the guest kernel's context and embedded in vmsh
+GUEST_LIB_CFLAGS := -std=gnu11 -O2 -Wall -Wextra -Werror -ffreestanding -fno-pic -mcmodel=large \
+	-mno-red-zone -mgeneral-regs-only -fno-stack-protector -fcf-protection=branch \
+	-fno-asynchronous-unwind-tables -fno-jump-tables -fno-builtin -fno-common \
+	-fno-tree-loop-distribute-patterns -Iguest-lib
+GUEST_LIB := $(BUILD)/guest-lib/vmsh-lib.o
+
+$(BUILD)/guest-lib/%.o: guest-lib/%.c guest-lib/channel.h
+	@mkdir -p $(@D)
+	$(CC) $(GUEST_LIB_CFLAGS) -c -o $@ $<
+$(BUILD)/guest-lib/%.o: guest-lib/%.S
+	@mkdir -p $(@D)
+	$(CC) $(GUEST_LIB_CFLAGS) -c -o $@ $<
+$(GUEST_LIB): $(BUILD)/guest-lib/vmsh_lib.o $(BUILD)/guest-lib/entry.o
+	$(LD) -r -o $@ $^
+
 # the library (everything but main.c), once optimized and once sanitized
-REL_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
-SAN_OBJS := $(patsubst src/%.c,$(BUILD)/san/obj/%.o,$(LIB_SRCS))
+REL_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/loader/lib_blob.o
+SAN_OBJS := $(patsubst src/%.c,$(BUILD)/san/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/loader/lib_blob.o
+
+$(BUILD)/obj/loader/lib_blob.o: src/loader/lib_blob.S $(GUEST_LIB)
+	@mkdir -p $(@D)
+	$(CC) -c -Wa,-I$(BUILD)/guest-lib -o $@ $<
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(@D)

@@ -8,16 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/procfs.h"
 #include "guest/memmap.h"
-
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
 
 static int choose_vm_fd(const struct inspect_opts *o, const struct kvm_fds *f, struct vmsh_err *err)
 {
@@ -138,6 +132,21 @@ static void analyse_guest(const struct inspect_opts *o, struct inspect_result *r
 		res->sym_found[i] = ksymtab_lookup(&res->kernel.ksyms, o->symbols[i], &res->sym_values[i]) == 0;
 }
 
+/* The guest as seen from the vCPU most likely to be in the kernel. */
+static void analyse(const struct inspect_opts *o, struct inspect_result *res)
+{
+	const struct inspect_vcpu *kv = NULL;
+	for (size_t i = 0; i < res->n_vcpus; i++) {
+		const struct inspect_vcpu *v = &res->vcpus[i];
+		if (!v->ok)
+			continue;
+		if (!kv || ((v->st.sregs.cs.selector & 3) == 0 && (kv->st.sregs.cs.selector & 3) != 0))
+			kv = v;
+	}
+	if (kv)
+		analyse_guest(o, res, kv);
+}
+
 int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct vmsh_err *err)
 {
 	memset(res, 0, sizeof(*res));
@@ -195,24 +204,20 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 		else
 			snprintf(res->slots_error, sizeof(res->slots_error), "%s", e.msg);
 	}
+	/* Inspect reads the guest after letting the hypervisor go; a command
+	 * that acts on the guest (o->while_attached) needs it found first. */
+	if (rc == 0 && o->while_attached) {
+		analyse(o, res);
+		rc = o->while_attached(&vm, res, o->opaque, err);
+	}
 	kvm_vm_close(&vm);
 	res->injected_syscalls = tr.injected_syscalls;
 	tracer_detach(&tr);
 	res->attached_ns = now_ns() - t_attach;
 	if (rc < 0)
 		return -1;
-
-	/* from here on the hypervisor is untraced: read the guest from outside */
-	const struct inspect_vcpu *kv = NULL;
-	for (size_t i = 0; i < res->n_vcpus; i++) {
-		const struct inspect_vcpu *v = &res->vcpus[i];
-		if (!v->ok)
-			continue;
-		if (!kv || ((v->st.sregs.cs.selector & 3) == 0 && (kv->st.sregs.cs.selector & 3) != 0))
-			kv = v;
-	}
-	if (kv)
-		analyse_guest(o, res, kv);
+	if (!o->while_attached)
+		analyse(o, res);
 	res->total_ns = now_ns() - t_start;
 	return 0;
 }

@@ -13,11 +13,17 @@
 #include "guest/kernel.h"
 #include "kvm/kvm.h"
 
+struct inspect_result;
+
 struct inspect_opts {
 	pid_t pid;
 	int vm_fd;          /* -1: the only VM of the process */
 	const char **symbols;
 	size_t n_symbols;
+	/* if set: analyse the guest while still attached and call this before
+	 * detaching (commands that act on the guest) */
+	int (*while_attached)(struct kvm_vm *vm, struct inspect_result *res, void *opaque, struct vmsh_err *err);
+	void *opaque;
 };
 
 struct inspect_vcpu {
@@ -67,7 +73,5 @@ struct inspect_result {
  * guest without a recognizable kernel still gives registers and slots. */
 int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct vmsh_err *err);
 void inspect_result_free(struct inspect_result *res);
-
-uint64_t now_ns(void);
 
 #endif

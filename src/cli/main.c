@@ -11,6 +11,7 @@
 static const struct vmsh_command commands[] = {
 	{ "list", "list the KVM virtual machines on this host", cmd_list },
 	{ "inspect", "show vCPUs, memory and guest kernel of a running VM", cmd_inspect },
+	{ "library", "load vmsh's kernel library into a guest, run it once, remove it", cmd_library },
 };
 
 static void usage(FILE *out)

@@ -92,3 +92,27 @@ int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
 {
 	return guest_mem_read(gm, gpa & ~0xfffULL, page, 4096);
 }
+
+int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len)
+{
+	const uint8_t *in = buf;
+	while (len) {
+		const struct guest_range *r = guest_mem_find(gm, gpa);
+		if (!r) {
+			errno = EFAULT;
+			return -1;
+		}
+		uint64_t off = gpa - r->gpa;
+		size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
+		ssize_t put = remote_write(gm->pid, r->hva + off, in, chunk);
+		if (put != (ssize_t)chunk) {
+			if (put >= 0)
+				errno = EFAULT;
+			return -1;
+		}
+		in += chunk;
+		gpa += chunk;
+		len -= chunk;
+	}
+	return 0;
+}

@@ -35,6 +35,8 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 /* Read len bytes at gpa (may span ranges). 0 on success, -1 if any part is
  * outside known memory or unreadable. */
 int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len);
+/* Write len bytes at gpa (same rules as guest_mem_read). */
+int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len);
 /* pagetable.h's read callback over a struct guest_mem. */
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512]);
 

@@ -64,6 +64,14 @@ struct vcpu_state {
 /* Must be called while every vCPU thread is stopped (tracer_stop_others). */
 int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct vcpu_state *st, struct vmsh_err *err);
 
+int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_regs *regs,
+		      struct vmsh_err *err);
+int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t *state, struct vmsh_err *err);
+int kvm_vcpu_set_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t state, struct vmsh_err *err);
+/* KVM_SET_USER_MEMORY_REGION; *ret gets 0 or -errno (EEXIST: range taken). */
+int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva,
+			  int64_t *ret, struct vmsh_err *err);
+
 /* Memory slot ids in use in address space as_id, found without side effects
  * (see memslots.c). known_gpa must lie in guest memory. */
 struct memslot_ids {

@@ -75,3 +75,43 @@ int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struc
 		return vmsh_error(err, (int)-ret, "KVM_GET_SREGS on vCPU %d", vcpu->index);
 	return 0;
 }
+
+int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_regs *regs,
+		      struct vmsh_err *err)
+{
+	struct kvm_regs r = *regs;
+	int64_t ret;
+	if (kvm_ioctl(vm, vcpu->fd, KVM_SET_REGS, &r, sizeof(r), &ret, err) < 0)
+		return -1;
+	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_REGS on vCPU %d", vcpu->index) : 0;
+}
+
+int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t *state, struct vmsh_err *err)
+{
+	struct kvm_mp_state mp = { 0 };
+	int64_t ret;
+	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
+		return -1;
+	if (ret < 0)
+		return vmsh_error(err, (int)-ret, "KVM_GET_MP_STATE on vCPU %d", vcpu->index);
+	*state = mp.mp_state;
+	return 0;
+}
+
+int kvm_vcpu_set_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t state, struct vmsh_err *err)
+{
+	struct kvm_mp_state mp = { .mp_state = state };
+	int64_t ret;
+	if (kvm_ioctl(vm, vcpu->fd, KVM_SET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
+		return -1;
+	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_MP_STATE on vCPU %d", vcpu->index) : 0;
+}
+
+int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva,
+			  int64_t *ret, struct vmsh_err *err)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot, .flags = flags, .guest_phys_addr = gpa, .memory_size = size, .userspace_addr = hva,
+	};
+	return kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), ret, err);
+}

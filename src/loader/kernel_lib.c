@@ -1,0 +1,309 @@
+/* kernel_lib.c - loading, entering and removing the kernel library (see
+ * kernel_lib.h). */
+#include "loader/kernel_lib.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
+
+#define PAGE 4096u
+#define ENTRY_STACK_GAP 512
+
+/* Is [gpa, gpa+size) clear of everything in the guest's own map (RAM, PCI
+ * windows, reserved ranges such as AMD's HyperTransport hole)? */
+static bool gpa_unused(const struct iomem_entry *e, size_t n, uint64_t gpa, uint64_t size)
+{
+	for (size_t i = 0; i < n; i++)
+		if (e[i].depth == 0 && e[i].start < gpa + size && gpa <= e[i].end)
+			return false;
+	return true;
+}
+
+static int resolve_export(void *opaque, const char *name, uint64_t *addr)
+{
+	const struct guest_kernel *k = opaque;
+	if (ksymtab_lookup(&k->ksyms, name, addr) == 0)
+		return 0;
+	/* renamed across versions */
+	if (!strcmp(name, "_printk"))
+		return ksymtab_lookup(&k->ksyms, "printk", addr);
+	return -1;
+}
+
+static int inject(struct kvm_vm *vm, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+		  uint64_t a5, int64_t *ret, struct vmsh_err *err)
+{
+	uint64_t args[6] = { a0, a1, a2, a3, a4, a5 };
+	return tracer_syscall(vm->tr, nr, args, ret, err);
+}
+
+/* memfd made by the hypervisor and mapped there; vmsh maps the same file
+ * through /proc/PID/fd, and the hypervisor's fd is closed again. */
+static int shared_memory(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	int64_t fd, ret;
+	static const char name[] = "vmsh";
+	if (remote_write(vm->pid, vm->scratch, name, sizeof(name)) != sizeof(name))
+		return vmsh_error(err, errno, "stage memfd name");
+	if (inject(vm, SYS_memfd_create, vm->scratch, 1 /* MFD_CLOEXEC */, 0, 0, 0, 0, &fd, err) < 0)
+		return -1;
+	if (fd < 0)
+		return vmsh_error(err, (int)-fd, "memfd_create in the hypervisor");
+	int rc = -1;
+	char path[64];
+	if (inject(vm, SYS_ftruncate, (uint64_t)fd, KLIB_MEM_SIZE, 0, 0, 0, 0, &ret, err) < 0)
+		goto close_remote;
+	if (ret < 0) {
+		vmsh_error(err, (int)-ret, "size the shared memory");
+		goto close_remote;
+	}
+	if (inject(vm, SYS_mmap, 0, KLIB_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, (uint64_t)fd, 0, &ret, err) < 0)
+		goto close_remote;
+	if (ret < 0 && ret > -4096) {
+		vmsh_error(err, (int)-ret, "map the shared memory in the hypervisor");
+		goto close_remote;
+	}
+	kl->hv_addr = (uint64_t)ret;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%lld", vm->pid, (long long)fd);
+	kl->memfd = open(path, O_RDWR | O_CLOEXEC);
+	if (kl->memfd < 0) {
+		vmsh_error(err, errno, "open %s", path);
+		goto close_remote;
+	}
+	kl->mem = mmap(NULL, KLIB_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, kl->memfd, 0);
+	if (kl->mem == MAP_FAILED) {
+		kl->mem = NULL;
+		vmsh_error(err, errno, "map the shared memory");
+		goto close_remote;
+	}
+	rc = 0;
+close_remote:
+	if (inject(vm, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, &ret, NULL) < 0 || ret != 0)
+		log_info("closing fd %lld in the hypervisor failed", (long long)fd);
+	return rc;
+}
+
+static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size_t n, const struct memslot_ids *ids,
+		    struct vmsh_err *err)
+{
+	/* a free id: the lowest one the probe did not see used */
+	uint32_t id = 0;
+	for (size_t i = 0; i < ids->n && ids->ids[i] == id; i++)
+		id++;
+	if (id >= ids->limit)
+		return vmsh_error(err, ENOSPC, "no free memory slot id");
+	/* from 4 GiB up to 512 GiB (the smallest MAXPHYADDR of 64-bit CPUs) */
+	for (uint64_t gpa = 1ULL << 32; gpa + KLIB_MEM_SIZE <= (1ULL << 39); gpa += GIB) {
+		if (!gpa_unused(iomem, n, gpa, KLIB_MEM_SIZE))
+			continue;
+		int64_t ret;
+		if (kvm_set_memory_region(kl->vm, id, 0, gpa, KLIB_MEM_SIZE, kl->hv_addr, &ret, err) < 0)
+			return -1;
+		if (ret == -EEXIST)
+			continue;
+		if (ret < 0)
+			return vmsh_error(err, (int)-ret, "add memory slot %u at %#llx", id, (unsigned long long)gpa);
+		kl->slot = id;
+		kl->gpa = gpa;
+		kl->slot_added = true;
+		return 0;
+	}
+	return vmsh_error(err, ENOSPC, "no free guest-physical range for the library");
+}
+
+/* library image, then its page directory and page table, in the memfd */
+static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	const struct guest_kernel *k = kl->k;
+	if (pt_find_free_gib(&k->pt, pt_canonical(KERNEL_HOLE_START, k->pt.levels),
+			     pt_canonical(KERNEL_HOLE_END, k->pt.levels), &kl->region, err) < 0)
+		return -1;
+	if (loader_load(vmsh_guest_lib_start, vmsh_guest_lib_end - vmsh_guest_lib_start, kl->region.va,
+			resolve_export, (void *)k, &kl->lib, err) < 0)
+		return vmsh_err_prefix(err, "link the kernel library");
+	size_t lib_size = kl->lib.size;
+	if (lib_size + 2 * PAGE > KLIB_MEM_SIZE)
+		return vmsh_error(err, EFBIG, "kernel library too large");
+	uint64_t chan_va;
+	if (loader_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 || loader_symbol(&kl->lib, "vmsh_entry", &kl->entry_va) < 0)
+		return vmsh_error(err, ENOENT, "kernel library lacks vmsh_channel or vmsh_entry");
+	memcpy(kl->mem, kl->lib.image, lib_size);
+	kl->chan = (struct vmsh_channel *)(kl->mem + (chan_va - kl->region.va));
+	if (kl->chan->magic != VMSH_CHANNEL_MAGIC)
+		return vmsh_error(err, EINVAL, "kernel library channel not found");
+	kl->chan->load_base = kl->region.va;
+
+	uint64_t *pd = (uint64_t *)(kl->mem + lib_size);
+	uint64_t(*pts)[512] = (uint64_t(*)[512])(kl->mem + lib_size + PAGE);
+	uint64_t pd_gpa = kl->gpa + lib_size, pts_gpa = pd_gpa + PAGE, entry;
+	memset(pd, 0, 2 * PAGE);
+	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
+	    pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->gpa + kl->lib.rx_size,
+			 lib_size - kl->lib.rx_size, PTE_RW | PTE_NX, &entry, err) < 0)
+		return -1;
+	/* the one write into the guest's own page tables */
+	__sync_synchronize();
+	if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &entry, 8) < 0)
+		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
+	kl->linked = true;
+	log_verbose("kernel library: %zu bytes at %#llx (gpa %#llx, slot %u), %u relocations",
+		    lib_size, (unsigned long long)kl->region.va, (unsigned long long)kl->gpa, kl->slot, kl->lib.n_relocs);
+	return 0;
+}
+
+int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
+	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err)
+{
+	memset(kl, 0, sizeof(*kl));
+	kl->vm = vm;
+	kl->gm = gm;
+	kl->k = k;
+	kl->memfd = -1;
+	kl->entered_vcpu = -1;
+	if (shared_memory(kl, err) < 0 || add_slot(kl, iomem, n_iomem, ids, err) < 0 || link_library(kl, err) < 0) {
+		klib_unload(kl);
+		return vmsh_err_prefix(err, "load the kernel library");
+	}
+	return 0;
+}
+
+/* In one stop-the-world window: find a vCPU halted in the kernel on the
+ * kernel's page tables and send it to the entry stub. 1 if done. */
+static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	if (tracer_stop_others(vm->tr, err) < 0)
+		return -1;
+	int rc = 0;
+	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
+		struct vcpu_state st;
+		uint32_t mp;
+		struct vmsh_err e = { 0 };
+		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) < 0 || kvm_vcpu_get_mp_state(vm, &vm->vcpus[i], &mp, &e) < 0)
+			continue;
+		bool kernel = (st.sregs.ss.dpl & 3) == 0 && (st.sregs.cs.selector & 3) == 0;
+		bool kernel_cr3 = (st.sregs.cr3 & kl->k->pt.phys_mask) == kl->k->pt.root;
+		if (mp != KVM_MP_STATE_HALTED || !kernel || !kernel_cr3 || st.regs.rip < KERNEL_MAP_START)
+			continue;
+		kl->chan->orig_rip = st.regs.rip;
+		kl->chan->orig_rsp = st.regs.rsp;
+		kl->chan->state = VMSH_LIB_LOADED;
+		__sync_synchronize();
+		struct kvm_regs regs = st.regs;
+		regs.rip = kl->entry_va;
+		regs.rsp = (st.regs.rsp - ENTRY_STACK_GAP) & ~15ULL;
+		if (kvm_vcpu_set_regs(vm, &vm->vcpus[i], &regs, err) < 0) {
+			rc = -1;
+			break;
+		}
+		if (kvm_vcpu_set_mp_state(vm, &vm->vcpus[i], KVM_MP_STATE_RUNNABLE, err) < 0) {
+			/* put it back as it was */
+			kvm_vcpu_set_regs(vm, &vm->vcpus[i], &st.regs, NULL);
+			rc = -1;
+			break;
+		}
+		kl->entered_vcpu = vm->vcpus[i].index;
+		rc = 1;
+	}
+	tracer_resume_others(vm->tr);
+	return rc;
+}
+
+int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
+{
+	uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000ULL;
+	int rc;
+	while ((rc = try_enter(kl, err)) == 0) {
+		kl->enter_attempts++;
+		if (now_ns() > deadline)
+			return vmsh_error(err, EBUSY,
+					  "no vCPU was idle in the guest kernel within %u ms (%u tries): the guest is busy",
+					  timeout_ms, kl->enter_attempts);
+		sleep_ms(5);
+	}
+	if (rc < 0)
+		return vmsh_err_prefix(err, "enter the kernel library");
+	kl->enter_ns = now_ns() - t0;
+	volatile struct vmsh_channel *c = kl->chan;
+	while ((c->state & 0xff) != VMSH_LIB_DONE) {
+		if (now_ns() > deadline + 5000000000ULL)
+			return vmsh_error(err, ETIMEDOUT, "the kernel library did not report back (state %llu, entered %llu)",
+					  (unsigned long long)c->state, (unsigned long long)c->entered);
+		sleep_ms(1);
+	}
+	kl->done_ns = now_ns() - t0;
+	if (c->error)
+		return vmsh_error(err, (int)-c->error, "kernel library failed at step %llu: %s",
+				  (unsigned long long)c->step, (const char *)kl->chan->message);
+	return 0;
+}
+
+/* No vCPU may still be executing our code when its mapping goes. */
+static void wait_vcpus_out(struct kernel_lib *kl)
+{
+	struct kvm_vm *vm = kl->vm;
+	uint64_t lo = kl->region.va, hi = kl->region.va + GIB;
+	for (int tries = 0; tries < 200; tries++) {
+		bool inside = false;
+		struct vmsh_err e = { 0 };
+		if (tracer_stop_others(vm->tr, &e) < 0)
+			return;
+		for (size_t i = 0; i < vm->n_vcpus; i++) {
+			struct vcpu_state st;
+			if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) == 0 && st.regs.rip >= lo && st.regs.rip < hi)
+				inside = true;
+		}
+		tracer_resume_others(vm->tr);
+		if (!inside)
+			return;
+		sleep_ms(1);
+	}
+	log_info("a vCPU stayed inside the kernel library for 200 ms");
+}
+
+void klib_unload(struct kernel_lib *kl)
+{
+	if (kl->linked) {
+		uint64_t zero = 0;
+		if (kl->entered_vcpu >= 0)
+			wait_vcpus_out(kl);
+		if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &zero, 8) < 0)
+			log_info("unlinking the library's page tables failed: %s", strerror(errno));
+		kl->linked = false;
+	}
+	if (kl->slot_added) {
+		int64_t ret;
+		struct vmsh_err e = { 0 };
+		if (kvm_set_memory_region(kl->vm, kl->slot, 0, kl->gpa, 0, kl->hv_addr, &ret, &e) < 0 || ret != 0)
+			log_info("removing memory slot %u failed: %s", kl->slot, e.msg[0] ? e.msg : strerror((int)-ret));
+		kl->slot_added = false;
+	}
+	if (kl->hv_addr) {
+		int64_t ret;
+		if (inject(kl->vm, SYS_munmap, kl->hv_addr, KLIB_MEM_SIZE, 0, 0, 0, 0, &ret, NULL) < 0 || ret != 0)
+			log_info("unmapping the shared memory in the hypervisor failed");
+		kl->hv_addr = 0;
+	}
+	if (kl->mem) {
+		munmap(kl->mem, KLIB_MEM_SIZE);
+		kl->mem = NULL;
+		kl->chan = NULL;
+	}
+	if (kl->memfd >= 0) {
+		close(kl->memfd);
+		kl->memfd = -1;
+	}
+	loader_free(&kl->lib);
+}

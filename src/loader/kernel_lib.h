@@ -1,0 +1,59 @@
+/* kernel_lib.h - putting vmsh's kernel library into a running guest kernel,
+ * entering it once, and taking every trace of it out again.
+ *
+ * load:   a memfd mapped by the hypervisor (and by vmsh) becomes a new KVM
+ *         memory slot at a guest-physical range nothing uses; the library is
+ *         linked against the guest's exports for an unused 1 GiB region of
+ *         kernel address space, and its page tables are linked into the
+ *         guest's with one entry (ptwrite.h).
+ * enter:  a halted vCPU in the kernel is pointed at the entry stub, which
+ *         queues a work item and returns to the idle loop; the work runs in
+ *         a kernel worker and reports through the shared channel.
+ * unload: the page-table entry, the slot and the mapping go away again.
+ * The hypervisor must be attached (tracer) for the whole time. */
+#ifndef VMSH_KERNEL_LIB_H
+#define VMSH_KERNEL_LIB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "channel.h" /* guest-lib/ */
+#include "guest/iomem.h"
+#include "guest/kernel.h"
+#include "guest/ptwrite.h"
+#include "kvm/kvm.h"
+#include "loader/elf_rel.h"
+
+#define KLIB_MEM_SIZE (2u << 20)
+
+struct kernel_lib {
+	struct kvm_vm *vm;
+	struct guest_mem *gm;
+	const struct guest_kernel *k;
+
+	int memfd;               /* vmsh's fd of the shared memory */
+	uint8_t *mem;            /* vmsh's mapping of it */
+	uint64_t hv_addr;        /* the hypervisor's mapping of it */
+	bool slot_added;
+	uint32_t slot;
+	uint64_t gpa;
+	struct pt_slot region;
+	bool linked;
+	struct loaded_lib lib;
+	struct vmsh_channel *chan; /* inside mem */
+	uint64_t entry_va;
+
+	int entered_vcpu;        /* index, -1 before entry */
+	unsigned enter_attempts;
+	uint64_t enter_ns, done_ns;
+};
+
+int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
+	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err);
+/* Borrow a halted kernel-mode vCPU (retrying for up to timeout_ms while
+ * none is), then wait up to timeout_ms for the library to report done. */
+int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
+/* Undo klib_load; safe after a partial load. */
+void klib_unload(struct kernel_lib *kl);
+
+#endif
