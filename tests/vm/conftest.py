@@ -11,7 +11,8 @@
   vmsh           run vmsh on the host: vmsh("list") -> (rc, output)
 
 Environment: VMSH_TEST_MACHINES (pc,q35,microvm), VMSH_TEST_KERNELS
-(6.1,6.12), VMSH_TEST_FLAVOURS (amd64), VMSH_TEST_MAX_GUESTS (2), plus
+(6.1,6.12), VMSH_TEST_FLAVOURS (amd64), VMSH_TEST_MAX_GUESTS (2),
+VMSH_TEST_KEEP_LOGS (keep the log directory even when all passed), plus
 those in harness.py.
 """
 
@@ -38,18 +39,16 @@ def _config_id(cfg):
     return f"{m}-{k}" + ("" if f == "amd64" else f"-{f}")
 
 
-def pytest_runtest_makereport(item, call):
-    if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
-        item.config._vmsh_failed = True
-
-
 def _report(config, line):
+    """Print to the terminal now, past pytest's output capture."""
     tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if tr is None or capman is None:
+        harness.log(line)
+        return
+    with capman.global_and_fixture_disabled():
         tr.ensure_newline()
         tr.write_line(line, bold=True)
-    else:
-        harness.log(line)
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +56,15 @@ def host(request):
     config = request.config
     try:
         h = harness.make_host()
+        error = None
     except harness.HarnessError as e:
-        pytest.fail(f"vmsh e2e: no KVM host to test on:\n{e}", pytrace=False)
+        h, error = None, str(e)
+    if error:
+        pytest.fail(f"vmsh e2e: no KVM host to test on:\n{error}", pytrace=False)
     config._vmsh_host = h
     _report(config, f"vmsh e2e: {h.mode.upper()} mode ({h.mode_reason}): {h.describe()}")
     yield h
     h.close()
-    if getattr(config, "_vmsh_failed", False) or os.environ.get("VMSH_TEST_KEEP_LOGS"):
-        _report(config, f"vmsh e2e: logs kept in {h.logdir}")
-    else:
-        harness.remove_logs(h)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -77,6 +75,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(f"mode: {h.mode} ({h.mode_reason})")
     for what, secs in h.timings.items():
         terminalreporter.write_line(f"{what:45s} {secs:6.1f}s")
+    # Runs after the session fixtures are torn down: the VMs are gone.
+    if exitstatus == 0 and not os.environ.get("VMSH_TEST_KEEP_LOGS"):
+        harness.remove_logs(h)
+    else:
+        terminalreporter.write_line(f"logs (consoles, qemu output) kept in {h.logdir}",
+                                    bold=True)
 
 
 @pytest.fixture(scope="session")

@@ -128,5 +128,5 @@ if [ "${VMSH_FETCH_DBG:-1}" != 0 ] && grep -q 'The real System.map' "$dir/System
 	rm -rf "$tmp"
 	trap - EXIT
 fi
-ln -sfn "$(basename "$dir")" "$link"
+ln -sfn "$(basename "$dir")" "$link" 2>/dev/null || true  # read-only cache: fine
 echo "$dir"
