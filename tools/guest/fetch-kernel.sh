@@ -46,6 +46,11 @@ need apt-get apt
 
 mkdir -p "$cache/kernels"
 link="$cache/kernels/$series-$flavour"
+# One fetch at a time per cache (tests may run this concurrently); a
+# read-only cache (inside the emulated host) needs no lock.
+if { exec 9>>"$cache/kernels/.lock"; } 2>/dev/null; then
+	flock 9
+fi
 
 # Newest package (by version-sorted name) that apt can actually install.
 # Prefer -unsigned: same image, no dependency on the signing template.
