@@ -17,7 +17,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
-agent= xchg= python=/usr/bin/python3
+agent='' xchg='' python=/usr/bin/python3
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	vmsh.agent=*) agent=${arg#vmsh.agent=} ;;
