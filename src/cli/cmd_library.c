@@ -85,8 +85,8 @@ int cmd_library(int argc, char **argv)
 	if (inspect_vm(&o, &r, &err) < 0)
 		rc = report_error("library", &err);
 	else
-		printf("%u cycles done; vCPUs stopped %.1f ms in all, hypervisor held %.1f ms\n", run.done,
-		       r.stopped_ns / 1e6, r.attached_ns / 1e6);
+		printf("%u cycles done; hypervisor held %.1f ms, %llu injected syscalls\n", run.done,
+		       r.attached_ns / 1e6, (unsigned long long)r.injected_syscalls);
 	inspect_result_free(&r);
 	return rc;
 }

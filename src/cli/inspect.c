@@ -184,7 +184,7 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 		return -1;
 	}
 	res->seccomp_suspended = tr.seccomp_suspended;
-	res->inject_tid = tr.inj_tid;
+	res->inject_tid = tr.main.tid;
 	res->vcpus = calloc(vm.n_vcpus ? vm.n_vcpus : 1, sizeof(*res->vcpus));
 	res->n_vcpus = vm.n_vcpus;
 	if (!res->vcpus)

@@ -54,6 +54,11 @@ void kvm_vm_close(struct kvm_vm *vm);
 /* ioctl(fd, req, arg) inside the hypervisor. arg (len bytes, may be NULL) is
  * copied in before and out after. *ret gets the result or -errno. */
 int kvm_ioctl(struct kvm_vm *vm, int fd, unsigned long req, void *arg, size_t len, int64_t *ret, struct vmsh_err *err);
+/* A vCPU ioctl, run in that vCPU's own thread when it was stopped out of
+ * KVM_RUN (see tracer_syscall_in), else like kvm_ioctl. Only inside a
+ * tracer_stop_others window. */
+int kvm_vcpu_ioctl(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, unsigned long req, void *arg, size_t len,
+		   int64_t *ret, struct vmsh_err *err);
 /* ioctl with an integer argument (no memory). */
 int kvm_ioctl_val(struct kvm_vm *vm, int fd, unsigned long req, uint64_t val, int64_t *ret, struct vmsh_err *err);
 

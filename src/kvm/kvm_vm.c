@@ -30,7 +30,7 @@ int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kv
 			vm->vcpus[vm->n_vcpus++] = fds->vcpus[i];
 	}
 
-	vm->scratch = tr->scratch;
+	vm->scratch = tr->main.scratch;
 	vm->scratch_size = TRACER_SCRATCH_SIZE;
 	return 0;
 }
@@ -55,6 +55,24 @@ int kvm_ioctl(struct kvm_vm *vm, int fd, unsigned long req, void *arg, size_t le
 	return 0;
 }
 
+int kvm_vcpu_ioctl(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, unsigned long req, void *arg, size_t len,
+		   int64_t *ret, struct vmsh_err *err)
+{
+	struct inj_thread *th = tracer_vcpu_thread(vm->tr, vcpu->fd);
+	if (!th || tracer_prepare_thread(vm->tr, th, NULL) < 0)
+		return kvm_ioctl(vm, vcpu->fd, req, arg, len, ret, err); /* not seen in KVM_RUN: any thread */
+	if (len > TRACER_SCRATCH_SIZE)
+		return vmsh_error(err, E2BIG, "ioctl %#lx argument too large", req);
+	if (len && remote_write(vm->pid, th->scratch, arg, len) != (ssize_t)len)
+		return vmsh_error(err, errno, "stage ioctl argument in hypervisor");
+	uint64_t args[6] = { (uint64_t)vcpu->fd, req, len ? th->scratch : 0, 0, 0, 0 };
+	if (tracer_syscall_in(vm->tr, th, SYS_ioctl, args, ret, err) < 0)
+		return -1;
+	if (len && *ret >= 0 && remote_read(vm->pid, th->scratch, arg, len) != (ssize_t)len)
+		return vmsh_error(err, errno, "read ioctl result from hypervisor");
+	return 0;
+}
+
 int kvm_ioctl_val(struct kvm_vm *vm, int fd, unsigned long req, uint64_t val, int64_t *ret, struct vmsh_err *err)
 {
 	uint64_t args[6] = { (uint64_t)fd, req, val, 0, 0, 0 };
@@ -65,11 +83,11 @@ int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struc
 {
 	int64_t ret;
 	memset(st, 0, sizeof(*st));
-	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_REGS, &st->regs, sizeof(st->regs), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_REGS, &st->regs, sizeof(st->regs), &ret, err) < 0)
 		return -1;
 	if (ret < 0)
 		return vmsh_error(err, (int)-ret, "KVM_GET_REGS on vCPU %d", vcpu->index);
-	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_SREGS, &st->sregs, sizeof(st->sregs), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_SREGS, &st->sregs, sizeof(st->sregs), &ret, err) < 0)
 		return -1;
 	if (ret < 0)
 		return vmsh_error(err, (int)-ret, "KVM_GET_SREGS on vCPU %d", vcpu->index);
@@ -81,7 +99,7 @@ int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const 
 {
 	struct kvm_regs r = *regs;
 	int64_t ret;
-	if (kvm_ioctl(vm, vcpu->fd, KVM_SET_REGS, &r, sizeof(r), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_SET_REGS, &r, sizeof(r), &ret, err) < 0)
 		return -1;
 	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_REGS on vCPU %d", vcpu->index) : 0;
 }
@@ -90,7 +108,7 @@ int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, ui
 {
 	struct kvm_mp_state mp = { 0 };
 	int64_t ret;
-	if (kvm_ioctl(vm, vcpu->fd, KVM_GET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
 		return -1;
 	if (ret < 0)
 		return vmsh_error(err, (int)-ret, "KVM_GET_MP_STATE on vCPU %d", vcpu->index);
@@ -102,7 +120,7 @@ int kvm_vcpu_set_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, ui
 {
 	struct kvm_mp_state mp = { .mp_state = state };
 	int64_t ret;
-	if (kvm_ioctl(vm, vcpu->fd, KVM_SET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_SET_MP_STATE, &mp, sizeof(mp), &ret, err) < 0)
 		return -1;
 	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_MP_STATE on vCPU %d", vcpu->index) : 0;
 }

@@ -10,9 +10,14 @@
  * thread on code it does not own. Syscall arguments live on the thread's own
  * stack, below its red zone and below the stub's few bytes.
  *
- * Fallbacks, each logged: without such padding, an anonymous mapping made by
- * an mmap run from the vDSO's `syscall` (a window of one syscall); without
- * room on the stack, a scratch mapping made through the stub. */
+ * Each thread we inject into (the main injection thread, and a vCPU's own
+ * thread for that vCPU's ioctls) has its own stub, since the stub carries
+ * that thread's registers.
+ *
+ * Fallbacks for the main thread, each logged: without such padding, an
+ * anonymous mapping made by an mmap run from the vDSO's `syscall` (a window
+ * of one syscall); without room on the stack, a scratch mapping made through
+ * the stub. */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +39,8 @@
 #define RED_ZONE 128
 #define FALLBACK_AREA_SIZE 4096
 
-_Static_assert(sizeof(((struct tracer *)0)->site_orig) >= STUB_SITE_SIZE, "site_orig too small");
+_Static_assert(sizeof(((struct inj_thread *)0)->site_orig) >= STUB_SITE_SIZE, "site_orig too small");
+#define MAX_SITES 256
 
 static int mem_fd(pid_t pid, int flags)
 {
@@ -91,27 +97,45 @@ static int segment_tail(pid_t pid, const struct proc_map *m, uint64_t *tail)
 	return -1;
 }
 
-static int find_stub_site(pid_t pid, uint64_t *site)
+/* Every place a stub fits: STUB_SITE_SIZE slices of the unused tails. */
+static void collect_sites(struct tracer *t)
 {
 	struct proc_map *maps;
 	size_t n;
-	if (procfs_read_maps(pid, &maps, &n, NULL) < 0)
-		return -1;
-	int rc = -1;
-	for (size_t i = 0; i < n && rc < 0; i++) {
+	t->sites = calloc(MAX_SITES, sizeof(*t->sites));
+	t->site_used = calloc(MAX_SITES, sizeof(*t->site_used));
+	if (!t->sites || !t->site_used || procfs_read_maps(t->pid, &maps, &n, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n && t->n_sites < MAX_SITES; i++) {
 		const struct proc_map *m = &maps[i];
 		uint64_t tail;
-		if (m->perms[2] != 'x' || m->perms[3] != 'p' || m->path[0] != '/' || segment_tail(pid, m, &tail) < 0)
+		if (m->perms[2] != 'x' || m->perms[3] != 'p' || m->path[0] != '/' || segment_tail(t->pid, m, &tail) < 0)
 			continue;
-		uint64_t start = (m->end - STUB_SITE_SIZE) & ~15ULL;
-		if (start >= ((tail + 15) & ~15ULL)) {
-			*site = start;
-			rc = 0;
-			log_debug("injection stub in padding of %s at %#llx", m->path, (unsigned long long)start);
-		}
+		tail = (tail + 15) & ~15ULL;
+		for (uint64_t at = (m->end - STUB_SITE_SIZE) & ~15ULL; at >= tail && t->n_sites < MAX_SITES;
+		     at = (at - STUB_SITE_SIZE) & ~15ULL)
+			t->sites[t->n_sites++] = at;
 	}
 	free(maps);
-	return rc;
+	log_debug("%zu places for injection stubs in process %d", t->n_sites, t->pid);
+}
+
+static int take_site(struct tracer *t, uint64_t *site)
+{
+	for (size_t i = 0; i < t->n_sites; i++)
+		if (!t->site_used[i]) {
+			t->site_used[i] = true;
+			*site = t->sites[i];
+			return 0;
+		}
+	return -1;
+}
+
+static void give_site(struct tracer *t, uint64_t site)
+{
+	for (size_t i = 0; i < t->n_sites; i++)
+		if (t->sites[i] == site)
+			t->site_used[i] = false;
 }
 
 /* Bytes 0f 05 (`syscall`) in the vDSO, which every x86-64 process has, or
@@ -150,12 +174,13 @@ static int find_syscall_insn(pid_t pid, uint64_t *addr, struct vmsh_err *err)
 	return rc;
 }
 
-int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err)
+static int syscall_in(struct tracer *t, struct inj_thread *th, long nr, const uint64_t args[6], int64_t *ret,
+		      struct vmsh_err *err)
 {
 	if (!t->attached)
 		return vmsh_error(err, EINVAL, "inject syscall: not attached");
-	struct user_regs_struct regs = t->saved_regs;
-	regs.rip = t->stub ? t->stub : t->syscall_insn;
+	struct user_regs_struct regs = th->saved;
+	regs.rip = th->stub ? th->stub : th->syscall_insn;
 	regs.rax = nr;
 	regs.orig_rax = (unsigned long long)-1; /* no restart logic on the way out of this stop */
 	regs.rdi = args[0];
@@ -164,12 +189,14 @@ int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *r
 	regs.r10 = args[3];
 	regs.r8 = args[4];
 	regs.r9 = args[5];
-	pid_t tid = t->inj_tid;
+	pid_t tid = th->tid;
+	if (!regs.rip)
+		return vmsh_error(err, EINVAL, "inject syscall: thread %d not set up", tid);
 	if (ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0)
 		return vmsh_error(err, errno, "set registers of thread %d", tid);
 	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
 		goto fail_restore;
-	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &th->pending_sig, err) < 0)
 		goto fail;
 	/* fault injection for tests: die where a crash would hurt most */
 	if (t->die_at_syscall && t->injected_syscalls + 1 == t->die_at_syscall)
@@ -177,25 +204,31 @@ int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *r
 	/* syscall-enter stop; run it */
 	if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
 		goto fail_restore;
-	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &t->inj_pending_sig, err) < 0)
+	if (tracer_wait_stop(tid, true, PTRACE_SYSCALL, &th->pending_sig, err) < 0)
 		goto fail;
 	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
 		goto fail_restore;
 	*ret = (int64_t)regs.rax;
 	t->injected_syscalls++;
 	/* the thread's own registers go back right away, not only at detach */
-	if (ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs) < 0)
+	if (ptrace(PTRACE_SETREGS, tid, 0, &th->saved) < 0)
 		return vmsh_error(err, errno, "restore registers of thread %d", tid);
 	return 0;
 fail_restore:
 	vmsh_error(err, errno, "inject syscall %ld into thread %d", nr, tid);
 fail:
-	ptrace(PTRACE_SETREGS, tid, 0, &t->saved_regs);
+	ptrace(PTRACE_SETREGS, tid, 0, &th->saved);
 	return -1;
+}
+
+int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err)
+{
+	return syscall_in(t, &t->main, nr, args, ret, err);
 }
 
 static int setup_fallback_area(struct tracer *t, const uint8_t stub[STUB_SITE_SIZE], struct vmsh_err *err)
 {
+	struct inj_thread *th = &t->main;
 	uint64_t args[6] = { 0, FALLBACK_AREA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
 	int64_t ret;
 	log_verbose("no padding for the injection stub in process %d: mapping one (not safe against "
@@ -204,22 +237,23 @@ static int setup_fallback_area(struct tracer *t, const uint8_t stub[STUB_SITE_SI
 		return -1;
 	if (ret < 0 && ret > -4096)
 		return vmsh_error(err, (int)-ret, "map injection stub in process %d", t->pid);
-	t->area = (uint64_t)ret;
-	if (remote_write(t->pid, t->area, stub, STUB_SITE_SIZE) != STUB_SITE_SIZE)
+	th->area = (uint64_t)ret;
+	if (remote_write(t->pid, th->area, stub, STUB_SITE_SIZE) != STUB_SITE_SIZE)
 		return vmsh_error(err, errno, "write injection stub into process %d", t->pid);
-	uint64_t pargs[6] = { t->area, FALLBACK_AREA_SIZE, PROT_READ | PROT_EXEC, 0, 0, 0 };
+	uint64_t pargs[6] = { th->area, FALLBACK_AREA_SIZE, PROT_READ | PROT_EXEC, 0, 0, 0 };
 	if (tracer_syscall(t, SYS_mprotect, pargs, &ret, err) < 0)
 		return -1;
 	if (ret != 0)
 		return vmsh_error(err, (int)-ret, "protect injection stub in process %d", t->pid);
-	t->stub = t->area;
+	th->stub = th->area;
 	return 0;
 }
 
-/* Scratch on the thread's stack if its mapping reaches far enough down. */
-static int setup_scratch(struct tracer *t, struct vmsh_err *err)
+/* Scratch on the thread's stack if its mapping reaches far enough down;
+ * else (if allowed) a mapping made through the thread's stub. */
+static int setup_scratch(struct tracer *t, struct inj_thread *th, bool may_map, struct vmsh_err *err)
 {
-	uint64_t top = (t->saved_regs.rsp - RED_ZONE - STUB_STACK_USE - 64) & ~63ULL;
+	uint64_t top = (th->saved.rsp - RED_ZONE - STUB_STACK_USE - 64) & ~63ULL;
 	uint64_t lo = top - TRACER_SCRATCH_SIZE;
 	struct proc_map *maps;
 	size_t n;
@@ -227,43 +261,114 @@ static int setup_scratch(struct tracer *t, struct vmsh_err *err)
 		return -1;
 	bool on_stack = false;
 	for (size_t i = 0; i < n; i++)
-		if (maps[i].start <= lo && t->saved_regs.rsp <= maps[i].end && maps[i].perms[1] == 'w')
+		if (maps[i].start <= lo && th->saved.rsp <= maps[i].end && maps[i].perms[1] == 'w')
 			on_stack = true;
 	free(maps);
 	if (on_stack) {
-		t->scratch = lo;
+		th->scratch = lo;
 		return 0;
 	}
+	if (!may_map)
+		return vmsh_error(err, ENOSPC, "stack of thread %d too short for scratch", th->tid);
 	uint64_t args[6] = { 0, TRACER_SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
 	int64_t ret;
-	if (tracer_syscall(t, SYS_mmap, args, &ret, err) < 0)
+	if (syscall_in(t, th, SYS_mmap, args, &ret, err) < 0)
 		return -1;
 	if (ret < 0 && ret > -4096)
 		return vmsh_error(err, (int)-ret, "map scratch area in process %d", t->pid);
-	t->scratch = (uint64_t)ret;
-	t->scratch_mapped = true;
-	log_verbose("stack of thread %d too short for scratch: mapped %#llx", t->inj_tid,
-		    (unsigned long long)t->scratch);
+	th->scratch = (uint64_t)ret;
+	th->scratch_mapped = true;
+	log_verbose("stack of thread %d too short for scratch: mapped %#llx", th->tid, (unsigned long long)th->scratch);
 	return 0;
+}
+
+/* Stub in padding for a stopped thread whose registers are in th->saved. */
+static int setup_stub(struct tracer *t, struct inj_thread *th)
+{
+	uint8_t stub[STUB_SITE_SIZE];
+	uint64_t site;
+	stub_build(&th->saved, stub);
+	if (take_site(t, &site) < 0)
+		return -1;
+	if (peek(t->pid, site, th->site_orig, STUB_SITE_SIZE) < 0 || poke(t->pid, site, stub, STUB_SITE_SIZE) < 0) {
+		give_site(t, site);
+		return -1;
+	}
+	th->site = th->stub = site;
+	return 0;
+}
+
+static void teardown_thread(struct tracer *t, struct inj_thread *th)
+{
+	int64_t ret;
+	struct vmsh_err e = { 0 };
+	if (th->scratch_mapped) {
+		uint64_t args[6] = { th->scratch, TRACER_SCRATCH_SIZE, 0, 0, 0, 0 };
+		if (syscall_in(t, th, SYS_munmap, args, &ret, &e) < 0 || ret != 0)
+			log_info("unmapping the scratch area in process %d failed: %s", t->pid, e.msg);
+		th->scratch_mapped = false;
+	}
+	th->scratch = 0;
+	if (th->site) {
+		if (poke(t->pid, th->site, th->site_orig, STUB_SITE_SIZE) < 0)
+			log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
+				 (unsigned long long)th->site, t->pid, strerror(errno));
+		give_site(t, th->site);
+		th->site = th->stub = 0;
+	}
+	if (th->area) {
+		/* from the vDSO: the syscall would return into the unmapped page */
+		th->stub = 0;
+		uint64_t args[6] = { th->area, FALLBACK_AREA_SIZE, 0, 0, 0, 0 };
+		if (th->syscall_insn && (syscall_in(t, th, SYS_munmap, args, &ret, &e) < 0 || ret != 0))
+			log_info("unmapping the injection stub in process %d failed: %s", t->pid, e.msg);
+		th->area = 0;
+	}
+}
+
+int tracer_prepare_thread(struct tracer *t, struct inj_thread *th, struct vmsh_err *err)
+{
+	if (th->stub)
+		return 0;
+	if (!th->saved_valid)
+		return vmsh_error(err, EINVAL, "thread %d is not stopped", th->tid);
+	if (setup_stub(t, th) < 0)
+		return vmsh_error(err, ENOSPC, "no room for an injection stub for thread %d", th->tid);
+	if (setup_scratch(t, th, false, err) < 0) {
+		teardown_thread(t, th);
+		return -1;
+	}
+	return 0;
+}
+
+int tracer_syscall_in(struct tracer *t, struct inj_thread *th, long nr, const uint64_t args[6], int64_t *ret,
+		      struct vmsh_err *err)
+{
+	if (tracer_prepare_thread(t, th, err) < 0)
+		return -1;
+	return syscall_in(t, th, nr, args, ret, err);
+}
+
+void inject_thread_teardown(struct tracer *t, struct inj_thread *th)
+{
+	teardown_thread(t, th);
 }
 
 int inject_setup(struct tracer *t, struct vmsh_err *err)
 {
-	uint8_t stub[STUB_SITE_SIZE];
-	stub_build(&t->saved_regs, stub);
-	uint64_t site;
-	if (find_stub_site(t->pid, &site) == 0 && peek(t->pid, site, t->site_orig, STUB_SITE_SIZE) == 0 &&
-	    poke(t->pid, site, stub, STUB_SITE_SIZE) == 0) {
-		t->site = t->stub = site;
-	} else {
-		if (find_syscall_insn(t->pid, &t->syscall_insn, err) < 0)
+	struct inj_thread *th = &t->main;
+	collect_sites(t);
+	if (setup_stub(t, th) < 0) {
+		uint8_t stub[STUB_SITE_SIZE];
+		stub_build(&th->saved, stub);
+		if (find_syscall_insn(t->pid, &th->syscall_insn, err) < 0)
 			return -1;
 		if (setup_fallback_area(t, stub, err) < 0) {
 			inject_teardown(t);
 			return -1;
 		}
 	}
-	if (setup_scratch(t, err) < 0) {
+	if (setup_scratch(t, th, true, err) < 0) {
 		inject_teardown(t);
 		return -1;
 	}
@@ -272,27 +377,10 @@ int inject_setup(struct tracer *t, struct vmsh_err *err)
 
 void inject_teardown(struct tracer *t)
 {
-	int64_t ret;
-	struct vmsh_err e = { 0 };
-	if (t->scratch_mapped) {
-		uint64_t args[6] = { t->scratch, TRACER_SCRATCH_SIZE, 0, 0, 0, 0 };
-		if (tracer_syscall(t, SYS_munmap, args, &ret, &e) < 0 || ret != 0)
-			log_info("unmapping the scratch area in process %d failed: %s", t->pid, e.msg);
-		t->scratch_mapped = false;
-	}
-	t->scratch = 0;
-	if (t->site) {
-		if (poke(t->pid, t->site, t->site_orig, STUB_SITE_SIZE) < 0)
-			log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
-				 (unsigned long long)t->site, t->pid, strerror(errno));
-		t->site = t->stub = 0;
-	}
-	if (t->area) {
-		/* from the vDSO: the syscall would return into the unmapped page */
-		t->stub = 0;
-		uint64_t args[6] = { t->area, FALLBACK_AREA_SIZE, 0, 0, 0, 0 };
-		if (t->syscall_insn && (tracer_syscall(t, SYS_munmap, args, &ret, &e) < 0 || ret != 0))
-			log_info("unmapping the injection stub in process %d failed: %s", t->pid, e.msg);
-		t->area = 0;
-	}
+	teardown_thread(t, &t->main);
+	free(t->sites);
+	free(t->site_used);
+	t->sites = NULL;
+	t->site_used = NULL;
+	t->n_sites = 0;
 }

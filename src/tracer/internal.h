@@ -16,5 +16,7 @@ void tracer_reraise(pid_t pid, pid_t tid, int sig);
 int inject_setup(struct tracer *t, struct vmsh_err *err);
 /* Undo inject_setup (the thread must be stopped with its own registers). */
 void inject_teardown(struct tracer *t);
+/* Undo what tracer_syscall_in set up for a thread (before it is let go). */
+void inject_thread_teardown(struct tracer *t, struct inj_thread *th);
 
 #endif

@@ -206,9 +206,10 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 				continue;
 			}
 			tracer_fixup_restart(&regs);
-			t->saved_regs = regs;
-			t->inj_tid = tid;
-			t->inj_pending_sig = pending;
+			t->main.saved = regs;
+			t->main.saved_valid = true;
+			t->main.tid = tid;
+			t->main.pending_sig = pending;
 			t->attached = true;
 			rc = 0;
 		}
@@ -228,8 +229,8 @@ out:
 	}
 	if (!t->seccomp_suspended)
 		log_verbose("seccomp filters of process %d could not be suspended (needs CAP_SYS_ADMIN)", pid);
-	log_debug("attached to %d, injecting in thread %d through the stub at %#llx", pid, t->inj_tid,
-		  (unsigned long long)t->stub);
+	log_debug("attached to %d, injecting in thread %d through the stub at %#llx", pid, t->main.tid,
+		  (unsigned long long)t->main.stub);
 	return 0;
 }
 
@@ -249,7 +250,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	/* seize and interrupt all first, then collect the stops: the window in
 	 * which the first thread waits for the last one stays short */
 	for (size_t i = 0; i < n; i++) {
-		if (tids[i] == t->inj_tid || is_kernel_worker(t->pid, tids[i]))
+		if (tids[i] == t->main.tid || is_kernel_worker(t->pid, tids[i]))
 			continue;
 		struct vmsh_err e2 = { 0 };
 		if (seize(t, tids[i], &e2) < 0)
@@ -258,11 +259,11 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 			ptrace(PTRACE_DETACH, tids[i], 0, 0);
 			continue;
 		}
-		t->others[t->n_others++] = (struct tracee_thread){ .tid = tids[i], .kvm_run_fd = -1 };
+		t->others[t->n_others++] = (struct inj_thread){ .tid = tids[i], .kvm_run_fd = -1 };
 	}
 	free(tids);
 	for (size_t i = 0; i < t->n_others; i++) {
-		struct tracee_thread *th = &t->others[i];
+		struct inj_thread *th = &t->others[i];
 		struct vmsh_err e2 = { 0 };
 		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, &th->pending_sig, &e2) < 0) {
 			/* exited: forget it */
@@ -270,20 +271,34 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 			continue;
 		}
 		struct user_regs_struct regs;
-		if (ptrace(PTRACE_GETREGS, th->tid, 0, &regs) == 0 && regs_in_kvm_run(&regs)) {
-			th->in_kvm_run = true;
-			th->kvm_run_fd = (int)regs.rdi;
+		if (ptrace(PTRACE_GETREGS, th->tid, 0, &regs) == 0) {
+			if (regs_in_kvm_run(&regs)) {
+				th->in_kvm_run = true;
+				th->kvm_run_fd = (int)regs.rdi;
+			}
+			tracer_fixup_restart(&regs);
+			th->saved = regs;
+			th->saved_valid = true;
 		}
 	}
 	return 0;
 }
 
+struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd)
+{
+	for (size_t i = 0; i < t->n_others; i++)
+		if (t->others[i].tid && t->others[i].in_kvm_run && t->others[i].kvm_run_fd == fd)
+			return &t->others[i];
+	return NULL;
+}
+
 void tracer_resume_others(struct tracer *t)
 {
 	for (size_t i = 0; i < t->n_others; i++) {
-		struct tracee_thread *th = &t->others[i];
+		struct inj_thread *th = &t->others[i];
 		if (!th->tid)
 			continue;
+		inject_thread_teardown(t, th); /* its registers are back after every injected syscall */
 		ptrace(PTRACE_DETACH, th->tid, 0, 0);
 		tracer_reraise(t->pid, th->tid, th->pending_sig);
 	}
@@ -298,10 +313,10 @@ void tracer_detach(struct tracer *t)
 	free(t->others);
 	t->others = NULL;
 	inject_teardown(t);
-	if (ptrace(PTRACE_SETREGS, t->inj_tid, 0, &t->saved_regs) < 0)
-		log_info("restoring registers of thread %d: %s", t->inj_tid, strerror(errno));
-	ptrace(PTRACE_DETACH, t->inj_tid, 0, 0);
-	tracer_reraise(t->pid, t->inj_tid, t->inj_pending_sig);
+	if (ptrace(PTRACE_SETREGS, t->main.tid, 0, &t->main.saved) < 0)
+		log_info("restoring registers of thread %d: %s", t->main.tid, strerror(errno));
+	ptrace(PTRACE_DETACH, t->main.tid, 0, 0);
+	tracer_reraise(t->pid, t->main.tid, t->main.pending_sig);
 	t->attached = false;
 	sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
 }

@@ -21,30 +21,36 @@
 
 #define TRACER_SCRATCH_SIZE 8192
 
-struct tracee_thread {
+/* A thread of the target held in a ptrace stop, in which syscalls can be
+ * injected once inject_thread_setup gave it a stub and a scratch area. */
+struct inj_thread {
 	pid_t tid;
-	int pending_sig;       /* signal held back while stopped, re-raised on release */
-	bool in_kvm_run;       /* was stopped out of KVM_RUN ... */
-	int kvm_run_fd;        /* ... on this vCPU fd */
+	int pending_sig;          /* signal held back while stopped, re-raised on release */
+	bool in_kvm_run;          /* was stopped out of KVM_RUN ... */
+	int kvm_run_fd;           /* ... on this vCPU fd */
+	struct user_regs_struct saved; /* its own registers, an interrupted syscall set to restart */
+	bool saved_valid;
+	uint64_t stub;            /* injected syscalls run here (0: not set up) */
+	uint64_t site;            /* the stub is written over padding here ... */
+	uint8_t site_orig[320];   /* ... which held these bytes */
+	uint64_t area;            /* or in a mapping of ours (fallback, main thread only) */
+	uint64_t syscall_insn;    /* vDSO `syscall`, used only to make that mapping */
+	uint64_t scratch;         /* TRACER_SCRATCH_SIZE bytes for syscall arguments */
+	bool scratch_mapped;      /* scratch is a mapping of ours, not the thread's stack */
 };
 
 struct tracer {
 	pid_t pid;
-	pid_t inj_tid;
-	int inj_pending_sig;
-	struct user_regs_struct saved_regs; /* injection thread, restart-fixed */
-	uint64_t stub;                      /* injected syscalls run here (inject.c) */
-	uint64_t site;                      /* stub written into padding here ... */
-	uint8_t site_orig[320];             /* ... over these bytes */
-	uint64_t area;                      /* or into this mapping of ours (fallback) */
-	uint64_t syscall_insn;              /* vDSO `syscall`, until the stub exists */
-	uint64_t scratch;                   /* TRACER_SCRATCH_SIZE bytes for syscall arguments */
-	bool scratch_mapped;                /* scratch is a mapping of ours, not the stack */
+	struct inj_thread main;       /* held for the whole attachment */
 	bool attached;
 	bool seccomp_suspended;
 
-	struct tracee_thread *others; /* seized during a stop-the-world window */
+	struct inj_thread *others;    /* seized during a stop-the-world window */
 	size_t n_others;
+
+	uint64_t *sites;              /* padding where stubs may go (inject.c) */
+	bool *site_used;
+	size_t n_sites;
 
 	sigset_t saved_sigmask;
 	uint64_t injected_syscalls;   /* statistics */
@@ -52,14 +58,24 @@ struct tracer {
 	                               * (1-based; env VMSH_TEST_DIE_AT_SYSCALL) */
 };
 
-/* Seize pid, choose and stop the injection thread, set up the injection stub
- * and a scratch area (t->scratch). On failure nothing of the target is left
+/* Seize pid, choose and stop the injection thread, set up its injection stub
+ * and scratch area (t->main.scratch). On failure nothing of the target is left
  * traced or changed. Blocks vmsh's terminating signals until detach. */
 int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err);
 
-/* Run syscall nr with args inside the target; *ret gets the raw return value
- * (negative errno on failure). Returns -1 only if injection itself failed. */
+/* Run syscall nr with args inside the target's main injection thread; *ret
+ * gets the raw return value (negative errno on failure). Returns -1 only if
+ * injection itself failed. */
 int tracer_syscall(struct tracer *t, long nr, const uint64_t args[6], int64_t *ret, struct vmsh_err *err);
+/* The same in another thread, stopped by tracer_stop_others (set up on first
+ * use). Used for a vCPU's own ioctls: were vmsh to die in the middle, no
+ * other thread would be left waiting for that vCPU's mutex. */
+int tracer_syscall_in(struct tracer *t, struct inj_thread *th, long nr, const uint64_t args[6], int64_t *ret,
+		      struct vmsh_err *err);
+/* Give a stopped thread its stub and scratch (th->scratch) now. */
+int tracer_prepare_thread(struct tracer *t, struct inj_thread *th, struct vmsh_err *err);
+/* The stopped thread that was in KVM_RUN on vCPU fd, or NULL. */
+struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd);
 
 /* Stop every other thread of the target (except kernel workers). */
 int tracer_stop_others(struct tracer *t, struct vmsh_err *err);

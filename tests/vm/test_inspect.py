@@ -141,7 +141,7 @@ def test_busy_smp_guest_in_user_mode(guest_factory, host, vmsh_bin):
     thread."""
     g = guest_factory(machine="q35", kernel="6.12", smp=2)
     syms = kallsyms(g, ("_text", "jiffies"))
-    g.console("for i in 1 2; do (while :; do :; done) & done; sleep 1; echo spinning")
+    g.console("for i in 1 2; do (while :; do :; done) & echo $! >> /tmp/spinners; done; sleep 1")
     try:
         j = inspect_json(host, vmsh_bin, g.pid, "--symbol", "jiffies")
         assert len(j["vcpus"]) == 2
@@ -151,4 +151,4 @@ def test_busy_smp_guest_in_user_mode(guest_factory, host, vmsh_bin):
         assert int(j["kernel"]["text_base"], 16) == syms["_text"]
         assert int(j["symbols"]["jiffies"], 16) == syms["jiffies"]
     finally:
-        g.console("kill $(jobs -p) 2>/dev/null; true")
+        g.console("kill $(cat /tmp/spinners); rm /tmp/spinners")
