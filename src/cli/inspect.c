@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/procfs.h"
 #include "guest/memmap.h"
+#include "guest/ptwrite.h"
 
 static int choose_vm_fd(const struct inspect_opts *o, const struct kvm_fds *f, struct vmsh_err *err)
 {
@@ -116,6 +117,12 @@ static void analyse_guest(const struct inspect_opts *o, struct inspect_result *r
 		return;
 	}
 	res->kernel_ok = res->ksyms_ok = true;
+	/* where vmsh's kernel library would go: shows a region left behind */
+	struct pt_slot hole;
+	struct vmsh_err e2 = { 0 };
+	if (pt_find_free_gib(&res->kernel.pt, pt_canonical(KERNEL_HOLE_START, res->kernel.pt.levels),
+			     pt_canonical(KERNEL_HOLE_END, res->kernel.pt.levels), &hole, &e2) == 0)
+		res->free_region = hole.va;
 
 	/* the guest's own RAM map replaces the provisional one */
 	int n = iomem_read(&res->mem, &res->kernel, res->iomem, sizeof(res->iomem) / sizeof(res->iomem[0]), &e);

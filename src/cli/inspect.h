@@ -59,6 +59,7 @@ struct inspect_result {
 	bool kernel_ok;          /* banner found */
 	bool ksyms_ok;           /* symbol table parsed */
 	char kernel_error[1024];
+	uint64_t free_region;    /* first unused 1 GiB region of the kernel's hole, 0 if none */
 
 	uint64_t *sym_values;    /* per requested symbol */
 	bool *sym_found;

@@ -39,7 +39,8 @@ def test_library_logs_version_and_address_then_leaves_no_trace(guest, host, vmsh
     release = guest.console("uname -r").strip()
     base = warnings(guest)
     before_state = hypervisor_state(host, guest.pid)
-    before_slots = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
+    before = inspect_json(host, vmsh_bin, guest.pid)
+    before_slots = before["memslots"]["ids"]
     n_before = len(kernel_log_lines(guest))
     r = library(host, vmsh_bin, guest.pid)
     assert r.rc == 0, r.stderr + r.stdout
@@ -50,7 +51,10 @@ def test_library_logs_version_and_address_then_leaves_no_trace(guest, host, vmsh
     assert re.search(rf"library at 0x{addr}\b", r.stdout), r.stdout
     assert int(addr, 16) >= 0xffffff8000000000  # the unused hole of the kernel map
     assert hypervisor_state(host, guest.pid) == before_state
-    assert inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"] == before_slots
+    after = inspect_json(host, vmsh_bin, guest.pid)
+    assert after["memslots"]["ids"] == before_slots
+    # the guest's kernel page tables: the region the library used is free again
+    assert after["kernel"]["free_region"] == before["kernel"]["free_region"] == "0x" + addr
     assert_guest_clean(guest, base)
 
 
