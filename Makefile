@@ -13,7 +13,7 @@ CFLAGS ?= -O2
 LIBS := $(shell pkg-config --libs $(PKGS))
 SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c) \
+LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c src/devices/*.c) \
 	    $(filter-out src/cli/main.c,$(wildcard src/cli/*.c))
 MAIN_SRC := src/cli/main.c
 HDRS := $(wildcard src/*/*.h) guest-lib/channel.h

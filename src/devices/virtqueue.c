@@ -1,0 +1,222 @@
+/* virtqueue.c - split virtqueue, host side (see virtqueue.h). Layout
+ * (virtio 1.x 2.7): descriptor table of 16-byte entries {addr, len, flags,
+ * next}; avail ring {flags, idx, ring[size], used_event}; used ring {flags,
+ * idx, ring[size] of {id, len}, avail_event}. Little-endian, x86 host. */
+#include "devices/virtqueue.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+static int broken(struct virtqueue *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int broken(struct virtqueue *vq, const char *fmt, ...)
+{
+	if (!vq->broken) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(vq->why, sizeof(vq->why), fmt, ap);
+		va_end(ap);
+	}
+	vq->broken = true;
+	return -1;
+}
+
+static int rd(struct virtqueue *vq, uint64_t gpa, void *buf, size_t len)
+{
+	if (vq->mem.read(vq->mem.opaque, gpa, buf, len) < 0)
+		return broken(vq, "ring read outside guest memory at %#llx", (unsigned long long)gpa);
+	return 0;
+}
+
+static int wr(struct virtqueue *vq, uint64_t gpa, const void *buf, size_t len)
+{
+	if (vq->mem.write(vq->mem.opaque, gpa, buf, len) < 0)
+		return broken(vq, "ring write outside guest memory at %#llx", (unsigned long long)gpa);
+	return 0;
+}
+
+int vq_init(struct virtqueue *vq, const struct vq_mem *mem, uint16_t size, uint64_t desc, uint64_t avail,
+	    uint64_t used, bool event_idx)
+{
+	memset(vq, 0, sizeof(*vq));
+	vq->mem = *mem;
+	vq->size = size;
+	vq->desc = desc;
+	vq->avail = avail;
+	vq->used = used;
+	vq->event_idx = event_idx;
+	if (size == 0 || (size & (size - 1)) || size > VQ_MAX_SIZE)
+		return broken(vq, "queue size %u is not a power of two up to %u", size, VQ_MAX_SIZE);
+	if ((desc & 15) || (avail & 1) || (used & 3))
+		return broken(vq, "misaligned rings");
+	/* every ring must be readable (used: writable) in full */
+	uint8_t probe;
+	if (rd(vq, desc + 16ULL * size - 1, &probe, 1) < 0 || rd(vq, desc, &probe, 1) < 0 ||
+	    rd(vq, avail, &probe, 1) < 0 || rd(vq, avail + 6 + 2ULL * size - 1, &probe, 1) < 0 ||
+	    rd(vq, used, &probe, 1) < 0 || rd(vq, used + 6 + 8ULL * size - 1, &probe, 1) < 0)
+		return -1;
+	vq->scratch_cap = size;
+	vq->scratch = calloc(vq->scratch_cap, sizeof(*vq->scratch));
+	if (!vq->scratch)
+		return broken(vq, "out of memory");
+	return 0;
+}
+
+void vq_free(struct virtqueue *vq)
+{
+	free(vq->scratch);
+	vq->scratch = NULL;
+}
+
+static int add_buf(struct virtqueue *vq, struct vq_chain *c, const struct vring_desc *d, size_t max)
+{
+	if (c->n >= max)
+		return broken(vq, "descriptor chain longer than %zu (loop?)", max);
+	if (d->len == 0)
+		return broken(vq, "zero-length descriptor");
+	uint8_t probe;
+	if (d->addr + d->len < d->addr || rd(vq, d->addr, &probe, 1) < 0 || rd(vq, d->addr + d->len - 1, &probe, 1) < 0)
+		return broken(vq, "buffer %#llx+%u outside guest memory", (unsigned long long)d->addr, d->len);
+	bool w = d->flags & VIRTQ_DESC_F_WRITE;
+	if (!w && c->n > c->n_readable)
+		return broken(vq, "readable buffer after a writable one");
+	if (w)
+		c->writable_len += d->len;
+	else {
+		c->readable_len += d->len;
+		c->n_readable++;
+	}
+	if (c->readable_len + c->writable_len > VQ_MAX_CHAIN_BYTES)
+		return broken(vq, "descriptor chain larger than %u bytes", VQ_MAX_CHAIN_BYTES);
+	c->bufs[c->n++] = (struct vq_buf){ .gpa = d->addr, .len = d->len, .device_writes = w };
+	return 0;
+}
+
+static int walk_indirect(struct virtqueue *vq, struct vq_chain *c, const struct vring_desc *ind)
+{
+	if (ind->len % 16 || ind->len == 0)
+		return broken(vq, "indirect table length %u", ind->len);
+	size_t n = ind->len / 16;
+	if (n > VQ_MAX_SIZE)
+		return broken(vq, "indirect table of %zu entries", n);
+	if (n > vq->scratch_cap) {
+		struct vq_buf *nb = realloc(vq->scratch, n * sizeof(*nb));
+		if (!nb)
+			return broken(vq, "out of memory");
+		vq->scratch = nb;
+		vq->scratch_cap = n;
+		c->bufs = nb;
+	}
+	uint16_t i = 0;
+	for (size_t steps = 0;; steps++) {
+		struct vring_desc d;
+		if (steps >= n)
+			return broken(vq, "indirect chain loops");
+		if (rd(vq, ind->addr + 16ULL * i, &d, sizeof(d)) < 0)
+			return -1;
+		if (d.flags & VIRTQ_DESC_F_INDIRECT)
+			return broken(vq, "nested indirect table");
+		if (add_buf(vq, c, &d, n) < 0)
+			return -1;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			return 0;
+		if (d.next >= n)
+			return broken(vq, "indirect next %u out of %zu", d.next, n);
+		i = d.next;
+	}
+}
+
+int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
+{
+	if (vq->broken)
+		return -1;
+	uint16_t avail_idx;
+	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+		return -1;
+	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+	if (pending == 0)
+		return 0;
+	if (pending > vq->size)
+		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* ring entries after the index */
+	uint16_t head;
+	if (rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) < 0)
+		return -1;
+	if (head >= vq->size)
+		return broken(vq, "available head %u out of %u", head, vq->size);
+	memset(chain, 0, sizeof(*chain));
+	chain->head = head;
+	chain->bufs = vq->scratch;
+	uint16_t i = head;
+	for (size_t steps = 0;; steps++) {
+		struct vring_desc d;
+		if (steps >= vq->size)
+			return broken(vq, "descriptor chain loops");
+		if (rd(vq, vq->desc + 16ULL * i, &d, sizeof(d)) < 0)
+			return -1;
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			if (chain->n || (d.flags & VIRTQ_DESC_F_NEXT))
+				return broken(vq, "indirect descriptor inside a chain");
+			if (walk_indirect(vq, chain, &d) < 0)
+				return -1;
+			break;
+		}
+		if (add_buf(vq, chain, &d, vq->size) < 0)
+			return -1;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			break;
+		if (d.next >= vq->size)
+			return broken(vq, "next %u out of %u", d.next, vq->size);
+		i = d.next;
+	}
+	chain->bufs = vq->scratch;
+	vq->last_avail++;
+	return 1;
+}
+
+int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
+{
+	if (vq->broken)
+		return -1;
+	struct {
+		uint32_t id, len;
+	} e = { head, written };
+	if (wr(vq, vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e)) < 0)
+		return -1;
+	__atomic_thread_fence(__ATOMIC_RELEASE); /* the entry before the index */
+	vq->used_idx++;
+	return wr(vq, vq->used + 2, &vq->used_idx, 2);
+}
+
+bool vq_should_notify(struct virtqueue *vq, uint16_t old)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (vq->broken)
+		return false;
+	if (!vq->event_idx) {
+		uint16_t flags;
+		if (rd(vq, vq->avail, &flags, 2) < 0)
+			return false;
+		return !(flags & 1); /* VIRTQ_AVAIL_F_NO_INTERRUPT */
+	}
+	uint16_t used_event;
+	if (rd(vq, vq->avail + 4 + 2ULL * vq->size, &used_event, 2) < 0)
+		return false;
+	/* vring_need_event(): did we cross used_event? */
+	return (uint16_t)(vq->used_idx - used_event - 1) < (uint16_t)(vq->used_idx - old);
+}
+
+int vq_set_avail_event(struct virtqueue *vq, uint16_t idx)
+{
+	if (vq->broken || !vq->event_idx)
+		return vq->broken ? -1 : 0;
+	return wr(vq, vq->used + 4 + 8ULL * vq->size, &idx, 2);
+}

@@ -1,0 +1,75 @@
+/* virtqueue.h - a split virtqueue (virtio 1.x, section 2.7) served from the
+ * host: taking descriptor chains the driver made available, and returning
+ * them as used. The rings live in guest memory, reached through callbacks.
+ *
+ * Everything in the rings comes from the guest and is hostile until checked:
+ * indices are reduced modulo the queue size, chains are bounded by the queue
+ * size (loops end), every buffer must lie in guest memory, lengths are capped,
+ * and any violation marks the queue broken instead of crashing vmsh. */
+#ifndef VMSH_VIRTQUEUE_H
+#define VMSH_VIRTQUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Guest-physical memory access; 0 on success, -1 if [gpa, gpa+len) is not
+ * entirely guest RAM. */
+struct vq_mem {
+	int (*read)(void *opaque, uint64_t gpa, void *buf, size_t len);
+	int (*write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
+	void *opaque;
+};
+
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_DESC_F_INDIRECT 4
+#define VQ_MAX_SIZE 32768
+#define VQ_MAX_CHAIN_BYTES (64u << 20) /* one request never moves more */
+
+struct vq_buf {
+	uint64_t gpa;
+	uint32_t len;
+	bool device_writes; /* VIRTQ_DESC_F_WRITE: the device fills it */
+};
+
+struct vq_chain {
+	uint16_t head;
+	size_t n;              /* buffers, readable ones first */
+	size_t n_readable;
+	struct vq_buf *bufs;   /* up to the queue size (or indirect table size) */
+	uint64_t readable_len, writable_len;
+};
+
+struct virtqueue {
+	uint16_t size;          /* power of two, <= VQ_MAX_SIZE */
+	uint64_t desc, avail, used; /* guest-physical ring addresses */
+	bool event_idx;         /* VIRTIO_F_EVENT_IDX negotiated */
+	uint16_t last_avail;    /* next available entry to take */
+	uint16_t used_idx;      /* next used entry to write */
+	bool broken;
+	char why[128];          /* first violation, for the log */
+	struct vq_mem mem;
+	struct vq_buf *scratch; /* chain storage */
+	size_t scratch_cap;
+};
+
+/* Set up after the driver wrote the ring addresses and enabled the queue.
+ * Fails (and marks broken) on a bad size or misaligned/unreachable rings. */
+int vq_init(struct virtqueue *vq, const struct vq_mem *mem, uint16_t size, uint64_t desc, uint64_t avail,
+	    uint64_t used, bool event_idx);
+void vq_free(struct virtqueue *vq);
+
+/* Take the next available chain: 1 and *chain filled (valid until the next
+ * vq_pop), 0 if none is available, -1 if the queue is (now) broken. */
+int vq_pop(struct virtqueue *vq, struct vq_chain *chain);
+/* Return a chain as used, with `written` bytes written into its device-
+ * writable buffers. -1 if the queue is broken. */
+int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
+/* After pushes: should the driver be interrupted? (EVENT_IDX aware; old is
+ * used_idx before the pushes). */
+bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);
+/* With EVENT_IDX: ask for a notification when entry `idx` is made available. */
+int vq_set_avail_event(struct virtqueue *vq, uint16_t idx);
+
+#endif

@@ -1,0 +1,346 @@
+/* test_virtqueue.c - the host side of a split virtqueue against a fake
+ * guest memory: well-formed chains, and every kind of hostile ring content
+ * (loops, out-of-range addresses and indices, huge lengths, bad indirect
+ * tables, random bytes) that must mark the queue broken, never crash. */
+#include "unit.h"
+
+#include "devices/virtqueue.h"
+
+#define MEM_SIZE (1u << 20)
+#define QSIZE 8
+#define DESC 0x1000
+#define AVAIL 0x2000
+#define USED 0x3000
+#define DATA 0x10000
+
+struct gmem {
+	uint8_t *buf;
+};
+
+static int gread(void *o, uint64_t gpa, void *b, size_t len)
+{
+	struct gmem *m = o;
+	if (gpa >= MEM_SIZE || len > MEM_SIZE - gpa)
+		return -1;
+	memcpy(b, m->buf + gpa, len);
+	return 0;
+}
+
+static int gwrite(void *o, uint64_t gpa, const void *b, size_t len)
+{
+	struct gmem *m = o;
+	if (gpa >= MEM_SIZE || len > MEM_SIZE - gpa)
+		return -1;
+	memcpy(m->buf + gpa, b, len);
+	return 0;
+}
+
+struct fx {
+	struct gmem m;
+	struct vq_mem mem;
+	struct virtqueue vq;
+	uint16_t avail_idx;
+};
+
+static void set_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	uint8_t *d = f->m.buf + DESC + 16 * i;
+	memcpy(d, &addr, 8);
+	memcpy(d + 8, &len, 4);
+	memcpy(d + 12, &flags, 2);
+	memcpy(d + 14, &next, 2);
+}
+
+static void make_avail(struct fx *f, uint16_t head)
+{
+	memcpy(f->m.buf + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), &head, 2);
+	f->avail_idx++;
+	memcpy(f->m.buf + AVAIL + 2, &f->avail_idx, 2);
+}
+
+static struct fx *setup(bool event_idx)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	f->m.buf = calloc(1, MEM_SIZE);
+	f->mem = (struct vq_mem){ .read = gread, .write = gwrite, .opaque = &f->m };
+	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, event_idx), 0);
+	return f;
+}
+
+static void teardown(struct fx *f)
+{
+	vq_free(&f->vq);
+	free(f->m.buf);
+	free(f);
+}
+
+static uint16_t used_idx(struct fx *f)
+{
+	uint16_t v;
+	memcpy(&v, f->m.buf + USED + 2, 2);
+	return v;
+}
+
+static void test_request_chain_is_popped_and_pushed(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	struct vq_chain c;
+	assert_int_equal(vq_pop(&f->vq, &c), 0);
+	set_desc(f, 3, DATA, 16, VIRTQ_DESC_F_NEXT, 5);
+	set_desc(f, 5, DATA + 0x1000, 4096, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+	set_desc(f, 1, DATA + 0x3000, 1, VIRTQ_DESC_F_WRITE, 0);
+	make_avail(f, 3);
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 3);
+	assert_int_equal(c.n, 3);
+	assert_int_equal(c.n_readable, 1);
+	assert_int_equal(c.readable_len, 16);
+	assert_int_equal(c.writable_len, 4097);
+	assert_int_equal(c.bufs[1].gpa, DATA + 0x1000);
+	assert_true(c.bufs[2].device_writes);
+	assert_int_equal(vq_pop(&f->vq, &c), 0);
+	assert_int_equal(vq_push(&f->vq, 3, 4097), 0);
+	assert_int_equal(used_idx(f), 1);
+	uint32_t id, len;
+	memcpy(&id, f->m.buf + USED + 4, 4);
+	memcpy(&len, f->m.buf + USED + 8, 4);
+	assert_int_equal(id, 3);
+	assert_int_equal(len, 4097);
+	assert_true(vq_should_notify(&f->vq, 0));
+	/* the driver suppresses interrupts */
+	uint16_t no_irq = 1;
+	memcpy(f->m.buf + AVAIL, &no_irq, 2);
+	assert_false(vq_should_notify(&f->vq, 0));
+	teardown(f);
+}
+
+static void test_indices_wrap_around(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	set_desc(f, 0, DATA, 8, 0, 0);
+	struct vq_chain c;
+	for (int i = 0; i < 70000; i++) {
+		make_avail(f, 0);
+		assert_int_equal(vq_pop(&f->vq, &c), 1);
+		assert_int_equal(vq_push(&f->vq, c.head, 0), 0);
+	}
+	assert_int_equal(used_idx(f), (uint16_t)70000);
+	assert_false(f->vq.broken);
+	teardown(f);
+}
+
+static void expect_broken(struct fx *f, const char *why)
+{
+	struct vq_chain c;
+	assert_int_equal(vq_pop(&f->vq, &c), -1);
+	assert_true(f->vq.broken);
+	if (!strstr(f->vq.why, why))
+		print_message("why: %s\n", f->vq.why);
+	assert_non_null(strstr(f->vq.why, why));
+	/* and stays broken */
+	assert_int_equal(vq_pop(&f->vq, &c), -1);
+	assert_int_equal(vq_push(&f->vq, 0, 0), -1);
+}
+
+static void test_descriptor_loop_breaks_the_queue(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	set_desc(f, 0, DATA, 8, VIRTQ_DESC_F_NEXT, 1);
+	set_desc(f, 1, DATA, 8, VIRTQ_DESC_F_NEXT, 0);
+	make_avail(f, 0);
+	expect_broken(f, "loop");
+	teardown(f);
+}
+
+static void test_buffer_outside_guest_memory(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	set_desc(f, 0, MEM_SIZE - 4, 8, 0, 0);
+	make_avail(f, 0);
+	expect_broken(f, "outside guest memory");
+	teardown(f);
+	f = setup(false);
+	set_desc(f, 0, UINT64_MAX - 2, 8, 0, 0); /* wraps */
+	make_avail(f, 0);
+	expect_broken(f, "outside guest memory");
+	teardown(f);
+}
+
+static void test_huge_chains_are_refused(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	for (unsigned i = 0; i < QSIZE; i++)
+		set_desc(f, i, 0, MEM_SIZE, i + 1 < QSIZE ? VIRTQ_DESC_F_NEXT : 0, (uint16_t)(i + 1));
+	/* 8 x 1 MiB is fine; make one buffer claim more than memory */
+	set_desc(f, 2, 0, 0xffffffff, VIRTQ_DESC_F_NEXT, 3);
+	make_avail(f, 0);
+	expect_broken(f, "outside guest memory");
+	teardown(f);
+}
+
+static void test_bad_indices(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	make_avail(f, QSIZE); /* head out of range */
+	expect_broken(f, "head");
+	teardown(f);
+	f = setup(false);
+	set_desc(f, 0, DATA, 8, VIRTQ_DESC_F_NEXT, 200);
+	make_avail(f, 0);
+	expect_broken(f, "next");
+	teardown(f);
+	f = setup(false);
+	uint16_t idx = 100; /* more available than the queue holds */
+	memcpy(f->m.buf + AVAIL + 2, &idx, 2);
+	expect_broken(f, "available");
+	teardown(f);
+	f = setup(false);
+	set_desc(f, 0, DATA, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+	set_desc(f, 1, DATA, 8, 0, 0);
+	make_avail(f, 0);
+	expect_broken(f, "readable buffer after a writable");
+	teardown(f);
+	f = setup(false);
+	set_desc(f, 0, DATA, 0, 0, 0);
+	make_avail(f, 0);
+	expect_broken(f, "zero-length");
+	teardown(f);
+}
+
+static void test_indirect_tables(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	uint64_t table = 0x8000;
+	struct {
+		uint64_t addr;
+		uint32_t len;
+		uint16_t flags, next;
+	} t[3] = {
+		{ DATA, 32, VIRTQ_DESC_F_NEXT, 2 },
+		{ 0, 0, 0, 0 },
+		{ DATA + 0x100, 512, VIRTQ_DESC_F_WRITE, 0 },
+	};
+	memcpy(f->m.buf + table, t, sizeof(t));
+	set_desc(f, 4, table, sizeof(t), VIRTQ_DESC_F_INDIRECT, 0);
+	make_avail(f, 4);
+	struct vq_chain c;
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 4);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(c.readable_len, 32);
+	assert_int_equal(c.writable_len, 512);
+	/* a loop inside the table */
+	t[2].flags = VIRTQ_DESC_F_NEXT; /* readable, back to the first */
+	t[2].next = 0;
+	memcpy(f->m.buf + table, t, sizeof(t));
+	make_avail(f, 4);
+	expect_broken(f, "indirect chain loops");
+	teardown(f);
+	/* nested */
+	f = setup(false);
+	t[0] = (typeof(t[0])){ table, 48, VIRTQ_DESC_F_INDIRECT, 0 };
+	memcpy(f->m.buf + table, t, sizeof(t));
+	set_desc(f, 4, table, sizeof(t), VIRTQ_DESC_F_INDIRECT, 0);
+	make_avail(f, 4);
+	expect_broken(f, "nested");
+	teardown(f);
+	/* bad length */
+	f = setup(false);
+	set_desc(f, 4, table, 17, VIRTQ_DESC_F_INDIRECT, 0);
+	make_avail(f, 4);
+	expect_broken(f, "indirect table length");
+	teardown(f);
+}
+
+static void test_event_idx(void **state)
+{
+	(void)state;
+	struct fx *f = setup(true);
+	set_desc(f, 0, DATA, 8, 0, 0);
+	/* driver wants an interrupt once used_idx passes 2 */
+	uint16_t used_event = 2;
+	memcpy(f->m.buf + AVAIL + 4 + 2 * QSIZE, &used_event, 2);
+	struct vq_chain c;
+	bool notified[4];
+	for (int i = 0; i < 4; i++) {
+		make_avail(f, 0);
+		assert_int_equal(vq_pop(&f->vq, &c), 1);
+		uint16_t old = f->vq.used_idx;
+		assert_int_equal(vq_push(&f->vq, 0, 0), 0);
+		notified[i] = vq_should_notify(&f->vq, old);
+	}
+	assert_false(notified[0]);
+	assert_false(notified[1]);
+	assert_true(notified[2]);
+	assert_false(notified[3]);
+	assert_int_equal(vq_set_avail_event(&f->vq, 9), 0);
+	uint16_t ae;
+	memcpy(&ae, f->m.buf + USED + 4 + 8 * QSIZE, 2);
+	assert_int_equal(ae, 9);
+	teardown(f);
+}
+
+static void test_bad_setup(void **state)
+{
+	(void)state;
+	struct gmem m = { .buf = calloc(1, MEM_SIZE) };
+	struct vq_mem mem = { .read = gread, .write = gwrite, .opaque = &m };
+	struct virtqueue vq;
+	assert_int_equal(vq_init(&vq, &mem, 6, DESC, AVAIL, USED, false), -1);
+	assert_int_equal(vq_init(&vq, &mem, 8, DESC + 8, AVAIL, USED, false), -1);
+	assert_int_equal(vq_init(&vq, &mem, 8, MEM_SIZE - 16, AVAIL, USED, false), -1);
+	assert_int_equal(vq_init(&vq, &mem, 0, DESC, AVAIL, USED, false), -1);
+	free(m.buf);
+}
+
+static void test_random_rings_never_crash(void **state)
+{
+	(void)state;
+	struct unit_rng rng = { 77 };
+	for (int round = 0; round < 2000; round++) {
+		struct fx *f = setup(round & 1);
+		unit_rand_fill(&rng, f->m.buf + DESC, 16 * QSIZE);
+		unit_rand_fill(&rng, f->m.buf + AVAIL, 6 + 2 * QSIZE);
+		/* keep some descriptors pointing into memory so chains get walked */
+		for (unsigned i = 0; i < QSIZE; i++)
+			if (unit_rand_below(&rng, 2)) {
+				uint64_t a = unit_rand_below(&rng, MEM_SIZE);
+				memcpy(f->m.buf + DESC + 16 * i, &a, 8);
+			}
+		struct vq_chain c;
+		for (int k = 0; k < 3 * QSIZE; k++) {
+			int r = vq_pop(&f->vq, &c);
+			if (r <= 0)
+				break;
+			assert_true(c.n >= 1 && c.readable_len + c.writable_len <= VQ_MAX_CHAIN_BYTES);
+			for (size_t b = 0; b < c.n; b++)
+				assert_true(c.bufs[b].gpa + c.bufs[b].len <= MEM_SIZE);
+			vq_push(&f->vq, c.head, 0);
+		}
+		teardown(f);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_request_chain_is_popped_and_pushed),
+		cmocka_unit_test(test_indices_wrap_around),
+		cmocka_unit_test(test_descriptor_loop_breaks_the_queue),
+		cmocka_unit_test(test_buffer_outside_guest_memory),
+		cmocka_unit_test(test_huge_chains_are_refused),
+		cmocka_unit_test(test_bad_indices),
+		cmocka_unit_test(test_indirect_tables),
+		cmocka_unit_test(test_event_idx),
+		cmocka_unit_test(test_bad_setup),
+		cmocka_unit_test(test_random_rings_never_crash),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
