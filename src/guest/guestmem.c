@@ -62,9 +62,9 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 	return NULL;
 }
 
-int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)
+/* Copy between buf and guest memory, range by range. */
+static int xfer(struct guest_mem *gm, uint64_t gpa, uint8_t *buf, size_t len, bool write)
 {
-	uint8_t *out = buf;
 	while (len) {
 		const struct guest_range *r = guest_mem_find(gm, gpa);
 		if (!r) {
@@ -73,19 +73,32 @@ int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)
 		}
 		uint64_t off = gpa - r->gpa;
 		size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
-		ssize_t got = remote_read(gm->pid, r->hva + off, out, chunk);
-		gm->reads++;
-		if (got != (ssize_t)chunk) {
-			if (got >= 0)
+		ssize_t done = write ? remote_write(gm->pid, r->hva + off, buf, chunk)
+				     : remote_read(gm->pid, r->hva + off, buf, chunk);
+		if (!write) {
+			gm->reads++;
+			gm->bytes_read += done > 0 ? (uint64_t)done : 0;
+		}
+		if (done != (ssize_t)chunk) {
+			if (done >= 0)
 				errno = EFAULT;
 			return -1;
 		}
-		gm->bytes_read += chunk;
-		out += chunk;
+		buf += chunk;
 		gpa += chunk;
 		len -= chunk;
 	}
 	return 0;
+}
+
+int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)
+{
+	return xfer(gm, gpa, buf, len, false);
+}
+
+int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len)
+{
+	return xfer(gm, gpa, (uint8_t *)buf, len, true);
 }
 
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
@@ -93,26 +106,3 @@ int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
 	return guest_mem_read(gm, gpa & ~0xfffULL, page, 4096);
 }
 
-int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len)
-{
-	const uint8_t *in = buf;
-	while (len) {
-		const struct guest_range *r = guest_mem_find(gm, gpa);
-		if (!r) {
-			errno = EFAULT;
-			return -1;
-		}
-		uint64_t off = gpa - r->gpa;
-		size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
-		ssize_t put = remote_write(gm->pid, r->hva + off, in, chunk);
-		if (put != (ssize_t)chunk) {
-			if (put >= 0)
-				errno = EFAULT;
-			return -1;
-		}
-		in += chunk;
-		gpa += chunk;
-		len -= chunk;
-	}
-	return 0;
-}
