@@ -275,6 +275,21 @@ static void wait_vcpus_out(struct kernel_lib *kl)
 
 void klib_unload(struct kernel_lib *kl)
 {
+	/* A work item that was queued but has not finished would run our code
+	 * after we took it away: leave everything mapped then (a leak, not a
+	 * crash) and say so. */
+	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && (kl->chan->state & 0xff) != VMSH_LIB_DONE) {
+		log_info("the kernel library's work has not finished: leaving it mapped at %#llx (slot %u) until the "
+			 "VM restarts", (unsigned long long)kl->region.va, kl->slot);
+		if (kl->mem)
+			munmap(kl->mem, KLIB_MEM_SIZE);
+		if (kl->memfd >= 0)
+			close(kl->memfd);
+		kl->mem = NULL;
+		kl->memfd = -1;
+		loader_free(&kl->lib);
+		return;
+	}
 	if (kl->linked) {
 		uint64_t zero = 0;
 		if (kl->entered_vcpu >= 0)
