@@ -1,0 +1,202 @@
+/* virtio_blk.c - virtio-blk request handling (see virtio_blk.h). */
+#include "devices/virtio_blk.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COPY_CHUNK (256u << 10)
+
+struct blk_req_hdr {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+};
+
+struct blk_segment {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
+
+uint64_t blk_features(const struct blk_disk *disk)
+{
+	uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_FLUSH);
+	if (disk->read_only)
+		f |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		f |= (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
+	return f;
+}
+
+size_t blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap)
+{
+	/* struct virtio_blk_config up to write_zeroes_may_unmap: 60 bytes used */
+	uint8_t c[64] = { 0 };
+	uint32_t seg_max = 126, blk_size = BLK_SECTOR, max_discard = 1u << 22, one = 1;
+	memcpy(c + 0, &disk->sectors, 8);        /* capacity */
+	memcpy(c + 12, &seg_max, 4);             /* seg_max */
+	memcpy(c + 20, &blk_size, 4);            /* blk_size */
+	memcpy(c + 36, &max_discard, 4);         /* max_discard_sectors */
+	uint32_t max_seg = BLK_MAX_SEGMENTS;
+	memcpy(c + 40, &max_seg, 4);             /* max_discard_seg */
+	memcpy(c + 44, &one, 4);                 /* discard_sector_alignment */
+	memcpy(c + 48, &max_discard, 4);         /* max_write_zeroes_sectors */
+	memcpy(c + 52, &max_seg, 4);             /* max_write_zeroes_seg */
+	c[56] = 0;                               /* write_zeroes_may_unmap */
+	size_t n = cap < 60 ? cap : 60;
+	memcpy(cfg, c, n);
+	return n;
+}
+
+static bool range_ok(const struct blk_disk *disk, uint64_t sector, uint64_t bytes)
+{
+	uint64_t n = bytes / BLK_SECTOR;
+	return bytes % BLK_SECTOR == 0 && sector <= disk->sectors && n <= disk->sectors - sector;
+}
+
+/* Copy between guest buffers bufs[first..last) and the disk at off. */
+static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c, size_t first,
+		    size_t last, uint64_t off, bool to_guest)
+{
+	uint8_t *tmp = malloc(COPY_CHUNK);
+	if (!tmp)
+		return -ENOMEM;
+	int rc = 0;
+	for (size_t b = first; b < last && rc == 0; b++) {
+		for (uint32_t done = 0; done < c->bufs[b].len && rc == 0;) {
+			uint32_t n = c->bufs[b].len - done < COPY_CHUNK ? c->bufs[b].len - done : COPY_CHUNK;
+			uint64_t gpa = c->bufs[b].gpa + done;
+			if (to_guest) {
+				rc = disk->be.read(disk->be.opaque, off, tmp, n);
+				if (rc == 0 && mem->write(mem->opaque, gpa, tmp, n) < 0)
+					rc = -EFAULT;
+			} else {
+				rc = mem->read(mem->opaque, gpa, tmp, n) < 0 ? -EFAULT : 0;
+				if (rc == 0)
+					rc = disk->be.write(disk->be.opaque, off, tmp, n);
+			}
+			done += n;
+			off += n;
+		}
+	}
+	free(tmp);
+	return rc;
+}
+
+static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+			   size_t first, size_t last, uint32_t type)
+{
+	uint64_t total = 0;
+	for (size_t b = first; b < last; b++)
+		total += c->bufs[b].len;
+	if (total == 0 || total % sizeof(struct blk_segment) || total / sizeof(struct blk_segment) > BLK_MAX_SEGMENTS)
+		return VIRTIO_BLK_S_IOERR;
+	struct blk_segment seg[BLK_MAX_SEGMENTS];
+	uint8_t *p = (uint8_t *)seg;
+	for (size_t b = first; b < last; b++) {
+		if (mem->read(mem->opaque, c->bufs[b].gpa, p, c->bufs[b].len) < 0)
+			return VIRTIO_BLK_S_IOERR;
+		p += c->bufs[b].len;
+	}
+	size_t n = total / sizeof(struct blk_segment);
+	for (size_t i = 0; i < n; i++) /* all checked before any is done */
+		if (!range_ok(disk, seg[i].sector, (uint64_t)seg[i].num_sectors * BLK_SECTOR) ||
+		    (seg[i].flags & ~1u) || (type == VIRTIO_BLK_T_DISCARD && seg[i].flags))
+			return VIRTIO_BLK_S_UNSUPP;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = seg[i].sector * BLK_SECTOR, len = (uint64_t)seg[i].num_sectors * BLK_SECTOR;
+		int rc = type == VIRTIO_BLK_T_DISCARD ? (disk->be.discard ? disk->be.discard(disk->be.opaque, off, len) : -EOPNOTSUPP)
+						      : disk->be.write_zeroes(disk->be.opaque, off, len);
+		if (rc < 0)
+			return VIRTIO_BLK_S_IOERR;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
+int64_t blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+		   uint8_t *status_out)
+{
+	/* the status byte is the last byte of the last buffer, device-writable */
+	if (c->n < 2 || !c->bufs[c->n - 1].device_writes)
+		return -1;
+	const struct vq_buf *last = &c->bufs[c->n - 1];
+	uint64_t status_gpa = last->gpa + last->len - 1;
+	uint8_t status = VIRTIO_BLK_S_IOERR;
+	int64_t written = 1;
+
+	struct blk_req_hdr h;
+	if (c->bufs[0].device_writes || c->bufs[0].len != sizeof(h) ||
+	    mem->read(mem->opaque, c->bufs[0].gpa, &h, sizeof(h)) < 0)
+		goto out;
+	/* data: the buffers between the header and the status buffer (a status
+	 * buffer longer than one byte carries data in front: not supported) */
+	size_t first = 1, end = c->n - 1;
+	if (last->len != 1)
+		goto out;
+	uint64_t data_len = 0;
+	for (size_t b = first; b < end; b++)
+		data_len += c->bufs[b].len;
+	bool data_to_guest = end > first && c->bufs[first].device_writes;
+	for (size_t b = first; b < end; b++)
+		if (c->bufs[b].device_writes != data_to_guest)
+			goto out;
+
+	switch (h.type) {
+	case VIRTIO_BLK_T_IN:
+		if (!data_to_guest && end > first)
+			goto out;
+		if (!range_ok(disk, h.sector, data_len))
+			goto out;
+		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, true) == 0) {
+			status = VIRTIO_BLK_S_OK;
+			written += (int64_t)data_len;
+		}
+		break;
+	case VIRTIO_BLK_T_OUT:
+		if (data_to_guest)
+			goto out;
+		if (disk->read_only) {
+			status = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		if (!range_ok(disk, h.sector, data_len))
+			goto out;
+		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, false) == 0)
+			status = VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		status = disk->be.flush(disk->be.opaque) == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		if (!data_to_guest || data_len < 1)
+			goto out;
+		uint32_t n = data_len < BLK_ID_BYTES ? (uint32_t)data_len : BLK_ID_BYTES;
+		if (mem->write(mem->opaque, c->bufs[first].gpa, disk->id,
+			       n < c->bufs[first].len ? n : c->bufs[first].len) < 0)
+			goto out;
+		status = VIRTIO_BLK_S_OK;
+		written += n < c->bufs[first].len ? n : c->bufs[first].len;
+		break;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		if (disk->read_only) {
+			status = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		if (data_to_guest)
+			goto out;
+		status = do_segments(disk, mem, c, first, end, h.type);
+		break;
+	default:
+		status = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+out:
+	if (mem->write(mem->opaque, status_gpa, &status, 1) < 0)
+		return -1;
+	if (status_out)
+		*status_out = status;
+	return written;
+}

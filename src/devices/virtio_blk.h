@@ -1,0 +1,69 @@
+/* virtio_blk.h - virtio-blk requests (virtio 1.x section 5.2), device side:
+ * parse a descriptor chain into a block request, check it against the disk,
+ * run it on a backend, and write the status byte. Transport-agnostic: the
+ * chain comes from virtqueue.h, the bytes go through vq_mem.
+ *
+ * A request is only ever executed after all of it was checked: header size,
+ * buffer directions, lengths in whole sectors, sector ranges inside the disk,
+ * writes refused on read-only disks. */
+#ifndef VMSH_VIRTIO_BLK_H
+#define VMSH_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtqueue.h"
+
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+enum {
+	VIRTIO_BLK_T_IN = 0,
+	VIRTIO_BLK_T_OUT = 1,
+	VIRTIO_BLK_T_FLUSH = 4,
+	VIRTIO_BLK_T_GET_ID = 8,
+	VIRTIO_BLK_T_DISCARD = 11,
+	VIRTIO_BLK_T_WRITE_ZEROES = 13,
+};
+enum { VIRTIO_BLK_S_OK = 0, VIRTIO_BLK_S_IOERR = 1, VIRTIO_BLK_S_UNSUPP = 2 };
+
+#define BLK_SECTOR 512
+#define BLK_ID_BYTES 20
+#define BLK_MAX_SEGMENTS 16 /* discard / write-zeroes ranges per request */
+
+/* Where the disk's bytes live. Each returns 0 or -errno. */
+struct blk_backend {
+	int (*read)(void *opaque, uint64_t off, void *buf, size_t len);
+	int (*write)(void *opaque, uint64_t off, const void *buf, size_t len);
+	int (*flush)(void *opaque);
+	int (*discard)(void *opaque, uint64_t off, uint64_t len);
+	int (*write_zeroes)(void *opaque, uint64_t off, uint64_t len);
+	void *opaque;
+};
+
+struct blk_disk {
+	uint64_t sectors;
+	bool read_only;
+	char id[BLK_ID_BYTES];
+	struct blk_backend be;
+};
+
+/* Feature bits this disk offers (with the transport's own added by it). */
+uint64_t blk_features(const struct blk_disk *disk);
+/* Fill the device config space (struct virtio_blk_config); returns its length. */
+size_t blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap);
+
+/* Execute one request. Returns the number of bytes written into the chain's
+ * device-writable buffers (for the used ring), or -1 if the chain is so
+ * malformed that not even a status byte can be written (the caller then
+ * marks the queue broken). The status byte says how it went. */
+int64_t blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
+		   uint8_t *status_out);
+
+#endif

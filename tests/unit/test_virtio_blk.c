@@ -1,0 +1,311 @@
+/* test_virtio_blk.c - virtio-blk requests against an in-memory disk and a
+ * fake guest memory: every request type, and malformed or hostile requests
+ * that must end in an error status without touching the disk. */
+#include "unit.h"
+
+#include "devices/virtio_blk.h"
+
+#define GMEM (1u << 20)
+#define DISK_SECTORS 64
+#define HDR 0x1000
+#define DATA 0x2000
+#define STATUS 0x9000
+
+static uint8_t guest[GMEM];
+static uint8_t disk_bytes[DISK_SECTORS * BLK_SECTOR];
+static int flushes, disk_writes;
+
+static int gread(void *o, uint64_t gpa, void *b, size_t len)
+{
+	(void)o;
+	if (gpa >= GMEM || len > GMEM - gpa)
+		return -1;
+	memcpy(b, guest + gpa, len);
+	return 0;
+}
+static int gwrite(void *o, uint64_t gpa, const void *b, size_t len)
+{
+	(void)o;
+	if (gpa >= GMEM || len > GMEM - gpa)
+		return -1;
+	memcpy(guest + gpa, b, len);
+	return 0;
+}
+static int dread(void *o, uint64_t off, void *b, size_t len)
+{
+	(void)o;
+	assert_true(off + len <= sizeof(disk_bytes));
+	memcpy(b, disk_bytes + off, len);
+	return 0;
+}
+static int dwrite(void *o, uint64_t off, const void *b, size_t len)
+{
+	(void)o;
+	assert_true(off + len <= sizeof(disk_bytes));
+	memcpy(disk_bytes + off, b, len);
+	disk_writes++;
+	return 0;
+}
+static int dflush(void *o)
+{
+	(void)o;
+	flushes++;
+	return 0;
+}
+static int dzero(void *o, uint64_t off, uint64_t len)
+{
+	(void)o;
+	assert_true(off + len <= sizeof(disk_bytes));
+	memset(disk_bytes + off, 0, len);
+	disk_writes++;
+	return 0;
+}
+
+static const struct vq_mem mem = { .read = gread, .write = gwrite };
+static struct blk_disk disk = {
+	.sectors = DISK_SECTORS,
+	.id = "vmsh-test-disk",
+	.be = { .read = dread, .write = dwrite, .flush = dflush, .discard = dzero, .write_zeroes = dzero },
+};
+
+static struct vq_buf bufs[8];
+static struct vq_chain chain;
+
+static void req(uint32_t type, uint64_t sector)
+{
+	struct {
+		uint32_t type, reserved;
+		uint64_t sector;
+	} h = { type, 0, sector };
+	memcpy(guest + HDR, &h, sizeof(h));
+	memset(&chain, 0, sizeof(chain));
+	chain.bufs = bufs;
+	bufs[0] = (struct vq_buf){ HDR, 16, false };
+	chain.n = 1;
+	guest[STATUS] = 0xee;
+}
+static void data(uint64_t gpa, uint32_t len, bool w)
+{
+	bufs[chain.n++] = (struct vq_buf){ gpa, len, w };
+}
+static void status_buf(void)
+{
+	bufs[chain.n++] = (struct vq_buf){ STATUS, 1, true };
+}
+
+static void fill_disk(void)
+{
+	for (size_t i = 0; i < sizeof(disk_bytes); i++)
+		disk_bytes[i] = (uint8_t)(i * 7 + 3);
+	disk.read_only = false;
+	flushes = disk_writes = 0;
+}
+
+static void test_read_write_flush(void **state)
+{
+	(void)state;
+	fill_disk();
+	uint8_t st;
+	req(VIRTIO_BLK_T_IN, 2);
+	data(DATA, 512, true);
+	data(DATA + 0x1000, 512, true);
+	status_buf();
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1 + 1024);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+	assert_int_equal(guest[STATUS], 0);
+	assert_memory_equal(guest + DATA, disk_bytes + 1024, 512);
+	assert_memory_equal(guest + DATA + 0x1000, disk_bytes + 1536, 512);
+	memset(guest + DATA, 0x5a, 1024);
+	req(VIRTIO_BLK_T_OUT, 10);
+	data(DATA, 1024, false);
+	status_buf();
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+	assert_int_equal(disk_bytes[10 * 512], 0x5a);
+	assert_int_equal(disk_bytes[11 * 512 + 511], 0x5a);
+	assert_int_not_equal(disk_bytes[12 * 512], 0x5a);
+	req(VIRTIO_BLK_T_FLUSH, 0);
+	status_buf();
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(flushes, 1);
+	/* the last sector exactly */
+	req(VIRTIO_BLK_T_IN, DISK_SECTORS - 1);
+	data(DATA, 512, true);
+	status_buf();
+	blk_handle(&disk, &mem, &chain, &st);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+}
+
+static void expect_status(uint8_t want)
+{
+	uint8_t st = 0xff;
+	int writes = disk_writes;
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(st, want);
+	assert_int_equal(guest[STATUS], want);
+	if (want != VIRTIO_BLK_S_OK)
+		assert_int_equal(disk_writes, writes); /* nothing written on failure */
+}
+
+static void test_out_of_range_and_partial_sectors(void **state)
+{
+	(void)state;
+	fill_disk();
+	req(VIRTIO_BLK_T_IN, DISK_SECTORS);
+	data(DATA, 512, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	req(VIRTIO_BLK_T_OUT, DISK_SECTORS - 1);
+	data(DATA, 1024, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	req(VIRTIO_BLK_T_OUT, UINT64_MAX - 1); /* wrap-around */
+	data(DATA, 1024, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	req(VIRTIO_BLK_T_IN, 0);
+	data(DATA, 1000, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+}
+
+static void test_read_only_disk_refuses_writes(void **state)
+{
+	(void)state;
+	fill_disk();
+	disk.read_only = true;
+	assert_true(blk_features(&disk) & (1ULL << VIRTIO_BLK_F_RO));
+	assert_false(blk_features(&disk) & (1ULL << VIRTIO_BLK_F_DISCARD));
+	req(VIRTIO_BLK_T_OUT, 0);
+	data(DATA, 512, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	req(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+	data(DATA, 16, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	disk.read_only = false;
+}
+
+static void test_get_id_discard_write_zeroes(void **state)
+{
+	(void)state;
+	fill_disk();
+	uint8_t st;
+	req(VIRTIO_BLK_T_GET_ID, 0);
+	data(DATA, 20, true);
+	status_buf();
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 21);
+	assert_string_equal((char *)guest + DATA, "vmsh-test-disk");
+	struct {
+		uint64_t sector;
+		uint32_t num, flags;
+	} seg[2] = { { 4, 2, 0 }, { 20, 1, 1 } };
+	memcpy(guest + DATA, seg, sizeof(seg));
+	req(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+	data(DATA, sizeof(seg), false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_OK);
+	assert_int_equal(disk_bytes[4 * 512], 0);
+	assert_int_equal(disk_bytes[6 * 512 - 1], 0);
+	assert_int_not_equal(disk_bytes[6 * 512 + 1], 0);
+	assert_int_equal(disk_bytes[20 * 512 + 100], 0);
+	/* discard with the unmap flag is invalid; an out-of-range segment too */
+	req(VIRTIO_BLK_T_DISCARD, 0);
+	data(DATA, sizeof(seg), false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_UNSUPP);
+	seg[1] = (typeof(seg[1])){ DISK_SECTORS - 1, 2, 0 };
+	memcpy(guest + DATA, seg, sizeof(seg));
+	req(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+	data(DATA, sizeof(seg), false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_UNSUPP);
+	/* a segment list that is not whole segments */
+	req(VIRTIO_BLK_T_DISCARD, 0);
+	data(DATA, 15, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	/* unknown type */
+	req(77, 0);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_UNSUPP);
+}
+
+static void test_malformed_chains(void **state)
+{
+	(void)state;
+	fill_disk();
+	uint8_t st;
+	/* no status buffer */
+	req(VIRTIO_BLK_T_IN, 0);
+	data(DATA, 512, true);
+	bufs[1].device_writes = false;
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+	/* header only */
+	req(VIRTIO_BLK_T_FLUSH, 0);
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+	/* header writable */
+	req(VIRTIO_BLK_T_IN, 0);
+	bufs[0].device_writes = true;
+	data(DATA, 512, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	/* header of the wrong size */
+	req(VIRTIO_BLK_T_IN, 0);
+	bufs[0].len = 12;
+	data(DATA, 512, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	/* read into a readable buffer; mixed directions */
+	req(VIRTIO_BLK_T_IN, 0);
+	data(DATA, 512, false);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	req(VIRTIO_BLK_T_OUT, 0);
+	data(DATA, 512, false);
+	data(DATA + 512, 512, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	/* data buffer outside guest memory: the status still arrives */
+	req(VIRTIO_BLK_T_IN, 0);
+	data(GMEM - 256, 512, true);
+	status_buf();
+	expect_status(VIRTIO_BLK_S_IOERR);
+	/* status buffer outside guest memory: nothing can be reported */
+	req(VIRTIO_BLK_T_FLUSH, 0);
+	data(GMEM + 4096, 1, true);
+	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+}
+
+static void test_random_requests_stay_inside_the_disk(void **state)
+{
+	(void)state;
+	struct unit_rng rng = { 1 };
+	fill_disk();
+	for (int i = 0; i < 20000; i++) {
+		req((uint32_t)unit_rand_below(&rng, 16), unit_rand_below(&rng, 2) ? unit_rand_below(&rng, 80)
+										   : unit_rand64(&rng));
+		size_t n = unit_rand_below(&rng, 5);
+		for (size_t k = 0; k < n; k++)
+			data(unit_rand_below(&rng, GMEM), (uint32_t)unit_rand_below(&rng, 3000), unit_rand_below(&rng, 2));
+		if (unit_rand_below(&rng, 8))
+			status_buf();
+		unit_rand_fill(&rng, guest + DATA, 64);
+		uint8_t st;
+		blk_handle(&disk, &mem, &chain, &st); /* dread/dwrite assert the disk bounds */
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_read_write_flush),
+		cmocka_unit_test(test_out_of_range_and_partial_sectors),
+		cmocka_unit_test(test_read_only_disk_refuses_writes),
+		cmocka_unit_test(test_get_id_discard_write_zeroes),
+		cmocka_unit_test(test_malformed_chains),
+		cmocka_unit_test(test_random_requests_stay_inside_the_disk),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
