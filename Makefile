@@ -91,7 +91,7 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a $(LOADE
 check-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-check-api: $(BUILD)/san/vmsh fixtures
+check-api: $(BUILD)/san/vmsh $(BUILD)/kvm_plumbing fixtures
 	VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -v tests/api
 
 check-vm: $(BUILD)/san/vmsh
@@ -106,4 +106,7 @@ clean:
 	rm -rf $(BUILD)
 
 $(BUILD)/ksymtab_dump: tests/kernel/ksymtab_dump.c $(BUILD)/san/libvmsh.a
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/kvm_plumbing: tests/api/kvm_plumbing.c $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)

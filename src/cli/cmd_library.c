@@ -41,7 +41,7 @@ static int cycles(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 		if (rc == 0)
 			printf("cycle %u: library at %#llx (gpa %#llx, slot %u) ran on vCPU %d: \"%s\"; entered after "
 			       "%.1f ms (%u retries), done after %.1f ms\n",
-			       run->done + 1, (unsigned long long)kl.region.va, (unsigned long long)kl.gpa, kl.slot,
+			       run->done + 1, (unsigned long long)kl.region.va, (unsigned long long)kl.slot.gpa, kl.slot.id,
 			       kl.entered_vcpu, kl.chan->message, kl.enter_ns / 1e6, kl.enter_attempts, kl.done_ns / 1e6);
 		klib_unload(&kl);
 		if (rc < 0)

@@ -41,84 +41,20 @@ static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 	return -1;
 }
 
-static int inject(struct kvm_vm *vm, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
-		  uint64_t a5, int64_t *ret, struct vmsh_err *err)
-{
-	uint64_t args[6] = { a0, a1, a2, a3, a4, a5 };
-	return tracer_syscall(vm->tr, nr, args, ret, err);
-}
-
-/* memfd made by the hypervisor and mapped there; vmsh maps the same file
- * through /proc/PID/fd, and the hypervisor's fd is closed again. */
-static int shared_memory(struct kernel_lib *kl, struct vmsh_err *err)
-{
-	struct kvm_vm *vm = kl->vm;
-	int64_t fd, ret;
-	static const char name[] = "vmsh";
-	if (remote_write(vm->pid, vm->scratch, name, sizeof(name)) != sizeof(name))
-		return vmsh_error(err, errno, "stage memfd name");
-	if (inject(vm, SYS_memfd_create, vm->scratch, 1 /* MFD_CLOEXEC */, 0, 0, 0, 0, &fd, err) < 0)
-		return -1;
-	if (fd < 0)
-		return vmsh_error(err, (int)-fd, "memfd_create in the hypervisor");
-	int rc = -1;
-	char path[64];
-	if (inject(vm, SYS_ftruncate, (uint64_t)fd, KLIB_MEM_SIZE, 0, 0, 0, 0, &ret, err) < 0)
-		goto close_remote;
-	if (ret < 0) {
-		vmsh_error(err, (int)-ret, "size the shared memory");
-		goto close_remote;
-	}
-	if (inject(vm, SYS_mmap, 0, KLIB_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, (uint64_t)fd, 0, &ret, err) < 0)
-		goto close_remote;
-	if (ret < 0 && ret > -4096) {
-		vmsh_error(err, (int)-ret, "map the shared memory in the hypervisor");
-		goto close_remote;
-	}
-	kl->hv_addr = (uint64_t)ret;
-	snprintf(path, sizeof(path), "/proc/%d/fd/%lld", vm->pid, (long long)fd);
-	kl->memfd = open(path, O_RDWR | O_CLOEXEC);
-	if (kl->memfd < 0) {
-		vmsh_error(err, errno, "open %s", path);
-		goto close_remote;
-	}
-	kl->mem = mmap(NULL, KLIB_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, kl->memfd, 0);
-	if (kl->mem == MAP_FAILED) {
-		kl->mem = NULL;
-		vmsh_error(err, errno, "map the shared memory");
-		goto close_remote;
-	}
-	rc = 0;
-close_remote:
-	if (inject(vm, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, &ret, NULL) < 0 || ret != 0)
-		log_info("closing fd %lld in the hypervisor failed", (long long)fd);
-	return rc;
-}
-
 static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size_t n, const struct memslot_ids *ids,
 		    struct vmsh_err *err)
 {
-	/* a free id: the lowest one the probe did not see used */
-	uint32_t id = 0;
-	for (size_t i = 0; i < ids->n && ids->ids[i] == id; i++)
-		id++;
-	if (id >= ids->limit)
-		return vmsh_error(err, ENOSPC, "no free memory slot id");
 	/* from 4 GiB up to 512 GiB (the smallest MAXPHYADDR of 64-bit CPUs) */
 	for (uint64_t gpa = 1ULL << 32; gpa + KLIB_MEM_SIZE <= (1ULL << 39); gpa += GIB) {
 		if (!gpa_unused(iomem, n, gpa, KLIB_MEM_SIZE))
 			continue;
-		int64_t ret;
-		if (kvm_set_memory_region(kl->vm, id, 0, gpa, KLIB_MEM_SIZE, kl->hv_addr, &ret, err) < 0)
+		struct vmsh_err e = { 0 };
+		if (kvm_slot_add(kl->vm, ids, NULL, 0, gpa, GIB, 1, kl->mem.remote, KLIB_MEM_SIZE, 0, &kl->slot, &e) == 0)
+			return 0;
+		if (e.errnum != ENOSPC) {
+			*err = e;
 			return -1;
-		if (ret == -EEXIST)
-			continue;
-		if (ret < 0)
-			return vmsh_error(err, (int)-ret, "add memory slot %u at %#llx", id, (unsigned long long)gpa);
-		kl->slot = id;
-		kl->gpa = gpa;
-		kl->slot_added = true;
-		return 0;
+		}
 	}
 	return vmsh_error(err, ENOSPC, "no free guest-physical range for the library");
 }
@@ -139,18 +75,18 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	uint64_t chan_va;
 	if (loader_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 || loader_symbol(&kl->lib, "vmsh_entry", &kl->entry_va) < 0)
 		return vmsh_error(err, ENOENT, "kernel library lacks vmsh_channel or vmsh_entry");
-	memcpy(kl->mem, kl->lib.image, lib_size);
-	kl->chan = (struct vmsh_channel *)(kl->mem + (chan_va - kl->region.va));
+	memcpy(kl->mem.local, kl->lib.image, lib_size);
+	kl->chan = (struct vmsh_channel *)(kl->mem.local + (chan_va - kl->region.va));
 	if (kl->chan->magic != VMSH_CHANNEL_MAGIC)
 		return vmsh_error(err, EINVAL, "kernel library channel not found");
 	kl->chan->load_base = kl->region.va;
 
-	uint64_t *pd = (uint64_t *)(kl->mem + lib_size);
-	uint64_t(*pts)[512] = (uint64_t(*)[512])(kl->mem + lib_size + PAGE);
-	uint64_t pd_gpa = kl->gpa + lib_size, pts_gpa = pd_gpa + PAGE, entry;
+	uint64_t *pd = (uint64_t *)(kl->mem.local + lib_size);
+	uint64_t(*pts)[512] = (uint64_t(*)[512])(kl->mem.local + lib_size + PAGE);
+	uint64_t pd_gpa = kl->slot.gpa + lib_size, pts_gpa = pd_gpa + PAGE, entry;
 	memset(pd, 0, 2 * PAGE);
-	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
-	    pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->gpa + kl->lib.rx_size,
+	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->slot.gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
+	    pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->slot.gpa + kl->lib.rx_size,
 			 lib_size - kl->lib.rx_size, PTE_RW | PTE_NX, &entry, err) < 0)
 		return -1;
 	/* the one write into the guest's own page tables */
@@ -159,7 +95,8 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
 	kl->linked = true;
 	log_verbose("kernel library: %zu bytes at %#llx (gpa %#llx, slot %u), %u relocations",
-		    lib_size, (unsigned long long)kl->region.va, (unsigned long long)kl->gpa, kl->slot, kl->lib.n_relocs);
+		    lib_size, (unsigned long long)kl->region.va, (unsigned long long)kl->slot.gpa, kl->slot.id,
+		    kl->lib.n_relocs);
 	return 0;
 }
 
@@ -170,9 +107,10 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	kl->vm = vm;
 	kl->gm = gm;
 	kl->k = k;
-	kl->memfd = -1;
+	kl->mem.fd = -1;
 	kl->entered_vcpu = -1;
-	if (shared_memory(kl, err) < 0 || add_slot(kl, iomem, n_iomem, ids, err) < 0 || link_library(kl, err) < 0) {
+	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || add_slot(kl, iomem, n_iomem, ids, err) < 0 ||
+	    link_library(kl, err) < 0) {
 		klib_unload(kl);
 		return vmsh_err_prefix(err, "load the kernel library");
 	}
@@ -280,13 +218,9 @@ void klib_unload(struct kernel_lib *kl)
 	 * crash) and say so. */
 	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && (kl->chan->state & 0xff) != VMSH_LIB_DONE) {
 		log_info("the kernel library's work has not finished: leaving it mapped at %#llx (slot %u) until the "
-			 "VM restarts", (unsigned long long)kl->region.va, kl->slot);
-		if (kl->mem)
-			munmap(kl->mem, KLIB_MEM_SIZE);
-		if (kl->memfd >= 0)
-			close(kl->memfd);
-		kl->mem = NULL;
-		kl->memfd = -1;
+			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
+		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
+		shared_mem_destroy(kl->vm, &kl->mem);
 		loader_free(&kl->lib);
 		return;
 	}
@@ -298,27 +232,8 @@ void klib_unload(struct kernel_lib *kl)
 			log_info("unlinking the library's page tables failed: %s", strerror(errno));
 		kl->linked = false;
 	}
-	if (kl->slot_added) {
-		int64_t ret;
-		struct vmsh_err e = { 0 };
-		if (kvm_set_memory_region(kl->vm, kl->slot, 0, kl->gpa, 0, kl->hv_addr, &ret, &e) < 0 || ret != 0)
-			log_info("removing memory slot %u failed: %s", kl->slot, e.msg[0] ? e.msg : strerror((int)-ret));
-		kl->slot_added = false;
-	}
-	if (kl->hv_addr) {
-		int64_t ret;
-		if (inject(kl->vm, SYS_munmap, kl->hv_addr, KLIB_MEM_SIZE, 0, 0, 0, 0, &ret, NULL) < 0 || ret != 0)
-			log_info("unmapping the shared memory in the hypervisor failed");
-		kl->hv_addr = 0;
-	}
-	if (kl->mem) {
-		munmap(kl->mem, KLIB_MEM_SIZE);
-		kl->mem = NULL;
-		kl->chan = NULL;
-	}
-	if (kl->memfd >= 0) {
-		close(kl->memfd);
-		kl->memfd = -1;
-	}
+	kvm_slot_remove(kl->vm, &kl->slot);
+	shared_mem_destroy(kl->vm, &kl->mem);
+	kl->chan = NULL;
 	loader_free(&kl->lib);
 }

@@ -22,6 +22,7 @@
 #include "guest/kernel.h"
 #include "guest/ptwrite.h"
 #include "kvm/kvm.h"
+#include "kvm/shared.h"
 #include "loader/elf_rel.h"
 
 #define KLIB_MEM_SIZE (2u << 20)
@@ -31,12 +32,8 @@ struct kernel_lib {
 	struct guest_mem *gm;
 	const struct guest_kernel *k;
 
-	int memfd;               /* vmsh's fd of the shared memory */
-	uint8_t *mem;            /* vmsh's mapping of it */
-	uint64_t hv_addr;        /* the hypervisor's mapping of it */
-	bool slot_added;
-	uint32_t slot;
-	uint64_t gpa;
+	struct shared_mem mem;   /* the library, its page tables, the channel */
+	struct kvm_slot slot;
 	struct pt_slot region;
 	bool linked;
 	struct loaded_lib lib;

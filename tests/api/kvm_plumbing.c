@@ -1,0 +1,100 @@
+/* kvm_plumbing.c - put vmsh's device plumbing into a running VMM (testvmm)
+ * and take it out again, for tests/api/test_plumbing.py:
+ *
+ *   kvm_plumbing PID GPA MS
+ *
+ * adds a read-only memory slot of one page at GPA (content 0xa5...) backed by
+ * memory shared with vmsh, and an ioeventfd on writes to GPA; then detaches
+ * completely (the hypervisor runs untraced) for MS milliseconds, counts the
+ * guest's writes the eventfd caught, attaches again and removes everything.
+ * Prints "slot ID", "detached", "count N", "removed". */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "kvm/kvm.h"
+#include "kvm/shared.h"
+
+static int die(const struct vmsh_err *e)
+{
+	fprintf(stderr, "kvm_plumbing: %s\n", e->msg);
+	return 1;
+}
+
+static int attach(pid_t pid, struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f, struct vmsh_err *err)
+{
+	if (kvm_fds_scan(pid, f, err) < 0 || tracer_attach(tr, pid, err) < 0)
+		return -1;
+	return kvm_vm_open(vm, tr, f->vm_fds[0], f, err);
+}
+
+static void release(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f)
+{
+	kvm_vm_close(vm);
+	tracer_detach(tr);
+	kvm_fds_free(f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: kvm_plumbing PID GPA MS\n");
+		return 2;
+	}
+	pid_t pid = atoi(argv[1]);
+	uint64_t gpa = strtoull(argv[2], NULL, 0);
+	unsigned ms = (unsigned)atoi(argv[3]);
+	struct vmsh_err err = { 0 };
+	struct tracer tr;
+	struct kvm_vm vm;
+	struct kvm_fds f;
+	if (attach(pid, &tr, &vm, &f, &err) < 0)
+		return die(&err);
+
+	/* a page the vCPU uses, for the slot-id probe */
+	struct vcpu_state st;
+	if (tracer_stop_others(&tr, &err) < 0)
+		return die(&err);
+	int rc = kvm_vcpu_get_state(&vm, &vm.vcpus[0], &st, &err);
+	tracer_resume_others(&tr);
+	if (rc < 0)
+		return die(&err);
+	struct memslot_ids ids;
+	if (kvm_memslot_ids(&vm, 0, (st.sregs.cs.base + st.regs.rip) & ~0xfffULL, &ids, &err) < 0)
+		return die(&err);
+
+	struct shared_mem m;
+	struct kvm_slot slot;
+	struct kvm_eventfd e = { -1, -1 };
+	if (shared_mem_create(&vm, 4096, &m, &err) < 0)
+		return die(&err);
+	memset(m.local, 0xa5, 4096);
+	if (kvm_slot_add(&vm, &ids, NULL, 0, gpa, 4096, 1, m.remote, 4096, KVM_MEM_READONLY, &slot, &err) < 0 ||
+	    kvm_eventfd_create(&vm, &e, &err) < 0 || kvm_ioeventfd(&vm, &e, gpa, 0, false, 0, false, &err) < 0)
+		return die(&err);
+	printf("slot %u\n", slot.id);
+	release(&tr, &vm, &f);
+	printf("detached\n");
+	fflush(stdout);
+	sleep_ms(ms);
+	uint64_t count = 0;
+	if (read(e.local, &count, sizeof(count)) != sizeof(count) && errno != EAGAIN)
+		perror("read eventfd");
+	printf("count %llu\n", (unsigned long long)count);
+	fflush(stdout);
+
+	if (attach(pid, &tr, &vm, &f, &err) < 0)
+		return die(&err);
+	if (kvm_ioeventfd(&vm, &e, gpa, 0, false, 0, true, &err) < 0)
+		return die(&err);
+	kvm_eventfd_close(&vm, &e);
+	kvm_slot_remove(&vm, &slot);
+	shared_mem_destroy(&vm, &m);
+	release(&tr, &vm, &f);
+	free(ids.ids);
+	printf("removed\n");
+	return 0;
+}
