@@ -58,11 +58,34 @@ def test_sigkill_at_random_points_never_harms_the_hypervisor(testvmm):
     assert j["memslots"]["ids"] == sorted(s["id"] for s in testvmm.truth["vms"][0]["slots"])
 
 
-def test_sigkill_of_a_confined_hypervisors_inspector(testvmm_sandboxed):
-    rng = random.Random(99)
-    for i in range(20):
-        delay = rng.uniform(0, 0.01)
-        kill_inspect_at(testvmm_sandboxed.pid, delay)
-        time.sleep(0.01)
-        assert testvmm_sandboxed.alive(), f"sandboxed hypervisor died (kill {i} after {delay * 1000:.2f} ms)"
-    inspect_json(testvmm_sandboxed.pid)
+def test_signals_to_the_hypervisor_while_inspected(testvmm):
+    """Signals keep arriving at the hypervisor's threads while vmsh holds
+    them (qemu kicks its vCPU threads with SIGUSR1): they are delivered or
+    held and re-raised, never lost in a way that stops the VMM, and vmsh's
+    results are unchanged."""
+    import threading
+    stop = threading.Event()
+    sent = [0]
+
+    def pelt():
+        tids = testvmm.tasks()
+        while not stop.is_set():
+            for tid in tids:
+                # thread-directed (tgkill), as qemu's vCPU kicks are
+                if subprocess.run(["kill", "-USR1", str(tid)], capture_output=True).returncode == 0:
+                    sent[0] += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=pelt)
+    t.start()
+    try:
+        ids = None
+        for _ in range(20):
+            j = inspect_json(testvmm.pid)
+            ids = ids or j["memslots"]["ids"]
+            assert j["memslots"]["ids"] == ids
+    finally:
+        stop.set()
+        t.join()
+    assert sent[0] > 20
+    assert_healthy(testvmm, "after signals during inspect")
