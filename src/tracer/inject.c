@@ -213,6 +213,12 @@ static int syscall_in(struct tracer *t, struct inj_thread *th, long nr, const ui
 	/* the thread's own registers go back right away, not only at detach */
 	if (ptrace(PTRACE_SETREGS, tid, 0, &th->saved) < 0)
 		return vmsh_error(err, errno, "restore registers of thread %d", tid);
+	/* a signal held back during the syscall is made pending again at once:
+	 * were vmsh to die now, the thread would still receive it */
+	if (th->pending_sig) {
+		tracer_reraise(t->pid, tid, th->pending_sig);
+		th->pending_sig = 0;
+	}
 	return 0;
 fail_restore:
 	vmsh_error(err, errno, "inject syscall %ld into thread %d", nr, tid);

@@ -5,8 +5,9 @@
 #include "tracer/tracer.h"
 
 /* Wait until tid reaches the ptrace stop asked for (a syscall stop, or an
- * interrupt/event stop); signal-delivery stops on the way are held back in
- * *pending. Returns the wait status or -1. */
+ * interrupt/event stop). Signals arriving on the way are delivered at once
+ * if pending is NULL, else held back in *pending (an injected syscall is
+ * under way). Returns the wait status or -1. */
 int tracer_wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err);
 /* Deliver a held-back signal again, after the thread was let go. */
 void tracer_reraise(pid_t pid, pid_t tid, int sig);

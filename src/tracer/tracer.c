@@ -115,10 +115,16 @@ int tracer_wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pen
 			continue;
 		}
 		if (event == 0 && sig != (SIGTRAP | 0x80)) {
-			/* signal-delivery-stop: hold the signal back until we let go */
-			if (pending && !*pending)
+			/* signal-delivery-stop: without `pending`, the thread runs its
+			 * own registers: deliver the signal now. With it, the thread
+			 * is about to run an injected syscall: hold the signal back. */
+			if (!pending) {
+				ptrace(resume_req, tid, 0, sig);
+				continue;
+			}
+			if (!*pending)
 				*pending = sig;
-			else if (pending && *pending != sig)
+			else if (*pending != sig)
 				log_debug("thread %d: dropping duplicate signal %d while traced", tid, sig);
 		}
 		ptrace(resume_req, tid, 0, 0);
@@ -185,31 +191,26 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 					goto out;
 				continue;
 			}
-			int pending = 0;
-			if (interrupt_thread(tid, &pending, err) < 0) {
+			if (interrupt_thread(tid, NULL, err) < 0) {
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			struct user_regs_struct regs;
 			if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
 				vmsh_error(err, errno, "read registers of thread %d", tid);
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			if (pass == 0 && regs_in_kvm_run(&regs)) {
 				if (!fallback)
 					fallback = tid;
 				ptrace(PTRACE_DETACH, tid, 0, 0);
-				tracer_reraise(pid, tid, pending);
 				continue;
 			}
 			tracer_fixup_restart(&regs);
 			t->main.saved = regs;
 			t->main.saved_valid = true;
 			t->main.tid = tid;
-			t->main.pending_sig = pending;
 			t->attached = true;
 			rc = 0;
 		}
@@ -265,7 +266,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	for (size_t i = 0; i < t->n_others; i++) {
 		struct inj_thread *th = &t->others[i];
 		struct vmsh_err e2 = { 0 };
-		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, &th->pending_sig, &e2) < 0) {
+		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, NULL, &e2) < 0) {
 			/* exited: forget it */
 			th->tid = 0;
 			continue;
