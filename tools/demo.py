@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Boot a demo VM and show what `vmsh list` and `vmsh inspect` see.
+"""Boot a demo VM and show what `vmsh list` and `vmsh inspect` see, and load
+vmsh's kernel library into it once (`vmsh library`).
 
 usage: tools/demo.py [--machine pc|q35|microvm] [--kernel 6.1|6.12] [--json]
 
@@ -28,7 +29,8 @@ def main():
         print(f"\n== demo VM 'vmsh-demo' ({a.machine}, Linux {g.console('uname -r').strip()}) "
               f"runs as qemu PID {g.pid} on the {host.mode} KVM host\n")
         for cmd in (f"{vmsh} list",
-                    f"{vmsh} inspect {'--json ' if a.json else ''}-s jiffies -s _printk -s iomem_resource vmsh-demo"):
+                    f"{vmsh} inspect {'--json ' if a.json else ''}-s jiffies -s _printk -s iomem_resource vmsh-demo",
+                    f"{vmsh} library vmsh-demo"):
             print(f"$ {cmd.replace(vmsh, 'vmsh')}")
             rc, out = host.run(cmd, 300)
             print(out.rstrip())
@@ -38,6 +40,8 @@ def main():
             print()
         print("$ grep -E ' (_text|jiffies|_printk|iomem_resource)$' /proc/kallsyms   # inside the guest")
         print(g.console("grep -E ' (_text|jiffies|_printk|iomem_resource)$' /proc/kallsyms").rstrip())
+        print("$ dmesg | grep vmsh   # inside the guest: the kernel library's line")
+        print(g.console("dmesg | grep vmsh").rstrip())
         return 0
     finally:
         host.close()
