@@ -2,10 +2,13 @@
 #ifndef VMSH_COMMANDS_H
 #define VMSH_COMMANDS_H
 
+#include <stdbool.h>
+
 struct vmsh_command {
 	const char *name;
 	const char *summary;
 	int (*run)(int argc, char **argv);
+	bool guarded; /* attaches to a hypervisor: run in a child that outlives us (main.c) */
 };
 
 int cmd_list(int argc, char **argv);

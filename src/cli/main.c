@@ -1,7 +1,12 @@
 /* main.c - vmsh entry point: global options and the command table. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "common/cleanup.h"
@@ -9,9 +14,9 @@
 #include "common/log.h"
 
 static const struct vmsh_command commands[] = {
-	{ "list", "list the KVM virtual machines on this host", cmd_list },
-	{ "inspect", "show vCPUs, memory and guest kernel of a running VM", cmd_inspect },
-	{ "library", "load vmsh's kernel library into a guest, run it once, remove it", cmd_library },
+	{ "list", "list the KVM virtual machines on this host", cmd_list, false },
+	{ "inspect", "show vCPUs, memory and guest kernel of a running VM", cmd_inspect, true },
+	{ "library", "load vmsh's kernel library into a guest, run it once, remove it", cmd_library, true },
 };
 
 static void usage(FILE *out)
@@ -25,6 +30,51 @@ static void usage(FILE *out)
 		     "  -v, --verbose  more diagnostics (twice: debug)\n"
 		     "  -q, --quiet    only errors\n"
 		     "  -h, --help     this help; 'vmsh COMMAND --help' for a command\n");
+}
+
+static pid_t guarded_child;
+
+static void forward_signal(int sig)
+{
+	if (guarded_child > 0)
+		kill(guarded_child, sig);
+}
+
+/* Commands that attach to a hypervisor run in a child process. If vmsh (the
+ * process the user started) is killed, even with SIGKILL, the child gets
+ * SIGTERM (PR_SET_PDEATHSIG), which it holds until it has let the
+ * hypervisor go: a confined hypervisor's seccomp filter is never left to
+ * judge a syscall we injected. Other signals are forwarded; the exit status
+ * (or death by a signal) is passed through. */
+static int run_guarded(const struct vmsh_command *c, int argc, char **argv)
+{
+	fflush(NULL);
+	pid_t parent = getpid();
+	pid_t child = fork();
+	if (child < 0)
+		return c->run(argc, argv);
+	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(EXIT_VMSH_FAILED);
+		int rc = c->run(argc, argv);
+		fflush(NULL);
+		_exit(rc);
+	}
+	guarded_child = child;
+	static const int fwd[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	for (size_t i = 0; i < ARRAY_SIZE(fwd); i++)
+		signal(fwd[i], forward_signal);
+	int st;
+	while (waitpid(child, &st, 0) < 0)
+		if (errno != EINTR)
+			return EXIT_VMSH_FAILED;
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	int sig = WIFSIGNALED(st) ? WTERMSIG(st) : SIGABRT;
+	signal(sig, SIG_DFL);
+	raise(sig);
+	return 128 + sig;
 }
 
 int main(int argc, char **argv)
@@ -54,7 +104,8 @@ int main(int argc, char **argv)
 	}
 	for (size_t k = 0; k < ARRAY_SIZE(commands); k++)
 		if (!strcmp(argv[i], commands[k].name))
-			return commands[k].run(argc - i, argv + i);
+			return commands[k].guarded && !getenv("VMSH_NO_GUARD") ? run_guarded(&commands[k], argc - i, argv + i)
+								       : commands[k].run(argc - i, argv + i);
 	fprintf(stderr, "vmsh: unknown command '%s'\n", argv[i]);
 	usage(stderr);
 	return EXIT_VMSH_USAGE;

@@ -58,6 +58,26 @@ def test_sigkill_at_random_points_never_harms_the_hypervisor(testvmm):
     assert j["memslots"]["ids"] == sorted(s["id"] for s in testvmm.truth["vms"][0]["slots"])
 
 
+def test_killing_vmsh_never_harms_a_confined_hypervisor(testvmm_sandboxed):
+    """testvmm --sandbox kills itself on any syscall outside a short list
+    (ioctl only for KVM_RUN), as Firecracker does. SIGKILL of the vmsh the
+    user started, at random instants: its worker finishes and lets go, so
+    the filter never judges a syscall vmsh injected."""
+    vmm = testvmm_sandboxed
+    rng = random.Random(99)
+    for i in range(30):
+        delay = rng.uniform(0, 0.02)
+        kill_inspect_at(vmm.pid, delay)
+        time.sleep(0.05)
+        assert vmm.alive(), f"sandboxed hypervisor died (kill {i} after {delay * 1000:.2f} ms)"
+    # the workers finished (they hold no tracer on the VMM any more)
+    deadline = time.monotonic() + 10
+    while vmm.proc_status()["TracerPid"] != "0" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert_healthy(vmm, "after killing vmsh 30 times")
+    inspect_json(vmm.pid)
+
+
 def test_signals_to_the_hypervisor_while_inspected(testvmm):
     """Signals keep arriving at the hypervisor's threads while vmsh holds
     them (qemu kicks its vCPU threads with SIGUSR1): they are delivered or
