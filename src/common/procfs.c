@@ -69,16 +69,8 @@ int procfs_list_tasks(pid_t pid, pid_t **tids, size_t *n, struct vmsh_err *err)
 	while (v && (de = readdir(d))) {
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
-		if (cnt == cap) {
-			pid_t *nv = realloc(v, cap * 2 * sizeof(*v));
-			if (!nv) {
-				free(v);
-				v = NULL;
-				break;
-			}
-			v = nv;
-			cap *= 2;
-		}
+		if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0)
+			break;
 		v[cnt++] = (pid_t)atoi(de->d_name);
 	}
 	closedir(d);
@@ -109,16 +101,8 @@ int procfs_list_fds(pid_t pid, struct proc_fd **fds, size_t *n, struct vmsh_err 
 	while (v && (de = readdir(d))) {
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
-		if (cnt == cap) {
-			struct proc_fd *nv = realloc(v, cap * 2 * sizeof(*v));
-			if (!nv) {
-				free(v);
-				v = NULL;
-				break;
-			}
-			v = nv;
-			cap *= 2;
-		}
+		if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0)
+			break;
 		char lpath[384];
 		snprintf(lpath, sizeof(lpath), "%s/%s", path, de->d_name);
 		ssize_t l = readlink(lpath, v[cnt].target, sizeof(v[cnt].target) - 1);
@@ -178,15 +162,8 @@ int procfs_read_maps(pid_t pid, struct proc_map **maps, size_t *n, struct vmsh_e
 		char *nl = strchr(line, '\n');
 		if (nl)
 			*nl = '\0';
-		if (cnt == cap) {
-			struct proc_map *nv = realloc(v, cap * 2 * sizeof(*v));
-			if (!nv) {
-				free(v);
-				return vmsh_error(err, ENOMEM, "parse '%s'", path);
-			}
-			v = nv;
-			cap *= 2;
-		}
+		if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0)
+			return vmsh_error(err, ENOMEM, "parse '%s'", path);
 		if (procfs_parse_map_line(line, &v[cnt]) == 0)
 			cnt++;
 		line = nl ? nl + 1 : NULL;

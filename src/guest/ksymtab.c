@@ -36,7 +36,7 @@ const char *ksymtab_format_name(enum ksymtab_format f)
 	}
 }
 
-static size_t entry_size(enum ksymtab_format f)
+size_t ksymtab_entry_size(enum ksymtab_format f)
 {
 	switch (f) {
 	case KSYMTAB_ABS: return 16;
@@ -95,7 +95,7 @@ static bool valid_name_at(const struct scan *s, int64_t off)
 /* Image offset the name field of the entry at `e` points to, or -1. */
 static int64_t name_off(const struct scan *s, size_t e)
 {
-	size_t es = entry_size(s->fmt);
+	size_t es = ksymtab_entry_size(s->fmt);
 	if (e + es > s->len)
 		return -1;
 	switch (s->fmt) {
@@ -152,7 +152,7 @@ static bool valid_ns(const struct scan *s, size_t e)
 
 static bool valid_entry(const struct scan *s, int64_t e)
 {
-	if (e < 0 || (size_t)e + entry_size(s->fmt) > s->len)
+	if (e < 0 || (size_t)e + ksymtab_entry_size(s->fmt) > s->len)
 		return false;
 	return valid_name_at(s, name_off(s, (size_t)e)) && valid_ns(s, (size_t)e);
 }
@@ -160,7 +160,7 @@ static bool valid_entry(const struct scan *s, int64_t e)
 /* Number of consecutive valid entries starting at e going in direction dir. */
 static size_t run_length(const struct scan *s, int64_t e, int dir, size_t max)
 {
-	size_t es = entry_size(s->fmt), n = 0;
+	size_t es = ksymtab_entry_size(s->fmt), n = 0;
 	while (n < max && valid_entry(s, e)) {
 		n++;
 		e += dir * (int64_t)es;
@@ -267,7 +267,7 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT, "no exported-symbol table found in kernel image");
 
 	/* bound __ksymtab_strings from the anchor's run */
-	size_t es = entry_size(s.fmt);
+	size_t es = ksymtab_entry_size(s.fmt);
 	size_t back = run_length(&s, (int64_t)entry, -1, SIZE_MAX);
 	size_t fwd = run_length(&s, (int64_t)entry, 1, SIZE_MAX);
 	size_t first = entry - (back - 1) * es;

@@ -36,6 +36,8 @@ struct ksymtab {
 };
 
 const char *ksymtab_format_name(enum ksymtab_format f);
+/* Bytes of one table entry in layout f (0 for KSYMTAB_NONE). */
+size_t ksymtab_entry_size(enum ksymtab_format f);
 
 /* Find every export table in img (len bytes, mapped at virtual address
  * base_va in the guest). */

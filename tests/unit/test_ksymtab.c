@@ -42,16 +42,7 @@ struct kimg {
 	size_t next_tab;   /* where the next table goes */
 };
 
-static size_t entry_size(enum ksymtab_format f)
-{
-	switch (f) {
-	case KSYMTAB_ABS: return 16;
-	case KSYMTAB_ABS_NS: return 24;
-	case KSYMTAB_PREL32: return 8;
-	case KSYMTAB_PREL32_NS: return 12;
-	default: return 0;
-	}
-}
+#define entry_size ksymtab_entry_size
 
 static void w32(uint8_t *p, int64_t v)
 {
