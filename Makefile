@@ -6,14 +6,14 @@
 
 CC ?= gcc
 BUILD ?= build
-PKGS := json-c
+PKGS := json-c liburing
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_BASE := -std=gnu11 $(WARN) -g -Isrc -Iguest-lib $(shell pkg-config --cflags $(PKGS)) -D_GNU_SOURCE
 CFLAGS ?= -O2
 LIBS := $(shell pkg-config --libs $(PKGS))
 SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c src/devices/*.c) \
+LIB_SRCS := $(wildcard src/common/*.c src/tracer/*.c src/kvm/*.c src/guest/*.c src/loader/*.c src/devices/*.c src/console/*.c) \
 	    $(filter-out src/cli/main.c,$(wildcard src/cli/*.c))
 MAIN_SRC := src/cli/main.c
 HDRS := $(wildcard src/*/*.h) guest-lib/channel.h
@@ -87,6 +87,7 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a $(LOADE
 		-o $@ $< $(BUILD)/san/libvmsh.a $(LIBS) -lcmocka
 
 -include tests/fixtures/fixtures.mk
+-include guest-helper/helper.mk
 
 check-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

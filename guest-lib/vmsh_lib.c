@@ -4,11 +4,14 @@
  * red zone, no SSE, IBT landing pads) and linked against the guest's exported
  * symbols by vmsh's loader. The borrowed vCPU only runs entry.S and
  * vmsh_entry_c, which queues a work item; everything else runs in that work
- * item, in process context of a kernel worker. */
+ * item, in process context of a kernel worker, and does what the host asked
+ * for in vmsh_channel.op. */
 #include "channel.h"
 
 typedef unsigned long size_t;
+typedef long ssize_t;
 typedef _Bool bool;
+typedef unsigned int u32;
 
 struct list_head {
 	struct list_head *next, *prev;
@@ -23,13 +26,63 @@ struct work_struct {
 	void (*func)(struct work_struct *work);
 };
 
+/* struct resource as of Linux 4.6 and later (desc added in 4.6). */
+struct resource {
+	unsigned long long start, end;
+	const char *name;
+	unsigned long flags, desc;
+	struct resource *parent, *sibling, *child;
+};
+#define IORESOURCE_MEM 0x00000200UL
+#define IORESOURCE_IRQ 0x00000400UL
+#define PLATFORM_DEVID_AUTO (-2)
+#define ACPI_EDGE_SENSITIVE 1
+#define ACPI_ACTIVE_HIGH 0
+#define UMH_WAIT_EXEC 1
+#define O_WRONLY 01
+#define O_CREAT 0100
+#define O_EXCL 0200
+#define ETXTBSY 26
+#define ENOENT 2
+#define ENODEV 19
+#define ETIMEDOUT 110
+#define ECANCELED 125
+#define EBUSY 16
+#define MAX_ERRNO 4095
+
+struct platform_device;
+struct file;
+typedef int irqreturn_t;
+
 extern int _printk(const char *fmt, ...);
 extern bool queue_work_on(int cpu, void *wq, struct work_struct *work);
 extern void *system_wq;
 extern char init_uts_ns[];
+extern void msleep(unsigned int msecs);
+extern int __request_module(bool wait, const char *fmt, ...);
+extern int acpi_register_gsi(void *dev, u32 gsi, int trigger, int polarity);
+extern void acpi_unregister_gsi(u32 gsi);
+extern int request_threaded_irq(unsigned int irq, irqreturn_t (*handler)(int, void *), irqreturn_t (*thread_fn)(int, void *),
+				unsigned long flags, const char *name, void *dev);
+extern const void *free_irq(unsigned int irq, void *dev_id);
+extern struct platform_device *platform_device_alloc(const char *name, int id);
+extern int platform_device_add_resources(struct platform_device *pdev, const struct resource *res, unsigned int num);
+extern int platform_device_add(struct platform_device *pdev);
+extern void platform_device_put(struct platform_device *pdev);
+extern void platform_device_unregister(struct platform_device *pdev);
+extern struct file *filp_open(const char *filename, int flags, unsigned short mode);
+extern int filp_close(struct file *filp, void *id);
+extern ssize_t kernel_write(struct file *file, const void *buf, size_t count, long long *pos);
+extern int call_usermodehelper(const char *path, char **argv, char **envp, int wait);
 
 struct vmsh_channel vmsh_channel = { .magic = VMSH_CHANNEL_MAGIC };
 static struct work_struct vmsh_work;
+static struct platform_device *vmsh_devs[VMSH_MAX_DEVS];
+static long long vmsh_gsi = -1;
+static int vmsh_probe_cookie;
+
+#define HELPER_MAX_ARGS 64
+static char *helper_args[HELPER_MAX_ARGS + 2];
 
 void vmsh_work_fn(struct work_struct *work); /* entry.S: runs vmsh_work_body, then marks done */
 
@@ -39,6 +92,11 @@ static void copy_str(char *dst, const char *src, size_t n)
 	for (; i + 1 < n && src[i]; i++)
 		dst[i] = src[i];
 	dst[i] = '\0';
+}
+
+static bool is_err(const void *p)
+{
+	return (unsigned long)p >= (unsigned long)-MAX_ERRNO;
 }
 
 /* struct uts_namespace starts with struct new_utsname: sysname[65],
@@ -51,11 +109,226 @@ static const char *guest_release(void)
 	return init_uts_ns + 2 * 65;
 }
 
+static void fail(int step, long long error, const char *what)
+{
+	vmsh_channel.step = (unsigned long long)step;
+	vmsh_channel.error = error;
+	copy_str(vmsh_channel.message, what, sizeof(vmsh_channel.message));
+	_printk("vmsh: %s (error %lld)\n", what, error);
+}
+
+static irqreturn_t probe_handler(int irq, void *dev)
+{
+	(void)irq;
+	(void)dev;
+	return 0; /* IRQ_NONE: we never expect it */
+}
+
+/* An IOAPIC line that no driver of the guest holds, translated into the
+ * guest's IRQ number through its own interrupt setup (ACPI). The lines that
+ * PCI and ISA devices usually use come last. */
+static int pick_irq_line(void)
+{
+	static const unsigned char order[] = { 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 11, 10, 7, 6, 5 };
+	for (unsigned i = 0; i < sizeof(order); i++) {
+		int irq = acpi_register_gsi((void *)0, order[i], ACPI_EDGE_SENSITIVE, ACPI_ACTIVE_HIGH);
+		if (irq <= 0)
+			continue;
+		if (request_threaded_irq((unsigned)irq, probe_handler, (void *)0, 0, "vmsh-probe", &vmsh_probe_cookie) == 0) {
+			free_irq((unsigned)irq, &vmsh_probe_cookie);
+			vmsh_gsi = order[i];
+			vmsh_channel.gsi = order[i];
+			vmsh_channel.irq = irq;
+			return 0;
+		}
+		acpi_unregister_gsi(order[i]);
+	}
+	return -EBUSY;
+}
+
+/* The host sets `go` once it listens on the line and traps the device
+ * set-up; give up after ~20 s (the host died). */
+static int wait_for_host(void)
+{
+	vmsh_channel.phase = VMSH_PHASE_WAIT_HOST;
+	for (int i = 0; i < 20000; i++) {
+		unsigned long long go = *(volatile unsigned long long *)&vmsh_channel.go;
+		if (go == 1)
+			return 0;
+		if (go == 2)
+			return -ECANCELED;
+		msleep(1);
+	}
+	return -ETIMEDOUT;
+}
+
+static int add_device(int i)
+{
+	struct resource res[2] = {
+		{ .start = vmsh_channel.dev_gpa[i], .end = vmsh_channel.dev_gpa[i] + 0xfff, .name = "vmsh",
+		  .flags = IORESOURCE_MEM },
+		{ .start = (unsigned long long)vmsh_channel.irq, .end = (unsigned long long)vmsh_channel.irq,
+		  .name = "vmsh", .flags = IORESOURCE_IRQ },
+	};
+	struct platform_device *pdev = platform_device_alloc("virtio-mmio", PLATFORM_DEVID_AUTO);
+	if (!pdev)
+		return -12;
+	int rc = platform_device_add_resources(pdev, res, 2);
+	if (rc == 0)
+		rc = platform_device_add(pdev);
+	if (rc) {
+		platform_device_put(pdev);
+		return rc;
+	}
+	vmsh_devs[i] = pdev;
+	return 0;
+}
+
+static void remove_devices(void)
+{
+	for (int i = VMSH_MAX_DEVS - 1; i >= 0; i--) {
+		if (vmsh_devs[i])
+			platform_device_unregister(vmsh_devs[i]);
+		vmsh_devs[i] = (void *)0;
+	}
+	if (vmsh_gsi >= 0)
+		acpi_unregister_gsi((u32)vmsh_gsi);
+	vmsh_gsi = -1;
+}
+
+static const char *helper_dirs[] = { "/dev/", "/run/", "/tmp/" };
+
+static int write_helper(void)
+{
+	const char *name = ".vmsh-helper";
+	int rc = -ENOENT;
+	for (unsigned d = 0; d < sizeof(helper_dirs) / sizeof(helper_dirs[0]); d++) {
+		char *path = vmsh_channel.helper_path;
+		size_t n = 0;
+		for (const char *s = helper_dirs[d]; *s; s++)
+			path[n++] = *s;
+		for (const char *s = name; *s; s++)
+			path[n++] = *s;
+		path[n] = '\0';
+		struct file *f = filp_open(path, O_WRONLY | O_CREAT | O_EXCL, 0700);
+		if (is_err(f)) {
+			rc = (int)(long)f;
+			continue;
+		}
+		long long pos = 0;
+		const char *src = (const char *)vmsh_channel.helper_va;
+		size_t left = vmsh_channel.helper_len;
+		while (left) {
+			ssize_t w = kernel_write(f, src + pos, left, &pos);
+			if (w <= 0) {
+				rc = w < 0 ? (int)w : -5;
+				break;
+			}
+			left -= (size_t)w;
+		}
+		filp_close(f, (void *)0);
+		if (!left)
+			return 0;
+	}
+	vmsh_channel.helper_path[0] = '\0';
+	return rc;
+}
+
+static int start_helper(void)
+{
+	static char *envp[] = { "HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin", (void *)0 };
+	int rc = write_helper();
+	if (rc)
+		return rc;
+	size_t n = 0;
+	helper_args[n++] = vmsh_channel.helper_path;
+	const char *p = vmsh_channel.helper_argv;
+	const char *end = vmsh_channel.helper_argv + sizeof(vmsh_channel.helper_argv);
+	for (unsigned long long a = 0; a < vmsh_channel.helper_argc && n < HELPER_MAX_ARGS && p < end; a++) {
+		helper_args[n++] = (char *)p;
+		while (p < end && *p)
+			p++;
+		p++;
+	}
+	helper_args[n] = (void *)0;
+	vmsh_channel.helper_argv[sizeof(vmsh_channel.helper_argv) - 1] = '\0';
+	/* the file we just closed may still be held by a delayed fput */
+	for (int tries = 0; tries < 200; tries++) {
+		rc = call_usermodehelper(vmsh_channel.helper_path, helper_args, envp, UMH_WAIT_EXEC);
+		if (rc != -ETXTBSY)
+			break;
+		msleep(5);
+	}
+	return rc;
+}
+
+static void devices_add(void)
+{
+	/* drivers that are modules: loaded if the guest has them; a missing
+	 * one shows on the host as a device no driver acknowledges */
+	__request_module(1, "virtio_mmio");
+	__request_module(1, "virtio_blk");
+	__request_module(1, "virtio_console");
+	int rc = pick_irq_line();
+	if (rc) {
+		fail(1, rc, "no free interrupt line in the guest");
+		return;
+	}
+	rc = wait_for_host();
+	if (rc) {
+		remove_devices();
+		fail(2, rc, "the host did not answer");
+		return;
+	}
+	vmsh_channel.phase = VMSH_PHASE_REGISTERING;
+	for (unsigned long long i = 0; i < vmsh_channel.n_devs && i < VMSH_MAX_DEVS; i++) {
+		rc = add_device((int)i);
+		vmsh_channel.dev_ok[i] = rc ? rc : 1;
+		if (rc) {
+			remove_devices();
+			fail(3, rc, "registering a virtio-mmio platform device failed");
+			return;
+		}
+	}
+	_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld)\n", vmsh_channel.n_devs,
+		vmsh_channel.dev_gpa[0], vmsh_channel.gsi, vmsh_channel.irq);
+	if (vmsh_channel.helper_va && vmsh_channel.helper_len) {
+		vmsh_channel.phase = VMSH_PHASE_HELPER;
+		rc = start_helper();
+		vmsh_channel.helper_pid_rc = rc;
+		if (rc)
+			fail(4, rc, "starting the helper failed");
+	}
+}
+
+static void devices_remove(void)
+{
+	int rc = wait_for_host();
+	if (rc) {
+		fail(2, rc, "the host did not answer");
+		return;
+	}
+	remove_devices();
+	_printk("vmsh: devices removed\n");
+}
+
 void vmsh_work_body(void)
 {
-	const char *release = guest_release();
-	_printk("vmsh: library loaded at %px in Linux %s\n", (void *)vmsh_channel.load_base, release);
-	copy_str(vmsh_channel.message, release, sizeof(vmsh_channel.message));
+	vmsh_channel.error = 0;
+	vmsh_channel.phase = VMSH_PHASE_RUNNING;
+	switch (vmsh_channel.op) {
+	case VMSH_OP_DEVICES_ADD:
+		devices_add();
+		break;
+	case VMSH_OP_DEVICES_REMOVE:
+		devices_remove();
+		break;
+	default: {
+		const char *release = guest_release();
+		_printk("vmsh: library loaded at %px in Linux %s\n", (void *)vmsh_channel.load_base, release);
+		copy_str(vmsh_channel.message, release, sizeof(vmsh_channel.message));
+	}
+	}
 }
 
 /* Called by entry.S on a borrowed vCPU, at whatever the guest was doing

@@ -8,6 +8,8 @@ pkgs=(
 	gcc make pkg-config libjson-c-dev libseccomp-dev
 	# unit tests
 	libcmocka-dev
+	# devices: io_uring backend; images; benchmarks
+	liburing-dev e2fsprogs fio dropbear-bin openssh-client
 	# end-to-end: hypervisor, guest images, orchestration
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod
 	xz-utils zstd lz4 gzip python3 python3-pytest python3-pexpect util-linux procps

@@ -14,6 +14,7 @@ struct vmsh_command {
 int cmd_list(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_library(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Exit codes of vmsh's own failures (a command's status passes through). */
 enum {

@@ -51,7 +51,7 @@ static void reset(struct vmmio_dev *d)
 		d->ops->reset(d->opaque);
 }
 
-static void needs_reset(struct vmmio_dev *d, const char *why)
+void vmmio_fail(struct vmmio_dev *d, const char *why)
 {
 	if (!(d->status & VIRTIO_STATUS_NEEDS_RESET))
 		snprintf(d->why, sizeof(d->why), "%s", why);
@@ -67,7 +67,7 @@ static bool queue_writable(struct vmmio_dev *d, struct vmmio_queue *q)
 	if (!q)
 		return false;
 	if (q->ready || (d->status & VIRTIO_STATUS_DRIVER_OK)) {
-		needs_reset(d, "queue changed while in use");
+		vmmio_fail(d, "queue changed while in use");
 		return false;
 	}
 	return true;
@@ -81,13 +81,13 @@ static void set_status(struct vmmio_dev *d, uint32_t val)
 	}
 	uint32_t added = val & ~d->status;
 	if (d->status & ~val & ~VIRTIO_STATUS_NEEDS_RESET) {
-		needs_reset(d, "status bits cleared without a reset");
+		vmmio_fail(d, "status bits cleared without a reset");
 		return;
 	}
 	if ((added & VIRTIO_STATUS_FEATURES_OK) &&
 	    ((d->driver_features & ~d->device_features) || !vmmio_feature(d, VIRTIO_F_VERSION_1))) {
 		if (val & VIRTIO_STATUS_DRIVER_OK) {
-			needs_reset(d, "DRIVER_OK with refused features");
+			vmmio_fail(d, "DRIVER_OK with refused features");
 			return;
 		}
 		/* the driver reads FEATURES_OK back and sees it refused */
@@ -95,14 +95,14 @@ static void set_status(struct vmmio_dev *d, uint32_t val)
 		return;
 	}
 	if ((added & VIRTIO_STATUS_DRIVER_OK) && !(val & VIRTIO_STATUS_FEATURES_OK)) {
-		needs_reset(d, "DRIVER_OK without FEATURES_OK");
+		vmmio_fail(d, "DRIVER_OK without FEATURES_OK");
 		return;
 	}
 	if (added & VIRTIO_STATUS_DRIVER_OK) {
 		for (unsigned i = 0; i < d->n_queues; i++) {
 			struct vmmio_queue *q = &d->q[i];
 			if (q->ready && (q->num == 0 || q->num > q->num_max || (q->num & (q->num - 1)))) {
-				needs_reset(d, "queue size not a power of two up to the maximum");
+				vmmio_fail(d, "queue size not a power of two up to the maximum");
 				return;
 			}
 		}
@@ -131,7 +131,7 @@ void vmmio_write(struct vmmio_dev *d, uint32_t off, unsigned size, uint32_t val)
 	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: d->driver_features_sel = val; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
 		if (d->status & VIRTIO_STATUS_FEATURES_OK) {
-			needs_reset(d, "features changed after FEATURES_OK");
+			vmmio_fail(d, "features changed after FEATURES_OK");
 			break;
 		}
 		if (d->driver_features_sel < 2)
@@ -149,7 +149,7 @@ void vmmio_write(struct vmmio_dev *d, uint32_t off, unsigned size, uint32_t val)
 			q->ready = false;
 		} else if (!q->ready && queue_writable(d, q)) {
 			if (q->num == 0 || q->num > q->num_max || (q->num & (q->num - 1)))
-				needs_reset(d, "queue enabled with a bad size");
+				vmmio_fail(d, "queue enabled with a bad size");
 			else
 				q->ready = true;
 		}

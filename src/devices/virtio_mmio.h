@@ -97,6 +97,9 @@ void vmmio_write(struct vmmio_dev *d, uint32_t off, unsigned size, uint32_t val)
 void vmmio_render(const struct vmmio_dev *d, uint8_t page[4096]);
 /* The device raises an interrupt reason (1: used buffer, 2: config change). */
 void vmmio_raise(struct vmmio_dev *d, uint32_t reason);
+/* The device is broken (e.g. a malformed queue): DEVICE_NEEDS_RESET, and a
+ * config-change interrupt reason when the driver runs. */
+void vmmio_fail(struct vmmio_dev *d, const char *why);
 bool vmmio_feature(const struct vmmio_dev *d, unsigned bit);
 
 #endif

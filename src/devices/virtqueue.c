@@ -16,16 +16,31 @@ struct vring_desc {
 	uint16_t next;
 };
 
+static int vbroken(struct virtqueue *vq, const char *fmt, va_list ap)
+{
+	if (!vq->broken)
+		vsnprintf(vq->why, sizeof(vq->why), fmt, ap);
+	vq->broken = true;
+	vq->can_unpop = false;
+	return -1;
+}
+
 static int broken(struct virtqueue *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int broken(struct virtqueue *vq, const char *fmt, ...)
 {
-	if (!vq->broken) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(vq->why, sizeof(vq->why), fmt, ap);
-		va_end(ap);
-	}
-	vq->broken = true;
+	va_list ap;
+	va_start(ap, fmt);
+	vbroken(vq, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int vq_break(struct virtqueue *vq, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vbroken(vq, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
@@ -136,6 +151,7 @@ static int walk_indirect(struct virtqueue *vq, struct vq_chain *c, const struct 
 
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
 {
+	vq->can_unpop = false;
 	if (vq->broken)
 		return -1;
 	uint16_t avail_idx;
@@ -179,11 +195,22 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
 	}
 	chain->bufs = vq->scratch;
 	vq->last_avail++;
+	vq->can_unpop = true;
 	return 1;
+}
+
+int vq_unpop(struct virtqueue *vq)
+{
+	if (vq->broken || !vq->can_unpop)
+		return -1;
+	vq->can_unpop = false;
+	vq->last_avail--;
+	return 0;
 }
 
 int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 {
+	vq->can_unpop = false;
 	if (vq->broken)
 		return -1;
 	struct {

@@ -48,6 +48,7 @@ struct virtqueue {
 	uint16_t last_avail;    /* next available entry to take */
 	uint16_t used_idx;      /* next used entry to write */
 	bool broken;
+	bool can_unpop;         /* the last vq_pop took a chain vq_unpop may give back */
 	char why[128];          /* first violation, for the log */
 	struct vq_mem mem;
 	struct vq_buf *scratch; /* chain storage */
@@ -63,6 +64,15 @@ void vq_free(struct virtqueue *vq);
 /* Take the next available chain: 1 and *chain filled (valid until the next
  * vq_pop), 0 if none is available, -1 if the queue is (now) broken. */
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain);
+/* Give back the chain the last vq_pop returned, unused: the next vq_pop
+ * takes it again (reading and checking it anew). For a device that cannot
+ * take a chain yet, since there is no peek. Only once per vq_pop and before
+ * its vq_push; -1 if there is nothing to give back or the queue is broken. */
+int vq_unpop(struct virtqueue *vq);
+/* Mark the queue broken for a violation the device found in a chain (wrong
+ * buffer directions, too small for what the protocol needs); returns -1.
+ * The first reason is kept in vq->why. */
+int vq_break(struct virtqueue *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Return a chain as used, with `written` bytes written into its device-
  * writable buffers. -1 if the queue is broken. */
 int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);

@@ -127,3 +127,11 @@ size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range 
 	}
 	return k;
 }
+
+bool iomem_range_free(const struct iomem_entry *e, size_t n, uint64_t gpa, uint64_t size)
+{
+	for (size_t i = 0; i < n; i++)
+		if (e[i].depth == 0 && e[i].start < gpa + size && gpa <= e[i].end)
+			return false;
+	return true;
+}

@@ -17,6 +17,9 @@ struct iomem_entry {
 int iomem_read(struct guest_mem *gm, const struct guest_kernel *k, struct iomem_entry *out, size_t max,
 	       struct vmsh_err *err);
 /* Top-level "System RAM" entries, widened to whole pages. */
+/* Is [gpa, gpa+size) clear of everything in the guest's own map (RAM, PCI
+ * windows, reserved ranges such as AMD's HyperTransport hole)? */
+bool iomem_range_free(const struct iomem_entry *e, size_t n, uint64_t gpa, uint64_t size);
 size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range *out, size_t max);
 
 #endif

@@ -50,6 +50,11 @@ struct kvm_vm {
 
 int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err);
 void kvm_vm_close(struct kvm_vm *vm);
+/* Let the hypervisor go completely (nothing traced) while keeping what we
+ * know about the VM, and take it again later (a new injection thread and
+ * scratch area). */
+void kvm_vm_release(struct kvm_vm *vm);
+int kvm_vm_reacquire(struct kvm_vm *vm, struct vmsh_err *err);
 
 /* ioctl(fd, req, arg) inside the hypervisor. arg (len bytes, may be NULL) is
  * copied in before and out after. *ret gets the result or -errno. */

@@ -41,6 +41,22 @@ void kvm_vm_close(struct kvm_vm *vm)
 	vm->vcpus = NULL;
 }
 
+void kvm_vm_release(struct kvm_vm *vm)
+{
+	tracer_detach(vm->tr);
+	vm->scratch = 0;
+}
+
+int kvm_vm_reacquire(struct kvm_vm *vm, struct vmsh_err *err)
+{
+	if (vm->tr->attached)
+		return 0;
+	if (tracer_attach(vm->tr, vm->pid, err) < 0)
+		return -1;
+	vm->scratch = vm->tr->main.scratch;
+	return 0;
+}
+
 int kvm_ioctl(struct kvm_vm *vm, int fd, unsigned long req, void *arg, size_t len, int64_t *ret, struct vmsh_err *err)
 {
 	if (len > vm->scratch_size)

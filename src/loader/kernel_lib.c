@@ -22,14 +22,6 @@ extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
 
 /* Is [gpa, gpa+size) clear of everything in the guest's own map (RAM, PCI
  * windows, reserved ranges such as AMD's HyperTransport hole)? */
-static bool gpa_unused(const struct iomem_entry *e, size_t n, uint64_t gpa, uint64_t size)
-{
-	for (size_t i = 0; i < n; i++)
-		if (e[i].depth == 0 && e[i].start < gpa + size && gpa <= e[i].end)
-			return false;
-	return true;
-}
-
 static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 {
 	const struct guest_kernel *k = opaque;
@@ -46,7 +38,7 @@ static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size
 {
 	/* from 4 GiB up to 512 GiB (the smallest MAXPHYADDR of 64-bit CPUs) */
 	for (uint64_t gpa = 1ULL << 32; gpa + KLIB_MEM_SIZE <= (1ULL << 39); gpa += GIB) {
-		if (!gpa_unused(iomem, n, gpa, KLIB_MEM_SIZE))
+		if (!iomem_range_free(iomem, n, gpa, KLIB_MEM_SIZE))
 			continue;
 		struct vmsh_err e = { 0 };
 		if (kvm_slot_add(kl->vm, ids, NULL, 0, gpa, GIB, 1, kl->mem.remote, KLIB_MEM_SIZE, 0, &kl->slot, &e) == 0)
@@ -88,6 +80,11 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->slot.gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
 	    pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->slot.gpa + kl->lib.rx_size,
 			 lib_size - kl->lib.rx_size, PTE_RW | PTE_NX, &entry, err) < 0)
+		return -1;
+	/* the rest of the memory: data the library reads (the helper file) */
+	kl->used = lib_size + 2 * PAGE;
+	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->used, kl->slot.gpa + kl->used, KLIB_MEM_SIZE - kl->used,
+			 PTE_NX, &entry, err) < 0)
 		return -1;
 	/* the one write into the guest's own page tables */
 	__sync_synchronize();
@@ -159,10 +156,37 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 	return rc;
 }
 
+int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err)
+{
+	size_t off = (kl->used + 15) & ~(size_t)15;
+	if (len > KLIB_MEM_SIZE || off + len > KLIB_MEM_SIZE)
+		return vmsh_error(err, EFBIG, "%zu bytes do not fit into the library's memory (%zu free)", len,
+				  KLIB_MEM_SIZE - off);
+	memcpy(kl->mem.local + off, data, len);
+	kl->chan->helper_va = kl->region.va + off;
+	kl->chan->helper_len = len;
+	kl->used = off + len;
+	return 0;
+}
+
+bool klib_done(const struct kernel_lib *kl)
+{
+	return (((volatile struct vmsh_channel *)kl->chan)->state & 0xff) == VMSH_LIB_DONE;
+}
+
 int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
+{
+	if (klib_start(kl, timeout_ms, err) < 0)
+		return -1;
+	return klib_wait(kl, timeout_ms + 5000, err);
+}
+
+int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 {
 	uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)timeout_ms * 1000000ULL;
 	int rc;
+	kl->enter_attempts = 0;
+	kl->start_ns = t0;
 	while ((rc = try_enter(kl, err)) == 0) {
 		kl->enter_attempts++;
 		if (now_ns() > deadline)
@@ -174,14 +198,20 @@ int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	if (rc < 0)
 		return vmsh_err_prefix(err, "enter the kernel library");
 	kl->enter_ns = now_ns() - t0;
+	return 0;
+}
+
+int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	volatile struct vmsh_channel *c = kl->chan;
 	while ((c->state & 0xff) != VMSH_LIB_DONE) {
-		if (now_ns() > deadline + 5000000000ULL)
+		if (now_ns() > deadline)
 			return vmsh_error(err, ETIMEDOUT, "the kernel library did not report back (state %llu, entered %llu)",
 					  (unsigned long long)c->state, (unsigned long long)c->entered);
 		sleep_ms(1);
 	}
-	kl->done_ns = now_ns() - t0;
+	kl->done_ns = now_ns() - kl->start_ns;
 	if (c->error)
 		return vmsh_error(err, (int)-c->error, "kernel library failed at step %llu: %s",
 				  (unsigned long long)c->step, (const char *)kl->chan->message);

@@ -40,16 +40,26 @@ struct kernel_lib {
 	struct vmsh_channel *chan; /* inside mem */
 	uint64_t entry_va;
 
+	size_t used;             /* bytes of mem in use (library, page tables, files) */
 	int entered_vcpu;        /* index, -1 before entry */
 	unsigned enter_attempts;
-	uint64_t enter_ns, done_ns;
+	uint64_t start_ns, enter_ns, done_ns;
 };
 
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
 	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err);
 /* Borrow a halted kernel-mode vCPU (retrying for up to timeout_ms while
- * none is), then wait up to timeout_ms for the library to report done. */
+ * none is), then wait up to timeout_ms for the library to report done. The
+ * work does what kl->chan->op says (set it before). */
 int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
+/* The two halves of klib_enter: send a vCPU into the library; wait for the
+ * work to finish (and report its error). */
+int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
+int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
+bool klib_done(const struct kernel_lib *kl);
+/* Copy a file (the in-guest helper) into the library's memory, where the
+ * library finds it (chan->helper_va/len). */
+int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err);
 /* Undo klib_load; safe after a partial load. */
 void klib_unload(struct kernel_lib *kl);
 

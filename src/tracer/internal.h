@@ -9,6 +9,8 @@
  * if pending is NULL, else held back in *pending (an injected syscall is
  * under way). Returns the wait status or -1. */
 int tracer_wait_stop(pid_t tid, bool want_syscall_stop, int resume_req, int *pending, struct vmsh_err *err);
+/* Kernel threads living in the process (KVM workers, io_uring): never traced. */
+bool tracer_is_kernel_worker(pid_t pid, pid_t tid);
 /* Deliver a held-back signal again, after the thread was let go. */
 void tracer_reraise(pid_t pid, pid_t tid, int sig);
 

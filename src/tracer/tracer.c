@@ -54,7 +54,7 @@ void tracer_fixup_restart(struct user_regs_struct *regs)
 	}
 }
 
-static bool is_kernel_worker(pid_t pid, pid_t tid)
+bool tracer_is_kernel_worker(pid_t pid, pid_t tid)
 {
 	unsigned long flags;
 	if (procfs_task_flags(pid, tid, &flags) < 0)
@@ -182,7 +182,7 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 	for (int pass = 0; pass < 2 && rc < 0; pass++) {
 		for (size_t i = 0; i < n && rc < 0; i++) {
 			pid_t tid = tids[i];
-			if (is_kernel_worker(pid, tid))
+			if (tracer_is_kernel_worker(pid, tid))
 				continue;
 			if (pass == 1 && tid != fallback)
 				continue;
@@ -251,7 +251,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	/* seize and interrupt all first, then collect the stops: the window in
 	 * which the first thread waits for the last one stays short */
 	for (size_t i = 0; i < n; i++) {
-		if (tids[i] == t->main.tid || is_kernel_worker(t->pid, tids[i]))
+		if (tids[i] == t->main.tid || tracer_is_kernel_worker(t->pid, tids[i]))
 			continue;
 		struct vmsh_err e2 = { 0 };
 		if (seize(t, tids[i], &e2) < 0)

@@ -287,6 +287,52 @@ static void test_event_idx(void **state)
 	teardown(f);
 }
 
+static void test_unpop_gives_the_chain_back(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	struct vq_chain c;
+	assert_int_equal(vq_unpop(&f->vq), -1); /* nothing popped yet */
+	set_desc(f, 2, DATA, 100, 0, 0);
+	set_desc(f, 6, DATA + 0x1000, 200, 0, 0);
+	make_avail(f, 2);
+	make_avail(f, 6);
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 2);
+	assert_int_equal(vq_unpop(&f->vq), 0);
+	assert_int_equal(vq_unpop(&f->vq), -1); /* only once per pop */
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 2);
+	assert_int_equal(c.readable_len, 100);
+	assert_int_equal(vq_push(&f->vq, c.head, 0), 0);
+	assert_int_equal(vq_unpop(&f->vq), -1); /* pushed: no longer ours to give back */
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 6);
+	assert_int_equal(vq_unpop(&f->vq), 0);
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(c.head, 6);
+	assert_int_equal(vq_pop(&f->vq, &c), 0);
+	assert_int_equal(vq_unpop(&f->vq), -1); /* the empty pop took nothing */
+	assert_false(f->vq.broken);
+	teardown(f);
+}
+
+static void test_device_can_break_the_queue(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	set_desc(f, 0, DATA, 8, 0, 0);
+	make_avail(f, 0);
+	struct vq_chain c;
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(vq_break(&f->vq, "chain of %d bytes is too short", 8), -1);
+	assert_int_equal(vq_break(&f->vq, "second reason"), -1);
+	assert_string_equal(f->vq.why, "chain of 8 bytes is too short"); /* the first one stays */
+	assert_int_equal(vq_unpop(&f->vq), -1);
+	expect_broken(f, "too short");
+	teardown(f);
+}
+
 static void test_bad_setup(void **state)
 {
 	(void)state;
@@ -339,6 +385,8 @@ int main(void)
 		cmocka_unit_test(test_bad_indices),
 		cmocka_unit_test(test_indirect_tables),
 		cmocka_unit_test(test_event_idx),
+		cmocka_unit_test(test_unpop_gives_the_chain_back),
+		cmocka_unit_test(test_device_can_break_the_queue),
 		cmocka_unit_test(test_bad_setup),
 		cmocka_unit_test(test_random_rings_never_crash),
 	};

@@ -1,0 +1,180 @@
+/* cmd_serve.c - `vmsh serve`: give a running guest vmsh's block device (on
+ * a file or block device of the host) and console port (on a unix socket
+ * of the host) until interrupted, then remove them again. The devices of
+ * `vmsh attach`, without the helper: for tests, benchmarks and for users
+ * who want a disk in a VM that has none to spare. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/session.h"
+#include "cli/vmlist.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+
+struct serve_opts {
+	const char *socket_path;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--no-console] [--console-socket PATH] [--timeout MS]\n"
+		     "                  [--vm-fd FD] PID|NAME DISK\n\n"
+		     "Add a virtio block device backed by DISK (a file or block device) and a virtio console\n"
+		     "port to the running guest, serve them until SIGINT/SIGTERM, then remove them. The guest\n"
+		     "sees the disk as /dev/vdX with serial ID (/sys/block/vdX/serial) and the port as\n"
+		     "/dev/vportNp0 named ID (/sys/class/virtio-ports/vportNp0/name). With --console-socket,\n"
+		     "the port's bytes go to and from one client at a time of a unix socket at PATH.\n"
+		     "The hypervisor is traced only while the guest's drivers set the devices up.\n");
+}
+
+static int listen_unix(const char *path, struct vmsh_err *err)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(a.sun_path))
+		return vmsh_error(err, ENAMETOOLONG, "socket path %s", path);
+	strcpy(a.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return vmsh_error(err, errno, "socket");
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0) {
+		vmsh_error(err, errno, "listen on %s", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Copy what is readable on `from` to `to` (blocking write). 0 on EOF. */
+static int shuttle(int from, int to)
+{
+	char buf[65536];
+	ssize_t n = read(from, buf, sizeof(buf));
+	if (n <= 0)
+		return n < 0 && errno == EINTR ? 1 : 0;
+	for (ssize_t off = 0; off < n;) {
+		ssize_t w = write(to, buf + off, (size_t)(n - off));
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return 0;
+		}
+		off += w;
+	}
+	return 1;
+}
+
+static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
+{
+	(void)s;
+	struct serve_opts *so = opaque;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	_cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return vmsh_error(err, errno, "signalfd");
+	_cleanup_close_ int lfd = -1;
+	int client = -1;
+	if (so->socket_path && con_fd >= 0 && (lfd = listen_unix(so->socket_path, err)) < 0)
+		return -1;
+	printf("vmsh serve: ready\n");
+	fflush(stdout);
+	for (;;) {
+		struct pollfd p[4] = { { sfd, POLLIN, 0 }, { lfd, POLLIN, 0 }, { client, POLLIN, 0 },
+				       { client >= 0 ? con_fd : -1, POLLIN, 0 } };
+		if (poll(p, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return vmsh_error(err, errno, "poll");
+		}
+		if (p[0].revents) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				log_verbose("signal %u: removing the devices", si.ssi_signo);
+			break;
+		}
+		if (p[1].revents && client < 0)
+			client = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (p[2].revents && !shuttle(client, con_fd)) {
+			close(client);
+			client = -1;
+			continue;
+		}
+		if (p[3].revents && !shuttle(con_fd, client)) {
+			close(client);
+			client = -1;
+		}
+	}
+	if (client >= 0)
+		close(client);
+	if (so->socket_path)
+		unlink(so->socket_path);
+	return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "ro", no_argument, 0, 'r' },
+		{ "id", required_argument, 0, 'i' },
+		{ "no-console", no_argument, 0, 'n' },
+		{ "console-socket", required_argument, 0, 's' },
+		{ "timeout", required_argument, 0, 't' },
+		{ "vm-fd", required_argument, 0, 'f' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 },
+	};
+	char id[32];
+	snprintf(id, sizeof(id), "vmsh-%d", (int)getpid());
+	struct serve_opts so = { 0 };
+	struct session_opts o = { .vm_fd = -1, .id = id, .console = true, .timeout_ms = 10000, .serve = serve,
+				  .opaque = &so };
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ri:ns:t:f:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r': o.disk_ro = true; break;
+		case 'i': o.id = optarg; break;
+		case 'n': o.console = false; break;
+		case 's': so.socket_path = optarg; break;
+		case 't': o.timeout_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'f': o.vm_fd = atoi(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_VMSH_USAGE;
+		}
+	}
+	if (optind != argc - 2 || strlen(o.id) > 19) {
+		usage(stderr);
+		return EXIT_VMSH_USAGE;
+	}
+	o.disk = argv[optind + 1];
+	struct vmsh_err err = { 0 };
+	if (vm_resolve(argv[optind], &o.pid, &err) < 0)
+		return report_error("serve", &err);
+	struct session_stats st;
+	int rc = session_run(&o, &st, &err);
+	fprintf(stderr,
+		"vmsh serve: block device %s (%llu sectors) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
+		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
+		"%u + %u interrupts; removed in %.0f ms\n",
+		o.id, (unsigned long long)st.disk_sectors, o.console ? "a console port" : "no console",
+		(unsigned long long)st.dev_gpa, st.gsi, st.irq, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
+		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.teardown_ns / 1e6);
+	if (rc < 0)
+		return report_error("serve", &err);
+	return 0;
+}

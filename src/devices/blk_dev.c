@@ -1,0 +1,61 @@
+/* blk_dev.c - the virtio-blk device kind (see blk_dev.h). */
+#include "devices/blk_dev.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *c)
+{
+	uint8_t status;
+	int64_t written = blk_handle(d->kind_data, &d->mem, c, &status);
+	if (written < 0) {
+		vq->broken = true;
+		snprintf(vq->why, sizeof(vq->why), "request %u has no status byte", c->head);
+		return;
+	}
+	vq_push(vq, c->head, (uint32_t)written);
+}
+
+static unsigned blk_process(struct vdev *d, unsigned queues)
+{
+	struct virtqueue *vq = &d->vq[0];
+	if (!(queues & 1) || !d->vq_live[0] || vq->broken)
+		return 0;
+	uint16_t old = vq->used_idx;
+	struct vq_chain c;
+	for (;;) {
+		int r = vq_pop(vq, &c);
+		if (r == 1) {
+			handle(d, vq, &c);
+			continue;
+		}
+		if (r < 0)
+			break;
+		/* nothing left: ask to be notified for the next request, then
+		 * look once more (it may have come in between) */
+		vq_set_avail_event(vq, vq->last_avail);
+		if ((r = vq_pop(vq, &c)) == 1) {
+			handle(d, vq, &c);
+			continue;
+		}
+		break;
+	}
+	if (vq->broken) {
+		log_info("vmsh-blk: request queue broken: %s", vq->why);
+		vmmio_fail(&d->regs, vq->why);
+		return 1;
+	}
+	return vq_should_notify(vq, old) ? 1 : 0;
+}
+
+static const struct vdev_kind blk_kind = { .name = "virtio-blk", .process = blk_process };
+
+void blk_dev_init(struct vdev *d, struct blk_disk *disk, const struct vq_mem *mem, uint8_t *page, uint64_t gpa)
+{
+	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, blk_features(disk), 1, BLK_QUEUE_SIZE, mem, page, gpa);
+	uint8_t cfg[64];
+	size_t n = blk_config(disk, cfg, sizeof(cfg));
+	vdev_set_config(d, cfg, n, false);
+}

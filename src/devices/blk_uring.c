@@ -1,0 +1,400 @@
+/* blk_uring.c - a file or block device as virtio-blk's disk, through
+ * io_uring (see blk_uring.h). */
+#include "devices/blk_uring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SYNC_DEPTH 4
+#define MAX_OP (1u << 30)    /* bytes per read/write operation (the kernel caps near 2 GiB) */
+#define MAX_RETRIES 1000     /* -EAGAIN/-EINTR from one operation in a row */
+#define ZERO_CHUNK (64u << 10)
+
+static const uint8_t zeros[ZERO_CHUNK];
+
+static bool in_disk(const struct blk_uring *u, uint64_t off, uint64_t len)
+{
+	return off <= u->size && len <= u->size - off;
+}
+
+/* ---- the synchronous ring ---- */
+
+/* Submit the one operation prepared on the sync ring and wait for it: its
+ * result (bytes, or -errno). A ring that cannot take it is dead from now on:
+ * an operation left in it must never run later into a buffer gone by then. */
+static int sync_run(struct blk_uring *u)
+{
+	int rc;
+	do
+		rc = io_uring_submit(&u->sync);
+	while (rc == -EINTR);
+	if (rc != 1) {
+		u->dead = true;
+		return rc < 0 ? rc : -EIO;
+	}
+	struct io_uring_cqe *cqe;
+	do
+		rc = io_uring_wait_cqe(&u->sync, &cqe);
+	while (rc == -EINTR);
+	if (rc < 0) {
+		u->dead = true;
+		return rc;
+	}
+	int res = cqe->res;
+	io_uring_cqe_seen(&u->sync, cqe);
+	return res;
+}
+
+static struct io_uring_sqe *sync_sqe(struct blk_uring *u)
+{
+	return u->dead ? NULL : io_uring_get_sqe(&u->sync); /* free: one operation at a time */
+}
+
+/* Move len bytes at off, continuing short transfers. */
+static int sync_rw(struct blk_uring *u, bool write, uint64_t off, const uint8_t *wbuf, uint8_t *rbuf, size_t len)
+{
+	unsigned retries = 0;
+	while (len) {
+		struct io_uring_sqe *sqe = sync_sqe(u);
+		if (!sqe)
+			return -EIO;
+		unsigned n = len > MAX_OP ? MAX_OP : (unsigned)len;
+		if (write)
+			io_uring_prep_write(sqe, u->fd, wbuf, n, off);
+		else
+			io_uring_prep_read(sqe, u->fd, rbuf, n, off);
+		int res = sync_run(u);
+		if ((res == -EAGAIN || res == -EINTR) && !u->dead && ++retries < MAX_RETRIES)
+			continue;
+		if (res < 0)
+			return res;
+		if (res == 0)
+			return -EIO; /* at the end: the image shrank under us */
+		retries = 0;
+		off += (unsigned)res;
+		len -= (unsigned)res;
+		if (write)
+			wbuf += res;
+		else
+			rbuf += res;
+	}
+	return 0;
+}
+
+/* ---- struct blk_backend ---- */
+
+static int be_read(void *opaque, uint64_t off, void *buf, size_t len)
+{
+	struct blk_uring *u = opaque;
+	if (!in_disk(u, off, len))
+		return -EINVAL;
+	return sync_rw(u, false, off, NULL, buf, len);
+}
+
+static int be_write(void *opaque, uint64_t off, const void *buf, size_t len)
+{
+	struct blk_uring *u = opaque;
+	if (u->read_only)
+		return -EROFS;
+	if (!in_disk(u, off, len))
+		return -EINVAL;
+	return sync_rw(u, true, off, buf, NULL, len);
+}
+
+static int be_flush(void *opaque)
+{
+	struct blk_uring *u = opaque;
+	struct io_uring_sqe *sqe = sync_sqe(u);
+	if (!sqe)
+		return -EIO;
+	io_uring_prep_fsync(sqe, u->fd, 0);
+	int res = sync_run(u);
+	return res < 0 ? res : 0;
+}
+
+static int be_discard(void *opaque, uint64_t off, uint64_t len)
+{
+	struct blk_uring *u = opaque;
+	if (u->read_only)
+		return -EROFS;
+	if (!in_disk(u, off, len))
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	if (u->is_blockdev) {
+		uint64_t range[2] = { off, len };
+		return ioctl(u->fd, BLKDISCARD, range) < 0 ? -errno : 0;
+	}
+	return fallocate(u->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
+static int write_zeros(struct blk_uring *u, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = len < ZERO_CHUNK ? (size_t)len : ZERO_CHUNK;
+		int rc = sync_rw(u, true, off, zeros, NULL, n);
+		if (rc < 0)
+			return rc;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static bool unsupported(int e)
+{
+	return e == EOPNOTSUPP || e == ENOTTY || e == EINVAL || e == ENOSYS;
+}
+
+static int be_write_zeroes(void *opaque, uint64_t off, uint64_t len)
+{
+	struct blk_uring *u = opaque;
+	if (u->read_only)
+		return -EROFS;
+	if (!in_disk(u, off, len))
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	int rc;
+	if (u->is_blockdev) {
+		uint64_t range[2] = { off, len };
+		rc = ioctl(u->fd, BLKZEROOUT, range);
+	} else {
+		rc = fallocate(u->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	}
+	if (rc == 0)
+		return 0;
+	if (!unsupported(errno))
+		return -errno;
+	return write_zeros(u, off, len);
+}
+
+/* ---- open and close ---- */
+
+static int image_size(struct blk_uring *u, const char *path, struct vmsh_err *err)
+{
+	struct stat st;
+	if (fstat(u->fd, &st) < 0)
+		return vmsh_error(err, errno, "stat '%s'", path);
+	if (S_ISREG(st.st_mode)) {
+		u->size = (uint64_t)st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		u->is_blockdev = true;
+		if (ioctl(u->fd, BLKGETSIZE64, &u->size) < 0)
+			return vmsh_error(err, errno, "size of block device '%s'", path);
+	} else {
+		return vmsh_error(err, EINVAL, "'%s' is neither a regular file nor a block device", path);
+	}
+	if (u->size % BLK_SECTOR)
+		return vmsh_error(err, EINVAL, "'%s' is %llu bytes, not a whole number of %d-byte sectors", path,
+				  (unsigned long long)u->size, BLK_SECTOR);
+	return 0;
+}
+
+static int ring_init(struct io_uring *r, unsigned depth, const char *path, struct vmsh_err *err)
+{
+	int rc = io_uring_queue_init(depth, r, 0);
+	if (rc < 0)
+		return vmsh_error(err, -rc, "io_uring for '%s'%s", path,
+				  rc == -EPERM || rc == -ENOSYS ? " (is io_uring disabled: sysctl kernel.io_uring_disabled?)"
+								: "");
+	return 0;
+}
+
+int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct blk_disk *disk_out,
+		   struct vmsh_err *err)
+{
+	memset(u, 0, sizeof(*u));
+	u->read_only = read_only;
+	u->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (u->fd < 0)
+		return vmsh_error(err, errno, "open '%s' %s", path, read_only ? "read-only" : "read-write");
+	if (image_size(u, path, err) < 0)
+		goto fail;
+	if (ring_init(&u->sync, SYNC_DEPTH, path, err) < 0)
+		goto fail;
+	u->sync_ok = true;
+	if (ring_init(&u->batch, BLK_URING_DEPTH, path, err) < 0)
+		goto fail;
+	u->batch_ok = true;
+
+	memset(disk_out, 0, sizeof(*disk_out));
+	disk_out->sectors = u->size / BLK_SECTOR;
+	disk_out->read_only = read_only;
+	disk_out->be = (struct blk_backend){
+		.read = be_read,
+		.write = be_write,
+		.flush = be_flush,
+		.discard = be_discard,
+		.write_zeroes = be_write_zeroes,
+		.opaque = u,
+	};
+	return 0;
+fail:
+	blk_uring_close(u);
+	return -1;
+}
+
+static void forget(struct blk_uring_req *req, void *opaque)
+{
+	(void)req;
+	(void)opaque;
+}
+
+void blk_uring_close(struct blk_uring *u)
+{
+	/* the kernel may still be writing into the callers' buffers */
+	while (u->batch_ok && u->in_flight && !u->dead)
+		if (blk_uring_reap(u, true, forget, NULL) < 0)
+			break;
+	if (u->batch_ok)
+		io_uring_queue_exit(&u->batch);
+	if (u->sync_ok)
+		io_uring_queue_exit(&u->sync);
+	u->batch_ok = u->sync_ok = false;
+	if (u->fd >= 0)
+		close(u->fd);
+	u->fd = -1;
+}
+
+/* ---- the batched interface ---- */
+
+/* Prepare req's next operation (the rest of it after req->done). */
+static int prep(struct blk_uring *u, struct blk_uring_req *req)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->batch);
+	if (!sqe) {
+		/* only operations already counted in flight take entries, so
+		 * handing the queued ones to the kernel makes room */
+		if (io_uring_submit(&u->batch) < 0)
+			return -EBUSY;
+		sqe = io_uring_get_sqe(&u->batch);
+		if (!sqe)
+			return -EBUSY;
+	}
+	size_t rest = req->len - req->done;
+	unsigned n = rest > MAX_OP ? MAX_OP : (unsigned)rest;
+	switch (req->op) {
+	case BLK_URING_READ:
+		io_uring_prep_read(sqe, u->fd, (uint8_t *)req->buf + req->done, n, req->off + req->done);
+		break;
+	case BLK_URING_WRITE:
+		io_uring_prep_write(sqe, u->fd, (const uint8_t *)req->buf + req->done, n, req->off + req->done);
+		break;
+	case BLK_URING_FSYNC:
+		io_uring_prep_fsync(sqe, u->fd, 0);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, req);
+	return 0;
+}
+
+int blk_uring_queue(struct blk_uring *u, struct blk_uring_req *req)
+{
+	if (u->dead || !u->batch_ok)
+		return -EIO;
+	if (req->op != BLK_URING_READ && req->op != BLK_URING_WRITE && req->op != BLK_URING_FSYNC)
+		return -EINVAL;
+	if (req->op != BLK_URING_FSYNC && !in_disk(u, req->off, req->len))
+		return -EINVAL;
+	if (req->op == BLK_URING_WRITE && u->read_only)
+		return -EROFS;
+	if (u->in_flight >= BLK_URING_DEPTH)
+		return -EBUSY;
+	req->done = 0;
+	req->res = 0;
+	req->retries = 0;
+	if (req->op == BLK_URING_FSYNC)
+		req->len = 0;
+	int rc = prep(u, req);
+	if (rc < 0)
+		return rc;
+	u->in_flight++;
+	return 0;
+}
+
+int blk_uring_submit(struct blk_uring *u)
+{
+	if (u->dead || !u->batch_ok)
+		return -EIO;
+	int rc;
+	do
+		rc = io_uring_submit(&u->batch);
+	while (rc == -EINTR);
+	return rc; /* on failure the requests stay queued, for the next submit */
+}
+
+/* One completion for req: finished (true), or continued with its next
+ * operation prepared (false). */
+static bool complete(struct blk_uring *u, struct blk_uring_req *req, int res)
+{
+	if (res == -EAGAIN || res == -EINTR) {
+		if (++req->retries < MAX_RETRIES && prep(u, req) == 0)
+			return false;
+	} else if (req->op == BLK_URING_FSYNC) {
+		req->res = res < 0 ? res : 0;
+		return true;
+	} else if (res > 0) {
+		req->retries = 0;
+		req->done += (size_t)res;
+		if (req->done >= req->len) {
+			req->res = 0;
+			return true;
+		}
+		if (prep(u, req) == 0)
+			return false;
+		res = -EBUSY;
+	}
+	req->res = res == 0 ? -EIO : res; /* 0: at the end, the image shrank */
+	return true;
+}
+
+int blk_uring_reap(struct blk_uring *u, bool wait, blk_uring_done_fn done, void *opaque)
+{
+	if (!u->batch_ok)
+		return -EIO;
+	int finished = 0;
+	bool continued = false;
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		int rc;
+		if (wait && finished == 0 && u->in_flight && !u->dead) {
+			do
+				rc = io_uring_submit_and_wait(&u->batch, 1);
+			while (rc == -EINTR);
+			if (rc < 0)
+				return rc;
+			rc = io_uring_peek_cqe(&u->batch, &cqe);
+		} else {
+			rc = io_uring_peek_cqe(&u->batch, &cqe);
+		}
+		if (rc == -EAGAIN)
+			break; /* none waiting */
+		if (rc < 0)
+			return rc;
+		struct blk_uring_req *req = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&u->batch, cqe);
+		if (!complete(u, req, res)) {
+			continued = true;
+			continue;
+		}
+		u->in_flight--;
+		finished++;
+		done(req, opaque);
+	}
+	if (continued)
+		blk_uring_submit(u);
+	return finished;
+}
+
+int blk_uring_poll_fd(const struct blk_uring *u)
+{
+	return u->batch.ring_fd;
+}

@@ -1,0 +1,145 @@
+/* server.c - the device serving thread (see server.h). */
+#include "devices/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static int add(struct dev_server *s, int fd, uint32_t events, struct server_src src, struct vmsh_err *err)
+{
+	if (s->n_src >= sizeof(s->src) / sizeof(s->src[0]))
+		return vmsh_error(err, ENOSPC, "device server: too many fds");
+	src.fd = fd;
+	s->src[s->n_src] = src;
+	struct epoll_event ev = { .events = events, .data.ptr = &s->src[s->n_src] };
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return vmsh_error(err, errno, "device server: watch fd %d", fd);
+	s->n_src++;
+	return 0;
+}
+
+int server_init(struct dev_server *s, struct vdev **devs, size_t n, struct vmsh_err *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->stop_fd = -1;
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->epfd < 0)
+		return vmsh_error(err, errno, "device server: epoll");
+	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->stop_fd < 0 || add(s, s->stop_fd, EPOLLIN, (struct server_src){ .kind = 3 }, err) < 0)
+		goto fail;
+	for (size_t i = 0; i < n && i < SERVER_MAX_DEVS; i++) {
+		struct vdev *d = devs[i];
+		s->devs[s->n_devs++] = d;
+		for (unsigned q = 0; q < d->regs.n_queues; q++)
+			if (d->notify[q].local >= 0 &&
+			    add(s, d->notify[q].local, EPOLLIN, (struct server_src){ .kind = 0, .dev = d, .queue = q }, err) < 0)
+				goto fail;
+		if (d->ack.local >= 0 && add(s, d->ack.local, EPOLLIN, (struct server_src){ .kind = 1, .dev = d }, err) < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	server_stop(s);
+	return -1;
+}
+
+int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void *opaque, uint32_t events),
+		 void *opaque, struct vmsh_err *err)
+{
+	return add(s, fd, events, (struct server_src){ .kind = 2, .cb = cb, .opaque = opaque }, err);
+}
+
+int server_modify(struct dev_server *s, int fd, uint32_t events)
+{
+	for (size_t i = 0; i < s->n_src; i++) {
+		if (s->src[i].kind != 2 || s->src[i].fd != fd)
+			continue;
+		struct epoll_event ev = { .events = events, .data.ptr = &s->src[i] };
+		return epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+	}
+	return -1;
+}
+
+void server_unwatch(struct dev_server *s, int fd)
+{
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static void drain(int fd)
+{
+	uint64_t v;
+	while (read(fd, &v, sizeof(v)) == sizeof(v))
+		;
+}
+
+static void *loop(void *opaque)
+{
+	struct dev_server *s = opaque;
+	for (;;) {
+		struct epoll_event ev[16];
+		int n = epoll_wait(s->epfd, ev, 16, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_info("device server: epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		s->wakeups++;
+		for (int i = 0; i < n; i++) {
+			struct server_src *src = ev[i].data.ptr;
+			switch (src->kind) {
+			case 0: {
+				uint64_t v;
+				if (read(src->dev->notify[src->queue].local, &v, sizeof(v)) == sizeof(v))
+					vdev_kick(src->dev, 1u << src->queue);
+				break;
+			}
+			case 1:
+				drain(src->dev->ack.local);
+				vdev_acked(src->dev);
+				break;
+			case 2:
+				src->cb(src->opaque, ev[i].events);
+				break;
+			case 3:
+				return NULL;
+			}
+		}
+	}
+}
+
+int server_start(struct dev_server *s, struct vmsh_err *err)
+{
+	/* the thread takes no signals: they belong to the session */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&s->thread, NULL, loop, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return vmsh_error(err, rc, "device server: start thread");
+	s->running = true;
+	return 0;
+}
+
+void server_stop(struct dev_server *s)
+{
+	if (s->running) {
+		uint64_t one = 1;
+		if (write(s->stop_fd, &one, 8) != 8)
+			log_info("device server: stop: %s", strerror(errno));
+		pthread_join(s->thread, NULL);
+		s->running = false;
+	}
+	if (s->stop_fd >= 0)
+		close(s->stop_fd);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	s->stop_fd = s->epfd = -1;
+}

@@ -1,0 +1,48 @@
+/* server.h - the thread that serves vmsh's devices: it waits on the
+ * eventfds KVM signals (queue notifications, interrupt acknowledgements)
+ * and on extra fds of the device kinds (the console's host side), and runs
+ * the devices' work. Nothing of the hypervisor is involved. */
+#ifndef VMSH_SERVER_H
+#define VMSH_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/vdev.h"
+
+#define SERVER_MAX_DEVS 4
+#define SERVER_MAX_EXTRA 4
+
+struct server_src {
+	int kind; /* 0 notify, 1 ack, 2 extra, 3 stop */
+	int fd;
+	struct vdev *dev;
+	unsigned queue;
+	void (*cb)(void *opaque, uint32_t events);
+	void *opaque;
+};
+
+struct dev_server {
+	int epfd, stop_fd;
+	pthread_t thread;
+	bool running;
+	struct vdev *devs[SERVER_MAX_DEVS];
+	size_t n_devs;
+	struct server_src src[SERVER_MAX_DEVS * (VIRTIO_MMIO_MAX_QUEUES + 1) + SERVER_MAX_EXTRA + 1];
+	size_t n_src;
+	unsigned long wakeups;
+};
+
+int server_init(struct dev_server *s, struct vdev **devs, size_t n, struct vmsh_err *err);
+/* An extra fd to watch (epoll events); cb runs in the server thread. */
+int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void *opaque, uint32_t events),
+		 void *opaque, struct vmsh_err *err);
+int server_modify(struct dev_server *s, int fd, uint32_t events);
+/* Stop watching an extra fd. */
+void server_unwatch(struct dev_server *s, int fd);
+int server_start(struct dev_server *s, struct vmsh_err *err);
+/* Stop the thread (if started) and free everything. */
+void server_stop(struct dev_server *s);
+
+#endif

@@ -1,0 +1,82 @@
+/* vdev.h - one virtio-mmio device served by vmsh: its register file
+ * rendered into a page the guest reads from a read-only memory slot, its
+ * virtqueues, and the eventfds through which KVM tells vmsh about
+ * notifications and acknowledgements (ioeventfd) and raises its interrupt
+ * (irqfd). What the device does with its queues is the kind's business
+ * (struct vdev_kind: block, console).
+ *
+ * Two paths reach a device: writes the guest makes while setting it up,
+ * trapped from the hypervisor's KVM_RUN (vdev_mmio), and the eventfds,
+ * served by a thread (server.h). Both hold the device's lock. */
+#ifndef VMSH_VDEV_H
+#define VMSH_VDEV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtio_mmio.h"
+#include "devices/virtqueue.h"
+#include "kvm/kvm.h"
+#include "kvm/shared.h"
+
+struct vdev;
+
+struct vdev_kind {
+	const char *name;
+	/* queues were notified (mask of queue indices, ~0u: all) or host data
+	 * arrived: do the work; return a mask of queues whose driver must be
+	 * interrupted */
+	unsigned (*process)(struct vdev *d, unsigned queues);
+	/* the driver reset the device */
+	void (*reset)(struct vdev *d);
+};
+
+struct vdev {
+	pthread_mutex_t lock;
+	const struct vdev_kind *kind;
+	void *kind_data;
+
+	struct vmmio_dev regs;
+	uint8_t *page;          /* the register page the guest reads (in shared memory) */
+	uint64_t gpa;
+	struct virtqueue vq[VIRTIO_MMIO_MAX_QUEUES];
+	bool vq_live[VIRTIO_MMIO_MAX_QUEUES];
+	struct vq_mem mem;
+	bool driver_ok;         /* DRIVER_OK seen (and not reset since) */
+	bool ever_driver_ok;
+	uint32_t max_status;    /* every status bit the driver ever set */
+	unsigned interrupts;
+
+	struct kvm_eventfd notify[VIRTIO_MMIO_MAX_QUEUES];
+	struct kvm_eventfd ack, irq;
+	bool notify_on[VIRTIO_MMIO_MAX_QUEUES], ack_on, irq_on;
+	uint32_t gsi;
+};
+
+void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, uint32_t device_id, uint64_t features,
+	       unsigned n_queues, uint16_t queue_max, const struct vq_mem *mem, uint8_t *page, uint64_t gpa);
+/* Config space contents changed (and the driver is told when running). */
+void vdev_set_config(struct vdev *d, const uint8_t *cfg, size_t len, bool notify_driver);
+void vdev_destroy(struct vdev *d);
+
+/* In the hypervisor (tracer attached): ioeventfds for QueueNotify (one per
+ * queue) and InterruptACK; an eventfd for the interrupt, bound to a line
+ * later with vdev_connect_irq. */
+int vdev_connect(struct vdev *d, struct kvm_vm *vm, struct vmsh_err *err);
+int vdev_connect_irq(struct vdev *d, struct kvm_vm *vm, uint32_t gsi, struct vmsh_err *err);
+/* Undo vdev_connect(_irq) (tracer attached). */
+void vdev_disconnect(struct vdev *d, struct kvm_vm *vm);
+
+/* A trapped guest access to the register page (lock taken inside). */
+void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], unsigned len);
+/* Run the kind's work on the queues in mask and interrupt the driver as
+ * needed (lock taken inside). */
+void vdev_kick(struct vdev *d, unsigned queues);
+/* The guest acknowledged an interrupt. */
+void vdev_acked(struct vdev *d);
+/* Status bits the driver set, for diagnostics: ACKNOWLEDGE (virtio_mmio
+ * saw the device), DRIVER (a driver took it), DRIVER_OK. */
+uint32_t vdev_status(struct vdev *d);
+
+#endif

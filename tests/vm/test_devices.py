@@ -1,0 +1,100 @@
+"""vmsh's virtio-mmio block and console devices in real guests (issue 4),
+through `vmsh serve`: registered by the kernel library, served from eventfds
+with the hypervisor untraced, and removed without a trace."""
+import os
+import re
+
+import pytest
+
+from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
+from test_inspect import hypervisor_state
+from test_library import assert_guest_clean, warnings
+
+MB = 1 << 20
+
+
+def sample_tracer_pid(host, pid, out):
+    """Start sampling the hypervisor's TracerPid every 20 ms into `out`."""
+    return host.spawn(["sh", "-c", f"while :; do grep TracerPid /proc/{pid}/status; sleep 0.02; done"], out)
+
+
+def test_block_device_reads_writes_flushes_discards_untraced(guest, host, vmsh_bin):
+    base = warnings(guest)
+    before = hypervisor_state(host, guest.pid)
+    disk, digest = make_disk(host, "blk.img", 64)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        assert s.dev, "no block device with our serial in the guest:\n" + guest.console("ls /sys/block")
+        dev = f"/dev/{s.dev}"
+        assert int(guest.console(f"blockdev --getsize64 {dev}")) == 64 * MB
+        assert guest.console(f"cat /sys/block/{s.dev}/ro").strip() == "0"
+        # the whole disk read in the guest, while the hypervisor is sampled
+        samples = os.path.join(host.logdir, f"tracerpid-{s.id}.log")
+        sampler = sample_tracer_pid(host, guest.pid, samples)
+        try:
+            got = guest.console(f"sha256sum {dev}", 300).split()[0]
+        finally:
+            host.kill(sampler)
+        assert got == digest
+        seen = re.findall(r"TracerPid:\s*(\d+)", host.read_file(samples).decode())
+        assert len(seen) >= 5 and set(seen) == {"0"}, seen
+        # written and flushed in the guest: in the host file byte for byte
+        out = guest.console(f"head -c 1048576 /dev/urandom > /tmp/w && sha256sum /tmp/w && "
+                            f"dd if=/tmp/w of={dev} bs=65536 seek=128 conv=fsync 2>&1")
+        want = out.split()[0]
+        host_sum = host.check(f"dd if={disk} bs=65536 skip=128 count=16 2>/dev/null | sha256sum").split()[0]
+        assert host_sum == want
+        # discard and write-zeroes: the host file reads zeros there
+        guest.console(f"blkdiscard -o {16 * MB} -l {MB} {dev}")
+        zeros = host.check(f"head -c {MB} /dev/zero | sha256sum").split()[0]
+        assert host.check(f"dd if={disk} bs=1M skip=16 count=1 2>/dev/null | sha256sum").split()[0] == zeros
+        assert tracer_pid(host, guest.pid) == 0
+    assert s.status == 0, s.text
+    assert "devices removed" in guest.console("dmesg | tail -5")
+    assert not guest.console(f"ls /sys/block | grep -x {s.dev} || true").strip()
+    assert hypervisor_state(host, guest.pid) == before
+    assert_guest_clean(guest, base)
+
+
+def test_read_only_image_refuses_writes(any_guest, host, vmsh_bin):
+    guest = any_guest
+    disk, digest = make_disk(host, "ro.img", 8)
+    with Served(host, vmsh_bin, guest, disk, "--ro") as s:
+        dev = f"/dev/{s.dev}"
+        assert guest.console(f"cat /sys/block/{s.dev}/ro").strip() == "1"
+        rc, out = guest.console_status(f"dd if=/dev/zero of={dev} bs=4096 count=1 conv=fsync 2>&1")
+        assert rc != 0, out
+        assert guest.console(f"sha256sum {dev}").split()[0] == digest
+    assert s.status == 0, s.text
+    assert host.check(f"sha256sum {disk}").split()[0] == digest
+
+
+def test_console_carries_10mb_each_way(guest, host, vmsh_bin):
+    disk, _ = make_disk(host, "con.img", 1)
+    client = f"{scratch(host)}/conclient.py"
+    host.check(f"cat > {client}", input=CONSOLE_CLIENT)
+    n = 10 * MB
+    with Served(host, vmsh_bin, guest, disk) as s:
+        assert s.port, guest.console("ls /sys/class/virtio-ports/ || true")
+        # host -> guest
+        data, want = make_disk(host, "con-in.dat", 10)
+        log_in = os.path.join(host.logdir, f"con-in-{s.id}.log")
+        sender = host.spawn(["python3", client, s.sock, "send", data], log_in)
+        try:
+            wait_for(host, log_in, r"connected", 60, "console sender")
+            got = guest.console(f"head -c {n} /dev/{s.port} | sha256sum", 300).split()[0]
+        finally:
+            host.kill(sender)
+        assert got == want
+        # guest -> host
+        log_out = os.path.join(host.logdir, f"con-out-{s.id}.log")
+        receiver = host.spawn(["python3", client, s.sock, "recv", str(n)], log_out)
+        try:
+            wait_for(host, log_out, r"connected", 60, "console receiver")
+            want = guest.console(f"head -c {n} /dev/urandom > /tmp/c && sha256sum /tmp/c && "
+                                 f"cat /tmp/c > /dev/{s.port} && rm /tmp/c", 300).split()[0]
+            text = wait_for(host, log_out, r"recv \d+ \w+", 120, "console receiver")
+        finally:
+            host.kill(receiver)
+        m = re.search(r"recv (\d+) (\w+)", text)
+        assert int(m.group(1)) == n and m.group(2) == want, text
+    assert s.status == 0, s.text
