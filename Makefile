@@ -65,10 +65,18 @@ $(BUILD)/libvmsh.a: $(REL_OBJS)
 $(BUILD)/san/libvmsh.a: $(SAN_OBJS)
 	$(AR) rcs $@ $^
 
-$(BUILD)/vmsh: $(MAIN_SRC) $(BUILD)/libvmsh.a
+# what vmsh attach puts into the guest, embedded into the executable
+$(BUILD)/toolbox.img: tools/build-toolbox.sh
+	@mkdir -p $(@D)
+	sh tools/build-toolbox.sh $@
+$(BUILD)/obj/cli/blobs.o: src/cli/blobs.S $(BUILD)/vmsh-helper $(BUILD)/toolbox.img
+	@mkdir -p $(@D)
+	$(CC) -c -Wa,-I$(BUILD) -o $@ $<
+
+$(BUILD)/vmsh: $(MAIN_SRC) $(BUILD)/libvmsh.a $(BUILD)/obj/cli/blobs.o
 	$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/san/vmsh: $(MAIN_SRC) $(BUILD)/san/libvmsh.a
+$(BUILD)/san/vmsh: $(MAIN_SRC) $(BUILD)/san/libvmsh.a $(BUILD)/obj/cli/blobs.o
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
 
 # objects the loader test loads and runs (built as the kernel library is, minus the kernel)

@@ -165,10 +165,11 @@ static int wait_for_host(void)
 static int add_device(int i)
 {
 	struct resource res[2] = {
-		{ .start = vmsh_channel.dev_gpa[i], .end = vmsh_channel.dev_gpa[i] + 0xfff, .name = "vmsh",
-		  .flags = IORESOURCE_MEM },
+		/* no names: platform_device_add names them after the device, in
+		 * the kernel's memory (nothing may point into ours) */
+		{ .start = vmsh_channel.dev_gpa[i], .end = vmsh_channel.dev_gpa[i] + 0xfff, .flags = IORESOURCE_MEM },
 		{ .start = (unsigned long long)vmsh_channel.irq, .end = (unsigned long long)vmsh_channel.irq,
-		  .name = "vmsh", .flags = IORESOURCE_IRQ },
+		  .flags = IORESOURCE_IRQ },
 	};
 	struct platform_device *pdev = platform_device_alloc("virtio-mmio", PLATFORM_DEVID_AUTO);
 	if (!pdev)
@@ -245,7 +246,10 @@ static int start_helper(void)
 	const char *p = vmsh_channel.helper_argv;
 	const char *end = vmsh_channel.helper_argv + sizeof(vmsh_channel.helper_argv);
 	for (unsigned long long a = 0; a < vmsh_channel.helper_argc && n < HELPER_MAX_ARGS && p < end; a++) {
-		helper_args[n++] = (char *)p;
+		/* "/@SELF@" stands for where the helper file was written */
+		bool self = p[0] == '/' && p[1] == '@' && p[2] == 'S' && p[3] == 'E' && p[4] == 'L' && p[5] == 'F' &&
+			    p[6] == '@' && !p[7];
+		helper_args[n++] = self ? vmsh_channel.helper_path : (char *)p;
 		while (p < end && *p)
 			p++;
 		p++;
@@ -269,6 +273,8 @@ static void devices_add(void)
 	__request_module(1, "virtio_mmio");
 	__request_module(1, "virtio_blk");
 	__request_module(1, "virtio_console");
+	if (vmsh_channel.helper_len)
+		__request_module(1, "ext4"); /* the tools image */
 	int rc = pick_irq_line();
 	if (rc) {
 		fail(1, rc, "no free interrupt line in the guest");

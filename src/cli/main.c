@@ -17,6 +17,7 @@ static const struct vmsh_command commands[] = {
 	{ "list", "list the KVM virtual machines on this host", cmd_list, false },
 	{ "inspect", "show vCPUs, memory and guest kernel of a running VM", cmd_inspect, true },
 	{ "library", "load vmsh's kernel library into a guest, run it once, remove it", cmd_library, true },
+	{ "attach", "run a shell or command inside a running VM, with a tools image as its root", cmd_attach, true },
 	{ "serve", "give a running guest a block device and a console port served by vmsh", cmd_serve, true },
 };
 

@@ -60,6 +60,11 @@ static int gwrite(void *opaque, uint64_t gpa, const void *buf, size_t len)
 	return guest_mem_write(opaque, gpa, buf, len);
 }
 
+static uint8_t *gptr(void *opaque, uint64_t gpa, size_t len)
+{
+	return guest_mem_ptr(opaque, gpa, len);
+}
+
 static void on_mmio(void *opaque, struct mmio_access *a)
 {
 	struct session *s = opaque;
@@ -172,6 +177,10 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (!res->mem_ok)
 		return vmsh_error(err, 0, "guest memory unknown: %s", res->mem_error);
 
+	/* shared guest RAM (memfd, file, hugetlbfs): the devices copy directly */
+	size_t mapped = guest_mem_map_shared(&res->mem);
+	log_verbose("guest memory: %zu of %zu ranges mapped into vmsh (shared backing), the rest through "
+		    "process_vm_readv/writev", mapped, res->mem.n);
 	if (blk_uring_open(&s->be, o->disk, o->disk_ro, &s->disk, err) < 0)
 		return -1;
 	s->be_open = true;
@@ -192,7 +201,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (add_pages(s, err) < 0)
 		return -1;
 	s->st->dev_gpa = s->slot.gpa;
-	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .opaque = &res->mem };
+	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .opaque = &res->mem };
 	blk_dev_init(&s->blk, &s->disk, &s->mem, s->pages.local, s->slot.gpa);
 	s->blk_init = true;
 	s->devs[s->n_devs++] = &s->blk;
@@ -266,7 +275,9 @@ static void teardown(struct session *s)
 		log_info("cannot attach again to remove the devices: %s", e.msg);
 		return;
 	}
+	bool in_use = false; /* the guest may still touch our devices and library */
 	if (s->devices_added) {
+		in_use = true;
 		if (!klib_done(&s->kl)) {
 			/* the library is still at work: tell it to give up, give it a moment */
 			s->kl.chan->go = 2;
@@ -280,12 +291,27 @@ static void teardown(struct session *s)
 			if (klib_start(&s->kl, s->o->timeout_ms, &e) < 0 || wait_phase(s, s->o->timeout_ms, &e) < 0 ||
 			    trapped_run(s, vm->tr->main.tid, s->o->timeout_ms + 10000, &e) < 0)
 				log_info("removing the devices from the guest: %s", e.msg);
+			else
+				in_use = false;
+		} else if (s->kl.chan->dev_ok[0] != 1 && s->kl.chan->dev_ok[1] != 1 && s->kl.chan->gsi <= 0) {
+			in_use = false; /* it gave up before registering anything */
 		}
 	}
 	if (s->srv_init)
 		server_stop(&s->srv);
 	for (size_t i = 0; i < s->n_devs; i++)
 		vdev_disconnect(s->devs[i], vm);
+	if (in_use) {
+		/* The guest still has our devices: keep what it may touch (the
+		 * register pages, the library) rather than pull it away. */
+		log_info("the devices could not be removed from the guest: they stay (unserved) until it restarts");
+		s->pages.remote = 0;
+		shared_mem_destroy(vm, &s->pages);
+		if (s->kl_loaded)
+			klib_abandon(&s->kl);
+		s->st->teardown_ns = now_ns() - t0;
+		return;
+	}
 	if (s->slot.added)
 		kvm_slot_remove(vm, &s->slot);
 	if (s->pages.fd >= 0 && s->pages.local)

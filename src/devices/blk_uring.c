@@ -87,6 +87,49 @@ static int sync_rw(struct blk_uring *u, bool write, uint64_t off, const uint8_t 
 	return 0;
 }
 
+/* One readv/writev, continued piecewise after a short transfer. */
+static int sync_rwv(struct blk_uring *u, bool write, uint64_t off, const struct iovec *iov, int n)
+{
+	uint64_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (!in_disk(u, off, total))
+		return -EINVAL;
+	if (write && u->read_only)
+		return -EROFS;
+	struct io_uring_sqe *sqe = sync_sqe(u);
+	if (!sqe)
+		return -EIO;
+	if (write)
+		io_uring_prep_writev(sqe, u->fd, iov, (unsigned)n, off);
+	else
+		io_uring_prep_readv(sqe, u->fd, iov, (unsigned)n, off);
+	int res = sync_run(u);
+	if (res < 0 && res != -EAGAIN && res != -EINTR)
+		return res;
+	uint64_t done = res > 0 ? (uint64_t)res : 0;
+	for (int i = 0; i < n; i++) {
+		size_t len = iov[i].iov_len;
+		if (done >= len) {
+			done -= len;
+			off += len;
+			continue;
+		}
+		uint8_t *base = (uint8_t *)iov[i].iov_base + done;
+		int rc = sync_rw(u, write, off + done, write ? base : NULL, write ? NULL : base, len - done);
+		if (rc < 0)
+			return rc;
+		off += len;
+		done = 0;
+	}
+	return 0;
+}
+
+static int be_rwv(void *opaque, bool write, uint64_t off, const struct iovec *iov, int n)
+{
+	return sync_rwv(opaque, write, off, iov, n);
+}
+
 /* ---- struct blk_backend ---- */
 
 static int be_read(void *opaque, uint64_t off, void *buf, size_t len)
@@ -229,6 +272,7 @@ int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct
 	disk_out->read_only = read_only;
 	disk_out->be = (struct blk_backend){
 		.read = be_read,
+		.rwv = be_rwv,
 		.write = be_write,
 		.flush = be_flush,
 		.discard = be_discard,

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COPY_CHUNK (256u << 10)
+#define COPY_CHUNK (64u << 10) /* below malloc's mmap threshold: no page faults per request */
 
 struct blk_req_hdr {
 	uint32_t type;
@@ -55,15 +55,41 @@ static bool range_ok(const struct blk_disk *disk, uint64_t sector, uint64_t byte
 	return bytes % BLK_SECTOR == 0 && sector <= disk->sectors && n <= disk->sectors - sector;
 }
 
-/* Copy between guest buffers bufs[first..last) and the disk at off. */
+/* Copy between guest buffers bufs[first..last) and the disk at off:
+ * straight into guest memory where vmsh maps it (mem->ptr), else through a
+ * bounce buffer. */
 static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c, size_t first,
 		    size_t last, uint64_t off, bool to_guest)
 {
-	uint8_t *tmp = malloc(COPY_CHUNK);
-	if (!tmp)
-		return -ENOMEM;
+	uint8_t *tmp = NULL;
 	int rc = 0;
+	/* every buffer mapped: one vectored call */
+	if (mem->ptr && disk->be.rwv && last - first <= VQ_MAX_SIZE) {
+		struct iovec iov[256], *v = last - first <= 256 ? iov : malloc((last - first) * sizeof(*v));
+		size_t k = 0;
+		for (size_t b = first; v && b < last; b++, k++) {
+			v[k].iov_base = mem->ptr(mem->opaque, c->bufs[b].gpa, c->bufs[b].len);
+			v[k].iov_len = c->bufs[b].len;
+			if (!v[k].iov_base)
+				break;
+		}
+		if (v && k == last - first && k > 0)
+			rc = disk->be.rwv(disk->be.opaque, !to_guest, off, v, (int)k);
+		if (v != iov)
+			free(v);
+		if (v && k == last - first && k > 0)
+			return rc;
+	}
 	for (size_t b = first; b < last && rc == 0; b++) {
+		uint8_t *direct = mem->ptr ? mem->ptr(mem->opaque, c->bufs[b].gpa, c->bufs[b].len) : NULL;
+		if (direct) {
+			rc = to_guest ? disk->be.read(disk->be.opaque, off, direct, c->bufs[b].len)
+				      : disk->be.write(disk->be.opaque, off, direct, c->bufs[b].len);
+			off += c->bufs[b].len;
+			continue;
+		}
+		if (!tmp && !(tmp = malloc(COPY_CHUNK)))
+			return -ENOMEM;
 		for (uint32_t done = 0; done < c->bufs[b].len && rc == 0;) {
 			uint32_t n = c->bufs[b].len - done < COPY_CHUNK ? c->bufs[b].len - done : COPY_CHUNK;
 			uint64_t gpa = c->bufs[b].gpa + done;

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "devices/virtqueue.h"
 
@@ -44,6 +45,8 @@ struct blk_backend {
 	int (*flush)(void *opaque);
 	int (*discard)(void *opaque, uint64_t off, uint64_t len);
 	int (*write_zeroes)(void *opaque, uint64_t off, uint64_t len);
+	/* optional: one vectored read or write (len = the iovecs' sum) */
+	int (*rwv)(void *opaque, bool write, uint64_t off, const struct iovec *iov, int n);
 	void *opaque;
 };
 

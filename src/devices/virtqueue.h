@@ -18,6 +18,9 @@
 struct vq_mem {
 	int (*read)(void *opaque, uint64_t gpa, void *buf, size_t len);
 	int (*write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
+	/* optional: vmsh's own pointer to [gpa, gpa+len) if it maps all of it
+	 * (zero-copy I/O), else NULL */
+	uint8_t *(*ptr)(void *opaque, uint64_t gpa, size_t len);
 	void *opaque;
 };
 

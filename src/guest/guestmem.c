@@ -3,8 +3,13 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include "common/procfs.h"
 #include "tracer/tracer.h"
 
 void guest_mem_init(struct guest_mem *gm, pid_t pid)
@@ -13,8 +18,20 @@ void guest_mem_init(struct guest_mem *gm, pid_t pid)
 	gm->pid = pid;
 }
 
+static void unmap_all(struct guest_mem *gm)
+{
+	for (size_t i = 0; i < gm->n_maps; i++)
+		munmap(gm->maps[i].base, gm->maps[i].len);
+	free(gm->maps);
+	gm->maps = NULL;
+	gm->n_maps = 0;
+	for (size_t i = 0; i < gm->n; i++)
+		gm->r[i].local = NULL;
+}
+
 void guest_mem_free(struct guest_mem *gm)
 {
+	unmap_all(gm);
 	free(gm->r);
 	gm->r = NULL;
 	gm->n = gm->cap = 0;
@@ -22,6 +39,7 @@ void guest_mem_free(struct guest_mem *gm)
 
 void guest_mem_clear(struct guest_mem *gm)
 {
+	unmap_all(gm);
 	gm->n = 0;
 }
 
@@ -73,6 +91,16 @@ static int xfer(struct guest_mem *gm, uint64_t gpa, uint8_t *buf, size_t len, bo
 		}
 		uint64_t off = gpa - r->gpa;
 		size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
+		if (r->local) {
+			if (write)
+				memcpy(r->local + off, buf, chunk);
+			else
+				memcpy(buf, r->local + off, chunk);
+			buf += chunk;
+			gpa += chunk;
+			len -= chunk;
+			continue;
+		}
 		ssize_t done = write ? remote_write(gm->pid, r->hva + off, buf, chunk)
 				     : remote_read(gm->pid, r->hva + off, buf, chunk);
 		if (!write) {
@@ -106,3 +134,63 @@ int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
 	return guest_mem_read(gm, gpa & ~0xfffULL, page, 4096);
 }
 
+
+static void *map_backing(struct guest_mem *gm, const struct proc_map *m)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", gm->pid, (unsigned long long)m->start,
+		 (unsigned long long)m->end);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	void *p = mmap(NULL, m->end - m->start, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)m->offset);
+	close(fd);
+	if (p == MAP_FAILED)
+		return NULL;
+	void *nm = realloc(gm->maps, (gm->n_maps + 1) * sizeof(*gm->maps));
+	if (!nm) {
+		munmap(p, m->end - m->start);
+		return NULL;
+	}
+	gm->maps = nm;
+	gm->maps[gm->n_maps].base = p;
+	gm->maps[gm->n_maps].len = m->end - m->start;
+	gm->n_maps++;
+	return p;
+}
+
+size_t guest_mem_map_shared(struct guest_mem *gm)
+{
+	struct proc_map *maps;
+	size_t n, mapped = 0;
+	if (procfs_read_maps(gm->pid, &maps, &n, NULL) < 0)
+		return 0;
+	for (size_t i = 0; i < gm->n; i++) {
+		struct guest_range *r = &gm->r[i];
+		if (!r->hva || r->local)
+			continue;
+		for (size_t k = 0; k < n; k++) {
+			const struct proc_map *m = &maps[k];
+			if (r->hva < m->start || r->hva + r->size > m->end)
+				continue;
+			if (m->perms[3] != 's' || !m->path[0] || m->path[0] == '[')
+				break;
+			uint8_t *base = map_backing(gm, m);
+			if (base) {
+				r->local = base + (r->hva - m->start);
+				mapped++;
+			}
+			break;
+		}
+	}
+	free(maps);
+	return mapped;
+}
+
+uint8_t *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, size_t len)
+{
+	const struct guest_range *r = guest_mem_find(gm, gpa);
+	if (!r || !r->local || len > r->size - (gpa - r->gpa))
+		return NULL;
+	return r->local + (gpa - r->gpa);
+}

@@ -17,6 +17,7 @@ struct guest_range {
 	bool shared;           /* MAP_SHARED backing (memfd, file, hugetlbfs) */
 	bool verified;         /* host address confirmed by guest content */
 	const char *kind;      /* "System RAM" or what the guest calls it */
+	uint8_t *local;        /* vmsh's own mapping of it (shared backings only), or NULL */
 };
 
 struct guest_mem {
@@ -24,6 +25,8 @@ struct guest_mem {
 	struct guest_range *r;
 	size_t n, cap;
 	uint64_t reads, bytes_read; /* statistics */
+	struct { void *base; size_t len; } *maps; /* vmsh's mappings of shared backings */
+	size_t n_maps;
 };
 
 void guest_mem_init(struct guest_mem *gm, pid_t pid);
@@ -37,6 +40,13 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len);
 /* Write len bytes at gpa (same rules as guest_mem_read). */
 int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len);
+/* Map the ranges whose host memory is a shared mapping (memfd, file,
+ * hugetlbfs) into vmsh too (through /proc/PID/map_files), so that reads and
+ * writes there are plain copies. Ranges that cannot be mapped keep using
+ * process_vm_readv/writev. Returns how many ranges were mapped. */
+size_t guest_mem_map_shared(struct guest_mem *gm);
+/* vmsh's pointer to [gpa, gpa+len) if one mapped range holds all of it. */
+uint8_t *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, size_t len);
 /* pagetable.h's read callback over a struct guest_mem. */
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512]);
 

@@ -114,6 +114,22 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	return 0;
 }
 
+/* Does this page-table root map the library? The kernel's own does; a
+ * process's (kernel half, or an idle vCPU lazily still on the last
+ * process's) shares its top-level entry for the library's region. */
+static bool maps_library(struct kernel_lib *kl, uint64_t cr3)
+{
+	const struct pt_ctx *pt = &kl->k->pt;
+	uint64_t root = pt_root_from_cr3(cr3, pt->phys_mask);
+	if (root == pt->root)
+		return true;
+	unsigned shift = pt->levels == 5 ? 48 : 39;
+	uint64_t idx = (kl->region.va >> shift) & 511, mine, kernel;
+	if (guest_mem_read(kl->gm, root + 8 * idx, &mine, 8) < 0 || guest_mem_read(kl->gm, pt->root + 8 * idx, &kernel, 8) < 0)
+		return false;
+	return (mine & 1) && mine == kernel;
+}
+
 /* In one stop-the-world window: find a vCPU halted in the kernel on the
  * kernel's page tables and send it to the entry stub. 1 if done. */
 static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
@@ -129,7 +145,7 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) < 0 || kvm_vcpu_get_mp_state(vm, &vm->vcpus[i], &mp, &e) < 0)
 			continue;
 		bool kernel = (st.sregs.ss.dpl & 3) == 0 && (st.sregs.cs.selector & 3) == 0;
-		bool kernel_cr3 = (st.sregs.cr3 & kl->k->pt.phys_mask) == kl->k->pt.root;
+		bool kernel_cr3 = maps_library(kl, st.sregs.cr3);
 		if (mp != KVM_MP_STATE_HALTED || !kernel || !kernel_cr3 || st.regs.rip < KERNEL_MAP_START)
 			continue;
 		kl->chan->orig_rip = st.regs.rip;
@@ -239,6 +255,17 @@ static void wait_vcpus_out(struct kernel_lib *kl)
 		sleep_ms(1);
 	}
 	log_info("a vCPU stayed inside the kernel library for 200 ms");
+}
+
+void klib_abandon(struct kernel_lib *kl)
+{
+	log_info("leaving the kernel library mapped at %#llx (slot %u) until the VM restarts",
+		 (unsigned long long)kl->region.va, kl->slot.id);
+	kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
+	shared_mem_destroy(kl->vm, &kl->mem);
+	loader_free(&kl->lib);
+	kl->linked = false;
+	kl->chan = NULL;
 }
 
 void klib_unload(struct kernel_lib *kl)

@@ -60,6 +60,9 @@ bool klib_done(const struct kernel_lib *kl);
 /* Copy a file (the in-guest helper) into the library's memory, where the
  * library finds it (chan->helper_va/len). */
 int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err);
+/* Leave the library where it is (the guest still uses it), free only
+ * vmsh's side. */
+void klib_abandon(struct kernel_lib *kl);
 /* Undo klib_load; safe after a partial load. */
 void klib_unload(struct kernel_lib *kl);
 

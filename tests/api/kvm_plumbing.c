@@ -17,6 +17,7 @@
 
 #include "common/clock.h"
 #include "kvm/kvm.h"
+#include "kvm/mmio_trap.h"
 #include "kvm/shared.h"
 
 static int die(const struct vmsh_err *e)
@@ -39,10 +40,58 @@ static void release(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f)
 	kvm_fds_free(f);
 }
 
+static void count_write(void *opaque, struct mmio_access *a)
+{
+	if (a->is_write)
+		(*(unsigned long *)opaque)++;
+	else
+		memset(a->data, 0xa5, sizeof(a->data));
+}
+
+/* The set-up path: a read-only slot, the VMM untraced but for its KVM_RUN
+ * returns, every write into the slot seen by us and hidden from the VMM. */
+static int trap(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f, struct memslot_ids *ids, uint64_t gpa,
+		unsigned ms)
+{
+	struct vmsh_err err = { 0 };
+	struct shared_mem m;
+	struct kvm_slot slot;
+	if (shared_mem_create(vm, 4096, &m, &err) < 0)
+		return die(&err);
+	memset(m.local, 0xa5, 4096);
+	if (kvm_slot_add(vm, ids, NULL, 0, gpa, 4096, 1, m.remote, 4096, KVM_MEM_READONLY, &slot, &err) < 0)
+		return die(&err);
+	printf("slot %u\n", slot.id);
+	kvm_vm_release(vm);
+	struct mmio_trap mt;
+	unsigned long writes = 0;
+	if (mmio_trap_start(&mt, vm, 0, gpa, gpa + 4096, count_write, &writes, &err) < 0)
+		return die(&err);
+	printf("trapping\n");
+	fflush(stdout);
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ULL;
+	while (now_ns() < end)
+		if (mmio_trap_poll(&mt, 20, &err) < 0)
+			return die(&err);
+	mmio_trap_end(&mt);
+	printf("untraced\n");
+	printf("trapped %lu %lu\n", writes, mt.handled);
+	fflush(stdout);
+	sleep_ms(300); /* the test looks at the VMM now */
+	if (kvm_vm_reacquire(vm, &err) < 0)
+		return die(&err);
+	kvm_slot_remove(vm, &slot);
+	shared_mem_destroy(vm, &m);
+	release(tr, vm, f);
+	free(ids->ids);
+	printf("removed\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: kvm_plumbing PID GPA MS\n");
+	if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "trap"))) {
+		fprintf(stderr, "usage: kvm_plumbing PID GPA MS [trap]\n");
 		return 2;
 	}
 	pid_t pid = atoi(argv[1]);
@@ -66,6 +115,9 @@ int main(int argc, char **argv)
 	struct memslot_ids ids;
 	if (kvm_memslot_ids(&vm, 0, (st.sregs.cs.base + st.regs.rip) & ~0xfffULL, &ids, &err) < 0)
 		return die(&err);
+
+	if (argc == 5)
+		return trap(&tr, &vm, &f, &ids, gpa, ms);
 
 	struct shared_mem m;
 	struct kvm_slot slot;

@@ -41,3 +41,34 @@ def test_guest_writes_reach_the_ioeventfd_with_no_exit_while_untraced(testvmm):
     io = sum(v["exits"].get("2", 0) for v in testvmm.exit_stats)
     mmio = sum(v["exits"].get("6", 0) for v in testvmm.exit_stats)
     assert abs((io - mmio) - total) <= 4, (io, mmio, total)
+
+
+def test_setup_writes_are_trapped_from_kvm_run_and_hidden_from_the_vmm(testvmm):
+    """While a driver sets a device up, vmsh follows the VMM's syscalls: each
+    KVM_RUN that returns with an MMIO write into vmsh's slot is handled by
+    vmsh and turned into an interrupted KVM_RUN, which the VMM re-enters;
+    nothing else of the VMM changes, and afterwards nothing is traced."""
+    vm = testvmm.truth["vms"][0]
+    fds, tasks = testvmm.fds(), testvmm.tasks()
+    ids = inspect_json(testvmm.pid)["memslots"]["ids"]
+    p = subprocess.Popen([PLUMBING, str(testvmm.pid), vm["mmio_gpa"], "500", "trap"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in p.stdout:
+        lines.append(line.strip())
+        if line.startswith("untraced"):
+            assert testvmm.proc_status()["TracerPid"] == "0"
+    assert p.wait(60) == 0, p.stderr.read()
+    writes, handled = map(int, [l for l in lines if l.startswith("trapped ")][0].split()[1:])
+    assert writes > 20 and writes == handled, lines
+    assert lines[-1] == "removed"
+    assert testvmm.fds() == fds and testvmm.tasks() == tasks
+    assert inspect_json(testvmm.pid)["memslots"]["ids"] == ids
+    assert testvmm.wait_progress()
+    assert testvmm.stop() == 0
+    io = sum(v["exits"].get("2", 0) for v in testvmm.exit_stats)
+    mmio = sum(v["exits"].get("6", 0) for v in testvmm.exit_stats)
+    eintr = sum(v["eintr"] for v in testvmm.exit_stats)
+    # the VMM saw none of the trapped writes as MMIO exits, but as EINTRs
+    assert abs((io - mmio) - writes) <= 4, (io, mmio, writes)
+    assert eintr >= writes, (eintr, writes)

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+import tools_image
+
 from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_inspect import hypervisor_state
 from test_library import assert_guest_clean, warnings
@@ -97,4 +99,20 @@ def test_console_carries_10mb_each_way(guest, host, vmsh_bin):
             host.kill(receiver)
         m = re.search(r"recv (\d+) (\w+)", text)
         assert int(m.group(1)) == n and m.group(2) == want, text
+    assert s.status == 0, s.text
+
+
+@pytest.mark.parametrize("machine,kernel", [("pc", "6.1"), ("microvm", "6.12")])
+def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine, kernel):
+    img = tools_image.build()
+    guest = guest_factory(machine=machine, kernel=kernel, extra_qemu_args=tools_image.qemu_args(machine, img))
+    chroot = tools_image.mount_in_guest(guest)
+    disk, _ = make_disk(host, f"fio-{machine}.img", 64, random=False)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        out = guest.console(f"{chroot} /usr/bin/fio --name=verify --filename=/dev/{s.dev} --rw=randwrite --bs=4k "
+                            f"--size=32M --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c "
+                            f"--verify_fatal=1 --do_verify=1 2>&1", 900)
+        assert "err= 0" in out, out
+        assert "verify:" not in out.replace("verify: (g=0)", ""), out
+        assert tracer_pid(host, guest.pid) == 0
     assert s.status == 0, s.text

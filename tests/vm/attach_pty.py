@@ -1,0 +1,48 @@
+"""Drives `vmsh attach` on a pty (run on the KVM host by test_attach.py):
+prompt, the guest's root, window size and resize, Ctrl-C, detach with
+Ctrl-], and the terminal settings restored. Prints one JSON line."""
+import json
+import os
+import sys
+import time
+
+import pexpect
+
+vmsh, pid = sys.argv[1], sys.argv[2]
+res = {}
+# stty -g of the terminal vmsh runs on, before and after (through a shell
+# wrapper that owns the pty)
+wrapper = f"stty -g > /run/stty-before; {vmsh} attach {pid}; st=$?; stty -g > /run/stty-after; exit $st"
+child = pexpect.spawn("sh", ["-c", wrapper], dimensions=(30, 100), timeout=120, encoding="utf-8")
+try:
+    child.expect(r"[#$] ")
+    res["prompt"] = True
+    child.sendline("ls /var/lib/vmsh/ && echo ROOT-OK")
+    child.expect("ROOT-OK")
+    res["guest_root"] = "init" in child.before
+    child.expect(r"[#$] ")
+    child.sendline("stty size")
+    child.expect(r"(\d+ \d+)\r\n")
+    res["size"] = child.match.group(1)
+    child.expect(r"[#$] ")
+    child.setwinsize(40, 120)
+    time.sleep(1)
+    child.sendline("stty size")
+    child.expect(r"(\d+ \d+)\r\n")
+    res["resized"] = child.match.group(1)
+    child.expect(r"[#$] ")
+    child.sendline("sleep 100; echo SLEPT")
+    time.sleep(2)
+    child.sendcontrol("c")
+    t0 = time.monotonic()
+    child.expect(r"[#$] ", timeout=30)
+    res["ctrl_c"] = "SLEPT" not in child.before and time.monotonic() - t0 < 30
+    child.sendcontrol("]")
+    child.expect(pexpect.EOF, timeout=120)
+    child.close()
+    res["detached"] = True
+    res["exit_status"] = child.exitstatus
+    res["stty_restored"] = open("/run/stty-before").read() == open("/run/stty-after").read()
+except Exception as e:
+    res["error"] = f"{type(e).__name__}: {e}; output: {child.before!r}"
+print(json.dumps(res))

@@ -1,0 +1,75 @@
+"""An ext4 image with tools the busybox test guests lack (fio, with every
+shared library it needs), for tests and benchmarks that run them in a
+guest: attach it as a disk of the guest's own hypervisor, mount it, chroot.
+Built once per content into the test cache (no root needed: mke2fs -d)."""
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
+TOOLS = ["/usr/bin/fio"]
+SERIAL = "vmshtools"
+
+
+def _closure(binary):
+    out = subprocess.run(["ldd", binary], check=True, stdout=subprocess.PIPE, text=True).stdout
+    libs = re.findall(r"=> (/\S+)", out) + re.findall(r"^\s*(/\S+) \(", out, re.M)
+    return sorted(set(libs))
+
+
+def build():
+    files = []
+    for t in TOOLS:
+        if not os.path.exists(t):
+            subprocess.run(["apt-get", "install", "-y", "-q", os.path.basename(t)], check=True)
+        files += [t] + _closure(t)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.encode() + b"\0")
+        st = os.stat(f)
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    out = os.path.join(CACHE, f"tools-{h.hexdigest()[:16]}.ext4")
+    if os.path.exists(out):
+        return out
+    os.makedirs(CACHE, exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:
+        for d in ("dev", "proc", "sys", "tmp", "run"):
+            os.makedirs(os.path.join(root, d))
+        total = 0
+        for f in files:
+            dst = os.path.join(root, f.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(os.path.realpath(f), dst)
+            total += os.path.getsize(dst)
+        size_mb = total * 13 // 10 // (1 << 20) + 16
+        part = out + f".{os.getpid()}"
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", SERIAL, "-d", root, part, f"{size_mb}M"],
+                       check=True)
+        os.replace(part, out)
+    return out
+
+
+def qemu_args(machine, image, ident="tools", serial=SERIAL, readonly=True, cache="none"):
+    """qemu arguments for a virtio-blk disk of the guest's own hypervisor."""
+    ro = ",readonly=on" if readonly else ""
+    dev = "virtio-blk-device" if machine == "microvm" else "virtio-blk-pci"
+    return ["-drive", f"id={ident},file={image},if=none,format=raw,cache={cache},aio=threads{ro}",
+            "-device", f"{dev},drive={ident},serial={serial}"]
+
+
+def mount_in_guest(guest, serial=SERIAL, where="/mnt/tools"):
+    """Mount the tools disk in the guest with /dev, /proc, /sys bound in;
+    returns the chroot prefix for commands."""
+    guest.console(
+        f"modprobe ext4 2>/dev/null; mkdir -p {where}; "
+        f"for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = {serial} ] && dev=${{d##*/}}; done; "
+        f"mount -o ro /dev/$dev {where} && mount --bind /dev {where}/dev && "
+        f"mount -t proc proc {where}/proc && mount -t sysfs sys {where}/sys && mount -t tmpfs tmp {where}/tmp", 120)
+    return f"chroot {where}"
+
+
+if __name__ == "__main__":
+    print(build())

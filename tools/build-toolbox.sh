@@ -1,0 +1,30 @@
+#!/bin/sh
+# build-toolbox.sh OUT - the built-in tools image of `vmsh attach`: an ext4
+# file system with busybox (static) and its applets, and the directories the
+# in-guest helper mounts things on (/var/lib/vmsh for the guest's root,
+# /proc, /sys, /dev, /tmp, /run). Needs busybox-static and e2fsprogs; no root.
+set -eu
+out=$1
+busybox=$(command -v busybox || echo /bin/busybox)
+[ -x "$busybox" ] || { echo "build-toolbox: busybox-static is not installed" >&2; exit 1; }
+file "$busybox" 2>/dev/null | grep -q "statically linked" || ldd "$busybox" 2>&1 | grep -q "not a dynamic" ||
+	{ echo "build-toolbox: $busybox is not static (install busybox-static)" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+root=$tmp/root
+mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/etc" "$root/root" \
+	"$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/run" "$root/var/lib/vmsh" "$root/mnt"
+cp "$busybox" "$root/bin/busybox"
+for a in $("$busybox" --list); do
+	[ "$a" = busybox ] || ln -s busybox "$root/bin/$a"
+done
+cat > "$root/etc/profile" <<'PROFILE'
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PS1='vmsh:\w# '
+PROFILE
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\n' > "$root/etc/group"
+printf 'vmsh toolbox: busybox %s. The guest'"'"'s root file system is at /var/lib/vmsh.\n' \
+	"$("$busybox" 2>&1 | head -1 | awk '{print $2}')" > "$root/etc/motd"
+mke2fs -q -F -t ext4 -L vmsh-toolbox -E root_owner=0:0 -d "$root" "$out.tmp" 8M
+mv "$out.tmp" "$out"
