@@ -39,6 +39,7 @@ struct resource {
 #define ACPI_EDGE_SENSITIVE 1
 #define ACPI_ACTIVE_HIGH 0
 #define UMH_WAIT_EXEC 1
+#define IRQF_SHARED 0x80UL
 #define O_WRONLY 01
 #define O_CREAT 0100
 #define O_EXCL 0200
@@ -130,18 +131,25 @@ static irqreturn_t probe_handler(int irq, void *dev)
 static int pick_irq_line(void)
 {
 	static const unsigned char order[] = { 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 11, 10, 7, 6, 5 };
-	for (unsigned i = 0; i < sizeof(order); i++) {
-		int irq = acpi_register_gsi((void *)0, order[i], ACPI_EDGE_SENSITIVE, ACPI_ACTIVE_HIGH);
-		if (irq <= 0)
-			continue;
-		if (request_threaded_irq((unsigned)irq, probe_handler, (void *)0, 0, "vmsh-probe", &vmsh_probe_cookie) == 0) {
-			free_irq((unsigned)irq, &vmsh_probe_cookie);
-			vmsh_gsi = order[i];
-			vmsh_channel.gsi = order[i];
-			vmsh_channel.irq = irq;
-			return 0;
+	/* a line nobody holds; failing that, one only holders that share
+	 * edge-triggered lines have (such as the devices of an earlier vmsh
+	 * session that could not be removed) */
+	for (int pass = 0; pass < 2; pass++) {
+		unsigned long flags = pass ? IRQF_SHARED : 0;
+		for (unsigned i = 0; i < sizeof(order); i++) {
+			int irq = acpi_register_gsi((void *)0, order[i], ACPI_EDGE_SENSITIVE, ACPI_ACTIVE_HIGH);
+			if (irq <= 0)
+				continue;
+			if (request_threaded_irq((unsigned)irq, probe_handler, (void *)0, flags, "vmsh-probe",
+						 &vmsh_probe_cookie) == 0) {
+				free_irq((unsigned)irq, &vmsh_probe_cookie);
+				vmsh_gsi = order[i];
+				vmsh_channel.gsi = order[i];
+				vmsh_channel.irq = irq;
+				return 0;
+			}
+			acpi_unregister_gsi(order[i]);
 		}
-		acpi_unregister_gsi(order[i]);
 	}
 	return -EBUSY;
 }

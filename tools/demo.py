@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Boot a demo VM and show what `vmsh list` and `vmsh inspect` see, and load
-vmsh's kernel library into it once (`vmsh library`).
+"""Boot a demo VM, show what `vmsh list` and `vmsh inspect` see, load vmsh's
+kernel library into it once (`vmsh library`), and run commands inside it
+with `vmsh attach` (an interactive shell too, on hardware KVM in a terminal).
 
 usage: tools/demo.py [--machine pc|q35|microvm] [--kernel 6.1|6.12] [--json]
 
@@ -21,6 +22,7 @@ def main():
     ap.add_argument("--machine", default="pc", choices=harness.MACHINES)
     ap.add_argument("--kernel", default="6.1", choices=harness.KERNELS)
     ap.add_argument("--json", action="store_true", help="inspect --json")
+    ap.add_argument("--no-shell", action="store_true", help="no interactive shell at the end (hardware KVM only)")
     a = ap.parse_args()
     vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
     host = harness.make_host()
@@ -30,7 +32,10 @@ def main():
               f"runs as qemu PID {g.pid} on the {host.mode} KVM host\n")
         for cmd in (f"{vmsh} list",
                     f"{vmsh} inspect {'--json ' if a.json else ''}-s jiffies -s _printk -s iomem_resource vmsh-demo",
-                    f"{vmsh} library vmsh-demo"):
+                    f"{vmsh} library vmsh-demo",
+                    f"{vmsh} attach vmsh-demo -- sh -c 'cat /etc/motd; uname -a; ls /var/lib/vmsh; ps | head -5'",
+                    f"echo hello from the host | {vmsh} attach vmsh-demo -- sh -c 'cat; sha256sum /var/lib/vmsh/init'",
+                    f"{vmsh} attach vmsh-demo -- sh -c 'exit 42'; echo \"exit status $?\""):
             print(f"$ {cmd.replace(vmsh, 'vmsh')}")
             rc, out = host.run(cmd, 300)
             print(out.rstrip())
@@ -40,8 +45,15 @@ def main():
             print()
         print("$ grep -E ' (_text|jiffies|_printk|iomem_resource)$' /proc/kallsyms   # inside the guest")
         print(g.console("grep -E ' (_text|jiffies|_printk|iomem_resource)$' /proc/kallsyms").rstrip())
-        print("$ dmesg | grep vmsh   # inside the guest: the kernel library's line")
+        print("$ dmesg | grep vmsh   # inside the guest: the kernel library's lines")
         print(g.console("dmesg | grep vmsh").rstrip())
+        if host.mode == "direct" and sys.stdin.isatty() and not a.no_shell:
+            print(f"\n$ vmsh attach vmsh-demo   # an interactive shell in the VM; Ctrl-] or 'exit' leaves")
+            import subprocess
+            subprocess.call([vmsh, "attach", "vmsh-demo"])
+        elif host.mode != "direct":
+            print("\n(the demo VM runs inside the emulated KVM host, so no interactive shell here; on a machine "
+                  "with hardware KVM, `vmsh attach PID` in a terminal gives one)")
         return 0
     finally:
         host.close()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh - install what vmsh needs, build it, boot a demo VM (inside an
 # emulated KVM host when this machine has no usable hardware KVM) and run
-# `vmsh list`, `vmsh inspect` and `vmsh library` on it. Everything it starts is
+# `vmsh list`, `vmsh inspect`, `vmsh library` and `vmsh attach` on it. Everything it starts is
 # stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."

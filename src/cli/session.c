@@ -2,6 +2,7 @@
 #include "cli/session.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,15 @@ static const char *status_problem(uint32_t st, const char *driver)
 	return NULL;
 }
 
+/* A terminating signal arrived (they are held while a session runs). */
+static bool interrupted(void)
+{
+	sigset_t p;
+	sigpending(&p);
+	return sigismember(&p, SIGINT) || sigismember(&p, SIGTERM) || sigismember(&p, SIGHUP) ||
+	       sigismember(&p, SIGQUIT);
+}
+
 static int setup(struct session *s, struct vmsh_err *err)
 {
 	const struct session_opts *o = s->o;
@@ -223,6 +233,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (s->con_init && console_dev_watch(&s->con, &s->srv, err) < 0)
 		return -1;
 
+	if (interrupted())
+		return vmsh_error(err, EINTR, "interrupted");
 	/* the library: load drivers, choose the interrupt line, wait for us */
 	struct vmsh_channel *c = s->kl.chan;
 	c->op = VMSH_OP_DEVICES_ADD;
@@ -243,6 +255,10 @@ static int setup(struct session *s, struct vmsh_err *err)
 			c->go = 2;
 			return -1;
 		}
+	}
+	if (interrupted()) {
+		c->go = 2;
+		return vmsh_error(err, EINTR, "interrupted");
 	}
 	if (server_start(&s->srv, err) < 0) {
 		c->go = 2;
@@ -354,6 +370,16 @@ static int run_cb(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 
 int session_run(const struct session_opts *o, struct session_stats *st, struct vmsh_err *err)
 {
+	/* Terminating signals wait until the guest is left as it was: the
+	 * caller's serve() takes them (signalfd), teardown always runs, and
+	 * whatever is still pending is delivered at the end. */
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGINT);
+	sigaddset(&term, SIGTERM);
+	sigaddset(&term, SIGHUP);
+	sigaddset(&term, SIGQUIT);
+	sigprocmask(SIG_BLOCK, &term, &old);
 	struct session s = { .o = o, .st = st, .con_fds = { -1, -1 } };
 	s.pages.fd = -1;
 	memset(st, 0, sizeof(*st));
@@ -361,5 +387,6 @@ int session_run(const struct session_opts *o, struct session_stats *st, struct v
 	struct inspect_result r;
 	int rc = inspect_vm(&io, &r, err);
 	inspect_result_free(&r);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }

@@ -17,9 +17,12 @@ child = pexpect.spawn("sh", ["-c", wrapper], dimensions=(30, 100), timeout=120, 
 try:
     child.expect(r"[#$] ")
     res["prompt"] = True
-    child.sendline("ls /var/lib/vmsh/ && echo ROOT-OK")
-    child.expect("ROOT-OK")
+    # markers are built by the shell, so the echoed command line never matches
+    child.sendline("ls /var/lib/vmsh/ && echo ROOT-$((40+2))-OK")
+    child.expect("ROOT-42-OK")
     res["guest_root"] = "init" in child.before
+    if not res["guest_root"]:
+        res["root_listing"] = child.before
     child.expect(r"[#$] ")
     child.sendline("stty size")
     child.expect(r"(\d+ \d+)\r\n")
@@ -31,12 +34,14 @@ try:
     child.expect(r"(\d+ \d+)\r\n")
     res["resized"] = child.match.group(1)
     child.expect(r"[#$] ")
-    child.sendline("sleep 100; echo SLEPT")
+    child.sendline("sleep 100; echo SL''EPT")
     time.sleep(2)
     child.sendcontrol("c")
     t0 = time.monotonic()
     child.expect(r"[#$] ", timeout=30)
-    res["ctrl_c"] = "SLEPT" not in child.before and time.monotonic() - t0 < 30
+    res["ctrl_c"] = "SLEPT" not in child.before.replace("SL''EPT", "") and time.monotonic() - t0 < 30
+    if not res["ctrl_c"]:
+        res["ctrl_c_output"] = child.before
     child.sendcontrol("]")
     child.expect(pexpect.EOF, timeout=120)
     child.close()
@@ -45,4 +50,5 @@ try:
     res["stty_restored"] = open("/run/stty-before").read() == open("/run/stty-after").read()
 except Exception as e:
     res["error"] = f"{type(e).__name__}: {e}; output: {child.before!r}"
+    res.setdefault("prompt", False)
 print(json.dumps(res))

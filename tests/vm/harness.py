@@ -511,7 +511,7 @@ class Guest:
 
     @classmethod
     def start(cls, host, machine="pc", kernel="6.1", flavour="amd64", mem="512M", smp=1,
-              extra_qemu_args=(), modules=None, append="", name=None, timeout=180):
+              extra_qemu_args=(), modules=None, append="", name=None, timeout=180, prompt=None):
         """Boot a guest and wait for its ready marker.
 
         machine          pc | q35 | microvm
@@ -519,6 +519,8 @@ class Guest:
         modules          modules the guest's /init loads (None: virtio set)
         append           extra kernel command line
         name             qemu -name (default vmsh-test-<machine>-<kernel>)
+        prompt           what the console shows when the guest is ready
+                         (default: the test shell's prompt)
         The kernel boots from its bzImage with KASLR on."""
         if machine not in MACHINE_ARGS:
             raise ValueError(f"unknown machine {machine!r} (want one of {MACHINES})")
@@ -552,7 +554,7 @@ class Guest:
             host._call("console_open", 30, path=sock, pid=g.pid, timeout=scaled(30))
             ready = host._call("console_wait", timeout, path=sock, pattern=READY_MARKER,
                                timeout=scaled(timeout))
-            host._call("console_wait", 60, path=sock, pattern=PROMPT, start=ready["end"],
+            host._call("console_wait", 60, path=sock, pattern=prompt or PROMPT, start=ready["end"],
                        timeout=scaled(60))
         except (AgentError, HarnessError) as e:
             partial = getattr(e, "partial", "")

@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 
 CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
-TOOLS = ["/usr/bin/fio"]
+TOOLS = ["/usr/bin/fio", "/usr/sbin/dropbear", "/usr/bin/dropbearkey"]
+BUSYBOX = "/bin/busybox"  # static: the shell of ssh sessions into the tools chroot
 SERIAL = "vmshtools"
 
 
@@ -21,12 +22,14 @@ def _closure(binary):
 
 
 def build():
-    files = []
+    files = [BUSYBOX]
     for t in TOOLS:
         if not os.path.exists(t):
-            subprocess.run(["apt-get", "install", "-y", "-q", os.path.basename(t)], check=True)
+            pkg = {"fio": "fio", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin"}[os.path.basename(t)]
+            subprocess.run(["apt-get", "install", "-y", "-q", pkg], check=True)
         files += [t] + _closure(t)
     h = hashlib.sha256()
+    h.update(b"v2")
     for f in files:
         h.update(f.encode() + b"\0")
         st = os.stat(f)
@@ -36,14 +39,22 @@ def build():
         return out
     os.makedirs(CACHE, exist_ok=True)
     with tempfile.TemporaryDirectory() as root:
-        for d in ("dev", "proc", "sys", "tmp", "run"):
-            os.makedirs(os.path.join(root, d))
+        for d in ("dev", "proc", "sys", "tmp", "run", "root", "etc/dropbear", "bin"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        with open(os.path.join(root, "etc/passwd"), "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n")
+        with open(os.path.join(root, "etc/group"), "w") as f:
+            f.write("root:x:0:\n")
+        with open(os.path.join(root, "etc/shells"), "w") as f:
+            f.write("/bin/sh\n")
         total = 0
         for f in files:
             dst = os.path.join(root, f.lstrip("/"))
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy(os.path.realpath(f), dst)
             total += os.path.getsize(dst)
+        for applet in ("sh", "ls", "cat", "echo", "stty"):
+            os.symlink("busybox", os.path.join(root, "bin", applet))
         size_mb = total * 13 // 10 // (1 << 20) + 16
         part = out + f".{os.getpid()}"
         subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", SERIAL, "-d", root, part, f"{size_mb}M"],
@@ -66,8 +77,10 @@ def mount_in_guest(guest, serial=SERIAL, where="/mnt/tools"):
     guest.console(
         f"modprobe ext4 2>/dev/null; mkdir -p {where}; "
         f"for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = {serial} ] && dev=${{d##*/}}; done; "
-        f"mount -o ro /dev/$dev {where} && mount --bind /dev {where}/dev && "
-        f"mount -t proc proc {where}/proc && mount -t sysfs sys {where}/sys && mount -t tmpfs tmp {where}/tmp", 120)
+        f"mkdir -p /dev/pts; mountpoint -q /dev/pts || mount -t devpts devpts /dev/pts; "
+        f"mount -o ro /dev/$dev {where} && mount --rbind /dev {where}/dev && "
+        f"mount -t proc proc {where}/proc && mount -t sysfs sys {where}/sys && mount -t tmpfs tmp {where}/tmp && "
+        f"mount -t tmpfs root {where}/root && mount -t tmpfs etc {where}/etc/dropbear", 120)
     return f"chroot {where}"
 
 

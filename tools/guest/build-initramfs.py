@@ -40,7 +40,7 @@ CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
 # Loaded by the guest's /init (unless overridden on its command line).
 GUEST_LOAD = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "crc32c_generic"]
 # Present in the guest (for modprobe by tests or by vmsh) but not loaded.
-GUEST_EXTRA = ["ext4", "overlay", "squashfs", "loop"]
+GUEST_EXTRA = ["ext4", "overlay", "squashfs", "loop", "virtio_net"]
 HOST_LOAD = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "kvm_amd"]
 
 
@@ -264,6 +264,8 @@ def build(kind, kernel_dir, load=None, extra=None):
     for applet in applets:
         if applet != "busybox":
             cpio.symlink(f"bin/{applet}", "busybox")
+    # where the kernel looks for it (request_module): /sbin/modprobe
+    cpio.symlink("sbin/modprobe", "/bin/busybox")
     cpio.file("init", read(init), 0o755)
     cpio.file("etc/vmsh-modules", ("\n".join(loadable) + "\n").encode())
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")

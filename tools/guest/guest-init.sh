@@ -30,6 +30,31 @@ for m in $modules; do
 	modprobe "$m" || echo "vmsh-guest-init: modprobe $m failed"
 done
 
+# vmsh.root=SERIAL: boot the guest from its own disk (the virtio disk with
+# that serial) instead, the way a normal VM does: switch to it and run its
+# /sbin/init.
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	vmsh.root=*)
+		serial=${arg#vmsh.root=}
+		modprobe ext4 2>/dev/null
+		for d in /sys/block/vd*; do
+			[ "$(cat "$d/serial" 2>/dev/null)" = "$serial" ] && dev=/dev/${d##*/}
+		done
+		mkdir -p /newroot
+		if [ -n "$dev" ] && mount -t ext4 "$dev" /newroot; then
+			echo 1 >/proc/sys/kernel/printk
+			umount /dev/pts /dev/shm /tmp /run 2>/dev/null
+			mount --move /dev /newroot/dev
+			mount --move /proc /newroot/proc
+			mount --move /sys /newroot/sys
+			exec switch_root /newroot /sbin/init
+		fi
+		echo "vmsh-guest-init: root disk $serial not found or not mountable"
+		;;
+	esac
+done
+
 # Kernel messages would interleave with command output on ttyS0; keep them
 # in dmesg only.
 echo 1 >/proc/sys/kernel/printk
