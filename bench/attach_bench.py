@@ -44,6 +44,7 @@ def main():
         chroot = tools_image.mount_in_guest(g)
         g.console("modprobe virtio_net; ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && "
                   "ip route add default via 10.0.2.2", 60)
+        host.check("ip link set lo up")  # the emulated KVM host's loopback (qemu's port forward listens there)
         host.check("rm -f /run/bench-key /run/bench-key.pub && ssh-keygen -q -t ed25519 -N '' -f /run/bench-key")
         pub = host.check("cat /run/bench-key.pub").strip()
         g.console(f"mkdir -p /mnt/tools/root/.ssh && echo '{pub}' > /mnt/tools/root/.ssh/authorized_keys && "

@@ -55,6 +55,8 @@ def main():
     ap.add_argument("--kernel", default="6.1")
     ap.add_argument("--runtime", type=int, default=5)
     ap.add_argument("--size", type=int, default=256, help="backing file MiB")
+    ap.add_argument("--memfd", action="store_true",
+                    help="guest RAM in a shared memfd (vmsh then does zero-copy I/O) instead of anonymous memory")
     a = ap.parse_args()
     vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
     img = tools_image.build()
@@ -62,7 +64,9 @@ def main():
     try:
         backing = f"{scratch(host)}/bench-backing.img"
         host.check(f"head -c {a.size}M /dev/urandom > {backing}", 300)
-        extra = tools_image.qemu_args(a.machine, img) + tools_image.qemu_args(
+        mem = (["-object", "memory-backend-memfd,id=ram,size=512M,share=on", "-machine", "memory-backend=ram"]
+               if a.memfd else [])
+        extra = mem + tools_image.qemu_args(a.machine, img) + tools_image.qemu_args(
             a.machine, backing, ident="own", serial="owndisk", readonly=False, cache="writeback")
         g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench", extra_qemu_args=extra)
         chroot = tools_image.mount_in_guest(g)
@@ -76,7 +80,8 @@ def main():
                 res["own+vmsh"][job[0]] = run_job(g, chroot, own, job, a.runtime, a.size)
         if s.status != 0:
             print("vmsh serve failed:\n" + s.text)
-        print(f"\nblk_bench: {a.machine}, Linux {a.kernel} guest, {host.mode} KVM host, "
+        print(f"\nblk_bench: {a.machine}, Linux {a.kernel} guest ({'memfd' if a.memfd else 'anonymous'} RAM), "
+              f"{host.mode} KVM host, "
               f"{platform.node()} ({os.cpu_count()} CPUs); fio {a.runtime}s per job, backing file on tmpfs")
         print(f"{'job':22s} {'qemu-blk':>10s} {'vmsh-blk':>10s} {'ratio':>6s}   "
               f"{'own disk':>10s} {'own+vmsh':>10s} {'ratio':>6s}")

@@ -130,23 +130,35 @@ static int walk_indirect(struct virtqueue *vq, struct vq_chain *c, const struct 
 		vq->scratch_cap = n;
 		c->bufs = nb;
 	}
+	/* the whole table in one read (it is the guest's: walked as hostile) */
+	struct vring_desc local[128], *tab = n <= 128 ? local : malloc(n * sizeof(*tab));
+	if (!tab)
+		return broken(vq, "out of memory");
+	int rc = rd(vq, ind->addr, tab, n * sizeof(*tab));
 	uint16_t i = 0;
-	for (size_t steps = 0;; steps++) {
-		struct vring_desc d;
-		if (steps >= n)
-			return broken(vq, "indirect chain loops");
-		if (rd(vq, ind->addr + 16ULL * i, &d, sizeof(d)) < 0)
-			return -1;
-		if (d.flags & VIRTQ_DESC_F_INDIRECT)
-			return broken(vq, "nested indirect table");
-		if (add_buf(vq, c, &d, n) < 0)
-			return -1;
+	for (size_t steps = 0; rc == 0; steps++) {
+		struct vring_desc d = tab[i];
+		if (steps >= n) {
+			rc = broken(vq, "indirect chain loops");
+			break;
+		}
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			rc = broken(vq, "nested indirect table");
+			break;
+		}
+		if ((rc = add_buf(vq, c, &d, n)) < 0)
+			break;
 		if (!(d.flags & VIRTQ_DESC_F_NEXT))
-			return 0;
-		if (d.next >= n)
-			return broken(vq, "indirect next %u out of %zu", d.next, n);
+			break;
+		if (d.next >= n) {
+			rc = broken(vq, "indirect next %u out of %zu", d.next, n);
+			break;
+		}
 		i = d.next;
 	}
+	if (tab != local)
+		free(tab);
+	return rc < 0 ? -1 : 0;
 }
 
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import conftest
 import tools_image
 
 from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
@@ -14,13 +15,27 @@ from test_library import assert_guest_clean, warnings
 
 MB = 1 << 20
 
+# the configurations issue 4 names: qemu pc and microvm, each kernel series
+DEVICE_CONFIGS = [c for c in conftest.GUEST_CONFIGS if c[0] in ("pc", "microvm")] or conftest.GUEST_CONFIGS[:1]
+
+
+@pytest.fixture(scope="module", params=DEVICE_CONFIGS, ids=conftest._config_id)
+def dev_config(request):
+    return request.param
+
+
+@pytest.fixture
+def dev_guest(guest_pool, dev_config):
+    return guest_pool.get(*dev_config)
+
 
 def sample_tracer_pid(host, pid, out):
     """Start sampling the hypervisor's TracerPid every 20 ms into `out`."""
     return host.spawn(["sh", "-c", f"while :; do grep TracerPid /proc/{pid}/status; sleep 0.02; done"], out)
 
 
-def test_block_device_reads_writes_flushes_discards_untraced(guest, host, vmsh_bin):
+def test_block_device_reads_writes_flushes_discards_untraced(dev_guest, host, vmsh_bin):
+    guest = dev_guest
     base = warnings(guest)
     before = hypervisor_state(host, guest.pid)
     disk, digest = make_disk(host, "blk.img", 64)
@@ -70,7 +85,8 @@ def test_read_only_image_refuses_writes(any_guest, host, vmsh_bin):
     assert host.check(f"sha256sum {disk}").split()[0] == digest
 
 
-def test_console_carries_10mb_each_way(guest, host, vmsh_bin):
+def test_console_carries_10mb_each_way(dev_guest, host, vmsh_bin):
+    guest = dev_guest
     disk, _ = make_disk(host, "con.img", 1)
     client = f"{scratch(host)}/conclient.py"
     host.check(f"cat > {client}", input=CONSOLE_CLIENT)
