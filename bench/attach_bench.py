@@ -47,7 +47,7 @@ def main():
         host.check("ip link set lo up")  # the emulated KVM host's loopback (qemu's port forward listens there)
         host.check("rm -f /run/bench-key /run/bench-key.pub && ssh-keygen -q -t ed25519 -N '' -f /run/bench-key")
         pub = host.check("cat /run/bench-key.pub").strip()
-        g.console(f"mkdir -p /mnt/tools/root/.ssh && echo '{pub}' > /mnt/tools/root/.ssh/authorized_keys && "
+        g.console(f"chmod 700 /mnt/tools/root && mkdir -p /mnt/tools/root/.ssh && echo '{pub}' > /mnt/tools/root/.ssh/authorized_keys && "
                   f"chmod 700 /mnt/tools/root/.ssh && {chroot} /usr/bin/dropbearkey -t ed25519 "
                   f"-f /etc/dropbear/dropbear_ed25519_host_key >/dev/null && "
                   f"{chroot} /usr/sbin/dropbear -r /etc/dropbear/dropbear_ed25519_host_key -p 22 -E 2>/dev/null", 60)

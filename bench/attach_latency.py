@@ -9,7 +9,7 @@ import time
 
 import pexpect
 
-PROMPT = r"[#$] $"
+PROMPT = r"[#$] (\x1b\[6n)?"  # busybox ash asks for the cursor position after its prompt
 samples = int(sys.argv[1])
 argv = sys.argv[2:]
 res = {}
@@ -44,7 +44,7 @@ for i in range(samples):
     child.expect_exact("x")
     lat.append((time.monotonic() - t) * 1000)
     child.send("\x7f")  # erase it again
-    child.expect_exact("\b \b")
+    child.expect(r"\x08")  # the line editor moves back over it
     time.sleep(0.05)
 res["echo_ms"] = {"median": statistics.median(lat), "p90": sorted(lat)[int(0.9 * (len(lat) - 1))],
                   "min": min(lat), "n": len(lat)}
