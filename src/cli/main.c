@@ -18,6 +18,7 @@ static const struct vmsh_command commands[] = {
 	{ "inspect", "show vCPUs, memory and guest kernel of a running VM", cmd_inspect, true },
 	{ "library", "load vmsh's kernel library into a guest, run it once, remove it", cmd_library, true },
 	{ "attach", "run a shell or command inside a running VM, with a tools image as its root", cmd_attach, true },
+	{ "image", "make a tools image for vmsh attach -f from a directory", cmd_image, false },
 	{ "serve", "give a running guest a block device and a console port served by vmsh", cmd_serve, true },
 };
 

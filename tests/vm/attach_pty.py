@@ -24,6 +24,11 @@ try:
     if not res["guest_root"]:
         res["root_listing"] = child.before
     child.expect(r"[#$] ")
+    child.sendline("ps | grep -q ' /init' && echo PS-$((1+1))-OK")
+    i = child.expect(["PS-2-OK", r"[#$] "])
+    res["ps"] = i == 0
+    if i == 0:
+        child.expect(r"[#$] ")
     child.sendline("stty size")
     child.expect(r"(\d+ \d+)\r\n")
     res["size"] = child.match.group(1)

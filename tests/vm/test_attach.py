@@ -67,13 +67,13 @@ def test_pipe_mode_50mb_round_trip_and_tar_into_the_guest(any_guest, host, vmsh_
     guest.console("rm -rf /tmp/d")
 
 
-def test_interactive_shell_on_a_pty(any_guest, host, vmsh_bin):
-    guest = any_guest
+def test_interactive_shell_on_a_pty(guest, host, vmsh_bin):
     host.check(f"cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
     out = host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}", 600)
     res = json.loads(out.strip().splitlines()[-1])
     assert res["prompt"], res
     assert res["guest_root"], res
+    assert res["ps"], res
     assert res["size"] == "30 100", res
     assert res["resized"] == "40 120", res
     assert res["ctrl_c"], res
@@ -148,3 +148,21 @@ def tracer_pid_of(host, pid):
             return 0
         time.sleep(0.2)
     return int(out.split()[1])
+
+
+def test_image_built_from_a_directory(any_guest, host, vmsh_bin):
+    """`vmsh image build DIR IMAGE`, then `vmsh attach -f IMAGE`: the
+    directory's files are the command's root."""
+    guest = any_guest
+    d = "/run/vmsh-imgdir"
+    host.check(f"rm -rf {d} && mkdir -p {d}/bin && cp /bin/busybox {d}/bin/ && ln -s busybox {d}/bin/sh && "
+               f"ln -s busybox {d}/bin/cat && echo my-own-image-$$ > {d}/hello && cat {d}/hello")
+    want = host.check(f"cat {d}/hello").strip()
+    out = host.check(f"{shlex.quote(vmsh_bin)} image build {d} /run/vmsh-own.img")
+    assert "ext4" in out
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "cat /hello; ls /var/lib/vmsh", opts=("-f", "/run/vmsh-own.img"))
+    assert r.rc == 0, r.stderr
+    assert r.stdout.splitlines()[0] == want
+    assert "init" in r.stdout.split()
+    r = attach(host, vmsh_bin, guest, "true", opts=("-f", "/run/no-such-image.img"))
+    assert r.rc == 2 and "no-such-image" in r.stderr
