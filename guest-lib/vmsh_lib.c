@@ -66,6 +66,7 @@ extern void acpi_unregister_gsi(u32 gsi);
 extern int request_threaded_irq(unsigned int irq, irqreturn_t (*handler)(int, void *), irqreturn_t (*thread_fn)(int, void *),
 				unsigned long flags, const char *name, void *dev);
 extern const void *free_irq(unsigned int irq, void *dev_id);
+extern void *irq_get_irq_data(unsigned int irq);
 extern struct platform_device *platform_device_alloc(const char *name, int id);
 extern int platform_device_add_resources(struct platform_device *pdev, const struct resource *res, unsigned int num);
 extern int platform_device_add(struct platform_device *pdev);
@@ -125,6 +126,33 @@ static irqreturn_t probe_handler(int irq, void *dev)
 	return 0; /* IRQ_NONE: we never expect it */
 }
 
+/* The start of struct irq_data, unchanged from Linux 4.x to 6.x: mask, irq,
+ * hwirq (the pin, for an IOAPIC), common, chip, domain. */
+struct irq_data_head {
+	u32 mask;
+	unsigned int irq;
+	unsigned long hwirq;
+	void *common, *chip, *domain;
+};
+
+/* Does another Linux IRQ already stand for the same pin of the same
+ * interrupt controller as irq? (A device of the hypervisor whose line is
+ * mapped, even with no handler right now, or with another trigger mode.) */
+static bool pin_taken_elsewhere(int irq)
+{
+	const struct irq_data_head *mine = irq_get_irq_data((unsigned)irq);
+	if (!mine)
+		return 1;
+	for (unsigned i = 0; i < 4096; i++) {
+		if ((int)i == irq)
+			continue;
+		const struct irq_data_head *d = irq_get_irq_data(i);
+		if (d && d->domain == mine->domain && d->hwirq == mine->hwirq)
+			return 1;
+	}
+	return 0;
+}
+
 /* An IOAPIC line that no driver of the guest holds, translated into the
  * guest's IRQ number through its own interrupt setup (ACPI). The lines that
  * PCI and ISA devices usually use come last. */
@@ -140,6 +168,10 @@ static int pick_irq_line(void)
 			int irq = acpi_register_gsi((void *)0, order[i], ACPI_EDGE_SENSITIVE, ACPI_ACTIVE_HIGH);
 			if (irq <= 0)
 				continue;
+			if (pin_taken_elsewhere(irq)) {
+				acpi_unregister_gsi(order[i]);
+				continue;
+			}
 			if (request_threaded_irq((unsigned)irq, probe_handler, (void *)0, flags, "vmsh-probe",
 						 &vmsh_probe_cookie) == 0) {
 				free_irq((unsigned)irq, &vmsh_probe_cookie);

@@ -387,6 +387,12 @@ int session_run(const struct session_opts *o, struct session_stats *st, struct v
 	struct inspect_result r;
 	int rc = inspect_vm(&io, &r, err);
 	inspect_result_free(&r);
+	/* A signal that ended the session was taken by serve() or stopped the
+	 * set-up; more of the same (a shell's SIGTERM to our process group and
+	 * the one our parent forwards) must not kill us now that we are done. */
+	struct timespec none = { 0, 0 };
+	while (sigtimedwait(&term, NULL, &none) > 0)
+		;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }
