@@ -135,9 +135,12 @@ struct irq_data_head {
 	void *common, *chip, *domain;
 };
 
-/* Does another Linux IRQ already stand for the same pin of the same
- * interrupt controller as irq? (A device of the hypervisor whose line is
- * mapped, even with no handler right now, or with another trigger mode.) */
+/* Does another Linux IRQ already stand for a pin with the same number on
+ * an IOAPIC (any of them)? A device of the hypervisor whose line is mapped,
+ * even with no handler right now, or with another trigger mode - and with
+ * a split irqchip (qemu microvm), KVM's interrupt route N follows pin N of
+ * every IOAPIC qemu emulates, so the same number on a second IOAPIC
+ * collides too. */
 static bool pin_taken_elsewhere(int irq)
 {
 	const struct irq_data_head *mine = irq_get_irq_data((unsigned)irq);
@@ -147,7 +150,7 @@ static bool pin_taken_elsewhere(int irq)
 		if ((int)i == irq)
 			continue;
 		const struct irq_data_head *d = irq_get_irq_data(i);
-		if (d && d->domain == mine->domain && d->hwirq == mine->hwirq)
+		if (d && d->chip == mine->chip && d->hwirq == mine->hwirq)
 			return 1;
 	}
 	return 0;
