@@ -36,6 +36,7 @@
 #ifndef VMSH_PROTO_H
 #define VMSH_PROTO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Bumped on any incompatible change; a receiver refuses another version. */
@@ -155,6 +156,23 @@ static inline const char *vmsh_frame_check(const struct vmsh_frame_hdr *h, enum 
 	if (h->len < min || h->len > max)
 		return "frame length does not fit its type";
 	return 0;
+}
+
+
+/* A word both sides put on the helper's command line (port name, disk
+ * serial, TERM, fstype): 1..max bytes of [A-Za-z0-9._+-]. */
+static inline int vmsh_plain_word(const char *s, size_t max)
+{
+	size_t n = 0;
+	if (!s)
+		return 0;
+	for (; n <= max && s[n]; n++) {
+		char c = s[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '+' || c == '-'))
+			return 0;
+	}
+	return n > 0 && n <= max;
 }
 
 #endif

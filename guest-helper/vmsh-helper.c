@@ -83,15 +83,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 
 static bool plain_word(const char *s, size_t max)
 {
-	size_t n = strnlen(s, max + 1);
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._+-", c)))
-			return false;
-	}
-	return true;
+	return vmsh_plain_word(s, max);
 }
 
 static int parse_args(int argc, char **argv, struct helper_args *a, struct vmsh_err *err)

@@ -2,6 +2,7 @@
  * (format in relay.h; the helper's usage in guest-helper/vmsh-helper.c). */
 #include "console/relay.h"
 #include "console/term.h"
+#include "../../guest-helper/proto.h" /* vmsh_plain_word */
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,15 +11,7 @@
 
 static bool plain_word(const char *s, size_t max)
 {
-	size_t n = s ? strnlen(s, max + 1) : 0;
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._+-", c)))
-			return false;
-	}
-	return true;
+	return vmsh_plain_word(s, max);
 }
 
 static int add(char *buf, size_t cap, size_t *off, const char *s)

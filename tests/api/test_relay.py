@@ -682,7 +682,7 @@ class LoopImage:
 @pytest.fixture
 def image(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("the overlay test needs root (loop devices, mount namespaces)")
+        pytest.fail("the overlay test needs root (loop devices, mount namespaces): run the tests as root")
     for tool in ("mkfs.ext4", "losetup", "/bin/busybox"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             pytest.fail(f"{tool} is missing (tools/install-deps.sh installs it)", pytrace=False)
