@@ -28,4 +28,4 @@ $(BUILD)/relay_pair: tests/fixtures/relay_pair.c $(BUILD)/san/libvmsh.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
 
-check-api: $(BUILD)/relay_pair $(BUILD)/vmsh-helper $(BUILD)/san/vmsh-helper
+check-api-relay: $(BUILD)/relay_pair $(BUILD)/vmsh-helper $(BUILD)/san/vmsh-helper

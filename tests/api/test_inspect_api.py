@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+pytestmark = pytest.mark.kvm
+
 VMSH = os.environ.get("VMSH_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "vmsh"))
 EXIT_NOPROC, EXIT_NOTKVM, EXIT_PERM, EXIT_AMBIGUOUS, EXIT_NOKERNEL = 3, 4, 5, 6, 7
 

@@ -7,7 +7,12 @@ write the ioeventfd catches is an exit the hypervisor no longer sees."""
 import os
 import subprocess
 
+import pytest
+
 from test_inspect_api import inspect_json
+
+# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+pytestmark = pytest.mark.kvm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLUMBING = os.environ.get("VMSH_KVM_PLUMBING", os.path.join(ROOT, "build", "kvm_plumbing"))

@@ -11,6 +11,9 @@ import pytest
 
 from testvmm import EXIT_SETUP_FAILED, TestVMM, TestVMMError
 
+# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+pytestmark = pytest.mark.kvm
+
 KVM_EXIT_IO, KVM_EXIT_MMIO = 2, 6
 SYS_GETPPID = 110
 SYS_GETTID = 186
@@ -93,9 +96,10 @@ def test_sigterm_stops_it_cleanly_and_reports_exits(testvmm):
     stats = testvmm.exit_stats
     assert len(stats) == 2
     for vcpu in stats:
-        # the guest's port and MMIO writes reached userspace; the stop kick gave one EINTR
+        # the guest's port and MMIO writes reached userspace.  No EINTR is
+        # asserted: the stop kick finds the thread outside KVM_RUN when it is
+        # handling an exit (often, under emulation), and then none is counted.
         assert vcpu["exits"].get(str(KVM_EXIT_IO), 0) > 0 and vcpu["exits"].get(str(KVM_EXIT_MMIO), 0) > 0
-        assert vcpu["eintr"] >= 1
 
 
 def test_two_vms_in_one_process(testvmm_two_vms):

@@ -249,6 +249,17 @@ class TestVMM:
             status[key] = value.strip()
         return status
 
+    def wait_untraced(self, timeout=30.0):
+        """True once no tracer holds the process.  After vmsh's user-facing
+        process is SIGKILLed, its worker child is told and detaches cleanly,
+        which takes as long as the rest of its run (seconds under emulation)."""
+        deadline = time.monotonic() + timeout
+        while self.proc_status()["TracerPid"] != "0":
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def fd_map(self):
         """{fd: readlink target} of the running process."""
         out = {}

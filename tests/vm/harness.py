@@ -25,6 +25,7 @@ Environment:
   VMSH_L1_MEM, VMSH_L1_SMP   emulated host size (3G, 1: see README.md)
   VMSH_L1_ACCEL, VMSH_L1_APPEND  override L1 qemu -accel, add to its kernel command line
   VMSH_TEST_TIMEOUT_SCALE    multiply every boot/command timeout (1)
+  VMSH_SOAK           1: tests marked `soak` use their long sizes (make soak)
 """
 
 import atexit
@@ -74,6 +75,13 @@ def log(msg):
 
 def scaled(seconds):
     return seconds * TIMEOUT_SCALE
+
+
+def sized(check, soak):
+    """How many cycles/kills/repeats a test marked `soak` runs: a short run
+    in make check (the same assertions, fewer repetitions), the long one in
+    make soak (VMSH_SOAK=1)."""
+    return soak if os.environ.get("VMSH_SOAK") == "1" else check
 
 
 # -- cleanup on every exit path ------------------------------------------------

@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 
+import harness
 from test_inspect import hypervisor_state
 from test_library import assert_guest_clean, warnings
 
@@ -96,14 +97,16 @@ def hypervisor_resources(host, pid):
     return out
 
 
-def test_100_attach_detach_cycles_leak_nothing(guest_factory, host, vmsh_bin):
+@pytest.mark.soak
+def test_attach_detach_cycles_leak_nothing(guest_factory, host, vmsh_bin):
+    """10 attach/detach cycles in make check, 100 in make soak."""
     guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-cycles")
     attach(host, vmsh_bin, guest, "true")  # first use loads the modules
     traces = guest_traces(guest)
     mem0, res0 = guest_resources(guest)
     hyp0 = hypervisor_resources(host, guest.pid)
     fds0 = hyp0.split()[:2]
-    n = int(os.environ.get("VMSH_TEST_CYCLES", "100"))
+    n = int(os.environ.get("VMSH_TEST_CYCLES", harness.sized(10, 100)))
     script = (f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); "
               f"out=$({shlex.quote(vmsh_bin)} attach {guest.pid} -- echo cycle-$i 2>&1) || "
               f"{{ echo \"cycle $i failed: $out\"; exit 1; }}; "
@@ -119,15 +122,17 @@ def test_100_attach_detach_cycles_leak_nothing(guest_factory, host, vmsh_bin):
     assert guest_traces(guest) == traces
 
 
+@pytest.mark.soak
 def test_sigkill_during_attach_never_harms_the_vm(guest_factory, host, vmsh_bin):
-    """vmsh SIGKILLed at random instants of an attach: the VM survives every
+    """vmsh SIGKILLed at random instants of an attach (6 in make check, 20 in
+    make soak): the VM survives every
     time and the next attach works. Odd runs kill the vmsh the user started
     (its worker child then tears down cleanly); even runs kill the worker
     too (devices of that session may stay, unserved, as documented)."""
     guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-kill")
     import random
     rnd = random.Random(int(os.environ.get("VMSH_TEST_SEED", "4242")))
-    runs = int(os.environ.get("VMSH_TEST_KILLS", "20"))
+    runs = int(os.environ.get("VMSH_TEST_KILLS", harness.sized(6, 20)))
     for i in range(runs):
         delay = rnd.uniform(0.05, 2.5)
         both = "pkill -9 -P $p 2>/dev/null;" if i % 2 == 0 else ""

@@ -8,6 +8,7 @@ import shlex
 
 import pytest
 
+import harness
 from test_inspect import inspect_json, run_vmsh, hypervisor_state
 
 LINE = re.compile(r"vmsh: library loaded at ([0-9a-f]+) in Linux (\S+)")
@@ -58,18 +59,21 @@ def test_library_logs_version_and_address_then_leaves_no_trace(guest, host, vmsh
     assert_guest_clean(guest, base)
 
 
-def test_hundred_load_unload_cycles(any_guest, host, vmsh_bin):
+@pytest.mark.soak
+def test_load_unload_cycles(any_guest, host, vmsh_bin):
+    """20 cycles in one vmsh run in make check, 100 in make soak."""
     g = any_guest
+    n = harness.sized(20, 100)
     base = warnings(g)
     before_state = hypervisor_state(host, g.pid)
     n_before = len(kernel_log_lines(g))
-    r = library(host, vmsh_bin, g.pid, "--cycles", "100")
+    r = library(host, vmsh_bin, g.pid, "--cycles", str(n))
     assert r.rc == 0, r.stderr[-2000:] + r.stdout[-2000:]
-    assert "100 cycles done" in r.stdout
+    assert f"{n} cycles done" in r.stdout
     # the same region and slot every time: each cycle really gave them back
     addrs = set(re.findall(r"library at (0x[0-9a-f]+) \(gpa (0x[0-9a-f]+), slot (\d+)\)", r.stdout))
     assert len(addrs) == 1, addrs
-    assert len(kernel_log_lines(g)) == n_before + 100
+    assert len(kernel_log_lines(g)) == n_before + n
     assert hypervisor_state(host, g.pid) == before_state
     assert_guest_clean(g, base)
 
@@ -93,10 +97,12 @@ def test_busy_guest_is_reported_clearly(guest_factory, host, vmsh_bin):
     assert r.rc == 0, r.stderr
 
 
+@pytest.mark.soak
 def test_sigkill_during_the_library_flow(guest_factory, host, vmsh_bin):
     """vmsh dies (SIGKILL) inside its n-th injected syscall at points spread
-    over the whole flow: the guest and the hypervisor survive, and the next
-    run works."""
+    over the whole flow (every syscall of the library's own part in make
+    soak, every fourth in make check): the guest and the hypervisor survive,
+    and the next run works."""
     g = guest_factory(machine="pc", kernel="6.12")
     base = warnings(g)
     probe = library(host, vmsh_bin, g.pid)
@@ -105,7 +111,9 @@ def test_sigkill_during_the_library_flow(guest_factory, host, vmsh_bin):
     inspect_part = int(inspect_json(host, vmsh_bin, g.pid)["timing"]["injected_syscalls"])
     # kill points: attach, slot probing, and every syscall of the library's
     # own load/enter/unload, which come after what inspect does
-    points = {1, 2, 5, inspect_part // 2} | set(range(inspect_part - 2, total + 1))
+    step = harness.sized(4, 1)
+    points = ({1, 2, 5, inspect_part // 2, total} |
+              set(range(inspect_part - 2, total + 1, step)))
     for n in sorted(points):
         r = library(host, vmsh_bin, g.pid, env=f"VMSH_TEST_DIE_AT_SYSCALL={n}")
         assert r.rc in (-9, 137), f"n={n}: vmsh was not killed (rc {r.rc}): {r.stderr[-500:]}"
