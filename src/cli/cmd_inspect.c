@@ -81,6 +81,9 @@ static json_object *json_result(const struct inspect_opts *o, const struct inspe
 	}
 	json_object_object_add(root, "vcpus", vcpus);
 
+	json_object_object_add(root, "guest_phys_bits",
+			       r->guest_phys_bits ? json_object_new_int((int)r->guest_phys_bits) : NULL);
+
 	json_object *ms = json_object_new_object();
 	json_object_object_add(ms, "address_space", json_object_new_int(0));
 	if (r->slots_ok) {
@@ -169,6 +172,8 @@ static void print_text(const struct inspect_opts *o, const struct inspect_result
 		       (unsigned long long)v->st.sregs.cr3, (unsigned long long)v->st.sregs.cr4,
 		       (unsigned long long)v->st.sregs.efer, v->tid ? "" : "");
 	}
+	if (r->guest_phys_bits)
+		printf("  guest physical address width %u bits (the vCPUs' CPUID)\n", r->guest_phys_bits);
 	printf("\nmemory slots (address space 0): ");
 	if (r->slots_ok) {
 		printf("%zu in use:", r->slots.n);

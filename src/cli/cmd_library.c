@@ -35,7 +35,8 @@ static int cycles(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 		return vmsh_error(err, 0, "memory slots unknown: %s", res->slots_error);
 	for (run->done = 0; run->done < run->cycles; run->done++) {
 		struct kernel_lib kl;
-		if (klib_load(&kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots, err) < 0)
+		if (klib_load(&kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots,
+		      inspect_gpa_limit(res), err) < 0)
 			return vmsh_err_prefix(err, "cycle %u", run->done + 1);
 		int rc = klib_enter(&kl, run->timeout_ms, err);
 		if (rc == 0)

@@ -56,10 +56,19 @@ static int read_vcpus(struct kvm_vm *vm, struct tracer *tr, struct inspect_resul
 			v->ok = true;
 		else
 			snprintf(v->error, sizeof(v->error), "%s", e.msg);
+		if (v->ok && !res->guest_phys_bits && kvm_vcpu_phys_bits(vm, &vm->vcpus[i], &res->guest_phys_bits, &e) < 0)
+			log_verbose("vCPU %d: no CPUID: %s", v->index, e.msg);
 	}
 	tracer_resume_others(tr);
 	res->stopped_ns += now_ns() - t0;
 	return 0;
+}
+
+uint64_t inspect_gpa_limit(const struct inspect_result *res)
+{
+	unsigned bits = res->guest_phys_bits ? res->guest_phys_bits : 39;
+	unsigned host = host_phys_bits();
+	return 1ULL << (bits < host ? bits : host);
 }
 
 static int cmp_vcpu(const void *a, const void *b)

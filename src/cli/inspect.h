@@ -44,6 +44,8 @@ struct inspect_result {
 	struct inspect_vcpu *vcpus;
 	size_t n_vcpus;
 
+	unsigned guest_phys_bits; /* MAXPHYADDR of the vCPUs' CPUID (hypervisor's), 0 unknown */
+
 	struct memslot_ids slots;
 	bool slots_ok;
 	char slots_error[1024];
@@ -74,5 +76,8 @@ struct inspect_result {
  * guest without a recognizable kernel still gives registers and slots. */
 int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct vmsh_err *err);
 void inspect_result_free(struct inspect_result *res);
+/* End of the guest-physical space vmsh may place memory in: the guest's
+ * physical address width, at most this host's, 2^39 when unknown. */
+uint64_t inspect_gpa_limit(const struct inspect_result *res);
 
 #endif

@@ -197,7 +197,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	snprintf(s->disk.id, sizeof(s->disk.id), "%s", o->id);
 	s->st->disk_sectors = s->disk.sectors;
 
-	if (klib_load(&s->kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots, err) < 0)
+	if (klib_load(&s->kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots,
+		      inspect_gpa_limit(res), err) < 0)
 		return -1;
 	s->kl_loaded = true;
 	if (o->helper && klib_add_file(&s->kl, o->helper, o->helper_len, err) < 0)

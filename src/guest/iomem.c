@@ -135,3 +135,31 @@ bool iomem_range_free(const struct iomem_entry *e, size_t n, uint64_t gpa, uint6
 			return false;
 	return true;
 }
+
+uint64_t iomem_free_top(const struct iomem_entry *e, size_t n, uint64_t size, uint64_t align, uint64_t low,
+			uint64_t high)
+{
+	if (!size || !align || (align & (align - 1)) || high < size)
+		return 0;
+	uint64_t gpa = (high - size) & ~(align - 1);
+	/* each round moves below the start of at least one entry for good, so
+	 * n + 1 rounds decide */
+	for (size_t round = 0; round <= n; round++) {
+		if (gpa < low)
+			return 0;
+		bool clash = false;
+		uint64_t lowest = UINT64_MAX;
+		for (size_t i = 0; i < n; i++)
+			if (e[i].depth == 0 && e[i].start < gpa + size && gpa <= e[i].end) {
+				clash = true;
+				if (e[i].start < lowest)
+					lowest = e[i].start;
+			}
+		if (!clash)
+			return gpa;
+		if (lowest < size)
+			return 0;
+		gpa = (lowest - size) & ~(align - 1);
+	}
+	return 0;
+}

@@ -74,6 +74,14 @@ struct vcpu_state {
 /* Must be called while every vCPU thread is stopped (tracer_stop_others). */
 int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct vcpu_state *st, struct vmsh_err *err);
 
+/* The guest's physical address width (MAXPHYADDR) from the CPUID the
+ * hypervisor gave this vCPU (KVM_GET_CPUID2, leaf 0x80000008): set by the
+ * hypervisor, not guest data.  *bits = 0 when the leaf is absent.  Must be
+ * called while the vCPU thread is stopped, like kvm_vcpu_get_state. */
+int kvm_vcpu_phys_bits(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, unsigned *bits, struct vmsh_err *err);
+/* This host CPU's physical address width (CPUID 0x80000008), 36 if unknown. */
+unsigned host_phys_bits(void);
+
 int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_regs *regs,
 		      struct vmsh_err *err);
 int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t *state, struct vmsh_err *err);

@@ -1,5 +1,6 @@
 /* kvm_vm.c - KVM ioctls run inside the hypervisor, with their arguments
  * staged in the tracer's scratch area there. */
+#include <cpuid.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,44 @@ int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struc
 	if (ret < 0)
 		return vmsh_error(err, (int)-ret, "KVM_GET_SREGS on vCPU %d", vcpu->index);
 	return 0;
+}
+
+/* Room for every CPUID leaf a VMM sets (qemu: about 60), within the
+ * injection scratch area. */
+#define CPUID_ENTRIES_MAX 160
+
+int kvm_vcpu_phys_bits(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, unsigned *bits, struct vmsh_err *err)
+{
+	struct {
+		struct kvm_cpuid2 head;
+		struct kvm_cpuid_entry2 e[CPUID_ENTRIES_MAX];
+	} c;
+	_Static_assert(sizeof(c) <= TRACER_SCRATCH_SIZE, "CPUID buffer must fit the scratch area");
+	int64_t ret;
+	memset(&c, 0, sizeof(c));
+	c.head.nent = CPUID_ENTRIES_MAX;
+	*bits = 0;
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_CPUID2, &c, sizeof(c), &ret, err) < 0)
+		return -1;
+	if (ret < 0)
+		return vmsh_error(err, (int)-ret, "KVM_GET_CPUID2 on vCPU %d", vcpu->index);
+	uint32_t n = c.head.nent < CPUID_ENTRIES_MAX ? c.head.nent : CPUID_ENTRIES_MAX;
+	for (uint32_t i = 0; i < n; i++) {
+		unsigned b = c.e[i].eax & 0xff;
+		/* x86-64 defines 36..52 bits; anything else is not a width */
+		if (c.e[i].function == 0x80000008 && b >= 32 && b <= 52)
+			*bits = b;
+	}
+	return 0;
+}
+
+unsigned host_phys_bits(void)
+{
+	unsigned a, b, c, d;
+	if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000008 && __get_cpuid(0x80000008, &a, &b, &c, &d) &&
+	    (a & 0xff) >= 32 && (a & 0xff) <= 52)
+		return a & 0xff;
+	return 36;
 }
 
 int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_regs *regs,

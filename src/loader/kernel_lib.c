@@ -20,8 +20,6 @@ extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
 #define PAGE 4096u
 #define ENTRY_STACK_GAP 512
 
-/* Is [gpa, gpa+size) clear of everything in the guest's own map (RAM, PCI
- * windows, reserved ranges such as AMD's HyperTransport hole)? */
 static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 {
 	const struct guest_kernel *k = opaque;
@@ -33,13 +31,18 @@ static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 	return -1;
 }
 
+/* A new slot for the library at the top of the guest-physical space below
+ * gpa_limit, in a 1 GiB window clear of everything in the guest's own map
+ * (RAM, PCI windows, reserved ranges such as AMD's HyperTransport hole); the
+ * device register pages go into the same window right after it. */
 static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size_t n, const struct memslot_ids *ids,
-		    struct vmsh_err *err)
+		    uint64_t gpa_limit, struct vmsh_err *err)
 {
-	/* from 4 GiB up to 512 GiB (the smallest MAXPHYADDR of 64-bit CPUs) */
-	for (uint64_t gpa = 1ULL << 32; gpa + KLIB_MEM_SIZE <= (1ULL << 39); gpa += GIB) {
-		if (!iomem_range_free(iomem, n, gpa, KLIB_MEM_SIZE))
-			continue;
+	uint64_t high = gpa_limit;
+	for (unsigned tries = 0; tries < 64; tries++) {
+		uint64_t gpa = iomem_free_top(iomem, n, GIB, GIB, 1ULL << 32, high);
+		if (!gpa)
+			break;
 		struct vmsh_err e = { 0 };
 		if (kvm_slot_add(kl->vm, ids, NULL, 0, gpa, GIB, 1, kl->mem.remote, KLIB_MEM_SIZE, 0, &kl->slot, &e) == 0)
 			return 0;
@@ -47,8 +50,10 @@ static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size
 			*err = e;
 			return -1;
 		}
+		high = gpa; /* taken by a slot the guest's map does not show: go below it */
 	}
-	return vmsh_error(err, ENOSPC, "no free guest-physical range for the library");
+	return vmsh_error(err, ENOSPC, "no free guest-physical range for the library below %#llx",
+			  (unsigned long long)gpa_limit);
 }
 
 /* library image, then its page directory and page table, in the memfd */
@@ -98,7 +103,8 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 }
 
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
-	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err)
+	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, uint64_t gpa_limit,
+	      struct vmsh_err *err)
 {
 	memset(kl, 0, sizeof(*kl));
 	kl->vm = vm;
@@ -106,7 +112,7 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	kl->k = k;
 	kl->mem.fd = -1;
 	kl->entered_vcpu = -1;
-	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || add_slot(kl, iomem, n_iomem, ids, err) < 0 ||
+	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || add_slot(kl, iomem, n_iomem, ids, gpa_limit, err) < 0 ||
 	    link_library(kl, err) < 0) {
 		klib_unload(kl);
 		return vmsh_err_prefix(err, "load the kernel library");

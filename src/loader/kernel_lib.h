@@ -46,8 +46,11 @@ struct kernel_lib {
 	uint64_t start_ns, enter_ns, done_ns;
 };
 
+/* Load the library into a new slot below gpa_limit (the guest's physical
+ * address width: inspect_gpa_limit) and link it into the kernel's tables. */
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
-	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err);
+	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, uint64_t gpa_limit,
+	      struct vmsh_err *err);
 /* Borrow a halted kernel-mode vCPU (retrying for up to timeout_ms while
  * none is), then wait up to timeout_ms for the library to report done. The
  * work does what kl->chan->op says (set it before). */
