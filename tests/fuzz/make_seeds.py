@@ -17,6 +17,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 
 def put(target, name, data):
+    if target in ("virtqueue",):
+        data = bytes(data).rstrip(b"\0")  # the target pads RAM images with zeros
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
@@ -69,7 +71,139 @@ def memmap():
     put("memmap", "qemu-microvm", memmap_seed(0, 31, 0, entries=mv, ops=[(0, 0x1ff000, 4096)]))
 
 
-TARGETS = {"memmap": memmap}
+# ---- virtqueues ------------------------------------------------------------
+F_NEXT, F_WRITE, F_INDIRECT = 1, 2, 4
+
+
+class Ring:
+    """A guest RAM image with one split virtqueue laid out as Linux's
+    vring_init does it: descriptors, avail ring right after, used ring on the
+    next 4 KiB boundary."""
+
+    def __init__(self, qsize=256, base=0, ram=None):
+        self.ram = ram if ram is not None else bytearray(0x10000)
+        self.q = qsize
+        self.desc = base
+        self.avail = base + 16 * qsize
+        self.used = (self.avail + 6 + 2 * qsize + 4095) & ~4095
+        self.next_desc = 0
+        self.avail_idx = 0
+
+    def grow(self, end):
+        if len(self.ram) < end:
+            self.ram += bytes(end - len(self.ram))
+
+    def w(self, gpa, data):
+        self.grow(gpa + len(data))
+        self.ram[gpa:gpa + len(data)] = data
+
+    def chain(self, bufs, indirect_at=None):
+        """bufs: (gpa, len, writable); published in the avail ring."""
+        head = self.next_desc
+        if indirect_at is not None:
+            for i, (g, ln, wr) in enumerate(bufs):
+                fl = (F_WRITE if wr else 0) | (F_NEXT if i + 1 < len(bufs) else 0)
+                self.w(indirect_at + 16 * i, struct.pack("<QIHH", g, ln, fl, i + 1 if i + 1 < len(bufs) else 0))
+            self.w(self.desc + 16 * head, struct.pack("<QIHH", indirect_at, 16 * len(bufs), F_INDIRECT, 0))
+            self.next_desc += 1
+        else:
+            for i, (g, ln, wr) in enumerate(bufs):
+                d = head + i
+                fl = (F_WRITE if wr else 0) | (F_NEXT if i + 1 < len(bufs) else 0)
+                self.w(self.desc + 16 * d, struct.pack("<QIHH", g, ln, fl, d + 1 if i + 1 < len(bufs) else 0))
+            self.next_desc += len(bufs)
+        self.w(self.avail + 4 + 2 * (self.avail_idx % self.q), struct.pack("<H", head))
+        self.avail_idx += 1
+        self.w(self.avail + 2, struct.pack("<H", self.avail_idx))
+        self.grow(self.used + 6 + 8 * self.q)
+        return head
+
+
+def blk_req(r, typ, sector, data, status, hdr, data_writable=True, indirect_at=None, payload=None):
+    r.w(hdr, struct.pack("<IIQ", typ, 0, sector))
+    bufs = [(hdr, 16, False)] + [(g, ln, data_writable) for g, ln in data] + [(status, 1, True)]
+    if payload is not None:
+        for g, ln in data:
+            r.w(g, payload[:ln])
+    r.chain(bufs, indirect_at)
+
+
+def virtqueue():
+    def hdr(qlog, flags, r, unpop=0, sectors=64):
+        return struct.pack("<BBHHHHHI", qlog, flags, r.desc // 16, r.avail // 2, r.used // 4, unpop, sectors, 0)
+
+    r = Ring(256)
+    blk_req(r, 0, 0, [(0x5000, 512)], 0x6000, 0x4000)                     # read sector 0
+    blk_req(r, 1, 8, [(0x5200, 1024)], 0x6001, 0x4010, False, payload=b"x" * 1024)  # write
+    blk_req(r, 4, 0, [], 0x6002, 0x4020)                                  # flush
+    blk_req(r, 8, 0, [(0x5600, 20)], 0x6003, 0x4030)                      # get id
+    put("virtqueue", "linux-blk-mixed", hdr(8, 0, r) + r.ram)
+    put("virtqueue", "linux-blk-mixed-zerocopy-ro", hdr(8, 2 | 4 | 8, r) + r.ram)
+    r = Ring(128)
+    seg = struct.pack("<QII", 2, 4, 0) + struct.pack("<QII", 10, 1, 1)
+    blk_req(r, 11, 0, [(0x5000, 16)], 0x6000, 0x4000, False, payload=seg[:16])   # discard
+    blk_req(r, 13, 0, [(0x5100, 32)], 0x6001, 0x4010, False, payload=seg)        # write zeroes
+    blk_req(r, 0, 4, [(0x7000, 512), (0x7200, 512), (0x7400, 512)], 0x6002, 0x4020, True, indirect_at=0x8000)
+    put("virtqueue", "discard-zeroes-indirect-eventidx", hdr(7, 1 | 4 | 8, r, unpop=0x5) + r.ram)
+    r = Ring(4)
+    for i in range(4):
+        blk_req(r, i & 1, i, [(0x3000 + 0x200 * i, 512)], 0x2800 + i, 0x2000 + 16 * i, not (i & 1), payload=b"d" * 512)
+    put("virtqueue", "small-queue-full", hdr(2, 0, r, sectors=8) + r.ram)
+
+
+def console_rings(qlog=6):
+    ram = bytearray(0x40000)
+    rings = [Ring(1 << qlog, base=0x2000 * q, ram=ram) for q in range(4)]
+    return ram, rings
+
+
+def console_hdr(rings, qlog, flags, ops, absent=()):
+    b = bytearray()
+    for q, r in enumerate(rings):
+        b += struct.pack("<BHHH", 9 if q in absent else qlog, r.desc // 16, r.avail // 2, r.used // 4)
+    b.append(flags)
+    for op, arg in ops:
+        b += struct.pack("<BH", op, arg)
+    return b + bytes(64 - len(b))
+
+
+PROCESS, HWRITE, HREAD, HCONN, HSIZE, RESET, PUBLISH, CONFIG = range(8)
+
+
+def virtio_console():
+    # Linux's virtio_console: fill the control receiveq with pages, send
+    # DEVICE_READY; after PORT_ADD fill the port's receiveq and send
+    # PORT_READY; a process opens the port (PORT_OPEN 1) and writes.
+    for flags in (0, 1):
+        ram, r = console_rings(6)
+        for i in range(8):
+            r[2].chain([(0x10000 + 0x1000 * i, 0x1000, True)])
+        for i, (ev, val) in enumerate([(0, 1), (3, 1), (6, 1)]):
+            r[3].w(0x9000 + 16 * i, struct.pack("<IHH", 0xffffffff if ev == 0 else 0, ev, val))
+            r[3].chain([(0x9000 + 16 * i, 8, False)])
+        for i in range(8):
+            r[0].chain([(0xa000 + 0x200 * i, 0x200, True)])
+        r[1].w(0xb000, b"hello from the guest\n")
+        r[1].chain([(0xb000, 21, False)])
+        r[1].chain([(0xb100, 0x100, False), (0xb200, 0x80, False)])
+        ops = [(PROCESS, 0), (HWRITE, 100), (PROCESS, 0), (HREAD, 4096), (HCONN, 0), (PROCESS, 0), (HSIZE, 0x1950),
+               (RESET, 0)]
+        put("virtio_console", "linux-handshake-%s" % ("eventidx" if flags else "plain"),
+            (console_hdr(r, 6, flags, ops) + ram).rstrip(b"\0"))
+    # only the control queues set up (the port's queues come later)
+    ram, r = console_rings(4)
+    for i in range(4):
+        r[2].chain([(0x10000 + 0x1000 * i, 0x1000, True)])
+    r[3].w(0x9000, struct.pack("<IHH", 0xffffffff, 0, 1))
+    r[3].chain([(0x9000, 8, False)])
+    r[3].w(0x9010, struct.pack("<IHH", 7, 99, 1))  # unknown port and event: ignored
+    r[3].chain([(0x9010, 8, False)])
+    ops = [(PROCESS, 0), (PUBLISH, 3 | 1 << 2), (PROCESS, 0), (CONFIG, 0), (HWRITE, 5000), (PROCESS, 0), (HREAD, 10),
+           (PROCESS, 0)]
+    put("virtio_console", "control-only", (console_hdr(r, 4, 0, ops, absent=(0, 1)) + ram).rstrip(b"\0"))
+
+
+TARGETS = {"memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or TARGETS:
