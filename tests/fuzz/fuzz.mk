@@ -16,14 +16,15 @@ FUZZ_CHECK_SECONDS ?= 20
 FUZZ_TIMEOUT ?= 10
 FUZZ_ALL := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TARGETS ?= $(FUZZ_ALL)
-FUZZ_SAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_SAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	-fsanitize-coverage-ignorelist=tests/fuzz/cov-ignore.txt
 FUZZ_HDRS := tests/fuzz/fuzz.h $(wildcard guest-helper/*.h)
 FUZZ_INC := -Itests/fuzz -Iguest-helper
 # memmap_refine reads /proc/PID/maps: the target answers with the fuzzed hypervisor's
 FUZZ_LDFLAGS_memmap := -Wl,--wrap=procfs_read_maps
 
 FUZZ_OBJS := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRCS))
-$(BUILD)/fuzz/obj/%.o: src/%.c $(HDRS)
+$(BUILD)/fuzz/obj/%.o: src/%.c $(HDRS) tests/fuzz/cov-ignore.txt
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
 $(BUILD)/fuzz/libvmsh.a: $(FUZZ_OBJS)

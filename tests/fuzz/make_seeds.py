@@ -203,7 +203,57 @@ def virtio_console():
     put("virtio_console", "control-only", (console_hdr(r, 4, 0, ops, absent=(0, 1)) + ram).rstrip(b"\0"))
 
 
-TARGETS = {"memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console}
+# ---- virtio-mmio -----------------------------------------------------------
+W, R, KICK, ACK = 0, 4, 5, 6
+
+
+def linux_probe(rings, qsize, features_lo, kick_mask):
+    """The register accesses of Linux's virtio_mmio_probe + virtio_dev_probe +
+    vm_setup_vq for each queue, then a kick."""
+    a = [(R, 4, 0x0, 0), (R, 4, 0x4, 0), (R, 4, 0x8, 0), (R, 4, 0xc, 0),
+         (W, 4, 0x70, 0), (W, 4, 0x70, 1), (W, 4, 0x70, 3),
+         (W, 4, 0x14, 1), (R, 4, 0x10, 0), (W, 4, 0x14, 0), (R, 4, 0x10, 0),
+         (W, 4, 0x24, 1), (W, 4, 0x20, 1), (W, 4, 0x24, 0), (W, 4, 0x20, features_lo),
+         (W, 4, 0x70, 0xb), (R, 4, 0x70, 0)]
+    for q, r in enumerate(rings):
+        a += [(W, 4, 0x30, q), (R, 4, 0x44, 0), (R, 4, 0x34, 0), (W, 4, 0x38, qsize),
+              (W, 4, 0x80, r.desc), (W, 4, 0x84, 0), (W, 4, 0x90, r.avail), (W, 4, 0x94, 0),
+              (W, 4, 0xa0, r.used), (W, 4, 0xa4, 0), (W, 4, 0x44, 1)]
+    a += [(W, 4, 0x70, 0xf), (R, 4, 0x100, 0), (KICK, 4, 0, kick_mask), (R, 4, 0x60, 0), (W, 4, 0x64, 1),
+          (ACK, 4, 0, 0), (KICK, 4, 0, 0xffffffff)]
+    return a
+
+
+def mmio_seed(kind, acc, ram):
+    b = bytearray([kind, len(acc)])
+    for what, size, off, val in acc:
+        b += struct.pack("<BBHI", what, size, off, val)
+    return (b + ram).rstrip(b"\0")
+
+
+def virtio_mmio():
+    r = Ring(256)
+    blk_req(r, 0, 0, [(0x5000, 512)], 0x6000, 0x4000)
+    blk_req(r, 1, 2, [(0x5200, 1024)], 0x6001, 0x4010, False, payload=b"w" * 1024)
+    blk_req(r, 8, 0, [(0x5600, 20)], 0x6002, 0x4020)
+    put("virtio_mmio", "blk-linux-probe", mmio_seed(0, linux_probe([r], 256, 1 << 29 | 1 << 28, 1), r.ram))
+    put("virtio_mmio", "blk-ro-linux-probe", mmio_seed(2, linux_probe([r], 256, 1 << 28, 1), r.ram))
+    ram, rs = console_rings(6)
+    for i in range(4):
+        rs[2].chain([(0x10000 + 0x1000 * i, 0x1000, True)])
+    rs[3].w(0x9000, struct.pack("<IHH", 0xffffffff, 0, 1))
+    rs[3].chain([(0x9000, 8, False)])
+    rs[3].w(0x9010, struct.pack("<IHH", 0, 3, 1))
+    rs[3].chain([(0x9010, 8, False)])
+    for i in range(4):
+        rs[0].chain([(0xa000 + 0x200 * i, 0x200, True)])
+    rs[1].w(0xb000, b"echo hi\n")
+    rs[1].chain([(0xb000, 8, False)])
+    acc = linux_probe(rs, 64, 1 << 29 | 3, 0xc) + [(7, 4, 0, 0x00190050), (KICK, 4, 0, 0xf)]
+    put("virtio_mmio", "console-linux-probe", mmio_seed(1, acc, ram))
+
+
+TARGETS = {"memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or TARGETS:
