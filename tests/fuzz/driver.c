@@ -6,6 +6,9 @@
  *
  * FUZZ_TIMEOUT (seconds, default 25) bounds each input, like libFuzzer's
  * -timeout: a slow path is a failure too. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* asprintf */
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>

@@ -34,6 +34,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		}                                                                              \
 	} while (0)
 
+/* What a target found, when built with -DFUZZ_VERBOSE (to check that a
+ * seed reaches what it is meant to reach). */
+#ifdef FUZZ_VERBOSE
+#define FUZZ_LOG(...) fprintf(stderr, __VA_ARGS__)
+#else
+#define FUZZ_LOG(...) ((void)0)
+#endif
+
 /* ---- input consumer ---- */
 
 struct fz {

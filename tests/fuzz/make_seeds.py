@@ -17,7 +17,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 
 def put(target, name, data):
-    if target in ("virtqueue",):
+    if target in ("virtqueue", "kernel", "pagetable"):
         data = bytes(data).rstrip(b"\0")  # the target pads RAM images with zeros
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
@@ -253,7 +253,122 @@ def virtio_mmio():
     put("virtio_mmio", "console-linux-probe", mmio_seed(1, acc, ram))
 
 
-TARGETS = {"memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
+# ---- kernel images ---------------------------------------------------------
+BANNER = (b"Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0, "
+          b"GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)\n")
+EXPORTS = ["jiffies", "kfree", "schedule", "init_task", "memcpy", "msleep", "kmalloc_caches", "queue_work_on",
+           "synchronize_rcu", "__platform_driver_register", "platform_device_register_full", "call_rcu",
+           "iomem_resource", "printk_ratelimit", "strlen", "vfree", "vmalloc", "mutex_lock", "mutex_unlock",
+           "_printk", "mmiotrace_printk"]
+KTEXT = 0xffffffff81000000
+
+
+def kernel_image(fmt, base=KTEXT, size=0x4000, tab=0x1000, strs=0x2800, values=None):
+    """An image with the two banners and one export table in layout fmt
+    ('prel32ns', 'prel32', 'abs', 'absns'), names sorted, strings in their
+    own section. values: name -> virtual address (default: in the text)."""
+    img = bytearray(size)
+    img[0x100:0x100 + len(BANNER)] = BANNER
+    link = b"Linux version 6.1.0-27-amd64 (debian-kernel@lists.debian.org) (gcc-12)\0"
+    img[0x300:0x300 + len(link)] = link
+    names = sorted(EXPORTS)
+    es = {"prel32ns": 12, "prel32": 8, "abs": 16, "absns": 24}[fmt]
+    o = strs + 1
+    for i, n in enumerate(names):
+        nb = n.encode() + b"\0"
+        img[o:o + len(nb)] = nb
+        e = tab + es * i
+        v = (values or {}).get(n, base + 0x40 + 0x10 * i)
+        if fmt.startswith("prel32"):
+            struct.pack_into("<ii", img, e, v - (base + e), o - (e + 4))
+            if fmt == "prel32ns":
+                struct.pack_into("<i", img, e + 8, strs - (e + 8))  # the empty namespace string
+        else:
+            struct.pack_into("<QQ", img, e, v, base + o)
+            if fmt == "absns":
+                struct.pack_into("<Q", img, e + 16, 0)
+        o += len(nb)
+    return img
+
+
+def ksymtab():
+    for fmt in ("prel32ns", "prel32", "abs", "absns"):
+        put("ksymtab", "debian-6.1-like-" + fmt, b"\0" + kernel_image(fmt))
+    put("ksymtab", "kaslr-prel32ns", b"\1" + kernel_image("prel32ns", base=0xffffffffaa000000))
+
+
+def banner():
+    put("banner", "linux-banner-both", struct.pack("<BH", 127, 511) + kernel_image("prel32ns")[:0x400])
+    put("banner", "link-copy-only", struct.pack("<BH", 31, 80) + b"xx Linux version 5.10.0-9-cloud-amd64 (gcc) \0")
+
+
+# guest-physical layout of the kernel seeds (fuzz_kernel, fuzz_pagetable)
+PML4, PML4_USER, PDPT, PD, PT, PML5 = 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x7000
+KPHYS, KPAGES = 0x10000, 4
+IOMEM_OFF = 0x3800  # iomem_resource inside the image's last page
+
+
+def res(img, off, start, end, name_off, parent, sibling, child):
+    va = lambda o: KTEXT + o if o else 0
+    struct.pack_into("<QQQQQQQQ", img, off, start, end, va(name_off), 0x200, 0, va(parent), va(sibling), va(child))
+
+
+def guest_ram(levels=4, pti=False, two_mb=False):
+    """Page tables mapping the kernel image at KTEXT (4 KiB pages, or one
+    2 MiB page at gpa 0), and in the image: banners, an export table with
+    iomem_resource, and a resource tree like /proc/iomem on qemu pc."""
+    ram = bytearray(KPHYS + KPAGES * 0x1000)
+    img = kernel_image("prel32ns", size=KPAGES * 0x1000, values={"iomem_resource": KTEXT + IOMEM_OFF})
+    names = {}
+    o = 0x3c00
+    for n in (b"PCI mem", b"Reserved", b"System RAM", b"Kernel code", b"PCI Bus 0000:00"):
+        names[n] = o
+        img[o:o + len(n) + 1] = n + b"\0"
+        o += 0x20
+    R = IOMEM_OFF
+    c = [R + 0x40 * i for i in range(1, 6)]
+    res(img, R, 0, (1 << 64) - 1, names[b"PCI mem"], 0, 0, c[0])
+    res(img, c[0], 0x0, 0xfff, names[b"Reserved"], R, c[1], 0)
+    res(img, c[1], 0x1000, 0x9fbff, names[b"System RAM"], R, c[2], 0)
+    res(img, c[2], 0xa0000, 0xbffff, names[b"PCI Bus 0000:00"], R, c[3], 0)
+    res(img, c[3], 0x100000, 0x7ffdffff, names[b"System RAM"], R, 0, c[4])
+    res(img, c[4], 0x1000000, 0x1e00000, names[b"Kernel code"], c[3], 0, 0)
+    ram[KPHYS:KPHYS + len(img)] = img
+    q = lambda a, v: struct.pack_into("<Q", ram, a, v)
+    i4, i3, i2 = (KTEXT >> 39) & 511, (KTEXT >> 30) & 511, (KTEXT >> 21) & 511
+    q(PML4 + 8 * i4, PDPT | 3)
+    q(PDPT + 8 * i3, PD | 3)
+    if two_mb:
+        q(PD + 8 * i2, 0x0 | 0x83)
+    else:
+        q(PD + 8 * i2, PT | 3)
+        for i in range(KPAGES):
+            q(PT + 8 * i, (KPHYS + 0x1000 * i) | 0x63)
+    if pti:  # the user half maps only an entry page
+        q(PML4_USER + 8 * i4, PDPT | 3)
+    if levels == 5:
+        q(PML5 + 8 * ((KTEXT >> 48) & 511), PML4 | 3)
+    return ram
+
+
+def kernel():
+    for name, levels, pti, two_mb in (("4level", 4, False, False), ("4level-pti-user-cr3", 4, True, False),
+                                      ("5level", 5, False, False), ("4level-2mb-page", 4, False, True)):
+        ram = guest_ram(levels, pti, two_mb)
+        cr3 = PML5 if levels == 5 else PML4_USER if pti else PML4
+        put("kernel", name, struct.pack("<BIQ", 1 if levels == 5 else 0, cr3, KTEXT + 0x40) + ram)
+
+
+def pagetable():
+    for name, levels, pti in (("4level-ktext", 4, False), ("5level-ktext", 5, False)):
+        ram = guest_ram(levels, pti)
+        root = (PML5 if levels == 5 else PML4) >> 12
+        put("pagetable", name, struct.pack("<BIQQH", (levels == 5) | 3 << 1, root, 0xffffffff80000000,
+                                           0xffffffffc0000000, 4096) + ram[:0x8000])
+        put("pagetable", name + "-all", struct.pack("<BIQQH", (levels == 5) | 7 << 1, root, 0, 0, 64) + ram[:0x8000])
+
+
+TARGETS = {"kernel": kernel, "pagetable": pagetable, "ksymtab": ksymtab, "banner": banner, "memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or TARGETS:
