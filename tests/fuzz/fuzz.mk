@@ -22,6 +22,8 @@ FUZZ_HDRS := tests/fuzz/fuzz.h $(wildcard guest-helper/*.h)
 FUZZ_INC := -Itests/fuzz -Iguest-helper
 # memmap_refine reads /proc/PID/maps: the target answers with the fuzzed hypervisor's
 FUZZ_LDFLAGS_memmap := -Wl,--wrap=procfs_read_maps
+# vmlist.c reads /proc/PID/cmdline and maps: the target answers with the fuzzed text
+FUZZ_LDFLAGS_procfs := -Wl,--wrap=procfs_cmdline,--wrap=procfs_read_maps
 
 FUZZ_OBJS := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRCS))
 $(BUILD)/fuzz/obj/%.o: src/%.c $(HDRS) tests/fuzz/cov-ignore.txt
