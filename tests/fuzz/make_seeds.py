@@ -368,7 +368,47 @@ def pagetable():
         put("pagetable", name + "-all", struct.pack("<BIQQH", (levels == 5) | 7 << 1, root, 0, 0, 64) + ram[:0x8000])
 
 
-TARGETS = {"kernel": kernel, "pagetable": pagetable, "ksymtab": ksymtab, "banner": banner, "memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
+# ---- the helper protocol (guest-helper/proto.h) -------------------------------
+def frame(t, payload=b""):
+    return struct.pack("<BBHI", t, 0, 0, len(payload)) + payload
+
+
+def chunks(stream, sizes):
+    """stream cut into pieces of the given sizes (cycled), each as u16 length + bytes"""
+    out, i, k = bytearray(), 0, 0
+    while i < len(stream):
+        n = sizes[k % len(sizes)]
+        out += struct.pack("<H", n) + stream[i:i + n]
+        i += n
+        k += 1
+    return out
+
+
+STDIN, STDIN_EOF, WINSIZE, SIGNAL, DETACH = 1, 2, 3, 4, 5
+HELLO, READY, STDOUT, STDERR, EXIT, ERROR, STDIN_ACK = 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87
+
+
+def relay_host():
+    hello = frame(HELLO, struct.pack("<HH", 1, 0) + b"vmsh-helper 1")
+    session = (hello + frame(STDERR, b"vmsh-helper: warning: /dev/pts not mounted\n") + frame(READY, struct.pack("<I", 321))
+               + frame(STDOUT, b"root@guest:/# ") + frame(STDIN_ACK, struct.pack("<I", 6)) + frame(STDOUT, b"x" * 5000)
+               + frame(STDERR, b"ls: /nope: No such file or directory\n") + frame(EXIT, struct.pack("<I", 2)))
+    put("relay_host", "session-exit", struct.pack("<BIH", 0, 6, 1) + chunks(session, [4096]))
+    put("relay_host", "session-exit-bytewise", struct.pack("<BIH", 3, 6, 7) + chunks(session, [1, 3, 8, 100]))
+    put("relay_host", "setup-error", struct.pack("<BIH", 0, 0, 2) + chunks(hello + frame(ERROR, b"mount /dev/vdb: Invalid argument"), [64]))
+    big = hello + frame(READY, struct.pack("<I", 1)) + frame(STDOUT, b"o" * 65536) + frame(EXIT, struct.pack("<I", 0))
+    put("relay_host", "max-frames", struct.pack("<BIH", 1, 0, 3) + chunks(big, [8192]))
+
+
+def relay_helper():
+    host = (frame(WINSIZE, struct.pack("<HH", 24, 80)) + frame(STDIN, b"ls -l /var/lib/vmsh\n") + frame(SIGNAL, struct.pack("<I", 2))
+            + frame(STDIN, b"y" * 3000) + frame(STDIN_EOF) + frame(DETACH))
+    put("relay_helper", "pipe-session", struct.pack("<BH", 0, 1) + chunks(host, [4096]))
+    put("relay_helper", "pty-session-bytewise", struct.pack("<BH", 1, 5) + chunks(host, [1, 7, 30]))
+    put("relay_helper", "stdin-window", struct.pack("<BH", 0, 9) + chunks(b"".join(frame(STDIN, b"z" * 20000) for _ in range(3)) + frame(STDIN_EOF), [8192]))
+
+
+TARGETS = {"relay_host": relay_host, "relay_helper": relay_helper, "kernel": kernel, "pagetable": pagetable, "ksymtab": ksymtab, "banner": banner, "memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or TARGETS:
