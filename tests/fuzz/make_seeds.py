@@ -304,7 +304,7 @@ def banner():
 
 # guest-physical layout of the kernel seeds (fuzz_kernel, fuzz_pagetable)
 PML4, PML4_USER, PDPT, PD, PT, PML5 = 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x7000
-KPHYS, KPAGES = 0x10000, 4
+KPHYS, KPAGES = 0x8000, 4
 IOMEM_OFF = 0x3800  # iomem_resource inside the image's last page
 
 
