@@ -156,6 +156,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(host_read <= guest_could_send, "host read %llu bytes the guest never sent",
 			   (unsigned long long)host_read);
 	}
+	FUZZ_LOG("device_ready %d port_ready %d guest_connected %d, host read %llu, unsent %zu, ignored %u\n",
+		 v.device_ready, v.port_ready, v.guest_connected, (unsigned long long)host_read, vcon_host_unsent(&v),
+		 v.ignored);
 	free_queues(vqs);
 	vcon_free(&v);
 	return 0;

@@ -181,13 +181,19 @@ def virtio_console():
         for i, (ev, val) in enumerate([(0, 1), (3, 1), (6, 1)]):
             r[3].w(0x9000 + 16 * i, struct.pack("<IHH", 0xffffffff if ev == 0 else 0, ev, val))
             r[3].chain([(0x9000 + 16 * i, 8, False)])
+        # Linux sends PORT_READY only after PORT_ADD arrived, and PORT_OPEN
+        # when a process opens the port: only DEVICE_READY is published at
+        # first, the PUBLISH op below makes the other two available
+        r[3].w(r[3].avail + 2, struct.pack("<H", 1))
         for i in range(8):
             r[0].chain([(0xa000 + 0x200 * i, 0x200, True)])
         r[1].w(0xb000, b"hello from the guest\n")
         r[1].chain([(0xb000, 21, False)])
         r[1].chain([(0xb100, 0x100, False), (0xb200, 0x80, False)])
-        ops = [(PROCESS, 0), (HWRITE, 100), (PROCESS, 0), (HREAD, 4096), (HCONN, 0), (PROCESS, 0), (HSIZE, 0x1950),
-               (RESET, 0)]
+        ops = [(PROCESS, 0), (PUBLISH, 3 | 2 << 2), (HWRITE, 100), (PROCESS, 0), (HREAD, 4096), (HCONN, 0),
+               (PROCESS, 0), (HSIZE, 0x1950)] if flags else [(PROCESS, 0), (PUBLISH, 3 | 2 << 2), (HWRITE, 100),
+                                                            (PROCESS, 0), (HREAD, 4096), (RESET, 0), (PROCESS, 0),
+                                                            (HREAD, 4096)]
         put("virtio_console", "linux-handshake-%s" % ("eventidx" if flags else "plain"),
             (console_hdr(r, 6, flags, ops) + ram).rstrip(b"\0"))
     # only the control queues set up (the port's queues come later)
