@@ -1,7 +1,9 @@
 /* fuzz_pagetable.c - the x86-64 page-table walkers (pagetable.c) over guest
  * page tables the fuzzer writes: pt_for_each_leaf over a fuzzed range, and
  * pt_translate checked against it (both must agree on every leaf: same
- * physical address, size and flags), 4 and 5 levels, any CR3.
+ * physical address, size and flags), 4 and 5 levels, any CR3; and the
+ * page-table writer's search for a free 1 GiB region in them
+ * (pt_find_free_gib, ptwrite.c), whose answer must really be free.
  *
  * Invariants: leaves come in ascending order, inside the requested range,
  * with a page size of 4 KiB, 2 MiB or 1 GiB and an aligned physical address
@@ -14,6 +16,7 @@
 #include "fuzz.h"
 
 #include "guest/pagetable.h"
+#include "guest/ptwrite.h"
 
 #define RAM (256u << 10)
 #define MAX_CHECKED 64
@@ -95,5 +98,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct pt_mapping m;
 	(void)pt_translate(&ctx, va_start, &m);
 	(void)pt_translate(&ctx, va_end - 1, &m);
+
+	/* where vmsh would link its own 1 GiB of kernel address space */
+	struct pt_slot slot;
+	struct vmsh_err err = { 0 };
+	uint64_t lo = pt_canonical(KERNEL_HOLE_START, ctx.levels), hi = pt_canonical(KERNEL_HOLE_END, ctx.levels);
+	if (pt_find_free_gib(&ctx, lo, hi, &slot, &err) == 0) {
+		FUZZ_CHECK(slot.va >= lo && slot.va + GIB <= hi && !(slot.va & (GIB - 1)), "region %#llx",
+			   (unsigned long long)slot.va);
+		uint64_t page[512];
+		FUZZ_CHECK(slot.index < 512 && fuzz_ram_read_page(&ram, slot.table_gpa, page) == 0 &&
+				   page[slot.index] == 0,
+			   "entry %u of %#llx is not free", slot.index, (unsigned long long)slot.table_gpa);
+		FUZZ_CHECK(pt_translate(&ctx, slot.va, &m) < 0 && pt_translate(&ctx, slot.va + GIB - 4096, &m) < 0,
+			   "free region %#llx is mapped", (unsigned long long)slot.va);
+	}
 	return 0;
 }
