@@ -7,7 +7,8 @@
  *
  * Input: u8 device (bit 0: console, bit 1: read-only disk), u8 number of
  * accesses (mod 97), then the accesses, 8 bytes each:
- *   u8 what (0-3 write, 4 read, 5 kick, 6 interrupt ack, 7 console window size)
+ *   u8 what (0-3 write, 4 read, 5 kick, 6 interrupt ack, 7 block: an odd-sized write;
+ *   console: value bits 0-1 say: window size, host bytes arrive, the driver publishes more)
  *   u8 size (mod 9), u16 offset (mod 4096), u32 value
  * then the RAM image from gpa 0. */
 #include "fuzz.h"
@@ -138,14 +139,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			vdev_acked(d);
 			break;
 		case 7:
-			if (kind & 1)
-				console_dev_set_size(&con, acc[i].val & 0xffff, acc[i].val >> 16);
-			else /* an odd-sized write: ignored, must not change anything */
+			if (!(kind & 1)) { /* an odd-sized write: ignored, must not change anything */
 				vdev_mmio(d, acc[i].off, true, buf, acc[i].size);
+				break;
+			}
+			switch (acc[i].val & 3) {
+			case 0:
+			case 3:
+				console_dev_set_size(&con, (acc[i].val >> 2) & 0x3fff, acc[i].val >> 16);
+				break;
+			case 1: { /* host bytes arrive (what on_fd does with the socket's) */
+				static uint8_t hb[65536];
+				size_t len = (acc[i].val >> 2) % sizeof(hb);
+				memset(hb, 'k', len);
+				pthread_mutex_lock(&d->lock);
+				vcon_host_write(&con.v, hb, len);
+				pthread_mutex_unlock(&d->lock);
+				vdev_kick(d, ~0u);
+				break;
+			}
+			case 2: { /* the driver publishes more entries on a queue (the ring as it is) */
+				unsigned q = (acc[i].val >> 2) & 3;
+				uint16_t idx;
+				if (fuzz_ram_read(&ram, d->regs.q[q].avail + 2, &idx, 2) == 0) {
+					idx = (uint16_t)(idx + ((acc[i].val >> 4) & 0x1ff));
+					fuzz_ram_write(&ram, d->regs.q[q].avail + 2, &idx, 2);
+				}
+				break;
+			}
+			}
 			break;
 		}
 		check_page(d);
 	}
+	FUZZ_LOG("status %#x driver_ok %d interrupts %u%s\n", d->regs.status, d->driver_ok, d->interrupts, d->regs.why);
+	if (kind & 1)
+		FUZZ_LOG("console: port_ready %d guest_connected %d, to guest unsent %zu, from guest %llu\n",
+			 con.v.port_ready, con.v.guest_connected, vcon_host_unsent(&con.v),
+			 (unsigned long long)con.from_guest);
 	if (kind & 1) {
 		console_dev_destroy(&con);
 		close(sp[0]);

@@ -251,11 +251,17 @@ def virtio_mmio():
     rs[3].chain([(0x9000, 8, False)])
     rs[3].w(0x9010, struct.pack("<IHH", 0, 3, 1))
     rs[3].chain([(0x9010, 8, False)])
+    rs[3].w(0x9020, struct.pack("<IHH", 0, 6, 1))  # a process opens /dev/vportNp0
+    rs[3].chain([(0x9020, 8, False)])
     for i in range(4):
         rs[0].chain([(0xa000 + 0x200 * i, 0x200, True)])
     rs[1].w(0xb000, b"echo hi\n")
     rs[1].chain([(0xb000, 8, False)])
-    acc = linux_probe(rs, 64, 1 << 29 | 3, 0xc) + [(7, 4, 0, 0x00190050), (KICK, 4, 0, 0xf)]
+    rs[3].w(rs[3].avail + 2, struct.pack("<H", 1))  # PORT_READY only after PORT_ADD, as Linux
+    acc = linux_probe(rs, 64, 1 << 29 | 3, 0xc) + [
+        (7, 4, 0, 2 | 3 << 2 | 2 << 4), (KICK, 4, 0, 0xc),      # PORT_READY, PORT_OPEN
+        (7, 4, 0, 1 | 300 << 2), (KICK, 4, 0, 0xf),             # host bytes for the guest
+        (7, 4, 0, 0 | 80 << 2 | 25 << 16), (KICK, 4, 0, 0xf)]   # a new window size
     put("virtio_mmio", "console-linux-probe", mmio_seed(1, acc, ram))
 
 
