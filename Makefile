@@ -4,6 +4,7 @@
 #   make check      everything: unit tests, API tests on KVM, end-to-end tests on real guests
 #   make check-unit / check-kernel / check-api / check-vm
 #   make check-matrix   every guest configuration;  make soak   long repetitions
+#   make fuzz / check-fuzz  libFuzzer targets (tests/fuzz/fuzz.mk)
 
 CC ?= gcc
 BUILD ?= build
@@ -97,6 +98,7 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/san/libvmsh.a $(LOADE
 
 -include tests/fixtures/fixtures.mk
 -include guest-helper/helper.mk
+-include tests/fuzz/fuzz.mk
 
 check-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -8,6 +8,8 @@ pkgs=(
 	gcc make pkg-config libjson-c-dev libseccomp-dev
 	# unit tests
 	libcmocka-dev
+	# fuzz targets (make fuzz / check-fuzz): clang 14 with libFuzzer and the sanitizer runtimes
+	clang libclang-rt-14-dev
 	# devices: io_uring backend; images; benchmarks
 	liburing-dev e2fsprogs fio dropbear-bin openssh-client
 	# end-to-end: hypervisor, guest images, orchestration

@@ -76,8 +76,8 @@ static void info_from_cmdline(pid_t pid, struct vm_info *vi)
 	char *buf;
 	char **argv;
 	int argc = procfs_cmdline(pid, &buf, &argv, NULL);
-	if (argc <= 0)
-		return;
+	if (argc < 0)
+		return; /* 0 (an empty or NUL-less command line) still has buf and argv to free */
 	for (int i = 0; i + 1 < argc; i++) {
 		const char *a = argv[i];
 		if (a[0] == '-' && a[1] == '-')

@@ -68,7 +68,9 @@ static int layout(struct obj *o, struct loaded_lib *lib, struct vmsh_err *err)
 			const Elf64_Shdr *s = &o->sh[i];
 			if (pass == 0)
 				o->sec_off[i] = UINT64_MAX;
-			if (!(s->sh_flags & SHF_ALLOC) || !!(s->sh_flags & SHF_WRITE) != pass)
+			/* SHT_NULL has no contents (check_headers does not range-check
+			 * it): never placed, whatever its flags say */
+			if (s->sh_type == SHT_NULL || !(s->sh_flags & SHF_ALLOC) || !!(s->sh_flags & SHF_WRITE) != pass)
 				continue;
 			uint64_t align = s->sh_addralign ? s->sh_addralign : 1;
 			if (align & (align - 1))

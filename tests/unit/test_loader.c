@@ -188,6 +188,28 @@ static void test_malformed_objects_are_refused(void **state)
 	free(f.data);
 }
 
+/* Found by fuzz_elf_rel: a section of type SHT_NULL is not checked against
+ * the file (it has no contents), but with SHF_ALLOC it was placed and
+ * "copied" from the file anyway - a read far past the end of the object. */
+static void test_null_section_with_alloc_flag_is_not_copied(void **state)
+{
+	(void)state;
+	struct file f = read_sample("loader_sample_large.o");
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)f.data;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(f.data + eh->e_shoff);
+	assert_int_equal(sh[0].sh_type, SHT_NULL);
+	sh[0].sh_flags = SHF_ALLOC;
+	sh[0].sh_size = 14u << 20;
+	sh[0].sh_offset = 0;
+	struct loaded_lib lib;
+	struct vmsh_err err = { 0 };
+	if (loader_load(f.data, f.len, 0xffffffffc0000000ULL, resolve_host, NULL, &lib, &err) == 0) {
+		assert_true(lib.size < (1u << 20)); /* the null section took no room */
+		loader_free(&lib);
+	}
+	free(f.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_missing_imports_are_all_named),
 		cmocka_unit_test(test_pc32_out_of_reach_is_refused),
 		cmocka_unit_test(test_malformed_objects_are_refused),
+		cmocka_unit_test(test_null_section_with_alloc_flag_is_not_copied),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
