@@ -126,7 +126,7 @@ soak: $(BUILD)/san/vmsh
 check-kernel: $(BUILD)/ksymtab_dump
 	$(PYTEST) -v tests/kernel
 
-check: check-unit check-kernel check-api check-vm
+check: check-unit check-kernel check-fuzz check-api check-vm
 
 clean:
 	rm -rf $(BUILD)

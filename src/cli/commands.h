@@ -17,6 +17,7 @@ int cmd_library(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_coredump(int argc, char **argv);
 
 /* Exit codes of vmsh's own failures (a command's status passes through). */
 enum {

@@ -20,6 +20,7 @@ static const struct vmsh_command commands[] = {
 	{ "attach", "run a shell or command inside a running VM, with a tools image as its root", cmd_attach, true },
 	{ "image", "make a tools image for vmsh attach -f from a directory", cmd_image, false },
 	{ "serve", "give a running guest a block device and a console port served by vmsh", cmd_serve, true },
+	{ "coredump", "write a running VM's memory and vCPU registers as an ELF core (crash, gdb)", cmd_coredump, true },
 };
 
 static void usage(FILE *out)

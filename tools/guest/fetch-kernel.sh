@@ -16,6 +16,7 @@
 #       release      uname -r of the kernel (one line)
 #       package      package name and version (one line)
 #       modules/     the lib/modules/<release> tree (modules.dep etc.)
+#       vmlinux-dbg  the vmlinux with debug info (only with VMSH_FETCH_VMLINUX=1)
 # A complete extraction is marked by .complete; it is reused without any
 # download.  $CACHE/kernels/<series>-<flavour> is a symlink to the newest one,
 # used as an offline fallback when apt knows no candidate.
@@ -130,6 +131,24 @@ if [ "${VMSH_FETCH_DBG:-1}" != 0 ] && grep -q 'The real System.map' "$dir/System
 	else
 		log "no System.map-$release in $dbg; keeping the placeholder"
 	fi
+	rm -rf "$tmp"
+	trap - EXIT
+fi
+# The vmlinux with debug info (crash, gdb: the coredump tests) only on
+# request, VMSH_FETCH_VMLINUX=1: it is most of the -dbg package.
+if [ "${VMSH_FETCH_VMLINUX:-0}" = 1 ] && [ ! -s "$dir/vmlinux-dbg" ]; then
+	dbg="${pkg%-unsigned}-dbg"
+	log "fetching the vmlinux with debug info from $dbg $ver"
+	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
+	chmod 755 "$tmp"
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
+	release=$(cat "$dir/release")
+	dpkg-deb --fsys-tarfile "$tmp"/*.deb |
+		tar -xO "./usr/lib/debug/boot/vmlinux-$release" >"$tmp/vmlinux-dbg"
+	[ -s "$tmp/vmlinux-dbg" ] || { log "no vmlinux-$release in $dbg"; exit 1; }
+	chmod 644 "$tmp/vmlinux-dbg"
+	mv "$tmp/vmlinux-dbg" "$dir/vmlinux-dbg"
 	rm -rf "$tmp"
 	trap - EXIT
 fi

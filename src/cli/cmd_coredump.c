@@ -1,0 +1,334 @@
+/* cmd_coredump.c - `vmsh coredump`: a running VM's RAM and vCPU registers as
+ * an ELF core file that crash and gdb open (format: guest/elfcore.h).
+ *
+ * Only RAM the memory map ties to a hypervisor mapping is dumped (the ranges
+ * inspect marks verified); holes and device memory are left out.  The guest's
+ * kernel is found first (inspect), which gives the KASLR offset and phys_base
+ * for the VMCOREINFO note crash reads.
+ *
+ *   --stop   the vCPUs stay stopped from the register read to the last byte:
+ *            a consistent image, the VM paused for the whole copy
+ *   --live   registers read in inspect's brief stop, memory copied while the
+ *            guest runs: a stop of milliseconds, but memory changes during
+ *            the copy (say so when reading the dump) */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/inspect.h"
+#include "cli/vmlist.h"
+#include "common/clock.h"
+#include "guest/elfcore.h"
+#include "tracer/tracer.h"
+
+#define PAGE 4096ULL
+#define KERNEL_MAP_START 0xffffffff80000000ULL /* __START_KERNEL_map */
+#define KERNEL_TEXT_DEFAULT 0xffffffff81000000ULL
+
+struct dump_run {
+	bool stop, force, progress;
+	const char *path;     /* final name, or "-" */
+	int fd;
+	struct core_stats st;
+	uint64_t stopped_ns;  /* vCPUs stopped for the dump (--stop) */
+	uint64_t t0;
+	size_t n_segs, n_skipped;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: vmsh coredump [--stop|--live] [--force] [--vm-fd FD] PID|NAME [FILE|-]\n\n"
+		     "Write the running VM's RAM and vCPU registers as an ELF core file (default\n"
+		     "vmsh-NAME-YYYYmmdd-HHMMSS.core; - for standard output) that crash and gdb open with\n"
+		     "the guest's vmlinux. --stop keeps the VM stopped for the whole copy (a consistent\n"
+		     "image; the default); --live copies while the guest runs (a stop of milliseconds,\n"
+		     "memory may change during the copy). An existing FILE is replaced only with --force.\n");
+}
+
+static int read_guest(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+	return guest_mem_read(opaque, gpa, buf, len);
+}
+
+static void show_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	struct dump_run *run = opaque;
+	if (!run->progress)
+		return;
+	double secs = (now_ns() - run->t0) / 1e9;
+	double rate = secs > 0 ? done / secs : 0;
+	fprintf(stderr, "\rvmsh coredump: %llu of %llu MiB, %.0f MiB/s, %.0f s left   ",
+		(unsigned long long)(done >> 20), (unsigned long long)(total >> 20), rate / (1 << 20),
+		rate > 0 ? (total - done) / rate : 0.0);
+	if (done == total)
+		fputc('\n', stderr);
+}
+
+/* The guest's release as one printable word (guest text, going into a file
+ * and onto the terminal). */
+static void release_of(const struct guest_kernel *k, char *out, size_t cap)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < sizeof(k->version) && k->version[i] && j + 1 < cap; i++)
+		if (k->version[i] > ' ' && k->version[i] < 0x7f)
+			out[j++] = k->version[i];
+	out[j] = '\0';
+}
+
+/* kdump's VMCOREINFO text, from what vmsh found: crash takes the KASLR
+ * offset and phys_base from it. */
+static void vmcoreinfo(const struct inspect_result *res, const char *release, char *out, size_t cap)
+{
+	const struct guest_kernel *k = &res->kernel;
+	/* __pa_symbol(x) = x - __START_KERNEL_map + phys_base, printed signed
+	 * as the kernel does (KASLR makes it negative) */
+	int64_t phys_base = (int64_t)(k->phys_base - (k->text_base - KERNEL_MAP_START));
+	snprintf(out, cap,
+		 "OSRELEASE=%s\nPAGESIZE=4096\nKERNELOFFSET=%llx\nNUMBER(phys_base)=%lld\nSYMBOL(_stext)=%llx\n",
+		 release, (unsigned long long)(k->text_base - KERNEL_TEXT_DEFAULT), (long long)phys_base,
+		 (unsigned long long)k->text_base);
+}
+
+/* The kernel's direct map base (page_offset_base, randomized with KASLR);
+ * guest data, used only to label the dump's virtual addresses. */
+static uint64_t direct_map_base(struct inspect_result *res)
+{
+	uint64_t va, base = 0;
+	if (ksymtab_lookup(&res->kernel.ksyms, "page_offset_base", &va) == 0 &&
+	    kernel_read_virt(&res->mem, &res->kernel, va, &base, sizeof(base)) == 0 && (base >> 47) == 0x1ffff &&
+	    (base & (PAGE - 1)) == 0)
+		return base;
+	return 0xffff888000000000ULL; /* the default without KASLR */
+}
+
+/* Verified RAM ranges, page-aligned and sorted (guest_mem keeps them sorted). */
+static size_t segments(struct inspect_result *res, struct core_segment *segs, size_t cap, size_t *skipped)
+{
+	uint64_t dm = direct_map_base(res);
+	size_t n = 0;
+	*skipped = 0;
+	for (size_t i = 0; i < res->mem.n && n < cap; i++) {
+		const struct guest_range *r = &res->mem.r[i];
+		if (!r->verified || !r->hva) {
+			(*skipped)++;
+			continue;
+		}
+		uint64_t s = (r->gpa + PAGE - 1) & ~(PAGE - 1), e = (r->gpa + r->size) & ~(PAGE - 1);
+		if (e <= s || (n && s < segs[n - 1].gpa + segs[n - 1].size))
+			continue;
+		segs[n++] = (struct core_segment){ .gpa = s, .size = e - s, .vaddr = dm + s };
+	}
+	return n;
+}
+
+static int write_core(struct dump_run *run, struct inspect_result *res, const struct core_vcpu *vcpus, size_t nv,
+		      struct vmsh_err *err)
+{
+	struct core_segment segs[64];
+	size_t n = segments(res, segs, 64, &run->n_skipped);
+	if (!n)
+		return vmsh_error(err, 0, "no guest RAM is located in the hypervisor: nothing to dump (%s)",
+				  res->mem_error[0] ? res->mem_error : "memory map empty");
+	run->n_segs = n;
+	char info[512], release[128];
+	release_of(&res->kernel, release, sizeof(release));
+	vmcoreinfo(res, release, info, sizeof(info));
+	struct core_opts co = {
+		.segs = segs, .n_segs = n, .vcpus = vcpus, .n_vcpus = nv, .vmcoreinfo = info,
+		.ktext_vaddr = res->kernel.text_base, .ktext_paddr = res->kernel.phys_base,
+		.ktext_size = res->kernel.image_size & ~(PAGE - 1), .read = read_guest, .opaque = &res->mem,
+		.progress = show_progress, .progress_opaque = run,
+	};
+	run->t0 = now_ns();
+	return core_write(run->fd, &co, &run->st, err);
+}
+
+static void vcpus_of(const struct inspect_result *res, struct core_vcpu *out, size_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; i < res->n_vcpus; i++)
+		if (res->vcpus[i].ok)
+			out[(*n)++] = (struct core_vcpu){ .index = res->vcpus[i].index, .regs = res->vcpus[i].st.regs,
+							  .sregs = res->vcpus[i].st.sregs };
+}
+
+/* --stop: inside the attachment, every hypervisor thread stopped again,
+ * registers read afresh, then the whole copy. */
+static int dump_stopped(struct kvm_vm *vm, struct inspect_result *res, void *opaque, struct vmsh_err *err)
+{
+	struct dump_run *run = opaque;
+	if (!res->kernel_ok)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
+	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
+	if (!vc)
+		return vmsh_error(err, ENOMEM, "coredump");
+	uint64_t t0 = now_ns();
+	if (tracer_stop_others(vm->tr, err) < 0) {
+		free(vc);
+		return -1;
+	}
+	size_t nv = 0;
+	int rc = 0;
+	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
+		struct vcpu_state st;
+		rc = kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, err);
+		vc[nv++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
+	}
+	if (rc == 0)
+		rc = write_core(run, res, vc, nv, err);
+	tracer_resume_others(vm->tr);
+	run->stopped_ns = now_ns() - t0;
+	free(vc);
+	return rc;
+}
+
+static int default_path(pid_t pid, char *out, size_t cap)
+{
+	struct vm_info vi;
+	struct vmsh_err e = { 0 };
+	char name[128] = "";
+	if (vm_info_get(pid, &vi, &e) == 0 && vi.name[0]) {
+		size_t j = 0;
+		for (size_t i = 0; vi.name[i] && j + 1 < sizeof(name); i++) {
+			char c = vi.name[i];
+			name[j++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+						    c == '-' || c == '_' || c == '.'
+					    ? c
+					    : '_';
+		}
+		name[j] = '\0';
+	} else {
+		snprintf(name, sizeof(name), "%d", (int)pid);
+	}
+	time_t t = time(NULL);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	char stamp[32];
+	strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+	return snprintf(out, cap, "vmsh-%s-%s.core", name, stamp) >= (int)cap ? -1 : 0;
+}
+
+/* A temporary file next to the final name, renamed over it at the end. */
+static int open_tmp(const char *path, char *tmp, size_t cap, struct vmsh_err *err)
+{
+	if (snprintf(tmp, cap, "%s.tmp-XXXXXX", path) >= (int)cap)
+		return vmsh_error(err, ENAMETOOLONG, "%s", path);
+	int fd = mkstemp(tmp);
+	if (fd < 0)
+		return vmsh_error(err, errno, "create a temporary file next to %s", path);
+	fchmod(fd, 0600); /* guest memory: secrets of the guest */
+	return fd;
+}
+
+int cmd_coredump(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "stop", no_argument, 0, 's' },
+		{ "live", no_argument, 0, 'l' },
+		{ "force", no_argument, 0, 'F' },
+		{ "vm-fd", required_argument, 0, 'f' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 },
+	};
+	struct dump_run run = { .stop = true, .fd = -1 };
+	struct inspect_opts o = { .vm_fd = -1 };
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "slFf:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': run.stop = true; break;
+		case 'l': run.stop = false; break;
+		case 'F': run.force = true; break;
+		case 'f': o.vm_fd = atoi(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_VMSH_USAGE;
+		}
+	}
+	if (optind != argc - 1 && optind != argc - 2) {
+		usage(stderr);
+		return EXIT_VMSH_USAGE;
+	}
+	struct vmsh_err err = { 0 };
+	if (vm_resolve(argv[optind], &o.pid, &err) < 0)
+		return report_error("coredump", &err);
+	char path[4096], tmp[4200] = "";
+	if (optind == argc - 2)
+		snprintf(path, sizeof(path), "%s", argv[optind + 1]);
+	else if (default_path(o.pid, path, sizeof(path)) < 0)
+		return EXIT_VMSH_FAILED;
+	bool to_stdout = !strcmp(path, "-");
+	if (to_stdout && isatty(STDOUT_FILENO)) {
+		fprintf(stderr, "vmsh coredump: standard output is a terminal: give a FILE or redirect it\n");
+		return EXIT_VMSH_USAGE;
+	}
+	struct stat sb;
+	if (!to_stdout && !run.force && lstat(path, &sb) == 0) {
+		fprintf(stderr, "vmsh coredump: %s exists (--force replaces it)\n", path);
+		return EXIT_VMSH_FAILED;
+	}
+	run.path = path;
+	run.progress = isatty(STDERR_FILENO);
+	run.fd = to_stdout ? STDOUT_FILENO : open_tmp(path, tmp, sizeof(tmp), &err);
+	if (run.fd < 0)
+		return report_error("coredump", &err);
+
+	uint64_t t0 = now_ns();
+	struct inspect_result r;
+	int rc = 0;
+	if (run.stop) {
+		o.while_attached = dump_stopped;
+		o.opaque = &run;
+	}
+	if (inspect_vm(&o, &r, &err) < 0) {
+		rc = -1;
+	} else if (!run.stop) {
+		if (!r.kernel_ok) {
+			rc = vmsh_error_kind(&err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", r.kernel_error);
+		} else {
+			struct core_vcpu *vc = calloc(r.n_vcpus ? r.n_vcpus : 1, sizeof(*vc));
+			size_t nv = 0;
+			if (!vc) {
+				rc = vmsh_error(&err, ENOMEM, "coredump");
+			} else {
+				vcpus_of(&r, vc, &nv);
+				rc = write_core(&run, &r, vc, nv, &err);
+				free(vc);
+			}
+			run.stopped_ns = r.stopped_ns;
+		}
+	}
+	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || rename(tmp, path) < 0))
+		rc = vmsh_error(&err, errno, "write %s", path);
+	if (!to_stdout) {
+		close(run.fd);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	if (rc < 0) {
+		int code = report_error("coredump", &err);
+		inspect_result_free(&r);
+		return code;
+	}
+	char release[128];
+	release_of(&r.kernel, release, sizeof(release));
+	fprintf(stderr,
+		"vmsh coredump: %s: %llu MiB of guest RAM in %zu ranges (%llu MiB of zero pages as holes), %zu vCPUs, "
+		"Linux %s; VM stopped %.1f ms (%s), %.1f s in all\n",
+		to_stdout ? "standard output" : path, (unsigned long long)(run.st.ram_bytes >> 20), run.n_segs,
+		(unsigned long long)(run.st.zero_bytes >> 20), r.n_vcpus, release, run.stopped_ns / 1e6,
+		run.stop ? "for the whole copy" : "live copy: memory may have changed during it",
+		(now_ns() - t0) / 1e9);
+	if (run.n_skipped)
+		fprintf(stderr, "vmsh coredump: %zu memory ranges left out: not located in the hypervisor\n",
+			run.n_skipped);
+	inspect_result_free(&r);
+	return 0;
+}
