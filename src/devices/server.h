@@ -42,6 +42,10 @@ int server_modify(struct dev_server *s, int fd, uint32_t events);
 /* Stop watching an extra fd. */
 void server_unwatch(struct dev_server *s, int fd);
 int server_start(struct dev_server *s, struct vmsh_err *err);
+/* Stop the thread (if started); the fds stay for server_stop. The thread
+ * looks for the stop request after each budget of work, so this returns
+ * quickly even while a guest keeps a queue busy. */
+void server_stop_thread(struct dev_server *s);
 /* Stop the thread (if started) and free everything. */
 void server_stop(struct dev_server *s);
 
