@@ -206,7 +206,7 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 			ref = &res->vcpus[i];
 	if (ref) {
 		struct vmsh_err e = { 0 };
-		if (kvm_memslot_ids(&vm, 0, known_gpa(ref), &res->slots, &e) == 0)
+		if (kvm_memslot_ids(&vm, 0, &res->slots, &e) == 0)
 			res->slots_ok = true;
 		else
 			snprintf(res->slots_error, sizeof(res->slots_error), "%s", e.msg);

@@ -104,7 +104,7 @@ int main(int argc, char **argv)
 	if (attach(pid, &tr, &vm, &f, &err) < 0)
 		return die(&err);
 
-	/* a page the vCPU uses, for the slot-id probe */
+	/* the vCPU's state can be read (the slot-id probe needs no guest address) */
 	struct vcpu_state st;
 	if (tracer_stop_others(&tr, &err) < 0)
 		return die(&err);
@@ -113,7 +113,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		return die(&err);
 	struct memslot_ids ids;
-	if (kvm_memslot_ids(&vm, 0, (st.sregs.cs.base + st.regs.rip) & ~0xfffULL, &ids, &err) < 0)
+	if (kvm_memslot_ids(&vm, 0, &ids, &err) < 0)
 		return die(&err);
 
 	if (argc == 5)
