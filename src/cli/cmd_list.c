@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/vmlist.h"
+#include "common/escape.h"
 
 static void usage(FILE *out)
 {
@@ -61,8 +62,11 @@ int cmd_list(int argc, char **argv)
 				snprintf(ram, sizeof(ram), "%s%llu MiB",
 					 vms[i].ram_source && !strcmp(vms[i].ram_source, "cmdline") ? "" : "~",
 					 (unsigned long long)(vms[i].ram_bytes >> 20));
+			/* name and executable belong to whoever started the VM */
+			char name[ESC_SIZE(sizeof(vms[i].name))], exe[ESC_SIZE(sizeof(vms[i].exe))];
 			printf("%-8d %-5zu %-10s %-20s %s%s\n", vms[i].pid, vms[i].n_vcpus, ram,
-			       vms[i].name[0] ? vms[i].name : "-", vms[i].exe, vms[i].n_vms > 1 ? " (several VMs)" : "");
+			       vms[i].name[0] ? esc_str(name, sizeof(name), vms[i].name) : "-",
+			       esc_str(exe, sizeof(exe), vms[i].exe), vms[i].n_vms > 1 ? " (several VMs)" : "");
 		}
 	}
 	free(vms);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/escape.h"
 #include "common/log.h"
 
 extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
@@ -217,6 +218,14 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	return 0;
 }
 
+const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap)
+{
+	/* guest-writable: a snapshot, bounded (no NUL needed), escaped */
+	char snap[sizeof(kl->chan->message)];
+	memcpy(snap, (const void *)kl->chan->message, sizeof(snap));
+	return esc_bytes(buf, cap, snap, sizeof(snap));
+}
+
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
@@ -228,9 +237,11 @@ int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 		sleep_ms(1);
 	}
 	kl->done_ns = now_ns() - kl->start_ns;
-	if (c->error)
+	if (c->error) {
+		char msg[ESC_SIZE(sizeof(c->message))];
 		return vmsh_error(err, (int)-c->error, "kernel library failed at step %llu: %s",
-				  (unsigned long long)c->step, (const char *)kl->chan->message);
+				  (unsigned long long)c->step, klib_message(kl, msg, sizeof(msg)));
+	}
 	return 0;
 }
 
