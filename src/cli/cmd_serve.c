@@ -49,7 +49,8 @@ static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *e
 	if (sfd < 0)
 		return vmsh_error(err, errno, "signalfd");
 	_cleanup_close_ int lfd = -1;
-	if (so->socket_path && con_fd >= 0 && (lfd = console_socket_listen(so->socket_path, err)) < 0)
+	struct sock_file sf;
+	if (so->socket_path && con_fd >= 0 && (lfd = console_socket_listen(so->socket_path, &sf, err)) < 0)
 		return -1;
 	printf("vmsh serve: ready\n");
 	fflush(stdout);
@@ -60,7 +61,7 @@ static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *e
 			log_verbose("signal %u: removing the devices", si.ssi_signo);
 	}
 	if (so->socket_path && lfd >= 0)
-		console_socket_unlink(so->socket_path, lfd);
+		console_socket_unlink(so->socket_path, &sf);
 	return rc;
 }
 
