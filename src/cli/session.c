@@ -241,6 +241,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (server_init(&s->srv, s->devs, s->n_devs, err) < 0)
 		return -1;
 	s->srv_init = true;
+	if (vm->tr->pidfd >= 0 && server_stop_on(&s->srv, vm->tr->pidfd, err) < 0)
+		return -1;
 	if (s->con_init && console_dev_watch(&s->con, &s->srv, err) < 0)
 		return -1;
 

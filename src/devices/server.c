@@ -55,6 +55,11 @@ int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void 
 	return add(s, fd, events, (struct server_src){ .kind = 2, .cb = cb, .opaque = opaque }, err);
 }
 
+int server_stop_on(struct dev_server *s, int fd, struct vmsh_err *err)
+{
+	return add(s, fd, EPOLLIN, (struct server_src){ .kind = 3 }, err);
+}
+
 int server_modify(struct dev_server *s, int fd, uint32_t events)
 {
 	for (size_t i = 0; i < s->n_src; i++) {
