@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -183,6 +184,24 @@ int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vm
 	kl->chan->helper_va = kl->region.va + off;
 	kl->chan->helper_len = len;
 	kl->used = off + len;
+	return klib_helper_name(kl->chan->helper_path, sizeof(kl->chan->helper_path), err);
+}
+
+int klib_helper_name(char *out, size_t cap, struct vmsh_err *err)
+{
+	/* The library creates the helper's file (O_EXCL) in /dev, /run or /tmp
+	 * under the name vmsh proposes here. A fixed name let any guest user
+	 * block it by creating that file in /tmp first; a random one cannot be
+	 * guessed before the file exists (and /tmp's sticky bit keeps others
+	 * from replacing it after). */
+	uint8_t r[8];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return vmsh_error(err, errno, "random name for the helper's file");
+	if (cap < sizeof(".vmsh-helper-") + 2 * sizeof(r))
+		return vmsh_error(err, ENAMETOOLONG, "helper name");
+	int n = snprintf(out, cap, ".vmsh-helper-");
+	for (size_t i = 0; i < sizeof(r); i++)
+		n += snprintf(out + n, cap - (size_t)n, "%02x", r[i]);
 	return 0;
 }
 

@@ -60,6 +60,9 @@ int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
  * buf (ESC_SIZE(sizeof(chan->message)) holds all of it). Returns buf. */
 const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap);
 bool klib_done(const struct kernel_lib *kl);
+/* A fresh random name for the helper's file in the guest (exposed for unit
+ * tests; klib_add_file proposes one to the library). */
+int klib_helper_name(char *out, size_t cap, struct vmsh_err *err);
 /* Copy a file (the in-guest helper) into the library's memory, where the
  * library finds it (chan->helper_va/len). */
 int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err);
