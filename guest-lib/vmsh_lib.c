@@ -242,9 +242,33 @@ static void remove_devices(void)
 
 static const char *helper_dirs[] = { "/dev/", "/run/", "/tmp/" };
 
+/* The host proposes the file's name in helper_path (random, so that no
+ * guest user can create it first); taken if it is a plain short name. */
+static void helper_name(char *name, size_t cap)
+{
+	static const char fallback[] = ".vmsh-helper";
+	const char *p = vmsh_channel.helper_path;
+	size_t n = 0;
+	bool ok = 1;
+	for (; fallback[n]; n++)
+		ok = ok && p[n] == fallback[n];
+	for (; ok && n + 1 < cap && p[n]; n++)
+		ok = (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= '0' && p[n] <= '9') || p[n] == '-' || p[n] == '.';
+	if (!ok || n + 1 >= cap || p[n]) {
+		for (n = 0; fallback[n]; n++)
+			name[n] = fallback[n];
+		name[n] = '\0';
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		name[i] = p[i];
+	name[n] = '\0';
+}
+
 static int write_helper(void)
 {
-	const char *name = ".vmsh-helper";
+	char name[40];
+	helper_name(name, sizeof(name));
 	int rc = -ENOENT;
 	for (unsigned d = 0; d < sizeof(helper_dirs) / sizeof(helper_dirs[0]); d++) {
 		char *path = vmsh_channel.helper_path;

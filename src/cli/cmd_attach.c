@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/escape.h"
 #include "cli/commands.h"
 #include "cli/session.h"
 #include "channel.h" /* guest-lib/: VMSH_HELPER_ARGV */
@@ -73,8 +74,9 @@ static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *e
 	run->relayed = true;
 	struct vmsh_err e = { 0 };
 	if (relay_run(con_fd, &run->ro, &run->rr, &e) < 0 || run->rr.outcome > RELAY_SIGNALED) {
+		char safe[ESC_SIZE(sizeof(e.msg))];
 		if (e.msg[0])
-			fprintf(stderr, "vmsh attach: %s\n", e.msg);
+			fprintf(stderr, "vmsh attach: %s\n", esc_str(safe, sizeof(safe), e.msg));
 		else
 			fprintf(stderr, "vmsh attach: %s\n", relay_outcome_name(run->rr.outcome));
 	}

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/escape.h"
 #include "cli/commands.h"
 #include "cli/inspect.h"
 #include "cli/vmlist.h"
@@ -153,16 +154,27 @@ static json_object *json_result(const struct inspect_opts *o, const struct inspe
 	return root;
 }
 
+/* Text the guest wrote (banner, version, messages quoting it) or another
+ * user chose (the executable's and mappings' file names): escaped. A few
+ * buffers in turn, enough for one printf. */
+static const char *safe(const char *s)
+{
+	static char ring[4][ESC_SIZE(1024)];
+	static unsigned k;
+	char *b = ring[k++ % 4];
+	return esc_str(b, sizeof(ring[0]), s);
+}
+
 static void print_text(const struct inspect_opts *o, const struct inspect_result *r)
 {
-	printf("process %d (%s), VM fd %d\n", r->pid, r->exe, r->vm_fd);
+	printf("process %d (%s), VM fd %d\n", r->pid, safe(r->exe), r->vm_fd);
 	printf("vCPUs stopped %.3f ms of %.1f ms total (hypervisor thread held %.1f ms, %llu injected syscalls)\n",
 	       r->stopped_ns / 1e6, r->total_ns / 1e6, r->attached_ns / 1e6, (unsigned long long)r->injected_syscalls);
 	printf("\nvCPUs:\n");
 	for (size_t i = 0; i < r->n_vcpus; i++) {
 		const struct inspect_vcpu *v = &r->vcpus[i];
 		if (!v->ok) {
-			printf("  %d: %s\n", v->index, v->error);
+			printf("  %d: %s\n", v->index, safe(v->error));
 			continue;
 		}
 		printf("  %d: rip %016llx rsp %016llx %s (cpl %d) paging %s\n", v->index,
@@ -181,40 +193,40 @@ static void print_text(const struct inspect_opts *o, const struct inspect_result
 			printf(" %u", r->slots.ids[i]);
 		printf("\n");
 	} else {
-		printf("unknown: %s\n", r->slots_error);
+		printf("unknown: %s\n", safe(r->slots_error));
 	}
 	printf("\nguest memory:\n");
 	if (!r->mem_ok)
-		printf("  unknown: %s\n", r->mem_error);
+		printf("  unknown: %s\n", safe(r->mem_error));
 	for (size_t i = 0; i < r->mem.n; i++) {
 		const struct guest_range *g = &r->mem.r[i];
 		printf("  %012llx-%012llx %8llu MiB  ", (unsigned long long)g->gpa,
 		       (unsigned long long)(g->gpa + g->size - 1), (unsigned long long)(g->size >> 20));
 		if (g->hva)
-			printf("host %llx %s%s", (unsigned long long)g->hva, g->backing, g->verified ? "" : " (unverified)");
+			printf("host %llx %s%s", (unsigned long long)g->hva, safe(g->backing), g->verified ? "" : " (unverified)");
 		else
 			printf("host address unknown");
-		printf("  [%s]\n", g->kind ? g->kind : "");
+		printf("  [%s]\n", g->kind ? safe(g->kind) : "");
 	}
 	printf("\nguest kernel: ");
 	if (!r->kernel_ok) {
-		printf("not found: %s\n", r->kernel_error);
+		printf("not found: %s\n", safe(r->kernel_error));
 		return;
 	}
 	const struct guest_kernel *k = &r->kernel;
-	printf("Linux %s\n  %s\n", k->version, k->banner);
+	printf("Linux %s\n  %s\n", safe(k->version), safe(k->banner));
 	printf("  text base %llx (KASLR offset %llx), physical %llx, %s paging\n", (unsigned long long)k->text_base,
 	       (unsigned long long)(k->text_base - KERNEL_DEFAULT_TEXT), (unsigned long long)k->phys_base,
 	       k->pt.levels == 5 ? "5-level" : "4-level");
 	if (r->ksyms_ok)
 		printf("  %zu exported symbols (%s)\n", k->ksyms.n, ksymtab_format_name(k->ksyms.format));
 	else
-		printf("  exported symbols: %s\n", r->kernel_error);
+		printf("  exported symbols: %s\n", safe(r->kernel_error));
 	for (size_t i = 0; i < o->n_symbols; i++) {
 		if (r->sym_found[i])
-			printf("  %016llx %s\n", (unsigned long long)r->sym_values[i], o->symbols[i]);
+			printf("  %016llx %s\n", (unsigned long long)r->sym_values[i], safe(o->symbols[i]));
 		else
-			printf("  %16s %s (not exported)\n", "-", o->symbols[i]);
+			printf("  %16s %s (not exported)\n", "-", safe(o->symbols[i]));
 	}
 }
 
@@ -265,7 +277,7 @@ int cmd_inspect(int argc, char **argv)
 		print_text(&o, &r);
 	}
 	if (rc == 0 && !r.kernel_ok) {
-		fprintf(stderr, "vmsh inspect: guest kernel not found: %s\n", r.kernel_error);
+		fprintf(stderr, "vmsh inspect: guest kernel not found: %s\n", safe(r.kernel_error));
 		rc = EXIT_VMSH_NOKERNEL;
 	}
 	inspect_result_free(&r);

@@ -11,6 +11,7 @@
 #include "cli/inspect.h"
 #include "cli/vmlist.h"
 #include "common/clock.h"
+#include "common/escape.h"
 #include "loader/kernel_lib.h"
 
 struct library_run {
@@ -39,11 +40,12 @@ static int cycles(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 		      inspect_gpa_limit(res), err) < 0)
 			return vmsh_err_prefix(err, "cycle %u", run->done + 1);
 		int rc = klib_enter(&kl, run->timeout_ms, err);
+		char msg[ESC_SIZE(sizeof(kl.chan->message))];
 		if (rc == 0)
 			printf("cycle %u: library at %#llx (gpa %#llx, slot %u) ran on vCPU %d: \"%s\"; entered after "
 			       "%.1f ms (%u retries), done after %.1f ms\n",
 			       run->done + 1, (unsigned long long)kl.region.va, (unsigned long long)kl.slot.gpa, kl.slot.id,
-			       kl.entered_vcpu, kl.chan->message, kl.enter_ns / 1e6, kl.enter_attempts, kl.done_ns / 1e6);
+			       kl.entered_vcpu, klib_message(&kl, msg, sizeof(msg)), kl.enter_ns / 1e6, kl.enter_attempts, kl.done_ns / 1e6);
 		klib_unload(&kl);
 		if (rc < 0)
 			return vmsh_err_prefix(err, "cycle %u", run->done + 1);

@@ -7,11 +7,12 @@
 
 #include "cli/commands.h"
 #include "cli/vmlist.h"
+#include "common/escape.h"
 
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: vmsh list [--json]\n\n"
-		     "List processes that run a KVM virtual machine: PID, executable, vCPUs, guest RAM\n"
+		     "List processes that run a KVM virtual machine: PID, owner (real uid), executable, vCPUs, guest RAM\n"
 		     "(from the command line, or the largest writable mapping, marked '~'), and the VM name\n"
 		     "given on the command line (qemu -name). No VM is stopped.\n");
 }
@@ -42,6 +43,7 @@ int cmd_list(int argc, char **argv)
 		for (size_t i = 0; i < n; i++) {
 			json_object *o = json_object_new_object();
 			json_object_object_add(o, "pid", json_object_new_int(vms[i].pid));
+			json_object_object_add(o, "uid", json_object_new_int64((int64_t)vms[i].uid));
 			json_object_object_add(o, "exe", json_object_new_string(vms[i].exe));
 			json_object_object_add(o, "name", vms[i].name[0] ? json_object_new_string(vms[i].name) : NULL);
 			json_object_object_add(o, "vms", json_object_new_int((int)vms[i].n_vms));
@@ -54,15 +56,18 @@ int cmd_list(int argc, char **argv)
 		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(arr);
 	} else {
-		printf("%-8s %-5s %-10s %-20s %s\n", "PID", "VCPUS", "RAM", "NAME", "EXECUTABLE");
+		printf("%-8s %-6s %-5s %-10s %-20s %s\n", "PID", "UID", "VCPUS", "RAM", "NAME", "EXECUTABLE");
 		for (size_t i = 0; i < n; i++) {
 			char ram[32] = "?";
 			if (vms[i].ram_bytes)
 				snprintf(ram, sizeof(ram), "%s%llu MiB",
 					 vms[i].ram_source && !strcmp(vms[i].ram_source, "cmdline") ? "" : "~",
 					 (unsigned long long)(vms[i].ram_bytes >> 20));
-			printf("%-8d %-5zu %-10s %-20s %s%s\n", vms[i].pid, vms[i].n_vcpus, ram,
-			       vms[i].name[0] ? vms[i].name : "-", vms[i].exe, vms[i].n_vms > 1 ? " (several VMs)" : "");
+			/* name and executable belong to whoever started the VM */
+			char name[ESC_SIZE(sizeof(vms[i].name))], exe[ESC_SIZE(sizeof(vms[i].exe))];
+			printf("%-8d %-6u %-5zu %-10s %-20s %s%s\n", vms[i].pid, (unsigned)vms[i].uid, vms[i].n_vcpus, ram,
+			       vms[i].name[0] ? esc_str(name, sizeof(name), vms[i].name) : "-",
+			       esc_str(exe, sizeof(exe), vms[i].exe), vms[i].n_vms > 1 ? " (several VMs)" : "");
 		}
 	}
 	free(vms);

@@ -5,17 +5,15 @@
  * who want a disk in a VM that has none to spare. */
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/console_socket.h"
 #include "cli/session.h"
 #include "cli/vmlist.h"
 #include "common/cleanup.h"
@@ -37,43 +35,6 @@ static void usage(FILE *out)
 		     "The hypervisor is traced only while the guest's drivers set the devices up.\n");
 }
 
-static int listen_unix(const char *path, struct vmsh_err *err)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(a.sun_path))
-		return vmsh_error(err, ENAMETOOLONG, "socket path %s", path);
-	strcpy(a.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return vmsh_error(err, errno, "socket");
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0) {
-		vmsh_error(err, errno, "listen on %s", path);
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Copy what is readable on `from` to `to` (blocking write). 0 on EOF. */
-static int shuttle(int from, int to)
-{
-	char buf[65536];
-	ssize_t n = read(from, buf, sizeof(buf));
-	if (n <= 0)
-		return n < 0 && errno == EINTR ? 1 : 0;
-	for (ssize_t off = 0; off < n;) {
-		ssize_t w = write(to, buf + off, (size_t)(n - off));
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return 0;
-		}
-		off += w;
-	}
-	return 1;
-}
-
 static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
 {
 	(void)s;
@@ -88,42 +49,20 @@ static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *e
 	if (sfd < 0)
 		return vmsh_error(err, errno, "signalfd");
 	_cleanup_close_ int lfd = -1;
-	int client = -1;
-	if (so->socket_path && con_fd >= 0 && (lfd = listen_unix(so->socket_path, err)) < 0)
+	struct sock_file sf;
+	if (so->socket_path && con_fd >= 0 && (lfd = console_socket_listen(so->socket_path, &sf, err)) < 0)
 		return -1;
 	printf("vmsh serve: ready\n");
 	fflush(stdout);
-	for (;;) {
-		struct pollfd p[4] = { { sfd, POLLIN, 0 }, { lfd, POLLIN, 0 }, { client, POLLIN, 0 },
-				       { client >= 0 ? con_fd : -1, POLLIN, 0 } };
-		if (poll(p, 4, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return vmsh_error(err, errno, "poll");
-		}
-		if (p[0].revents) {
-			struct signalfd_siginfo si;
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				log_verbose("signal %u: removing the devices", si.ssi_signo);
-			break;
-		}
-		if (p[1].revents && client < 0)
-			client = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (p[2].revents && !shuttle(client, con_fd)) {
-			close(client);
-			client = -1;
-			continue;
-		}
-		if (p[3].revents && !shuttle(con_fd, client)) {
-			close(client);
-			client = -1;
-		}
+	int rc = console_socket_serve(sfd, lfd, con_fd, err);
+	if (rc == 0) {
+		struct signalfd_siginfo si;
+		if (read(sfd, &si, sizeof(si)) == sizeof(si))
+			log_verbose("signal %u: removing the devices", si.ssi_signo);
 	}
-	if (client >= 0)
-		close(client);
-	if (so->socket_path)
-		unlink(so->socket_path);
-	return 0;
+	if (so->socket_path && lfd >= 0)
+		console_socket_unlink(so->socket_path, &sf);
+	return rc;
 }
 
 int cmd_serve(int argc, char **argv)

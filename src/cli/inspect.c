@@ -196,7 +196,7 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 	int rc = kvm_vm_open(&vm, &tr, vm_fd, &f, err);
 	kvm_fds_free(&f);
 	if (rc < 0) {
-		tracer_detach(&tr);
+		tracer_close(&tr);
 		return -1;
 	}
 	res->seccomp_suspended = tr.seccomp_suspended;
@@ -215,7 +215,7 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 			ref = &res->vcpus[i];
 	if (ref) {
 		struct vmsh_err e = { 0 };
-		if (kvm_memslot_ids(&vm, 0, known_gpa(ref), &res->slots, &e) == 0)
+		if (kvm_memslot_ids(&vm, 0, &res->slots, &e) == 0)
 			res->slots_ok = true;
 		else
 			snprintf(res->slots_error, sizeof(res->slots_error), "%s", e.msg);
@@ -223,12 +223,17 @@ int inspect_vm(const struct inspect_opts *o, struct inspect_result *res, struct 
 	/* Inspect reads the guest after letting the hypervisor go; a command
 	 * that acts on the guest (o->while_attached) needs it found first. */
 	if (rc == 0 && o->while_attached) {
+		/* Finding the kernel parses guest data (bounded, but up to a
+		 * second): the hypervisor runs untraced meanwhile. */
+		kvm_vm_release(&vm);
 		analyse(o, res);
-		rc = o->while_attached(&vm, res, o->opaque, err);
+		rc = kvm_vm_reacquire(&vm, err);
+		if (rc == 0)
+			rc = o->while_attached(&vm, res, o->opaque, err);
 	}
 	kvm_vm_close(&vm);
 	res->injected_syscalls = tr.injected_syscalls;
-	tracer_detach(&tr);
+	tracer_close(&tr);
 	res->attached_ns = now_ns() - t_attach;
 	if (rc < 0)
 		return -1;

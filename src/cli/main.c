@@ -1,11 +1,13 @@
 /* main.c - vmsh entry point: global options and the command table. */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -49,9 +51,13 @@ static void forward_signal(int sig)
  * SIGTERM (PR_SET_PDEATHSIG), which it holds until it has let the
  * hypervisor go: a confined hypervisor's seccomp filter is never left to
  * judge a syscall we injected. Other signals are forwarded; the exit status
- * (or death by a signal) is passed through. */
+ * (or death by a signal) is passed through. A child killed outright (SIGKILL,
+ * the OOM killer) cannot restore the user's terminal from raw mode: this
+ * process saved it before and puts it back. */
 static int run_guarded(const struct vmsh_command *c, int argc, char **argv)
 {
+	struct termios tty;
+	bool have_tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &tty) == 0;
 	fflush(NULL);
 	pid_t parent = getpid();
 	pid_t child = fork();
@@ -73,6 +79,8 @@ static int run_guarded(const struct vmsh_command *c, int argc, char **argv)
 	while (waitpid(child, &st, 0) < 0)
 		if (errno != EINTR)
 			return EXIT_VMSH_FAILED;
+	if (WIFSIGNALED(st) && have_tty)
+		tcsetattr(STDIN_FILENO, TCSANOW, &tty);
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
 	int sig = WIFSIGNALED(st) ? WTERMSIG(st) : SIGABRT;

@@ -3,10 +3,12 @@
 
 #include "cli/commands.h"
 #include "common/err.h"
+#include "common/escape.h"
 
 int report_error(const char *cmd, const struct vmsh_err *err)
 {
-	fprintf(stderr, "vmsh %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+	char safe[ESC_SIZE(sizeof(err->msg))]; /* errors quote the guest and other users */
+	fprintf(stderr, "vmsh %s: %s\n", cmd, err->msg[0] ? esc_str(safe, sizeof(safe), err->msg) : "failed");
 	switch (err->kind) {
 	case VMSH_E_USAGE: return EXIT_VMSH_USAGE;
 	case VMSH_E_NOPROC: return EXIT_VMSH_NOPROC;

@@ -115,6 +115,15 @@ static int wait_phase(struct session *s, unsigned timeout_ms, struct vmsh_err *e
 	return 0;
 }
 
+/* With the server thread stopped (teardown), the queues are served here
+ * between trapped exits, one budget per device and round, so that requests
+ * the guest still has in flight complete while its drivers go away. */
+static void serve_here(struct session *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		vdev_kick(s->devs[i], ~0u);
+}
+
 /* Let the library go on and trap the drivers' register writes until its
  * work is done. The hypervisor's injection thread `skip` stays held. */
 static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struct vmsh_err *err)
@@ -134,6 +143,8 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 			rc = -1;
 			break;
 		}
+		if (s->srv_init && !s->srv.running)
+			serve_here(s);
 		if (now_ns() > deadline) {
 			rc = vmsh_error(err, ETIMEDOUT, "the guest did not finish setting up the devices within %u ms",
 					timeout_ms);
@@ -231,6 +242,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (server_init(&s->srv, s->devs, s->n_devs, err) < 0)
 		return -1;
 	s->srv_init = true;
+	if (vm->tr->pidfd >= 0 && server_stop_on(&s->srv, vm->tr->pidfd, err) < 0)
+		return -1;
 	if (s->con_init && console_dev_watch(&s->con, &s->srv, err) < 0)
 		return -1;
 
@@ -288,6 +301,11 @@ static void teardown(struct session *s)
 	uint64_t t0 = now_ns();
 	struct kvm_vm *vm = s->vm;
 	struct vmsh_err e = { 0 };
+	/* The serving thread stops first: it may be busy with a guest that
+	 * keeps it working, and nothing of the hypervisor may be held while
+	 * vmsh waits for its own thread (its budget bounds the wait). */
+	if (s->srv_init)
+		server_stop_thread(&s->srv);
 	if (kvm_vm_reacquire(vm, &e) < 0) {
 		log_info("cannot attach again to remove the devices: %s", e.msg);
 		return;

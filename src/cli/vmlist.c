@@ -108,6 +108,20 @@ static uint64_t largest_candidate(pid_t pid)
 	return best;
 }
 
+/* Real uid from /proc/PID/status ("Uid:\treal\teffective\t..."). */
+static uid_t owner_of(pid_t pid)
+{
+	char path[64], *buf;
+	size_t len;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (procfs_read_file(path, &buf, &len, NULL) < 0)
+		return (uid_t)-1;
+	const char *u = strstr(buf, "\nUid:");
+	uid_t uid = u ? (uid_t)strtoul(u + 5, NULL, 10) : (uid_t)-1;
+	free(buf);
+	return uid;
+}
+
 int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err)
 {
 	memset(vi, 0, sizeof(*vi));
@@ -121,6 +135,7 @@ int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err)
 	if (!vi->n_vms)
 		return 1;
 	procfs_exe(pid, vi->exe, sizeof(vi->exe));
+	vi->uid = owner_of(pid);
 	info_from_cmdline(pid, vi);
 	if (!vi->ram_bytes) {
 		vi->ram_bytes = largest_candidate(pid);
@@ -179,16 +194,32 @@ int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
 	if (vm_list(&vms, &n, err) < 0)
 		return -1;
 	int found = 0;
+	uid_t owner = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!strcmp(vms[i].name, arg)) {
 			*pid = vms[i].pid;
+			owner = vms[i].uid;
 			found++;
 		}
 	}
 	free(vms);
-	if (found == 1)
-		return 0;
 	if (found > 1)
 		return vmsh_error_kind(err, VMSH_E_AMBIGUOUS, 0, "several VMs are named '%s': give a PID", arg);
-	return vmsh_error_kind(err, VMSH_E_NOPROC, ENOENT, "no VM named '%s' (see 'vmsh list')", arg);
+	if (!found)
+		return vmsh_error_kind(err, VMSH_E_NOPROC, ENOENT, "no VM named '%s' (see 'vmsh list')", arg);
+	if (!vm_name_owner_ok(owner, getuid(), getenv("SUDO_UID")))
+		return vmsh_error_kind(err, VMSH_E_NOPROC, EPERM,
+				       "the VM named '%s' (PID %d) belongs to uid %u, not to you: anyone may give a VM "
+				       "any name; give its PID if you mean that process",
+				       arg, (int)*pid, (unsigned)owner);
+	return 0;
+}
+
+int vm_name_owner_ok(uid_t owner, uid_t caller, const char *sudo_uid)
+{
+	if (owner == 0 || owner == caller)
+		return 1;
+	char *end;
+	unsigned long su = sudo_uid && *sudo_uid ? strtoul(sudo_uid, &end, 10) : (unsigned long)-1;
+	return sudo_uid && *sudo_uid && !*end && su == owner;
 }

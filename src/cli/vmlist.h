@@ -10,6 +10,7 @@
 
 struct vm_info {
 	pid_t pid;
+	uid_t uid;            /* real uid of the process: who started the VM */
 	char exe[256];
 	char name[128];       /* from the command line (qemu -name), "" if none */
 	size_t n_vms;         /* VM fds in the process */
@@ -23,8 +24,13 @@ struct vm_info {
 int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err);
 /* All processes with a KVM VM. */
 int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err);
-/* PID or VM name to a PID. */
+/* PID or VM name to a PID. A name is chosen by whoever started the VM: one
+ * that leads to a process of a non-root user other than the caller is
+ * refused (the caller gives the PID to mean it). */
 int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err);
+/* May a name lead the caller (uid, and SUDO_UID when run through sudo, or
+ * NULL) to a process of owner? Exposed for unit tests. */
+int vm_name_owner_ok(uid_t owner, uid_t caller, const char *sudo_uid);
 
 /* qemu -m syntax ("512", "512M", "2G", "size=2G,maxmem=..") to bytes; 0 if
  * not understood. Exposed for unit tests. */

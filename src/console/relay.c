@@ -15,6 +15,7 @@
  *  - signals come through a signalfd (blocked for the duration), so every
  *    exit path goes through the one cleanup that restores the terminal. */
 #include "console/relay.h"
+#include "common/escape.h"
 #include "console/term.h"
 #include "../../guest-helper/proto.h"
 
@@ -124,16 +125,6 @@ int relay_exit_code(const struct relay_result *r)
 	case RELAY_SIGNALED: return 128 + r->signo;
 	default: return 125;
 	}
-}
-
-/* Text from the guest is shown to the user: no control characters, so a
- * hostile helper cannot drive the user's terminal through our messages. */
-static void printable_copy(char *dst, size_t cap, const uint8_t *src, size_t len)
-{
-	size_t n = len < cap - 1 ? len : cap - 1;
-	for (size_t i = 0; i < n; i++)
-		dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? (char)src[i] : '?';
-	dst[n] = '\0';
 }
 
 static void start_detach(struct relay *R, enum relay_outcome why, int signo)
@@ -350,7 +341,8 @@ static int process_rx(struct relay *R)
 				start_detach(R, RELAY_PROTOCOL, 0);
 				return -1;
 			}
-			printable_copy(R->r->helper_version, sizeof(R->r->helper_version), pl + 4, h.len - 4);
+			/* guest text: escaped before anyone shows it */
+			esc_bytes(R->r->helper_version, sizeof(R->r->helper_version), pl + 4, h.len - 4);
 			R->hello = true;
 			break;
 		case VMSH_F_READY:
@@ -386,8 +378,8 @@ static int process_rx(struct relay *R)
 			return -1;
 		}
 		case VMSH_F_ERROR: {
-			char msg[VMSH_ERROR_MAX_LEN + 1];
-			printable_copy(msg, sizeof(msg), pl, h.len);
+			char msg[ESC_SIZE(VMSH_ERROR_MAX_LEN)];
+			esc_bytes(msg, sizeof(msg), pl, h.len);
 			vmsh_error(R->err, 0, "guest: %s", msg);
 			R->r->outcome = RELAY_GUEST_ERROR;
 			R->done = true; /* the helper exits by itself */

@@ -18,6 +18,11 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
 	vq_push(vq, c->head, (uint32_t)written);
 }
 
+/* Requests per wake-up: a vCPU that keeps bumping avail.idx gets this many
+ * served, then the other devices (the console) and a stop request get their
+ * turn before the server comes back here. */
+#define BLK_BUDGET 64
+
 static unsigned blk_process(struct vdev *d, unsigned queues)
 {
 	struct virtqueue *vq = &d->vq[0];
@@ -25,7 +30,11 @@ static unsigned blk_process(struct vdev *d, unsigned queues)
 		return 0;
 	uint16_t old = vq->used_idx;
 	struct vq_chain c;
-	for (;;) {
+	for (unsigned done = 0;; done++) {
+		if (done == BLK_BUDGET) {
+			d->more |= 1; /* come back without waiting for a notification */
+			break;
+		}
 		int r = vq_pop(vq, &c);
 		if (r == 1) {
 			handle(d, vq, &c);

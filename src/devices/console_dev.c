@@ -71,20 +71,25 @@ static unsigned con_process(struct vdev *d, unsigned queues)
 	unsigned mask = 0;
 	for (unsigned i = 0; i < VCON_NUM_QUEUES; i++)
 		vqs[i] = d->vq_live[i] ? &d->vq[i] : NULL;
+	bool left = false; /* stopped at its budget with work left */
 	/* a few rounds: draining the guest's bytes makes room for more */
 	for (int round = 0; round < 8; round++) {
 		unsigned m = 0;
 		size_t before = vcon_host_pending(&c->v);
-		if (vcon_process(&c->v, vqs, &m) < 0) {
+		int r = vcon_process(&c->v, vqs, &m);
+		if (r < 0) {
 			vmmio_fail(&d->regs, "console queue broken");
 			return mask | 1;
 		}
+		left = r == 1;
 		mask |= m;
 		size_t got = vcon_host_pending(&c->v);
 		flush_out(c);
 		if (got == before && vcon_host_pending(&c->v) == got)
 			break;
 	}
+	if (left)
+		d->more |= queues; /* come back after the others had their turn */
 	watch(c, wanted_events(c));
 	return mask;
 }

@@ -55,6 +55,11 @@ int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void 
 	return add(s, fd, events, (struct server_src){ .kind = 2, .cb = cb, .opaque = opaque }, err);
 }
 
+int server_stop_on(struct dev_server *s, int fd, struct vmsh_err *err)
+{
+	return add(s, fd, EPOLLIN, (struct server_src){ .kind = 3 }, err);
+}
+
 int server_modify(struct dev_server *s, int fd, uint32_t events)
 {
 	for (size_t i = 0; i < s->n_src; i++) {
@@ -78,12 +83,27 @@ static void drain(int fd)
 		;
 }
 
+/* Devices left with work after their budget: one more budget each, after
+ * every event of this wake-up was served. Returns whether any still has. */
+static bool serve_leftovers(struct dev_server *s)
+{
+	bool any = false;
+	for (size_t i = 0; i < s->n_devs; i++) {
+		unsigned more = __atomic_load_n(&s->devs[i]->more, __ATOMIC_RELAXED);
+		if (more && vdev_kick(s->devs[i], more))
+			any = true;
+	}
+	return any;
+}
+
 static void *loop(void *opaque)
 {
 	struct dev_server *s = opaque;
+	bool busy = false;
 	for (;;) {
 		struct epoll_event ev[16];
-		int n = epoll_wait(s->epfd, ev, 16, -1);
+		/* with work left, only look for new events (and a stop) */
+		int n = epoll_wait(s->epfd, ev, 16, busy ? 0 : -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -111,6 +131,7 @@ static void *loop(void *opaque)
 				return NULL;
 			}
 		}
+		busy = serve_leftovers(s);
 	}
 }
 
@@ -128,15 +149,20 @@ int server_start(struct dev_server *s, struct vmsh_err *err)
 	return 0;
 }
 
+void server_stop_thread(struct dev_server *s)
+{
+	if (!s->running)
+		return;
+	uint64_t one = 1;
+	if (write(s->stop_fd, &one, 8) != 8)
+		log_info("device server: stop: %s", strerror(errno));
+	pthread_join(s->thread, NULL);
+	s->running = false;
+}
+
 void server_stop(struct dev_server *s)
 {
-	if (s->running) {
-		uint64_t one = 1;
-		if (write(s->stop_fd, &one, 8) != 8)
-			log_info("device server: stop: %s", strerror(errno));
-		pthread_join(s->thread, NULL);
-		s->running = false;
-	}
+	server_stop_thread(s);
 	if (s->stop_fd >= 0)
 		close(s->stop_fd);
 	if (s->epfd >= 0)

@@ -29,7 +29,7 @@ struct dev_server {
 	bool running;
 	struct vdev *devs[SERVER_MAX_DEVS];
 	size_t n_devs;
-	struct server_src src[SERVER_MAX_DEVS * (VIRTIO_MMIO_MAX_QUEUES + 1) + SERVER_MAX_EXTRA + 1];
+	struct server_src src[SERVER_MAX_DEVS * (VIRTIO_MMIO_MAX_QUEUES + 1) + SERVER_MAX_EXTRA + 2];
 	size_t n_src;
 	unsigned long wakeups;
 };
@@ -39,9 +39,17 @@ int server_init(struct dev_server *s, struct vdev **devs, size_t n, struct vmsh_
 int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void *opaque, uint32_t events),
 		 void *opaque, struct vmsh_err *err);
 int server_modify(struct dev_server *s, int fd, uint32_t events);
+/* Stop serving as soon as fd is readable (the hypervisor's pidfd: once it
+ * has exited, its PID and guest-memory addresses may belong to another
+ * process, and nothing may be copied there). */
+int server_stop_on(struct dev_server *s, int fd, struct vmsh_err *err);
 /* Stop watching an extra fd. */
 void server_unwatch(struct dev_server *s, int fd);
 int server_start(struct dev_server *s, struct vmsh_err *err);
+/* Stop the thread (if started); the fds stay for server_stop. The thread
+ * looks for the stop request after each budget of work, so this returns
+ * quickly even while a guest keeps a queue busy. */
+void server_stop_thread(struct dev_server *s);
 /* Stop the thread (if started) and free everything. */
 void server_stop(struct dev_server *s);
 

@@ -167,10 +167,12 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
 	pthread_mutex_unlock(&d->lock);
 }
 
-void vdev_kick(struct vdev *d, unsigned queues)
+unsigned vdev_kick(struct vdev *d, unsigned queues)
 {
 	pthread_mutex_lock(&d->lock);
+	d->more = 0;
 	unsigned irq = d->driver_ok ? d->kind->process(d, queues) : 0;
+	unsigned more = d->driver_ok ? d->more : 0;
 	if (irq) {
 		vmmio_raise(&d->regs, 1);
 		render(d);
@@ -182,6 +184,7 @@ void vdev_kick(struct vdev *d, unsigned queues)
 		if (write(d->irq.local, &one, 8) != 8)
 			log_info("%s: raising the interrupt failed: %s", d->kind->name, strerror(errno));
 	}
+	return more;
 }
 
 void vdev_acked(struct vdev *d)

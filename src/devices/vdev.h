@@ -25,8 +25,10 @@ struct vdev;
 struct vdev_kind {
 	const char *name;
 	/* queues were notified (mask of queue indices, ~0u: all) or host data
-	 * arrived: do the work; return a mask of queues whose driver must be
-	 * interrupted */
+	 * arrived: do the work, at most a budget of chains per queue (a guest
+	 * that keeps adding requests must not keep the serving thread here);
+	 * set d->more for queues left with work; return a mask of queues whose
+	 * driver must be interrupted */
 	unsigned (*process)(struct vdev *d, unsigned queues);
 	/* the driver reset the device */
 	void (*reset)(struct vdev *d);
@@ -47,6 +49,7 @@ struct vdev {
 	bool ever_driver_ok;
 	uint32_t max_status;    /* every status bit the driver ever set */
 	unsigned interrupts;
+	unsigned more;          /* queues the last process() left work in */
 
 	struct kvm_eventfd notify[VIRTIO_MMIO_MAX_QUEUES];
 	struct kvm_eventfd ack, irq;
@@ -70,9 +73,10 @@ void vdev_disconnect(struct vdev *d, struct kvm_vm *vm);
 
 /* A trapped guest access to the register page (lock taken inside). */
 void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], unsigned len);
-/* Run the kind's work on the queues in mask and interrupt the driver as
- * needed (lock taken inside). */
-void vdev_kick(struct vdev *d, unsigned queues);
+/* Run the kind's work on the queues in mask (one budget) and interrupt the
+ * driver as needed (lock taken inside). Returns the queues left with work:
+ * kick them again after serving everything else. */
+unsigned vdev_kick(struct vdev *d, unsigned queues);
 /* The guest acknowledged an interrupt. */
 void vdev_acked(struct vdev *d);
 /* Status bits the driver set, for diagnostics: ACKNOWLEDGE (virtio_mmio

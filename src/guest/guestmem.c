@@ -75,7 +75,7 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 		else if (gpa - r->gpa >= r->size)
 			lo = mid + 1;
 		else
-			return r->hva ? r : NULL;
+			return r->hva && (r->verified || gm->probing) ? r : NULL;
 	}
 	return NULL;
 }
@@ -85,7 +85,7 @@ static int xfer(struct guest_mem *gm, uint64_t gpa, uint8_t *buf, size_t len, bo
 {
 	while (len) {
 		const struct guest_range *r = guest_mem_find(gm, gpa);
-		if (!r) {
+		if (!r || (write && !r->verified)) {
 			errno = EFAULT;
 			return -1;
 		}
@@ -167,7 +167,7 @@ size_t guest_mem_map_shared(struct guest_mem *gm)
 		return 0;
 	for (size_t i = 0; i < gm->n; i++) {
 		struct guest_range *r = &gm->r[i];
-		if (!r->hva || r->local)
+		if (!r->hva || r->local || !r->verified)
 			continue;
 		for (size_t k = 0; k < n; k++) {
 			const struct proc_map *m = &maps[k];

@@ -25,6 +25,9 @@ struct guest_mem {
 	struct guest_range *r;
 	size_t n, cap;
 	uint64_t reads, bytes_read; /* statistics */
+	/* While memmap_bootstrap tests a candidate mapping, reads may use
+	 * ranges not verified yet (content checks need them); writes never. */
+	bool probing;
 	struct { void *base; size_t len; } *maps; /* vmsh's mappings of shared backings */
 	size_t n_maps;
 };
@@ -33,7 +36,8 @@ void guest_mem_init(struct guest_mem *gm, pid_t pid);
 void guest_mem_free(struct guest_mem *gm);
 int guest_mem_add(struct guest_mem *gm, const struct guest_range *r);
 void guest_mem_clear(struct guest_mem *gm);
-/* Range containing gpa with a known host address, or NULL. */
+/* Range containing gpa with a known and verified host address (or, while
+ * probing, any known one), or NULL. Unverified ranges are never used. */
 const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gpa);
 /* Read len bytes at gpa (may span ranges). 0 on success, -1 if any part is
  * outside known memory or unreadable. */

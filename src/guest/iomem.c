@@ -109,20 +109,31 @@ int iomem_read(struct guest_mem *gm, const struct guest_kernel *k, struct iomem_
 
 size_t iomem_system_ram(const struct iomem_entry *e, size_t n, struct ram_range *out, size_t max)
 {
+	/* The guest writes this tree: a real kernel keeps top-level resources
+	 * sorted and disjoint (request_resource refuses conflicts), so an entry
+	 * that starts below the end of the previous one, or whose end wraps,
+	 * is forged and dropped rather than merged (merging an entry that lies
+	 * below the previous one used to give a size near 2^64). */
 	size_t k = 0;
-	for (size_t i = 0; i < n && k < max; i++) {
+	uint64_t last_end = 0; /* inclusive end of the last entry taken, as the guest gave it */
+	for (size_t i = 0; i < n; i++) {
 		if (e[i].depth != 0 || strcmp(e[i].name, "System RAM") != 0 || e[i].end < e[i].start)
 			continue;
+		if (e[i].end >= UINT64_MAX - 0xfffULL)
+			continue; /* rounding up would wrap */
+		if (k > 0 && e[i].start <= last_end)
+			continue; /* unsorted or overlapping */
 		/* whole pages: a range ending mid-page (0x9fc00) still has its
 		 * page backed, and reads must reach the last byte */
 		uint64_t s = e[i].start & ~0xfffULL;
 		uint64_t end = (e[i].end + 0x1000) & ~0xfffULL;
-		if (end <= s)
-			continue;
+		last_end = e[i].end;
 		if (k > 0 && out[k - 1].gpa + out[k - 1].size >= s) {
 			out[k - 1].size = end - out[k - 1].gpa; /* touching after rounding */
 			continue;
 		}
+		if (k == max)
+			break;
 		out[k++] = (struct ram_range){ .gpa = s, .size = end - s };
 	}
 	return k;

@@ -13,7 +13,10 @@
 #define CR4_LA57 (1ULL << 12)
 #define EFER_LMA (1ULL << 10)
 #define MAX_TABLES 4096
-#define MAX_IMAGE (512ULL << 20)
+/* What vmsh copies of the kernel's mapping (a real one: ~30-60 MiB; the
+ * banner and symbol table lie in its first part). It bounds vmsh's memory
+ * and the reads of guest memory a crafted page table can ask for. */
+#define MAX_IMAGE (128ULL << 20)
 
 enum paging_mode paging_mode_of(const struct cpu_paging *c)
 {

@@ -53,7 +53,22 @@ struct scan {
 	uint64_t base;
 	enum ksymtab_format fmt;
 	size_t str_lo, str_hi; /* image offsets bounding __ksymtab_strings; 0/len if unknown */
+	uint64_t work, budget; /* entry checks and name bytes examined, and their limit */
 };
+
+/* The image is guest data: a crafted one could make the search quadratic
+ * (runs one entry short of a table, long names: ~0.27 s per MiB before this
+ * bound) or produce tens of millions of "symbols". A real kernel needs about
+ * one check per aligned word plus its names (Debian 6.1: ~15M for 54 MiB);
+ * the budget allows several times that and then gives up clearly. */
+#define WORK_PER_BYTE 2
+#define WORK_EXTRA (64ULL << 20)
+#define MAX_STRINGS (16u << 20) /* __ksymtab_strings: ~250 KiB in real kernels */
+
+static bool over_budget(const struct scan *s)
+{
+	return s->work > s->budget;
+}
 
 static int32_t rd32(const uint8_t *p)
 {
@@ -76,7 +91,7 @@ static bool is_ident(uint8_t c)
 /* A name must be a NUL-terminated identifier inside __ksymtab_strings. It
  * need not start after a NUL: the section is SHF_MERGE|SHF_STRINGS and the
  * linker merges names into the tails of longer ones. */
-static bool valid_name_at(const struct scan *s, int64_t off)
+static bool valid_name_at(struct scan *s, int64_t off)
 {
 	if (off <= 0 || (size_t)off >= s->len)
 		return false;
@@ -84,6 +99,7 @@ static bool valid_name_at(const struct scan *s, int64_t off)
 		return false;
 	for (size_t i = 0; i < MAX_NAME && (size_t)off + i < s->len; i++) {
 		uint8_t c = s->img[off + i];
+		s->work++;
 		if (c == '\0')
 			return i > 0;
 		if (!is_ident(c))
@@ -123,12 +139,13 @@ static uint64_t value_of(const struct scan *s, size_t e)
 
 /* Namespaces are printable strings ("", "CRYPTO_INTERNAL", "module:kvm") in
  * __ksymtab_strings. */
-static bool valid_ns_at(const struct scan *s, int64_t off)
+static bool valid_ns_at(struct scan *s, int64_t off)
 {
 	if (off <= 0 || (size_t)off < s->str_lo || (size_t)off >= s->str_hi)
 		return false;
 	for (size_t i = 0; i < MAX_NAME && (size_t)off + i < s->len; i++) {
 		uint8_t c = s->img[off + i];
+		s->work++;
 		if (c == '\0')
 			return true;
 		if (c <= ' ' || c >= 0x7f)
@@ -137,7 +154,7 @@ static bool valid_ns_at(const struct scan *s, int64_t off)
 	return false;
 }
 
-static bool valid_ns(const struct scan *s, size_t e)
+static bool valid_ns(struct scan *s, size_t e)
 {
 	if (s->fmt == KSYMTAB_PREL32_NS) {
 		int32_t o = rd32(s->img + e + 8);
@@ -150,15 +167,16 @@ static bool valid_ns(const struct scan *s, size_t e)
 	return true;
 }
 
-static bool valid_entry(const struct scan *s, int64_t e)
+static bool valid_entry(struct scan *s, int64_t e)
 {
-	if (e < 0 || (size_t)e + ksymtab_entry_size(s->fmt) > s->len)
+	s->work++;
+	if (e < 0 || (size_t)e + ksymtab_entry_size(s->fmt) > s->len || over_budget(s))
 		return false;
 	return valid_name_at(s, name_off(s, (size_t)e)) && valid_ns(s, (size_t)e);
 }
 
 /* Number of consecutive valid entries starting at e going in direction dir. */
-static size_t run_length(const struct scan *s, int64_t e, int dir, size_t max)
+static size_t run_length(struct scan *s, int64_t e, int dir, size_t max)
 {
 	size_t es = ksymtab_entry_size(s->fmt), n = 0;
 	while (n < max && valid_entry(s, e)) {
@@ -185,7 +203,7 @@ static size_t find_strings(const uint8_t *img, size_t len, const char *name, siz
 }
 
 /* Length of the run of valid entries through e (0 if e is not valid). */
-static size_t run_through(const struct scan *s, int64_t e, size_t max)
+static size_t run_through(struct scan *s, int64_t e, size_t max)
 {
 	size_t fwd = run_length(s, e, 1, max);
 	return fwd ? fwd + run_length(s, e, -1, max) - 1 : 0;
@@ -212,7 +230,8 @@ static bool find_anchor_entry(struct scan *s, const size_t *names, size_t n_name
 	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
 	size_t best_score = 0;
 	enum ksymtab_format best_fmt = KSYMTAB_NONE;
-	for (size_t f = 0; f + 4 <= s->len && best_score < 2 * MIN_RUN; f += 4) {
+	for (size_t f = 0; f + 4 <= s->len && best_score < 2 * MIN_RUN && !over_budget(s); f += 4) {
+		s->work++;
 		bool prel = in_sorted(names, n_names, (int64_t)f + rd32(s->img + f));
 		bool abs = f + 8 <= s->len && in_sorted(names, n_names, (int64_t)(rd64(s->img + f) - s->base));
 		if (!prel && !abs)
@@ -243,9 +262,9 @@ static bool is_strbyte(uint8_t c)
 /* Widen [lo,hi) to the whole block of NUL-separated strings around it. */
 static void widen_strings(const struct scan *s, size_t *lo, size_t *hi)
 {
-	while (*lo > 0 && is_strbyte(s->img[*lo - 1]))
+	while (*lo > 0 && *hi - *lo < MAX_STRINGS && is_strbyte(s->img[*lo - 1]))
 		(*lo)--;
-	while (*hi < s->len && is_strbyte(s->img[*hi]))
+	while (*hi < s->len && *hi - *lo < MAX_STRINGS && is_strbyte(s->img[*hi]))
 		(*hi)++;
 }
 
@@ -255,16 +274,26 @@ static int cmp_sym(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+static int too_costly(struct vmsh_err *err, size_t len)
+{
+	return vmsh_error_kind(err, VMSH_E_NOKERNEL, EOVERFLOW,
+			       "searching the %zu MiB kernel image for its symbol table exceeded its work bound "
+			       "(a crafted image?): given up", len >> 20);
+}
+
 int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymtab *out, struct vmsh_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	struct scan s = { .img = img, .len = len, .base = base_va, .str_lo = 0, .str_hi = len };
+	struct scan s = { .img = img, .len = len, .base = base_va, .str_lo = 0, .str_hi = len,
+			  .budget = (uint64_t)len * WORK_PER_BYTE + WORK_EXTRA };
 	size_t entry = 0, names[32 * sizeof(anchors) / sizeof(anchors[0])], n_names = 0;
 	for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]); a++)
 		n_names += find_strings(img, len, anchors[a], names + n_names, 32);
 	qsort(names, n_names, sizeof(*names), cmp_size);
 	if (!find_anchor_entry(&s, names, n_names, &entry))
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT, "no exported-symbol table found in kernel image");
+		return over_budget(&s) ? too_costly(err, len)
+				       : vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+							 "no exported-symbol table found in kernel image");
 
 	/* bound __ksymtab_strings from the anchor's run */
 	size_t es = ksymtab_entry_size(s.fmt);
@@ -290,6 +319,10 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 		return vmsh_error(err, ENOMEM, "parse ksymtab");
 	size_t align = (s.fmt == KSYMTAB_ABS || s.fmt == KSYMTAB_ABS_NS) ? 8 : 4;
 	for (size_t e = 0; e + es <= len;) {
+		if (over_budget(&s)) {
+			ksymtab_free(out);
+			return too_costly(err, len);
+		}
 		if (!valid_entry(&s, (int64_t)e)) {
 			e += align;
 			continue;
@@ -298,6 +331,12 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 		if (rl < MIN_RUN) {
 			e += align;
 			continue;
+		}
+		if (rl > KSYMTAB_MAX_SYMS - out->n) {
+			ksymtab_free(out);
+			return vmsh_error_kind(err, VMSH_E_NOKERNEL, E2BIG,
+					       "the kernel image claims more than %u exported symbols: not searched further",
+					       KSYMTAB_MAX_SYMS);
 		}
 		for (size_t i = 0; i < rl; i++) {
 			size_t ee = e + i * es;

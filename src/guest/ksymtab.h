@@ -35,6 +35,10 @@ struct ksymtab {
 	size_t n_tables;   /* how many tables (__ksymtab, __ksymtab_gpl, ...) */
 };
 
+/* More than any kernel exports (Debian 6.1: ~10500): a table claiming more
+ * is crafted, and would cost vmsh memory for nothing. */
+#define KSYMTAB_MAX_SYMS 200000u
+
 const char *ksymtab_format_name(enum ksymtab_format f);
 /* Bytes of one table entry in layout f (0 for KSYMTAB_NONE). */
 size_t ksymtab_entry_size(enum ksymtab_format f);

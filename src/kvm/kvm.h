@@ -91,7 +91,7 @@ int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint
 			  int64_t *ret, struct vmsh_err *err);
 
 /* Memory slot ids in use in address space as_id, found without side effects
- * (see memslots.c). known_gpa must lie in guest memory. */
+ * (see memslots.c): no guest-chosen address is involved. */
 struct memslot_ids {
 	uint32_t *ids;
 	size_t n;
@@ -99,13 +99,22 @@ struct memslot_ids {
 	uint32_t limit;      /* KVM_CAP_NR_MEMSLOTS */
 	unsigned probes;
 };
-int kvm_memslot_ids(struct kvm_vm *vm, int as_id, uint64_t known_gpa, struct memslot_ids *out, struct vmsh_err *err);
+int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struct vmsh_err *err);
+/* Is slot id used in address space as_id? 1 used, 0 free, -1 error (the VM
+ * has no slot at all below 8 TiB: a probe that created one was undone). */
+int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_err *err);
+
+/* The probe's range: [0, KVM_MEM_MAX_NR_PAGES pages) on x86, which overlaps
+ * every slot a running guest has. */
+#define MEMSLOT_PROBE_SIZE (((1ULL << 31) - 1) * 4096ULL)
 
 /* Pure decision logic of one probe, for unit tests: given the result of
  * KVM_SET_USER_MEMORY_REGION(probe), is the slot id used?  1 used, 0 free,
  * -1 unexpected (the probe must then stop). */
 int memslot_probe_verdict(int64_t ioctl_ret);
-/* Build the probe region for id (as_id) at known_gpa. */
-void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id, uint64_t known_gpa);
+/* Build the probe region for id (as_id). */
+void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id);
+/* Delete id again: only after a probe of that id returned 0 (it created it). */
+void memslot_undo_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id);
 
 #endif

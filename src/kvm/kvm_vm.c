@@ -52,7 +52,7 @@ int kvm_vm_reacquire(struct kvm_vm *vm, struct vmsh_err *err)
 {
 	if (vm->tr->attached)
 		return 0;
-	if (tracer_attach(vm->tr, vm->pid, err) < 0)
+	if (tracer_reattach(vm->tr, err) < 0)
 		return -1;
 	vm->scratch = vm->tr->main.scratch;
 	return 0;

@@ -7,15 +7,21 @@
  *                   (equal values would MOVE the slot or change its flags!)
  *   3. id free:     range overlaps another slot -> EEXIST
  *                   (no overlap would CREATE a slot!)
- * A probe with a range inside guest memory that is known to be occupied (a
- * page the vCPU is using, e.g. its page-table root) and a userspace address
- * no slot can have therefore answers "used" (EINVAL) or "free" (EEXIST) and never
- * reaches a path that changes anything.
+ * A probe whose range certainly overlaps a slot, with a userspace address no
+ * slot can have, therefore answers "used" (EINVAL) or "free" (EEXIST) and
+ * never reaches a path that changes anything.
+ *
+ * The range is the whole guest-physical space KVM takes in one slot
+ * ([0, 8 TiB)), not a page the guest names: vmsh once probed at the vCPU's
+ * CR3 or CS.base+RIP, and a guest that pointed those at a page outside
+ * every slot made a probe with a free id CREATE a slot at host address
+ * 0x1000 (killing qemu on the next guest access). Every VM that runs a
+ * guest has a slot below 8 TiB; one that has none gets the probe's slot
+ * deleted at once (the "impossible" case, reported, not guessed around).
  *
  * Slot ranges are NOT probed with free ids: a range that overlaps nothing
  * would create a slot, and a guest access to it in that window could hit a
- * bogus host address and crash the hypervisor. Ranges come from the guest's
- * own view instead (guest/memmap.c). */
+ * bogus host address and crash the hypervisor. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,14 +33,20 @@
  * of an address space are never mappable (vm.mmap_min_addr). */
 #define PROBE_BOGUS_HVA 0x1000ULL
 
-void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id, uint64_t known_gpa)
+void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id)
 {
 	memset(r, 0, sizeof(*r));
 	r->slot = ((uint32_t)as_id << 16) | id;
 	r->flags = 0;
-	r->guest_phys_addr = known_gpa & ~0xfffULL;
-	r->memory_size = 0x1000;
+	r->guest_phys_addr = 0;
+	r->memory_size = MEMSLOT_PROBE_SIZE;
 	r->userspace_addr = PROBE_BOGUS_HVA;
+}
+
+void memslot_undo_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id)
+{
+	memslot_probe_region(r, as_id, id);
+	r->memory_size = 0; /* delete: only for the id the probe itself created */
 }
 
 int memslot_probe_verdict(int64_t ret)
@@ -46,11 +58,38 @@ int memslot_probe_verdict(int64_t ret)
 	return -1;
 }
 
+/* One probe of id; a probe that created a slot (no slot anywhere below
+ * 8 TiB) is undone at once. 1 used, 0 free, -1 error. */
+int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_err *err)
+{
+	struct kvm_userspace_memory_region r;
+	int64_t ret;
+	memslot_probe_region(&r, as_id, id);
+	if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret, err) < 0)
+		return -1;
+	int v = memslot_probe_verdict(ret);
+	if (v >= 0)
+		return v;
+	if (ret == 0) {
+		int64_t ret2 = -1;
+		memslot_undo_region(&r, as_id, id);
+		struct vmsh_err e2 = { 0 };
+		if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret2, &e2) < 0 || ret2 != 0)
+			return vmsh_error(err, EIO,
+					  "a memory slot probe created slot %u (the VM has no memory below 8 TiB) and "
+					  "removing it failed: the VM may be damaged", id);
+		return vmsh_error(err, ENXIO, "the VM has no memory slot below 8 TiB in address space %d: "
+				  "not probing further (the probe's slot was removed again)", as_id);
+	}
+	return vmsh_error(err, ret < 0 ? (int)-ret : EIO, "memory slot probe of id %u returned %lld; stopped probing",
+			  id, (long long)ret);
+}
+
 /* Stop after this many free ids in a row past the last used one: hypervisors
  * allocate ids from 0 upwards (qemu, firecracker, cloud-hypervisor, crosvm). */
 #define FREE_RUN_STOP 64
 
-int kvm_memslot_ids(struct kvm_vm *vm, int as_id, uint64_t known_gpa, struct memslot_ids *out, struct vmsh_err *err)
+int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struct vmsh_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	int64_t ret;
@@ -64,21 +103,11 @@ int kvm_memslot_ids(struct kvm_vm *vm, int as_id, uint64_t known_gpa, struct mem
 
 	uint32_t free_run = 0;
 	for (uint32_t id = 0; id < out->limit && free_run < FREE_RUN_STOP; id++) {
-		struct kvm_userspace_memory_region r;
-		memslot_probe_region(&r, as_id, id, known_gpa);
-		if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret, err) < 0)
+		int v = kvm_memslot_id_used(vm, as_id, id, err);
+		if (v < 0)
 			goto fail;
 		out->probes++;
 		out->max_probed = id;
-		int v = memslot_probe_verdict(ret);
-		if (v < 0) {
-			/* 0 would mean we changed something: cannot happen with a bogus
-			 * address, but stop at once rather than probe further */
-			vmsh_error(err, ret < 0 ? (int)-ret : EIO,
-				   "memory slot probe of id %u at gpa %#llx returned %lld; stopped probing", id,
-				   (unsigned long long)known_gpa, (long long)ret);
-			goto fail;
-		}
 		if (v == 0) {
 			free_run++;
 			continue;

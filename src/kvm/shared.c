@@ -118,16 +118,46 @@ static bool id_in(uint32_t id, const uint32_t *v, size_t n)
 	return false;
 }
 
+/* Ids above what kvm_memslot_ids probed are checked one by one, at most
+ * this many (a VMM that took ids near the top is unusual). */
+#define TOP_ID_PROBES 64
+
+/* vmsh's slot id: the HIGHEST free one. Hypervisors hand out their own
+ * lowest free id (qemu's kvm_get_free_slot, firecracker, cloud-hypervisor)
+ * and do not expect a slot they did not create: when qemu later adds a slot
+ * (memory hotplug, a ROM or BAR mapping, the VGA window) with an id vmsh
+ * holds, KVM answers EINVAL and qemu abort()s. From the top, the next id
+ * qemu picks is only ever ours after it created ~32000 slots itself. */
+static int top_free_id(struct kvm_vm *vm, const struct memslot_ids *used, const uint32_t *taken, size_t n_taken,
+		       uint32_t *out, struct vmsh_err *err)
+{
+	unsigned probes = 0;
+	for (uint32_t id = used->limit; id-- > 0;) {
+		if (id_in(id, used->ids, used->n) || id_in(id, taken, n_taken))
+			continue;
+		if (id > used->max_probed) {
+			if (probes++ == TOP_ID_PROBES)
+				break;
+			int v = kvm_memslot_id_used(vm, 0, id, err);
+			if (v < 0)
+				return -1;
+			if (v)
+				continue;
+		}
+		*out = id;
+		return 0;
+	}
+	return vmsh_error(err, ENOSPC, "no free memory slot id near the top of the range (%u)", used->limit);
+}
+
 int kvm_slot_add(struct kvm_vm *vm, const struct memslot_ids *used, const uint32_t *taken, size_t n_taken,
 		 uint64_t gpa, uint64_t step, unsigned tries, uint64_t hva, uint64_t size, uint32_t flags,
 		 struct kvm_slot *s, struct vmsh_err *err)
 {
 	memset(s, 0, sizeof(*s));
 	uint32_t id = 0;
-	while (id < used->limit && (id_in(id, used->ids, used->n) || id_in(id, taken, n_taken)))
-		id++;
-	if (id >= used->limit)
-		return vmsh_error(err, ENOSPC, "no free memory slot id");
+	if (top_free_id(vm, used, taken, n_taken, &id, err) < 0)
+		return -1;
 	for (unsigned t = 0; t < tries; t++, gpa += step) {
 		int64_t ret;
 		if (kvm_set_memory_region(vm, id, flags, gpa, size, hva, &ret, err) < 0)

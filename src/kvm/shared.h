@@ -30,8 +30,9 @@ struct kvm_slot {
 };
 
 /* Add a slot for [hva, hva+size) at the first gpa from `gpa` on (in steps of
- * `step`, at most `tries`) that KVM accepts, with a slot id in neither
- * `used` nor `taken` (n_taken ids). */
+ * `step`, at most `tries`) that KVM accepts, with the highest slot id in
+ * neither `used` nor `taken` (n_taken ids) and free in KVM (see shared.c
+ * for why the highest). */
 int kvm_slot_add(struct kvm_vm *vm, const struct memslot_ids *used, const uint32_t *taken, size_t n_taken,
 		 uint64_t gpa, uint64_t step, unsigned tries, uint64_t hva, uint64_t size, uint32_t flags,
 		 struct kvm_slot *s, struct vmsh_err *err);

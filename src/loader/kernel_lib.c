@@ -8,11 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/escape.h"
 #include "common/log.h"
 
 extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
@@ -188,6 +190,24 @@ int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vm
 	kl->chan->helper_va = kl->region.va + off;
 	kl->chan->helper_len = len;
 	kl->used = off + len;
+	return klib_helper_name(kl->chan->helper_path, sizeof(kl->chan->helper_path), err);
+}
+
+int klib_helper_name(char *out, size_t cap, struct vmsh_err *err)
+{
+	/* The library creates the helper's file (O_EXCL) in /dev, /run or /tmp
+	 * under the name vmsh proposes here. A fixed name let any guest user
+	 * block it by creating that file in /tmp first; a random one cannot be
+	 * guessed before the file exists (and /tmp's sticky bit keeps others
+	 * from replacing it after). */
+	uint8_t r[8];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return vmsh_error(err, errno, "random name for the helper's file");
+	if (cap < sizeof(".vmsh-helper-") + 2 * sizeof(r))
+		return vmsh_error(err, ENAMETOOLONG, "helper name");
+	int n = snprintf(out, cap, ".vmsh-helper-");
+	for (size_t i = 0; i < sizeof(r); i++)
+		n += snprintf(out + n, cap - (size_t)n, "%02x", r[i]);
 	return 0;
 }
 
@@ -223,6 +243,14 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	return 0;
 }
 
+const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap)
+{
+	/* guest-writable: a snapshot, bounded (no NUL needed), escaped */
+	char snap[sizeof(kl->chan->message)];
+	memcpy(snap, (const void *)kl->chan->message, sizeof(snap));
+	return esc_bytes(buf, cap, snap, sizeof(snap));
+}
+
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
@@ -234,9 +262,11 @@ int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 		sleep_ms(1);
 	}
 	kl->done_ns = now_ns() - kl->start_ns;
-	if (c->error)
+	if (c->error) {
+		char msg[ESC_SIZE(sizeof(c->message))];
 		return vmsh_error(err, (int)-c->error, "kernel library failed at step %llu: %s",
-				  (unsigned long long)c->step, (const char *)kl->chan->message);
+				  (unsigned long long)c->step, klib_message(kl, msg, sizeof(msg)));
+	}
 	return 0;
 }
 

@@ -59,7 +59,13 @@ int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
  * work to finish (and report its error). */
 int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
+/* The library's message (guest-writable memory): bounded and escaped into
+ * buf (ESC_SIZE(sizeof(chan->message)) holds all of it). Returns buf. */
+const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap);
 bool klib_done(const struct kernel_lib *kl);
+/* A fresh random name for the helper's file in the guest (exposed for unit
+ * tests; klib_add_file proposes one to the library). */
+int klib_helper_name(char *out, size_t cap, struct vmsh_err *err);
 /* Copy a file (the in-guest helper) into the library's memory, where the
  * library finds it (chan->helper_va/len). */
 int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,10 +161,54 @@ static bool regs_in_kvm_run(const struct user_regs_struct *r)
 	return (long)r->orig_rax == SYS_ioctl && r->rsi == KVM_RUN;
 }
 
+bool tracer_target_gone(const struct tracer *t)
+{
+	/* a pidfd polls readable once its process has exited */
+	struct pollfd p = { t->pidfd, POLLIN, 0 };
+	return t->pidfd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_err *err);
+
 int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0 && errno == ESRCH)
+		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "process %d", pid);
+	if (pidfd < 0)
+		log_verbose("pidfd_open(%d): %s: PID reuse cannot be detected", pid, strerror(errno));
+	int rc = attach_threads(t, pid, pidfd, err);
+	if (rc < 0 && pidfd >= 0) {
+		close(pidfd);
+		t->pidfd = -1;
+	}
+	return rc;
+}
+
+int tracer_reattach(struct tracer *t, struct vmsh_err *err)
+{
+	if (t->attached)
+		return 0;
+	if (tracer_target_gone(t))
+		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH,
+				       "process %d has exited (its PID may belong to another process now): not attaching "
+				       "to it again", t->pid);
+	return attach_threads(t, t->pid, t->pidfd, err);
+}
+
+void tracer_close(struct tracer *t)
+{
+	tracer_detach(t);
+	if (t->pidfd >= 0)
+		close(t->pidfd);
+	t->pidfd = -1;
+}
+
+static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_err *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
+	t->pidfd = pidfd;
 	const char *die = getenv("VMSH_TEST_DIE_AT_SYSCALL");
 	t->die_at_syscall = die ? strtoull(die, NULL, 10) : 0;
 	if (kill(pid, 0) < 0 && errno == ESRCH)
@@ -222,6 +267,13 @@ out:
 	if (rc < 0) {
 		sigprocmask(SIG_SETMASK, &t->saved_sigmask, NULL);
 		return vmsh_err_prefix(err, "attach to process %d", pid);
+	}
+	if (tracer_target_gone(t)) {
+		/* it exited before we seized: whatever we hold is not it */
+		tracer_detach(t);
+		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH,
+				       "process %d has exited (its PID may belong to another process now): not attached",
+				       pid);
 	}
 	if (inject_setup(t, err) < 0) {
 		vmsh_err_prefix(err, "attach to process %d", pid);

@@ -41,6 +41,9 @@ struct inj_thread {
 
 struct tracer {
 	pid_t pid;
+	int pidfd;                    /* the process attached first (-1 without pidfd_open): a
+	                               * later attach goes to it or nowhere, never to a
+	                               * process that got its PID after it exited */
 	struct inj_thread main;       /* held for the whole attachment */
 	bool attached;
 	bool seccomp_suspended;
@@ -62,6 +65,13 @@ struct tracer {
  * and scratch area (t->main.scratch). On failure nothing of the target is left
  * traced or changed. Blocks vmsh's terminating signals until detach. */
 int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err);
+/* Attach again (after tracer_detach) to the same process: refused if it has
+ * exited, whatever process holds its PID now. */
+int tracer_reattach(struct tracer *t, struct vmsh_err *err);
+/* Has the process attached first exited? (false without a pidfd) */
+bool tracer_target_gone(const struct tracer *t);
+/* tracer_detach, and forget the process (closes the pidfd). */
+void tracer_close(struct tracer *t);
 
 /* Run syscall nr with args inside the target's main injection thread; *ret
  * gets the raw return value (negative errno on failure). Returns -1 only if

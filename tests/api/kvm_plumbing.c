@@ -8,7 +8,13 @@
  * completely (the hypervisor runs untraced) for MS milliseconds, counts the
  * guest's writes the eventfd caught, attaches again and removes everything.
  * Prints "slot ID", "detached", "count N" (caught while untraced), "total N"
- * (until the ioeventfd was removed), "removed". */
+ * (until the ioeventfd was removed), "removed".
+ *
+ *   kvm_plumbing PID reuse
+ *
+ * attaches and lets go ("released"), waits for a line on stdin, then attaches
+ * again the way a session's teardown does: "reattached" or "refused: why"
+ * (the VMM may have exited and its PID been given to another process). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +42,7 @@ static int attach(pid_t pid, struct tracer *tr, struct kvm_vm *vm, struct kvm_fd
 static void release(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f)
 {
 	kvm_vm_close(vm);
-	tracer_detach(tr);
+	tracer_close(tr);
 	kvm_fds_free(f);
 }
 
@@ -88,8 +94,37 @@ static int trap(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f, struct 
 	return 0;
 }
 
+static int reuse(pid_t pid)
+{
+	struct vmsh_err err = { 0 };
+	struct tracer tr;
+	struct kvm_vm vm;
+	struct kvm_fds f;
+	if (attach(pid, &tr, &vm, &f, &err) < 0)
+		return die(&err);
+	kvm_vm_release(&vm);
+	printf("released\n");
+	fflush(stdout);
+	char line[16];
+	if (!fgets(line, sizeof(line), stdin))
+		return 1;
+	if (kvm_vm_reacquire(&vm, &err) < 0) {
+		printf("refused: %s\n", err.msg);
+	} else {
+		printf("reattached\n");
+		fflush(stdout);
+		kvm_vm_release(&vm);
+	}
+	kvm_vm_close(&vm);
+	tracer_close(&tr);
+	kvm_fds_free(&f);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[2], "reuse"))
+		return reuse(atoi(argv[1]));
 	if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "trap"))) {
 		fprintf(stderr, "usage: kvm_plumbing PID GPA MS [trap]\n");
 		return 2;
@@ -104,7 +139,7 @@ int main(int argc, char **argv)
 	if (attach(pid, &tr, &vm, &f, &err) < 0)
 		return die(&err);
 
-	/* a page the vCPU uses, for the slot-id probe */
+	/* the vCPU's state can be read (the slot-id probe needs no guest address) */
 	struct vcpu_state st;
 	if (tracer_stop_others(&tr, &err) < 0)
 		return die(&err);
@@ -113,7 +148,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		return die(&err);
 	struct memslot_ids ids;
-	if (kvm_memslot_ids(&vm, 0, (st.sregs.cs.base + st.regs.rip) & ~0xfffULL, &ids, &err) < 0)
+	if (kvm_memslot_ids(&vm, 0, &ids, &err) < 0)
 		return die(&err);
 
 	if (argc == 5)

@@ -6,6 +6,7 @@ error handling. testvmm's guest runs in real mode, so there is no kernel to
 find: inspect prints registers and slots and exits 7 (kernel not found).
 """
 import json
+import uuid
 import os
 import subprocess
 import time
@@ -124,6 +125,23 @@ def test_list_and_inspect_by_name(testvmm_named):
     assert name in r.stdout
     j = json.loads(vmsh("inspect", "--json", name).stdout)
     assert j["pid"] == testvmm_named.pid
+
+
+def test_list_escapes_control_characters_in_names(testvmm_factory):
+    """Another user's VM name (its command line) reaches root's terminal:
+    terminal escapes in it must arrive escaped, not interpreted."""
+    tag = uuid.uuid4().hex[:8]
+    evil = f"vmsh-evil-{tag}\x1b]0;owned\x07\x1b[2J\r"
+    testvmm_factory(["--name", evil])
+    r = vmsh("list")
+    assert r.returncode == 0
+    line = [l for l in r.stdout.splitlines() if tag in l]
+    assert line, r.stdout
+    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in line[0]), repr(line[0])
+    assert "\\x1b" in line[0], repr(line[0])
+    # errors naming it do the same
+    r = vmsh("inspect", evil + "x")
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr, repr(r.stderr)
 
 
 def test_unknown_pid_is_a_clear_error():

@@ -4,6 +4,7 @@ ioeventfd that catches the guest's writes there inside the kernel, while
 the hypervisor runs completely untraced. testvmm's guest writes one byte to
 an unbacked address every 256 loop iterations, next to a port write: each
 write the ioeventfd catches is an exit the hypervisor no longer sees."""
+import fcntl
 import os
 import subprocess
 
@@ -16,6 +17,32 @@ pytestmark = pytest.mark.kvm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLUMBING = os.environ.get("VMSH_KVM_PLUMBING", os.path.join(ROOT, "build", "kvm_plumbing"))
+
+
+def kvm_nr_memslots():
+    """KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS) on /dev/kvm: ids are below it."""
+    fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(fd, 0xAE03, 10)
+    finally:
+        os.close(fd)
+
+
+def test_vmsh_slot_takes_the_highest_id(testvmm):
+    """Hypervisors hand out their lowest free slot id (qemu's kvm_get_free_slot);
+    qemu abort()s when the id it picks for a new slot is taken. vmsh's slot
+    must therefore use the highest id KVM allows, far from theirs."""
+    vm = testvmm.truth["vms"][0]
+    ids = inspect_json(testvmm.pid)["memslots"]["ids"]
+    p = subprocess.Popen([PLUMBING, str(testvmm.pid), vm["mmio_gpa"], "50"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    out, errs = p.communicate(timeout=60)
+    assert p.returncode == 0, errs
+    slot = int([l for l in out.splitlines() if l.startswith("slot ")][0].split()[1])
+    top = kvm_nr_memslots() - 1
+    assert slot not in ids
+    assert slot == top, (slot, top, ids)
+    assert inspect_json(testvmm.pid)["memslots"]["ids"] == ids
 
 
 def test_guest_writes_reach_the_ioeventfd_with_no_exit_while_untraced(testvmm):

@@ -124,7 +124,8 @@ static void build(struct guest *g, enum user_half uh)
 	fake_pt_map(&g->pt, g->uroot, 4, UVA, UPHYS, 0x1000, UNIT_PTE_P | UNIT_PTE_RW | UNIT_PTE_US);
 
 	guest_mem_init(&g->gm, getpid());
-	struct guest_range range = { .gpa = 0, .size = MEMSZ, .hva = (uintptr_t)g->ram, .kind = "System RAM" };
+	struct guest_range range = { .gpa = 0, .size = MEMSZ, .hva = (uintptr_t)g->ram, .kind = "System RAM",
+				     .verified = true };
 	assert_int_equal(guest_mem_add(&g->gm, &range), 0);
 }
 

@@ -162,24 +162,21 @@ static void test_probe_never_changes_and_answers_used_exactly(void **state)
 	for (int round = 0; round < 400; round++) {
 		struct vm_model vm;
 		random_vm(&r, &vm);
-		/* a known gpa (e.g. the vCPU's page-table root) in some slot of as 0 */
-		size_t cand[MAX_SLOTS], nc = 0;
+		/* a VM with some slot in as 0 (every VM that runs a guest) */
+		size_t nc = 0;
 		for (size_t i = 0; i < vm.n; i++)
-			if (vm.s[i].as_id == 0)
-				cand[nc++] = i;
+			nc += vm.s[i].as_id == 0;
 		if (!nc)
 			continue;
-		const struct mslot *in = &vm.s[cand[unit_rand_below(&r, nc)]];
-		uint64_t known_gpa = (in->base_gfn << 12) + unit_rand_below(&r, in->npages << 12);
 		layouts++;
 		for (unsigned id = 0; id < 400; id++) {
 			struct kvm_userspace_memory_region probe;
-			memslot_probe_region(&probe, 0, id, known_gpa);
+			memslot_probe_region(&probe, 0, id);
 			/* the probe must look like what the comment says */
 			assert_int_equal(probe.slot, id);
 			assert_int_equal(probe.flags, 0);
-			assert_int_equal(probe.memory_size, PAGE);
-			assert_int_equal(probe.guest_phys_addr, known_gpa & ~(PAGE - 1));
+			assert_int_equal(probe.memory_size, MEMSLOT_PROBE_SIZE);
+			assert_int_equal(probe.guest_phys_addr, 0);
 			enum branch br;
 			int64_t ret = model_set_region(&vm, &probe, &br);
 			probes++;
@@ -210,9 +207,9 @@ static void test_probe_per_address_space(void **state)
 	struct kvm_userspace_memory_region probe;
 	enum branch br;
 	for (unsigned id = 0; id < 8; id++) {
-		memslot_probe_region(&probe, 0, id, 0x1234567);
+		memslot_probe_region(&probe, 0, id);
 		assert_int_equal(memslot_probe_verdict(model_set_region(&vm, &probe, &br)), id <= 1);
-		memslot_probe_region(&probe, 1, id, 0xa1000);
+		memslot_probe_region(&probe, 1, id);
 		assert_int_equal(probe.slot, (1u << 16) | id);
 		assert_int_equal(memslot_probe_verdict(model_set_region(&vm, &probe, &br)), id == 2 || id == 3);
 		assert_true(br == B_EINVAL || br == B_EEXIST);
@@ -220,31 +217,34 @@ static void test_probe_per_address_space(void **state)
 }
 
 /* What makes the probe safe is its userspace address 0x1000, which no slot
- * can have (vm.mmap_min_addr >= 4096). The model shows the one layout where
- * it would not be safe: a 1-page slot at hva 0x1000 elsewhere in gpa would be
- * MOVED by the probe, and one at the probed page left unchanged (ret 0). */
+ * can have (vm.mmap_min_addr >= 4096), with a size no slot has. The model
+ * shows the one layout where it would not be safe: a slot at hva 0x1000 of
+ * the probe's size would be left unchanged at gpa 0 (ret 0), and MOVED to
+ * gpa 0 from elsewhere unless that overlaps another slot. */
 static void test_probe_relies_on_unmappable_hva(void **state)
 {
 	(void)state;
 	struct kvm_userspace_memory_region probe;
-	memslot_probe_region(&probe, 0, 5, 0x200000);
+	memslot_probe_region(&probe, 0, 5);
 	assert_int_equal(probe.userspace_addr, 0x1000);
 	struct vm_model vm = { .nr_as = 1 };
+	const uint64_t np = MEMSLOT_PROBE_SIZE >> 12;
 	vm.s[vm.n++] = (struct mslot){ .id = 0, .base_gfn = 0, .npages = 0x10000, .hva = 0x7f0000000000ULL };
-	vm.s[vm.n++] = (struct mslot){ .id = 5, .base_gfn = 0x20000, .npages = 1, .hva = 0x1000 };
+	vm.s[vm.n++] = (struct mslot){ .id = 5, .base_gfn = 0x20000, .npages = np, .hva = 0x1000 };
 	enum branch br;
-	/* the probed page overlaps slot 0: the MOVE ends in EEXIST, no change */
+	/* moving it onto slot 0 ends in EEXIST, no change */
 	assert_int_equal(model_set_region(&vm, &probe, &br), -EEXIST);
 	assert_int_equal(br, B_EEXIST);
 	assert_int_equal(memslot_probe_verdict(-EEXIST), 0); /* ... and id 5 is called free */
-	/* probing at the slot's own page: "nothing to change", ret 0 */
-	memslot_probe_region(&probe, 0, 5, 0x20000000);
+	/* at the probe's own gpa: "nothing to change", ret 0 */
+	vm.s[1].base_gfn = 0;
 	assert_int_equal(model_set_region(&vm, &probe, &br), 0);
 	assert_int_equal(br, B_NOCHANGE);
 	assert_int_equal(memslot_probe_verdict(0), -1);
-	/* with a free gpa below it the kernel would really move the slot */
-	vm.s[0].npages = 0x100;
-	memslot_probe_region(&probe, 0, 5, 0x200000);
+	/* alone elsewhere the kernel would really move it */
+	vm.s[0] = vm.s[1];
+	vm.s[0].base_gfn = 0x20000;
+	vm.n = 1;
 	model_set_region(&vm, &probe, &br);
 	assert_int_equal(br, B_MOVE);
 }
@@ -287,6 +287,63 @@ static void test_model_reaches_every_branch(void **state)
 	assert_int_equal(model_set_region(&vm, &m, &br), -EINVAL);
 }
 
+/* The guest chose the address vmsh used to probe with (its CR3, its
+ * CS.base+RIP): a page outside every slot took KVM's CREATE path and left a
+ * slot at host address 0x1000. The probe now names no guest address: on any
+ * VM with a slot below 8 TiB, even with holes and slots far apart, every id
+ * answers EINVAL/EEXIST only. */
+static void test_probe_outside_every_slot_cannot_create(void **state)
+{
+	(void)state;
+	struct unit_rng r = { 77 };
+	for (int round = 0; round < 200; round++) {
+		struct vm_model vm;
+		random_vm(&r, &vm);
+		vm.nr_as = 1;
+		for (size_t i = 0; i < vm.n; i++)
+			vm.s[i].as_id = 0;
+		/* one slot far up (a hotplugged DIMM at 1 TiB) */
+		if (vm.n < MAX_SLOTS && round % 2)
+			vm.s[vm.n++] = (struct mslot){ .id = 299, .base_gfn = 1ULL << 28, .npages = 0x40000,
+						       .hva = 0x7e0000000000ULL };
+		for (unsigned id = 0; id < 320; id++) {
+			struct kvm_userspace_memory_region probe;
+			memslot_probe_region(&probe, 0, id);
+			enum branch br;
+			int64_t ret = model_set_region(&vm, &probe, &br);
+			if (br != B_EINVAL && br != B_EEXIST)
+				fail_msg("round %d id %u: probe took the %s branch", round, id, branch_name[br]);
+			assert_int_equal(memslot_probe_verdict(ret), used(&vm, 0, id) ? 1 : 0);
+		}
+	}
+}
+
+/* The impossible case: no slot below 8 TiB (only one far above). The probe
+ * creates; the verdict says "unexpected"; the undo deletes exactly the id
+ * just created and nothing else. */
+static void test_probe_on_vm_without_low_slots_is_undone(void **state)
+{
+	(void)state;
+	struct vm_model vm = { .nr_as = 1 };
+	vm.s[vm.n++] = (struct mslot){ .id = 0, .base_gfn = 1ULL << 32, .npages = 0x100, .hva = 0x7f0000000000ULL };
+	struct kvm_userspace_memory_region probe, undo;
+	memslot_probe_region(&probe, 0, 3);
+	enum branch br;
+	int64_t ret = model_set_region(&vm, &probe, &br);
+	assert_int_equal(br, B_CREATE);
+	assert_int_equal(memslot_probe_verdict(ret), -1);
+	/* what KVM holds now */
+	vm.s[vm.n++] = (struct mslot){ .id = 3, .base_gfn = 0, .npages = probe.memory_size >> 12,
+				       .hva = probe.userspace_addr };
+	memslot_undo_region(&undo, 0, 3);
+	assert_int_equal(undo.slot, 3);
+	assert_int_equal(model_set_region(&vm, &undo, &br), 0);
+	assert_int_equal(br, B_DELETE);
+	/* the same undo on an id that was not created is refused (EINVAL) */
+	memslot_undo_region(&undo, 0, 4);
+	assert_int_equal(model_set_region(&vm, &undo, &br), -EINVAL);
+}
+
 static void test_verdict_mapping(void **state)
 {
 	(void)state;
@@ -309,11 +366,11 @@ static void test_probe_region_layout(void **state)
 	(void)state;
 	struct kvm_userspace_memory_region r;
 	memset(&r, 0xa5, sizeof(r));
-	memslot_probe_region(&r, 1, 0x1234, 0xfedcba987ULL);
+	memslot_probe_region(&r, 1, 0x1234);
 	assert_int_equal(r.slot, 0x11234);
 	assert_int_equal(r.flags, 0);
-	assert_int_equal(r.guest_phys_addr, 0xfedcba000ULL);
-	assert_int_equal(r.memory_size, 0x1000);
+	assert_int_equal(r.guest_phys_addr, 0);
+	assert_int_equal(r.memory_size, 0x7fffffff000ULL); /* 8 TiB - 4 KiB */
 	assert_int_equal(r.userspace_addr, 0x1000);
 }
 
@@ -324,6 +381,8 @@ int main(void)
 		cmocka_unit_test(test_probe_never_changes_and_answers_used_exactly),
 		cmocka_unit_test(test_probe_per_address_space),
 		cmocka_unit_test(test_probe_relies_on_unmappable_hva),
+		cmocka_unit_test(test_probe_outside_every_slot_cannot_create),
+		cmocka_unit_test(test_probe_on_vm_without_low_slots_is_undone),
 		cmocka_unit_test(test_verdict_mapping),
 		cmocka_unit_test(test_probe_region_layout),
 	};

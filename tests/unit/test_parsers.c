@@ -101,6 +101,22 @@ static void test_qemu_name_plain_and_guest_key(void **state)
 	assert_string_equal(name_of(""), "");
 }
 
+/* A VM name leads to root's or the caller's own processes only. */
+static void test_vm_name_owner_rule(void **state)
+{
+	(void)state;
+	assert_true(vm_name_owner_ok(0, 0, NULL));       /* root's VM, root */
+	assert_true(vm_name_owner_ok(1000, 1000, NULL)); /* own VM */
+	assert_true(vm_name_owner_ok(0, 1000, NULL));    /* root's VM, for a user */
+	assert_false(vm_name_owner_ok(1000, 0, NULL));   /* root, a user's VM */
+	assert_false(vm_name_owner_ok(1001, 1000, NULL));
+	assert_true(vm_name_owner_ok(1000, 0, "1000"));  /* sudo by its owner */
+	assert_false(vm_name_owner_ok(1000, 0, "1001"));
+	assert_false(vm_name_owner_ok(1000, 0, ""));
+	assert_false(vm_name_owner_ok(1000, 0, "1000x"));
+	assert_false(vm_name_owner_ok(65534, 0, "-1"));
+}
+
 static void test_qemu_name_truncates_to_buffer(void **state)
 {
 	(void)state;
@@ -517,6 +533,7 @@ int main(void)
 		cmocka_unit_test(test_maps_line_malformed),
 		cmocka_unit_test(test_maps_of_self),
 		cmocka_unit_test(test_candidate_rules),
+		cmocka_unit_test(test_vm_name_owner_rule),
 		cmocka_unit_test(test_kvm_fd_kind),
 		cmocka_unit_test(test_kvm_fd_kind_empty_index),
 		cmocka_unit_test(test_paging_mode_of),

@@ -171,3 +171,20 @@ def test_image_built_from_a_directory(any_guest, host, vmsh_bin):
     assert "init" in r.stdout.split()
     r = attach(host, vmsh_bin, guest, "true", opts=("-f", "/run/no-such-image.img"))
     assert r.rc == 2 and "no-such-image" in r.stderr
+
+
+def test_precreated_helper_files_do_not_block_attach(guest, host, vmsh_bin):
+    """A guest user who creates the helper's old fixed name in every place
+    the library may write it (/dev, /run, /tmp) must not block attach: the
+    name is random per attach (issue 9, item 10). Failed before: every
+    O_EXCL create hit an existing file."""
+    guest.console("for d in /dev /run /tmp; do echo blocker > $d/.vmsh-helper; done; true")
+    try:
+        r = attach(host, vmsh_bin, guest, "sh", "-c", "echo inside")
+        assert r.rc == 0, r.stderr
+        assert r.stdout == "inside\n"
+        # the blockers are untouched, nothing else of vmsh is left
+        assert guest.console("cat /dev/.vmsh-helper /run/.vmsh-helper /tmp/.vmsh-helper").split() == ["blocker"] * 3
+        assert "vmsh-helper-" not in guest.console("ls -a /dev /run /tmp")
+    finally:
+        guest.console("rm -f /dev/.vmsh-helper /run/.vmsh-helper /tmp/.vmsh-helper; true")

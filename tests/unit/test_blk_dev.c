@@ -1,0 +1,164 @@
+/* test_blk_dev.c - the virtio-blk device kind (src/devices/blk_dev.c) under
+ * a guest that never stops making requests: a vCPU that keeps bumping
+ * avail.idx must not keep vmsh's serving thread in one device forever. */
+#include "unit.h"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/blk_dev.h"
+#include "devices/server.h"
+
+#define GMEM (64u << 10)
+#define DESC 0x1000
+#define AVAIL 0x2000
+#define USED 0x3000
+#define HDR 0x4000
+#define STATUS 0x5000
+#define QSIZE 16
+#define RUNAWAY 100000UL /* far beyond any sane budget per wake-up */
+
+static uint8_t guest[GMEM];
+static uint8_t page[4096];
+static struct vdev dev;
+static volatile unsigned long idx_reads;
+static bool in_thread; /* the server thread reads: no cmocka calls there */
+
+/* avail.idx always one ahead of what the device took: a driver that adds a
+ * request as fast as vmsh completes one. */
+static int gread(void *o, uint64_t gpa, void *b, size_t len)
+{
+	(void)o;
+	if (gpa >= GMEM || len > GMEM - gpa)
+		return -1;
+	if (gpa == AVAIL + 2 && len == 2) {
+		if (++idx_reads > RUNAWAY && !in_thread)
+			fail_msg("the device kept serving one queue for %d requests in one call", RUNAWAY);
+		uint16_t idx = (uint16_t)(dev.vq[0].last_avail + 1);
+		memcpy(b, &idx, 2);
+		return 0;
+	}
+	memcpy(b, guest + gpa, len);
+	return 0;
+}
+
+static int gwrite(void *o, uint64_t gpa, const void *b, size_t len)
+{
+	(void)o;
+	if (gpa >= GMEM || len > GMEM - gpa)
+		return -1;
+	memcpy(guest + gpa, b, len);
+	return 0;
+}
+
+static int dflush(void *o)
+{
+	(void)o;
+	return 0;
+}
+
+static const struct vq_mem mem = { .read = gread, .write = gwrite };
+static struct blk_disk disk = { .sectors = 8, .id = "t", .be = { .flush = dflush } };
+
+static void put_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	memcpy(guest + DESC + 16 * i, &addr, 8);
+	memcpy(guest + DESC + 16 * i + 8, &len, 4);
+	memcpy(guest + DESC + 16 * i + 12, &flags, 2);
+	memcpy(guest + DESC + 16 * i + 14, &next, 2);
+}
+
+static void busy_device(void)
+{
+	memset(guest, 0, sizeof(guest));
+	uint32_t hdr[4] = { VIRTIO_BLK_T_FLUSH, 0, 0, 0 };
+	memcpy(guest + HDR, hdr, sizeof(hdr));
+	put_desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	put_desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	/* every ring entry names the same request */
+	blk_dev_init(&dev, &disk, &mem, page, 0xd0000000);
+	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	dev.vq_live[0] = true;
+	dev.driver_ok = true;
+	idx_reads = 0;
+}
+
+static void test_moving_avail_idx_is_budgeted(void **state)
+{
+	(void)state;
+	busy_device();
+	unsigned more = vdev_kick(&dev, 1);
+	assert_false(dev.vq[0].broken);
+	assert_true(dev.vq[0].used_idx > 0);
+	assert_true(idx_reads < RUNAWAY);
+	assert_int_equal(more, 1); /* the server must come back to it */
+	vdev_destroy(&dev);
+}
+
+static volatile int other_served;
+
+static void on_other(void *opaque, uint32_t events)
+{
+	char b[16];
+	if (read(*(int *)opaque, b, sizeof(b)) > 0)
+		other_served = 1;
+}
+
+static uint64_t ms_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* A guest that keeps the block queue busy: the serving thread still serves
+ * another fd (the console's) and stops when asked. */
+static void test_busy_queue_does_not_pin_the_server(void **state)
+{
+	(void)state;
+	busy_device();
+	in_thread = true;
+	dev.notify[0].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(dev.notify[0].local >= 0);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	struct dev_server srv;
+	struct vdev *devs[] = { &dev };
+	struct vmsh_err err = { 0 };
+	assert_int_equal(server_init(&srv, devs, 1, &err), 0);
+	assert_int_equal(server_watch(&srv, p[0], EPOLLIN, on_other, &p[0], &err), 0);
+	assert_int_equal(server_start(&srv, &err), 0);
+	uint64_t one = 1;
+	assert_int_equal(write(dev.notify[0].local, &one, 8), 8);
+	while (idx_reads < 1000)
+		usleep(1000);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	uint64_t t0 = ms_now();
+	while (!other_served && ms_now() - t0 < 5000)
+		usleep(1000);
+	assert_true(other_served);
+	/* server_stop must return while the guest keeps going: a watchdog
+	 * thread would be overkill, alarm() ends a pinned test */
+	alarm(10);
+	server_stop(&srv);
+	alarm(0);
+	in_thread = false;
+	assert_true(dev.vq[0].used_idx > 0);
+	close(p[0]);
+	close(p[1]);
+	close(dev.notify[0].local);
+	dev.notify[0].local = -1;
+	vdev_destroy(&dev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_moving_avail_idx_is_budgeted),
+		cmocka_unit_test(test_busy_queue_does_not_pin_the_server),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

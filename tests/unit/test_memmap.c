@@ -1,0 +1,232 @@
+/* test_memmap.c - the guest-physical -> host-virtual map under a hostile
+ * guest (src/guest/iomem.c, memmap.c, guestmem.c).
+ *
+ * The guest kernel owns its iomem_resource tree: every "System RAM" entry it
+ * shows may be forged. The map vmsh builds from it must never hand out a host
+ * address outside the hypervisor mapping that was tied to guest RAM by
+ * evidence the guest cannot forge (here: the bootstrap mapping). The tests
+ * run against this process's own mappings: a "RAM" mapping (the bootstrap
+ * one) and decoys of the sizes a hostile guest would claim. */
+#include "unit.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/procfs.h"
+#include "guest/iomem.h"
+#include "guest/memmap.h"
+
+#define MIB (1ULL << 20)
+#define RAM_SIZE (16 * MIB)
+
+struct fixture {
+	uint8_t *reserve; /* PROT_NONE around RAM so that its VMA stays exactly RAM_SIZE */
+	uint8_t *ram;
+	uint8_t *decoy; /* an rw mapping that is not guest RAM (a "thread stack") */
+	size_t decoy_size;
+	struct guest_mem gm;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	f->reserve = mmap(NULL, RAM_SIZE + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(f->reserve != MAP_FAILED);
+	f->ram = f->reserve + 4096;
+	assert_int_equal(mprotect(f->ram, RAM_SIZE, PROT_READ | PROT_WRITE), 0);
+	f->decoy_size = 4 * MIB;
+	uint8_t *dres = mmap(NULL, f->decoy_size + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(dres != MAP_FAILED);
+	f->decoy = dres + 4096;
+	assert_int_equal(mprotect(f->decoy, f->decoy_size, PROT_READ | PROT_WRITE), 0);
+	guest_mem_init(&f->gm, getpid());
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	guest_mem_free(&f->gm);
+	munmap(f->reserve, RAM_SIZE + 2 * 4096);
+	munmap(f->decoy - 4096, f->decoy_size + 2 * 4096);
+	free(f);
+	return 0;
+}
+
+/* What memmap_bootstrap leaves: gpa 0 at the start of the RAM mapping,
+ * confirmed by content. */
+static void boot(struct fixture *f)
+{
+	guest_mem_clear(&f->gm);
+	struct guest_range r = {
+		.gpa = 0, .size = RAM_SIZE, .hva = (uintptr_t)f->ram, .kind = "provisional", .verified = true,
+	};
+	snprintf(r.backing, sizeof(r.backing), "[anon]");
+	assert_int_equal(guest_mem_add(&f->gm, &r), 0);
+}
+
+/* Every range with a host address lies inside the RAM mapping, without
+ * wrapping, and the map is sorted and free of overlaps. */
+static void assert_inside_ram(const struct fixture *f)
+{
+	uint64_t lo = (uintptr_t)f->ram, hi = lo + RAM_SIZE;
+	for (size_t i = 0; i < f->gm.n; i++) {
+		const struct guest_range *r = &f->gm.r[i];
+		assert_true(r->gpa + r->size >= r->gpa || r->gpa + r->size == 0);
+		if (i > 0)
+			assert_true(f->gm.r[i - 1].gpa + f->gm.r[i - 1].size <= r->gpa);
+		if (!r->hva)
+			continue;
+		if (r->hva < lo || r->hva > hi || r->size > hi - r->hva) {
+			print_error("range gpa %#" PRIx64 " size %#" PRIx64 " -> hva %#" PRIx64
+				    " outside RAM %#" PRIx64 "-%#" PRIx64 "\n",
+				    r->gpa, r->size, r->hva, lo, hi);
+			fail();
+		}
+	}
+}
+
+static void refine(struct fixture *f, const struct ram_range *ram, size_t n)
+{
+	boot(f);
+	struct vmsh_err err = { 0 };
+	memmap_refine(&f->gm, ram, n, &err); /* may refuse: either way the map must be safe */
+	assert_inside_ram(f);
+}
+
+/* A claimed range beyond the RAM mapping whose size equals another rw
+ * mapping of the hypervisor (old code matched it by size alone). */
+static void test_refine_claim_matching_decoy_size(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range ram[] = {
+		{ 0x1000, 0x9f000 },
+		{ 0x100000, RAM_SIZE - 0x100000 },
+		{ 0x100000000ULL, f->decoy_size }, /* forged */
+	};
+	refine(f, ram, ARRAY_LEN(ram));
+}
+
+/* gpa + size wraps: old code computed "inside" from the wrapped sum. */
+static void test_refine_wrapping_range(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range ram[] = {
+		{ 0x1000, 0x9f000 },
+		{ 0xfffffffffff00000ULL, 0x200000 },
+	};
+	refine(f, ram, ARRAY_LEN(ram));
+	struct ram_range ram2[] = { { 0xffffffffffff0000ULL, 0x10000 } }; /* ends exactly at 2^64 */
+	refine(f, ram2, ARRAY_LEN(ram2));
+}
+
+/* Unsorted and overlapping claims, and one covering everything. */
+static void test_refine_unsorted_overlapping(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range a[] = { { 0x800000, 0x100000 }, { 0x1000, 0x9f000 }, { 0x100000, 0x800000 } };
+	refine(f, a, ARRAY_LEN(a));
+	struct ram_range b[] = { { 0x1000, 0x400000 }, { 0x2000, 0x400000 } };
+	refine(f, b, ARRAY_LEN(b));
+	struct ram_range c[] = { { 0, ~0ULL & ~0xfffULL } };
+	refine(f, c, ARRAY_LEN(c));
+	struct ram_range d[] = { { 0x1000, 0x9f000 }, { 0x100000, RAM_SIZE - 0x100000 }, { RAM_SIZE, 8 * MIB } };
+	refine(f, d, ARRAY_LEN(d));
+}
+
+/* Random hostile lists: whatever the guest claims, no host address leaves
+ * the RAM mapping. */
+static void test_refine_random_hostile(void **state)
+{
+	struct fixture *f = *state;
+	struct unit_rng rng = { 42 };
+	static const uint64_t interesting[] = { 0, 0x1000, 0xa0000, RAM_SIZE, 4 * MIB, 0xc0000000ULL,
+						0x100000000ULL, ~0ULL & ~0xfffULL, 1ULL << 63 };
+	for (int round = 0; round < 2000; round++) {
+		struct ram_range ram[8];
+		size_t n = 1 + unit_rand64(&rng) % 8;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t a = unit_rand64(&rng), b = unit_rand64(&rng);
+			ram[i].gpa = (a & 1 ? interesting[(a >> 1) % ARRAY_LEN(interesting)] : (a >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+			ram[i].size = (b & 1 ? interesting[(b >> 1) % ARRAY_LEN(interesting)] : (b >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+			if (b & 2)
+				ram[i].size = f->decoy_size;
+		}
+		refine(f, ram, n);
+	}
+}
+
+/* The honest layouts still get their host addresses: qemu's identity part
+ * and its split above 4 GiB (the rest of the same mapping). */
+static void test_refine_honest_layout(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range ram[] = {
+		{ 0x1000, 0x9f000 },
+		{ 0x100000, 8 * MIB - 0x100000 },
+		{ 0x100000000ULL, 8 * MIB },
+	};
+	boot(f);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(memmap_refine(&f->gm, ram, ARRAY_LEN(ram), &err), 0);
+	assert_int_equal(f->gm.n, 3);
+	assert_int_equal(f->gm.r[0].hva, (uintptr_t)f->ram + 0x1000);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram + 0x100000);
+	assert_int_equal(f->gm.r[2].hva, (uintptr_t)f->ram + 8 * MIB);
+	for (size_t i = 0; i < 3; i++)
+		assert_true(f->gm.r[i].verified);
+	assert_inside_ram(f);
+	f->ram[8 * MIB] = 0x5a;
+	uint8_t b = 0;
+	assert_int_equal(guest_mem_read(&f->gm, 0x100000000ULL, &b, 1), 0);
+	assert_int_equal(b, 0x5a);
+}
+
+/* iomem: "System RAM" entries in any order must never merge into a range
+ * longer than the entries span, nor wrap. */
+static void test_system_ram_unsorted(void **state)
+{
+	struct iomem_entry e[] = {
+		{ .start = 0x100000, .end = 0x1fffffff, .name = "System RAM" },
+		{ .start = 0x1000, .end = 0x9fbff, .name = "System RAM" },
+		{ .start = 0xfffffffffffff000ULL, .end = 0xffffffffffffffffULL, .name = "System RAM" },
+		{ .start = 0x5000, .end = 0x4000, .name = "System RAM" },
+	};
+	struct ram_range out[8];
+	size_t n = iomem_system_ram(e, ARRAY_LEN(e), out, ARRAY_LEN(out));
+	for (size_t i = 0; i < n; i++) {
+		assert_true(out[i].size > 0);
+		assert_true(out[i].gpa + out[i].size > out[i].gpa); /* no wrap */
+		assert_true(out[i].size <= 0x20000000); /* nothing longer than any claim */
+		if (i)
+			assert_true(out[i - 1].gpa + out[i - 1].size <= out[i].gpa);
+	}
+}
+
+/* A range whose host address is not confirmed must not be used. */
+static void test_unverified_range_refused(void **state)
+{
+	struct fixture *f = *state;
+	guest_mem_clear(&f->gm);
+	struct guest_range r = { .gpa = 0x100000, .size = 0x1000, .hva = (uintptr_t)f->decoy, .verified = false };
+	assert_int_equal(guest_mem_add(&f->gm, &r), 0);
+	uint8_t buf[16] = { 0 };
+	assert_int_equal(guest_mem_read(&f->gm, 0x100000, buf, sizeof(buf)), -1);
+	assert_int_equal(guest_mem_write(&f->gm, 0x100000, buf, sizeof(buf)), -1);
+	assert_null(guest_mem_find(&f->gm, 0x100000));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_refine_claim_matching_decoy_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_wrapping_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_unsorted_overlapping, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_random_hostile, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_honest_layout, setup, teardown),
+		cmocka_unit_test(test_system_ram_unsorted),
+		cmocka_unit_test_setup_teardown(test_unverified_range_refused, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
