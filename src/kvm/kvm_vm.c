@@ -117,24 +117,23 @@ int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struc
 
 int kvm_vcpu_phys_bits(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, unsigned *bits, struct vmsh_err *err)
 {
-	struct {
-		struct kvm_cpuid2 head;
-		struct kvm_cpuid_entry2 e[CPUID_ENTRIES_MAX];
-	} c;
-	_Static_assert(sizeof(c) <= TRACER_SCRATCH_SIZE, "CPUID buffer must fit the scratch area");
+	_Alignas(struct kvm_cpuid2) uint8_t buf[sizeof(struct kvm_cpuid2) +
+						CPUID_ENTRIES_MAX * sizeof(struct kvm_cpuid_entry2)];
+	_Static_assert(sizeof(buf) <= TRACER_SCRATCH_SIZE, "CPUID buffer must fit the scratch area");
+	struct kvm_cpuid2 *c = (struct kvm_cpuid2 *)buf;
 	int64_t ret;
-	memset(&c, 0, sizeof(c));
-	c.head.nent = CPUID_ENTRIES_MAX;
+	memset(buf, 0, sizeof(buf));
+	c->nent = CPUID_ENTRIES_MAX;
 	*bits = 0;
-	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_CPUID2, &c, sizeof(c), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_CPUID2, buf, sizeof(buf), &ret, err) < 0)
 		return -1;
 	if (ret < 0)
 		return vmsh_error(err, (int)-ret, "KVM_GET_CPUID2 on vCPU %d", vcpu->index);
-	uint32_t n = c.head.nent < CPUID_ENTRIES_MAX ? c.head.nent : CPUID_ENTRIES_MAX;
+	uint32_t n = c->nent < CPUID_ENTRIES_MAX ? c->nent : CPUID_ENTRIES_MAX;
 	for (uint32_t i = 0; i < n; i++) {
-		unsigned b = c.e[i].eax & 0xff;
+		unsigned b = c->entries[i].eax & 0xff;
 		/* x86-64 defines 36..52 bits; anything else is not a width */
-		if (c.e[i].function == 0x80000008 && b >= 32 && b <= 52)
+		if (c->entries[i].function == 0x80000008 && b >= 32 && b <= 52)
 			*bits = b;
 	}
 	return 0;
