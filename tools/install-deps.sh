@@ -13,7 +13,7 @@ pkgs=(
 	# devices: io_uring backend; images; benchmarks
 	liburing-dev e2fsprogs fio dropbear-bin openssh-client
 	# end-to-end: hypervisor, guest images, orchestration
-	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod
+	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
 	xz-utils zstd lz4 gzip python3 python3-pytest python3-pexpect util-linux procps
 )
 missing=()
