@@ -21,6 +21,7 @@
 
 struct serve_opts {
 	const char *socket_path;
+	pid_t pid;
 };
 
 static void usage(FILE *out)
@@ -37,7 +38,6 @@ static void usage(FILE *out)
 
 static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
 {
-	(void)s;
 	struct serve_opts *so = opaque;
 	sigset_t set;
 	sigemptyset(&set);
@@ -54,8 +54,11 @@ static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *e
 		return -1;
 	printf("vmsh serve: ready\n");
 	fflush(stdout);
-	int rc = console_socket_serve(sfd, lfd, con_fd, err);
-	if (rc == 0) {
+	int rc = console_socket_serve(sfd, session_hypervisor_pidfd(s), lfd, con_fd, err);
+	if (rc == 1)
+		rc = vmsh_error(err, ESRCH, "the hypervisor (process %d) exited: the VM and vmsh's devices are gone",
+				(int)so->pid);
+	else if (rc == 0) {
 		struct signalfd_siginfo si;
 		if (read(sfd, &si, sizeof(si)) == sizeof(si))
 			log_verbose("signal %u: removing the devices", si.ssi_signo);
@@ -104,6 +107,7 @@ int cmd_serve(int argc, char **argv)
 	struct vmsh_err err = { 0 };
 	if (vm_resolve(argv[optind], &o.pid, &err) < 0)
 		return report_error("serve", &err);
+	so.pid = o.pid;
 	struct session_stats st;
 	int rc = session_run(&o, &st, &err);
 	fprintf(stderr,

@@ -155,7 +155,7 @@ static void step(struct shuttle *sh, const struct pollfd *pc, const struct pollf
 		drop_client(sh);
 }
 
-int console_socket_serve(int stop_fd, int lfd, int con_fd, struct vmsh_err *err)
+int console_socket_serve(int stop_fd, int gone_fd, int lfd, int con_fd, struct vmsh_err *err)
 {
 	struct shuttle *sh = calloc(1, sizeof(*sh));
 	if (!sh)
@@ -171,13 +171,14 @@ int console_socket_serve(int stop_fd, int lfd, int con_fd, struct vmsh_err *err)
 		short cev = (short)((pending(&sh->to_guest) ? 0 : POLLIN) | (pending(&sh->to_client) ? POLLOUT : 0));
 		short gev = (short)((sh->client >= 0 && !sh->con_eof && !pending(&sh->to_client) ? POLLIN : 0) |
 				    (pending(&sh->to_guest) ? POLLOUT : 0));
-		struct pollfd p[4] = {
+		struct pollfd p[5] = {
 			{ stop_fd, POLLIN, 0 },
 			{ sh->client < 0 ? lfd : -1, POLLIN, 0 },
 			{ sh->client, cev, 0 },
 			{ gev ? con_fd : -1, gev, 0 },
+			{ gone_fd, POLLIN, 0 },
 		};
-		if (poll(p, 4, -1) < 0) {
+		if (poll(p, 5, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			rc = vmsh_error(err, errno, "poll");
@@ -185,6 +186,10 @@ int console_socket_serve(int stop_fd, int lfd, int con_fd, struct vmsh_err *err)
 		}
 		if (p[0].revents)
 			break;
+		if (p[4].revents) {
+			rc = 1;
+			break;
+		}
 		if (p[1].revents && sh->client < 0) {
 			sh->client = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			sh->to_client.off = sh->to_client.len = 0;

@@ -296,6 +296,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 	return 0;
 }
 
+int session_hypervisor_pidfd(const struct session *s)
+{
+	return s->vm->tr->pidfd;
+}
+
 static void teardown(struct session *s)
 {
 	uint64_t t0 = now_ns();

@@ -55,5 +55,8 @@ struct session_stats {
 };
 
 int session_run(const struct session_opts *o, struct session_stats *st, struct vmsh_err *err);
+/* A pidfd of the hypervisor (readable once it has exited), or -1: for a
+ * serve callback that must end when the VM goes away. */
+int session_hypervisor_pidfd(const struct session *s);
 
 #endif

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
+
 #define SYNC_DEPTH 4
 #define MAX_OP (1u << 30)    /* bytes per read/write operation (the kernel caps near 2 GiB) */
 #define MAX_RETRIES 1000     /* -EAGAIN/-EINTR from one operation in a row */
@@ -24,6 +26,23 @@ static bool in_disk(const struct blk_uring *u, uint64_t off, uint64_t len)
 }
 
 /* ---- the synchronous ring ---- */
+
+/* The backing file failed an operation (a full file system, a failing
+ * disk): the guest gets an I/O error and vmsh keeps serving; the operator
+ * hears of each kind of error once, and of the count at the end. */
+static void note_error(struct blk_uring *u, int res)
+{
+	if (res >= 0 || res == -EAGAIN || res == -EINTR)
+		return;
+	u->io_errors++;
+	unsigned e = (unsigned)-res;
+	if (e < 128 && (u->errnos_seen[e / 64] & (1ULL << (e % 64))))
+		return;
+	if (e < 128)
+		u->errnos_seen[e / 64] |= 1ULL << (e % 64);
+	log_info("disk: the backing file failed an operation: %s (the guest gets an I/O error; "
+		 "vmsh keeps serving)", strerror(e));
+}
 
 /* Submit the one operation prepared on the sync ring and wait for it: its
  * result (bytes, or -errno). A ring that cannot take it is dead from now on:
@@ -48,6 +67,7 @@ static int sync_run(struct blk_uring *u)
 	}
 	int res = cqe->res;
 	io_uring_cqe_seen(&u->sync, cqe);
+	note_error(u, res);
 	return res;
 }
 
@@ -293,6 +313,8 @@ static void forget(struct blk_uring_req *req, void *opaque)
 
 void blk_uring_close(struct blk_uring *u)
 {
+	if (u->io_errors)
+		log_info("disk: %lu operations failed in the backing file", u->io_errors);
 	/* the kernel may still be writing into the callers' buffers */
 	while (u->batch_ok && u->in_flight && !u->dead)
 		if (blk_uring_reap(u, true, forget, NULL) < 0)
@@ -425,6 +447,7 @@ int blk_uring_reap(struct blk_uring *u, bool wait, blk_uring_done_fn done, void 
 		struct blk_uring_req *req = io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
 		io_uring_cqe_seen(&u->batch, cqe);
+		note_error(u, res);
 		if (!complete(u, req, res)) {
 			continued = true;
 			continue;

@@ -54,6 +54,8 @@ struct blk_uring {
 	bool sync_ok, batch_ok; /* rings set up */
 	bool dead;              /* a submission failed half-way: no more I/O */
 	unsigned in_flight;     /* batched requests queued or submitted, not reaped */
+	unsigned long io_errors;  /* operations the backing file failed (the guest got an I/O error) */
+	uint64_t errnos_seen[2];  /* errno < 128 already reported: each kind is logged once */
 };
 
 /* Open path (O_RDWR, or O_RDONLY when read_only) and fill *disk_out:

@@ -95,7 +95,9 @@ int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint
 struct memslot_ids {
 	uint32_t *ids;
 	size_t n;
-	uint32_t max_probed; /* highest id probed */
+	uint32_t max_probed; /* highest id probed from 0 up */
+	uint32_t top_from;   /* ids from here to limit-1 were probed too (where vmsh
+				takes its own: shows other sessions' slots) */
 	uint32_t limit;      /* KVM_CAP_NR_MEMSLOTS */
 	unsigned probes;
 };

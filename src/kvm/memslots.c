@@ -89,6 +89,9 @@ int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_e
  * allocate ids from 0 upwards (qemu, firecracker, cloud-hypervisor, crosvm). */
 #define FREE_RUN_STOP 64
 
+/* ids probed at the top of the range */
+#define TOP_RANGE_PROBES 64
+
 int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struct vmsh_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -124,6 +127,30 @@ int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struc
 		}
 		out->ids[out->n++] = id;
 	}
+	/* the top of the range, where vmsh (and other sessions of it) take ids */
+	out->top_from = out->limit;
+	uint32_t low = out->limit > TOP_RANGE_PROBES ? out->limit - TOP_RANGE_PROBES : 0;
+	if (low <= out->max_probed)
+		low = out->max_probed + 1;
+	for (uint32_t id = low; id < out->limit; id++) {
+		int v = kvm_memslot_id_used(vm, as_id, id, err);
+		if (v < 0)
+			goto fail;
+		out->probes++;
+		if (v == 0)
+			continue;
+		if (out->n == cap) {
+			uint32_t *n2 = realloc(out->ids, cap * 2 * sizeof(*n2));
+			if (!n2) {
+				vmsh_error(err, ENOMEM, "probe memory slots");
+				goto fail;
+			}
+			out->ids = n2;
+			cap *= 2;
+		}
+		out->ids[out->n++] = id;
+	}
+	out->top_from = low;
 	log_debug("memslot probe: %zu used ids in %u probes", out->n, out->probes);
 	return 0;
 fail:

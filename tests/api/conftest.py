@@ -95,3 +95,14 @@ def testvmm_named(testvmm_factory):
 @pytest.fixture
 def testvmm_sandboxed(testvmm_factory):
     return testvmm_factory(["--sandbox"])
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts testvmm needs KVM: it must carry the `kvm` marker,
+    or kvm_tier.py would leave it on a machine without /dev/kvm."""
+    unmarked = [i.nodeid for i in items
+                if any(f.startswith("testvmm") for f in getattr(i, "fixturenames", ()))
+                and i.get_closest_marker("kvm") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use testvmm without the kvm marker (pytestmark = "
+                                "pytest.mark.kvm):\n  " + "\n  ".join(unmarked))

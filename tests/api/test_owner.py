@@ -6,8 +6,13 @@ refused (give its PID to act on it)."""
 import json
 import uuid
 
+import pytest
+
 from test_inspect_api import EXIT_NOKERNEL, EXIT_NOPROC, vmsh
 from testvmm import TestVMM
+
+# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+pytestmark = pytest.mark.kvm
 
 NOBODY = 65534
 

@@ -6,7 +6,12 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from test_plumbing import PLUMBING
+
+# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+pytestmark = pytest.mark.kvm
 
 
 def spawn_with_pid(pid, tries=200):

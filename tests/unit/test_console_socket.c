@@ -30,7 +30,7 @@ static void *run(void *opaque)
 {
 	struct loop *l = opaque;
 	struct vmsh_err err = { 0 };
-	l->rc = console_socket_serve(l->stop, l->lfd, l->con[0], &err);
+	l->rc = console_socket_serve(l->stop, -1, l->lfd, l->con[0], &err);
 	l->done = 1;
 	return NULL;
 }

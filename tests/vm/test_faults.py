@@ -1,0 +1,100 @@
+"""Faults during a vmsh session (issue 9): the guest or the hypervisor goes
+away, the backing file fails, the console client disappears.  Each time
+vmsh ends or carries on with a clear message, the hypervisor (if it is still
+there) is untouched, and nothing of another process is touched."""
+import os
+import re
+import time
+
+import pytest
+
+from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
+from test_library import assert_guest_clean, warnings
+
+MB = 1 << 20
+
+
+def wait_exit(host, pid, secs):
+    """True once the process `pid` (spawned on the host) has ended."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if not host.alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("how", ["hypervisor-killed", "guest-poweroff", "guest-panic"])
+def test_vm_gone_mid_session_ends_vmsh_clearly(guest_factory, host, vmsh_bin, how):
+    guest = guest_factory(machine="pc", kernel="6.1", name=f"vmsh-gone-{how}")
+    disk, digest = make_disk(host, f"gone-{how}.img", 4)
+    s = Served(host, vmsh_bin, guest, disk)
+    try:
+        if how == "hypervisor-killed":
+            host.kill(guest.pid, 9, 10)   # waits for it and reaps it
+        elif how == "guest-poweroff":
+            guest.host._call("console_send", 30, path=guest.sock, data="poweroff -f\n")
+        else:
+            guest.host._call("console_send", 30, path=guest.sock, data="echo c > /proc/sysrq-trigger\n")
+        if how != "hypervisor-killed":
+            assert wait_exit(host, guest.pid, 60), "qemu did not end"
+        assert wait_exit(host, s.pid, 60), "vmsh serve still runs after the VM is gone"
+        text = host.read_file(s.log).decode(errors="replace")
+        assert re.search(r"hypervisor .*(exited|gone|ended)", text), text
+        assert "AddressSanitizer" not in text and "runtime error" not in text, text
+    finally:
+        s.stop(9)
+        guest.stop()
+    # the backing file is as it was
+    assert host.check(f"sha256sum {disk}").split()[0] == digest
+
+
+def test_full_backing_file_gives_the_guest_an_io_error_and_vmsh_carries_on(any_guest, host, vmsh_bin):
+    guest = any_guest
+    base = warnings(guest)
+    small = f"{scratch(host)}/small"
+    host.check(f"mkdir -p {small} && (mountpoint -q {small} || mount -t tmpfs -o size=4M tmpfs {small})")
+    try:
+        disk = f"{small}/sparse.img"
+        host.check(f"rm -f {disk}; truncate -s 32M {disk}")
+        with Served(host, vmsh_bin, guest, disk) as s:
+            dev = f"/dev/{s.dev}"
+            rc, out = guest.console_status(f"dd if=/dev/urandom of={dev} bs=1M count=16 oflag=direct 2>&1", 120)
+            assert rc != 0 and re.search(r"Input/output error|No space", out), out
+            assert re.search(r"I/O error", guest.console("dmesg | tail -20")), "no I/O error in the guest's log"
+            # still serving: reads of the written part work
+            assert guest.console(f"dd if={dev} of=/dev/null bs=1M count=2 iflag=direct 2>&1 && echo read-ok",
+                                 60).strip().endswith("read-ok")
+            assert tracer_pid(host, guest.pid) == 0
+        assert s.status == 0, s.text
+        assert "ENOSPC" in s.text or "No space" in s.text, s.text
+    finally:
+        host.run(f"umount {small}")
+    assert_guest_clean(guest, base | {line for line in warnings(guest) if "I/O error" in line})
+
+
+def test_console_client_disappearing_mid_transfer(any_guest, host, vmsh_bin):
+    guest = any_guest
+    disk, _ = make_disk(host, "conq.img", 1)
+    client = f"{scratch(host)}/conclient.py"
+    host.check(f"cat > {client}", input=CONSOLE_CLIENT)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        # a client that reads part of a large stream and goes away
+        log1 = os.path.join(host.logdir, f"conq1-{s.id}.log")
+        reader = host.spawn(["python3", client, s.sock, "recv", str(64 * MB)], log1)
+        wait_for(host, log1, r"connected", 60, "first console client")
+        guest.console(f"head -c {4 * MB} /dev/zero > /dev/{s.port} & p=$!; sleep 2; "
+                      f"kill $p 2>/dev/null; true", 60)
+        host.kill(reader, 9)
+        # the next client gets a working console in both directions
+        data, want = make_disk(host, "conq-in.dat", 1)
+        log2 = os.path.join(host.logdir, f"conq2-{s.id}.log")
+        sender = host.spawn(["python3", client, s.sock, "send", data], log2)
+        try:
+            wait_for(host, log2, r"connected", 60, "second console client")
+            got = guest.console(f"head -c {MB} /dev/{s.port} | sha256sum", 120).split()[0]
+        finally:
+            host.kill(sender)
+        assert got == want
+        assert tracer_pid(host, guest.pid) == 0
+    assert s.status == 0, s.text
