@@ -24,7 +24,8 @@ def wait_exit(host, pid, secs):
     return False
 
 
-@pytest.mark.parametrize("how", ["hypervisor-killed", "guest-poweroff", "guest-panic"])
+@pytest.mark.parametrize("how", ["hypervisor-killed", pytest.param("guest-poweroff", marks=pytest.mark.matrix),
+                                 "guest-panic"])
 def test_vm_gone_mid_session_ends_vmsh_clearly(guest_factory, host, vmsh_bin, how):
     guest = guest_factory(machine="pc", kernel="6.1", name=f"vmsh-gone-{how}")
     disk, digest = make_disk(host, f"gone-{how}.img", 4)
