@@ -69,9 +69,9 @@ static int toolbox_file(char *path, size_t cap, struct vmsh_err *err)
 
 static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
 {
-	(void)s;
 	struct attach_run *run = opaque;
 	run->relayed = true;
+	run->ro.gone_fd = session_hypervisor_pidfd(s);
 	struct vmsh_err e = { 0 };
 	if (relay_run(con_fd, &run->ro, &run->rr, &e) < 0 || run->rr.outcome > RELAY_SIGNALED) {
 		char safe[ESC_SIZE(sizeof(e.msg))];

@@ -47,6 +47,7 @@ struct relay {
 	bool raw;  /* our stdin is a terminal we put in raw mode */
 	int sigfd;
 	struct vmsh_err *err;
+	bool vm_gone; /* the hypervisor exited (o->gone_fd) */
 
 	/* to the guest */
 	uint8_t *data;       /* the next STDIN or STDIN_EOF frame */
@@ -94,6 +95,7 @@ void relay_opts_init(struct relay_opts *o)
 		.escape = RELAY_ESCAPE_DEFAULT,
 		.start_timeout_ms = 60000,
 		.forward_signals = true,
+		.gone_fd = -1,
 	};
 }
 
@@ -453,18 +455,19 @@ static void relay_loop(struct relay *R)
 			timeout = (int)left;
 		}
 
-		/* 0 channel, 1 signals, 2 stdin, 3 output fd */
+		/* 0 channel, 1 signals, 2 stdin, 3 output fd, 4 the VM gone */
 		bool want_in = !R->detaching && !R->chan_eof && R->rx_end < RX_CAP;
 		bool want_out = R->tx && !R->tx_dead;
-		struct pollfd fds[4] = {
+		struct pollfd fds[5] = {
 			{ .fd = R->chan, .events = (want_out ? POLLOUT : 0) | (want_in ? POLLIN : 0) },
 			{ .fd = R->sigfd, .events = POLLIN },
 			{ .fd = stdin_wanted(R) ? 0 : -1, .events = POLLIN },
 			{ .fd = R->out_fd >= 0 && !R->detaching ? R->out_fd : -1, .events = POLLOUT },
+			{ .fd = R->o->gone_fd, .events = POLLIN },
 		};
 		if (!fds[0].events)
 			fds[0].fd = -1;
-		int n = poll(fds, 4, timeout);
+		int n = poll(fds, 5, timeout);
 		if (n < 0 && errno != EINTR) {
 			vmsh_error(R->err, errno, "poll");
 			R->r->outcome = RELAY_LOCAL_ERROR;
@@ -473,6 +476,13 @@ static void relay_loop(struct relay *R)
 		if (n <= 0)
 			continue;
 
+		if (fds[4].revents) {
+			/* no helper, no devices, nobody to tell: just go */
+			vmsh_error(R->err, ESRCH, "the VM is gone (its hypervisor exited)");
+			R->r->outcome = RELAY_LOST;
+			R->vm_gone = true;
+			return;
+		}
 		if (fds[1].revents)
 			read_signals(R);
 		if (want_out && fds[0].revents && send_tx(R) < 0)
@@ -548,8 +558,9 @@ int relay_run(int chan_fd, const struct relay_opts *o, struct relay_result *r, s
 		vmsh_error(err, 0, "interrupted by signal %d (%s)", r->signo, strsignal(r->signo));
 		break;
 	case RELAY_LOST:
-		vmsh_error(err, 0, "the connection to the guest helper was lost%s",
-			   r->ready ? "" : " before the command started");
+		if (!R.vm_gone)
+			vmsh_error(err, 0, "the connection to the guest helper was lost%s",
+				   r->ready ? "" : " before the command started");
 		break;
 	default:
 		break;

@@ -38,6 +38,7 @@ struct relay_opts {
 	char *const *cmd;     /* NULL-terminated command; NULL or empty: /bin/sh */
 	int start_timeout_ms; /* how long the helper may take to send HELLO and READY; 0: no limit */
 	bool forward_signals; /* pipe mode: forward SIGINT/SIGTERM/SIGHUP to the command */
+	int gone_fd;          /* readable once the VM is gone (the hypervisor's pidfd); -1: none */
 };
 
 /* Defaults: AUTO, Ctrl-], 60 s start timeout, signals forwarded. */

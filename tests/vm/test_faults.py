@@ -99,3 +99,21 @@ def test_console_client_disappearing_mid_transfer(any_guest, host, vmsh_bin):
         assert got == want
         assert tracer_pid(host, guest.pid) == 0
     assert s.status == 0, s.text
+
+
+def test_vm_gone_during_attach_ends_it_clearly(guest_factory, host, vmsh_bin):
+    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-gone-attach")
+    log = os.path.join(host.logdir, "attach-gone.log")
+    pid = host.spawn(["sh", "-c", f"{vmsh_bin} attach --pipe {guest.pid} -- sh -c 'echo started; sleep 300'"
+                      " </dev/null; echo exit=$?"], log)
+    try:
+        wait_for(host, log, r"started", 120, "vmsh attach")
+        host.kill(guest.pid, 9, 10)
+        assert wait_exit(host, pid, 60), "vmsh attach still runs after its VM is gone"
+        text = host.read_file(log).decode(errors="replace")
+        assert "exit=125" in text and "VM is gone" in text, text
+        assert "AddressSanitizer" not in text and "runtime error" not in text, text
+    finally:
+        if host.alive(pid):
+            host.kill(pid, 9)
+        guest.stop()
