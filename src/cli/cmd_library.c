@@ -33,16 +33,21 @@ static int cycles(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
 	if (!res->slots_ok)
 		return vmsh_error(err, 0, "memory slots unknown: %s", res->slots_error);
+	unsigned reaped, left;
+	if (klib_reap_stale(vm, &res->mem, &res->kernel, &res->slots, res->kernel.pt.root, &reaped, &left) == 0 &&
+	    (reaped || left))
+		printf("earlier vmsh kernel libraries: %u removed, %u still in the guest\n", reaped, left);
 	for (run->done = 0; run->done < run->cycles; run->done++) {
 		struct kernel_lib kl;
 		if (klib_load(&kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots, err) < 0)
 			return vmsh_err_prefix(err, "cycle %u", run->done + 1);
 		int rc = klib_enter(&kl, run->timeout_ms, err);
+		char msg[256 * 4 + 8];
 		if (rc == 0)
 			printf("cycle %u: library at %#llx (gpa %#llx, slot %u) ran on vCPU %d: \"%s\"; entered after "
 			       "%.1f ms (%u retries), done after %.1f ms\n",
 			       run->done + 1, (unsigned long long)kl.region.va, (unsigned long long)kl.slot.gpa, kl.slot.id,
-			       kl.entered_vcpu, kl.chan->message, kl.enter_ns / 1e6, kl.enter_attempts, kl.done_ns / 1e6);
+			       kl.entered_vcpu, klib_message(&kl, msg, sizeof(msg)), kl.enter_ns / 1e6, kl.enter_attempts, kl.done_ns / 1e6);
 		klib_unload(&kl);
 		if (rc < 0)
 			return vmsh_err_prefix(err, "cycle %u", run->done + 1);

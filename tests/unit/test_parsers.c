@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/vmlist.h"
+#include "common/escape.h"
 #include "common/procfs.h"
 #include "guest/kernel.h"
 #include "guest/memmap.h"
@@ -495,6 +496,34 @@ static void test_kernel_paging_ctx_from_registers(void **state)
 	guest_mem_free(&gm);
 }
 
+/* ---------------- guest text (the library's step, its messages) ---------------- */
+
+static void test_escape_guest_text_controls_and_bounds(void **state)
+{
+	(void)state;
+	char out[64];
+	escape_guest_text(out, sizeof(out), "waiting for request_module(virtio_mmio)", 96);
+	assert_string_equal(out, "waiting for request_module(virtio_mmio)");
+	/* terminal escapes, backslash, non-ASCII: all visible, none raw */
+	escape_guest_text(out, sizeof(out), "a\x1b[2Jb\\c\n\xff", 96);
+	assert_string_equal(out, "a\\x1b[2Jb\\x5cc\\x0a\\xff");
+	/* no NUL within n: stops at n */
+	char raw[8] = { 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x' };
+	escape_guest_text(out, sizeof(out), raw, sizeof(raw));
+	assert_string_equal(out, "xxxxxxxx");
+	/* a small buffer: cut with "...", never a half escape */
+	char small[10];
+	size_t n = escape_guest_text(small, sizeof(small), "ab\x01\x02\x03", 96);
+	assert_int_equal(n, strlen(small));
+	assert_true(n < sizeof(small));
+	assert_string_equal(small, "ab\\x01...");
+	escape_guest_text(small, sizeof(small), "abcdefghi", 96);
+	assert_string_equal(small, "abcdefghi");
+	escape_guest_text(small, sizeof(small), "abcdefghij", 96);
+	assert_string_equal(small, "abcdef...");
+	assert_int_equal(escape_guest_text(small, 0, "abc", 3), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -521,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_kvm_fd_kind_empty_index),
 		cmocka_unit_test(test_paging_mode_of),
 		cmocka_unit_test(test_kernel_paging_ctx_from_registers),
+		cmocka_unit_test(test_escape_guest_text_controls_and_bounds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
