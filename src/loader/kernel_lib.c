@@ -223,7 +223,7 @@ const char *klib_where(const struct kernel_lib *kl, char *buf, size_t len)
 	}
 	switch (c->state & 0xff) {
 	case VMSH_LIB_LOADED:
-		snprintf(buf, len, "%s", kl->entered_vcpu >= 0 ? "queued, its work item has not started"
+		snprintf(buf, len, "%s", kl->entered_vcpu >= 0 ? "not entered yet (the borrowed vCPU has not run since)"
 								: "not entered");
 		return buf;
 	case VMSH_LIB_ENTERED:
