@@ -112,15 +112,28 @@ static bool interrupted(void)
 
 static int wait_phase(struct session *s, unsigned timeout_ms, struct vmsh_err *err)
 {
+	/* The budget is per step: a slow guest that keeps going (each driver
+	 * load runs the guest's modprobe from its disk) is waited for; one
+	 * step that takes longer than timeout_ms is reported by name. */
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	/* a guest that reports steps forever is not waited for forever */
+	uint64_t limit = now_ns() + 10ULL * timeout_ms * 1000000ULL;
 	volatile struct vmsh_channel *c = s->kl.chan;
+	unsigned long long seq = c->where_seq;
 	while (c->phase != VMSH_PHASE_WAIT_HOST) {
 		klib_log_progress(&s->kl);
+		if (c->where_seq != seq) {
+			seq = c->where_seq;
+			deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+		}
 		if (klib_done(&s->kl))
 			return klib_wait(&s->kl, 0, err) < 0 ? -1 : vmsh_error(err, EPROTO, "the kernel library stopped early");
 		char w[VMSH_WHERE_LEN * 4 + 8];
+		if (now_ns() > limit)
+			return vmsh_error(err, ETIMEDOUT, "the kernel library did not get ready within %llu ms: it is %s",
+					  10ULL * timeout_ms, klib_where(&s->kl, w, sizeof(w)));
 		if (now_ns() > deadline)
-			return vmsh_error(err, ETIMEDOUT, "the kernel library did not get ready within %u ms: it is %s",
+			return vmsh_error(err, ETIMEDOUT, "the kernel library made no progress for %u ms: it is %s",
 					  timeout_ms, klib_where(&s->kl, w, sizeof(w)));
 		if (interrupted())
 			return vmsh_error(err, EINTR, "interrupted while the kernel library is %s",

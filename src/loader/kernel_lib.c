@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -122,8 +123,11 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	kl->k = k;
 	kl->mem.fd = -1;
 	kl->entered_vcpu = -1;
-	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || add_slot(kl, iomem, n_iomem, ids, err) < 0 ||
-	    link_library(kl, err) < 0) {
+	/* the lock says "a live vmsh run owns this library" to later runs
+	 * (klib_reap_stale); it goes with our fd, also when we are killed */
+	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 ||
+	    (flock(kl->mem.fd, LOCK_EX | LOCK_NB) < 0 && vmsh_error(err, errno, "lock the library's memory") < 0) ||
+	    add_slot(kl, iomem, n_iomem, ids, err) < 0 || link_library(kl, err) < 0) {
 		klib_unload(kl);
 		return vmsh_err_prefix(err, "load the kernel library");
 	}
@@ -437,6 +441,23 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	}
 	if (!found)
 		return 0;
+	/* A vmsh run that is still attached (another session on this VM) holds
+	 * the lock on its library's memory: never take that one away. */
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)vm->pid, (unsigned long long)m->start,
+		 (unsigned long long)m->end);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_info("cannot open the memory of an earlier vmsh kernel library (%s): left alone", strerror(errno));
+		return -1;
+	}
+	bool live = flock(fd, LOCK_EX | LOCK_NB) < 0;
+	close(fd); /* the lock, if we got it, goes with it: we only asked */
+	if (live) {
+		log_verbose("the kernel library at %#llx in the hypervisor belongs to a vmsh run that is still attached",
+			    (unsigned long long)m->start);
+		return 0;
+	}
 	/* Everything in it is guest-writable: claims, checked below against
 	 * the hypervisor's own mapping, KVM and the guest's page tables. */
 	const struct vmsh_lib_record *r = &c.rec;
