@@ -114,6 +114,29 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	return 0;
 }
 
+/* The lock says "a live vmsh run owns this library" to later runs
+ * (klib_reap_stale); it goes when we close it or die. It must be on an open
+ * file description of our own: mem.fd is the hypervisor's (pidfd_getfd),
+ * which its mapping keeps open forever. */
+static int lock_library(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", kl->mem.fd);
+	kl->lock_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (kl->lock_fd < 0)
+		return vmsh_error(err, errno, "open the library's memory for its lock");
+	if (flock(kl->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return vmsh_error(err, errno, "lock the library's memory");
+	return 0;
+}
+
+static void unlock_library(struct kernel_lib *kl)
+{
+	if (kl->lock_fd >= 0)
+		close(kl->lock_fd);
+	kl->lock_fd = -1;
+}
+
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
 	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, struct vmsh_err *err)
 {
@@ -123,10 +146,8 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	kl->k = k;
 	kl->mem.fd = -1;
 	kl->entered_vcpu = -1;
-	/* the lock says "a live vmsh run owns this library" to later runs
-	 * (klib_reap_stale); it goes with our fd, also when we are killed */
-	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 ||
-	    (flock(kl->mem.fd, LOCK_EX | LOCK_NB) < 0 && vmsh_error(err, errno, "lock the library's memory") < 0) ||
+	kl->lock_fd = -1;
+	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || lock_library(kl, err) < 0 ||
 	    add_slot(kl, iomem, n_iomem, ids, err) < 0 || link_library(kl, err) < 0) {
 		klib_unload(kl);
 		return vmsh_err_prefix(err, "load the kernel library");
@@ -345,6 +366,7 @@ void klib_abandon(struct kernel_lib *kl)
 		 (unsigned long long)kl->region.va, kl->slot.id);
 	kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 	shared_mem_destroy(kl->vm, &kl->mem);
+	unlock_library(kl);
 	loader_free(&kl->lib);
 	kl->linked = false;
 	kl->chan = NULL;
@@ -360,6 +382,7 @@ void klib_unload(struct kernel_lib *kl)
 			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
 		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 		shared_mem_destroy(kl->vm, &kl->mem);
+		unlock_library(kl);
 		loader_free(&kl->lib);
 		return;
 	}
@@ -373,6 +396,7 @@ void klib_unload(struct kernel_lib *kl)
 	}
 	kvm_slot_remove(kl->vm, &kl->slot);
 	shared_mem_destroy(kl->vm, &kl->mem);
+	unlock_library(kl);
 	kl->chan = NULL;
 	loader_free(&kl->lib);
 }

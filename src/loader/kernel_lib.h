@@ -45,6 +45,7 @@ struct kernel_lib {
 	unsigned enter_attempts;
 	uint64_t start_ns, enter_ns, done_ns;
 	unsigned long long seen_seq; /* last chan->where_seq logged */
+	int lock_fd;             /* a description of mem's memfd of our own, flock'ed while we run */
 };
 
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
