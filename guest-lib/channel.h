@@ -1,6 +1,8 @@
 /* channel.h - the structure vmsh and its kernel library share, in the
  * library's data section (which vmsh maps too). Included by both sides:
- * fixed-size fields only. entry.S knows the offsets of the first four. */
+ * fixed-size fields only. entry.S knows the offsets of the first four. The
+ * library aligns it to a page, so that a later vmsh run finds it by its
+ * magic at a page boundary of the library's memory. */
 #ifndef VMSH_CHANNEL_H
 #define VMSH_CHANNEL_H
 
@@ -29,6 +31,25 @@ enum vmsh_lib_phase {
 
 #define VMSH_MAX_DEVS 2
 #define VMSH_HELPER_ARGV 2048
+#define VMSH_WHERE_LEN 96
+
+/* Written by vmsh when it loads the library: what a later vmsh run needs to
+ * find and remove a library an earlier run had to leave behind (its work
+ * had not finished). The channel lives in guest-writable memory, so a later
+ * run treats every field as a claim to check against what it can verify
+ * itself (the hypervisor's mappings, KVM's answer for the slot, the guest's
+ * page-table entry) - see kernel_lib.c klib_reap_stale. */
+#define VMSH_RECORD_MAGIC 0x64726f6365726873ULL /* "shrecord" */
+struct vmsh_lib_record {
+	unsigned long long magic;
+	unsigned long long region_va;   /* the 1 GiB region the library is linked at */
+	unsigned long long table_gpa;   /* the guest's table holding the one entry vmsh wrote */
+	unsigned long long table_index;
+	unsigned long long table_entry; /* the value written there */
+	unsigned long long slot_id, slot_gpa, slot_size;
+	unsigned long long hva;         /* the hypervisor's mapping of the slot's memory */
+	unsigned long long chan_off;    /* offset of this channel in that memory */
+};
 
 struct vmsh_channel {
 	unsigned long long magic;
@@ -54,6 +75,13 @@ struct vmsh_channel {
 	char helper_path[64];          /* library: where the helper file was written */
 	char helper_argv[VMSH_HELPER_ARGV]; /* host: NUL-separated arguments after argv[0] */
 	char message[256];             /* NUL-terminated, written by the library */
+	/* library: the step the work is in now, so that vmsh can say what it
+	 * waits for when it gives up ("waiting for request_module(virtio_mmio)");
+	 * where_seq counts the steps. Guest data to vmsh: read bounded, printed
+	 * escaped. */
+	unsigned long long where_seq;
+	char where[VMSH_WHERE_LEN];
+	struct vmsh_lib_record rec;    /* host */
 };
 
 #endif

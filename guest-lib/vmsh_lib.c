@@ -77,7 +77,8 @@ extern int filp_close(struct file *filp, void *id);
 extern ssize_t kernel_write(struct file *file, const void *buf, size_t count, long long *pos);
 extern int call_usermodehelper(const char *path, char **argv, char **envp, int wait);
 
-struct vmsh_channel vmsh_channel = { .magic = VMSH_CHANNEL_MAGIC };
+/* page-aligned: a later vmsh run looks for it at page boundaries (channel.h) */
+struct vmsh_channel vmsh_channel __attribute__((aligned(4096))) = { .magic = VMSH_CHANNEL_MAGIC };
 static struct work_struct vmsh_work;
 static struct platform_device *vmsh_devs[VMSH_MAX_DEVS];
 static long long vmsh_gsi = -1;
@@ -109,6 +110,32 @@ static const char *guest_release(void)
 	if (sysname[0] != 'L' || sysname[1] != 'i' || sysname[2] != 'n')
 		return "?";
 	return init_uts_ns + 2 * 65;
+}
+
+/* Say which step the work is in (for vmsh's messages when it waits too
+ * long); `arg`, if any, is appended in parentheses. */
+static void step_in(const char *what, const char *arg)
+{
+	char *w = vmsh_channel.where;
+	size_t n = 0;
+	for (const char *s = what; *s && n + 1 < VMSH_WHERE_LEN; s++)
+		w[n++] = *s;
+	if (arg) {
+		if (n + 1 < VMSH_WHERE_LEN)
+			w[n++] = '(';
+		for (const char *s = arg; *s && n + 1 < VMSH_WHERE_LEN; s++)
+			w[n++] = *s;
+		if (n + 1 < VMSH_WHERE_LEN)
+			w[n++] = ')';
+	}
+	w[n] = '\0';
+	vmsh_channel.where_seq++;
+}
+
+/* vmsh stopped waiting for us (it set go = 2): do not go on */
+static bool host_gave_up(void)
+{
+	return *(volatile unsigned long long *)&vmsh_channel.go == 2;
 }
 
 static void fail(int step, long long error, const char *what)
@@ -193,6 +220,7 @@ static int pick_irq_line(void)
  * set-up; give up after ~20 s (the host died). */
 static int wait_for_host(void)
 {
+	step_in("waiting for vmsh to set up the interrupt line", (void *)0);
 	vmsh_channel.phase = VMSH_PHASE_WAIT_HOST;
 	for (int i = 0; i < 20000; i++) {
 		unsigned long long go = *(volatile unsigned long long *)&vmsh_channel.go;
@@ -333,16 +361,31 @@ static int start_helper(void)
 	return rc;
 }
 
+/* The drivers vmsh's devices need, where they are modules: loaded through
+ * the guest's own modprobe if the guest has them; a missing one shows on
+ * the host as a device no driver acknowledges. */
+static int load_drivers(void)
+{
+	static const char *const mods[] = { "virtio_mmio", "virtio_blk", "virtio_console", "ext4" };
+	unsigned n = vmsh_channel.helper_len ? 4 : 3; /* ext4: for the tools image */
+	for (unsigned i = 0; i < n; i++) {
+		step_in("waiting for request_module", mods[i]);
+		__request_module(1, "%s", mods[i]);
+		if (host_gave_up())
+			return -ECANCELED;
+	}
+	return 0;
+}
+
 static void devices_add(void)
 {
-	/* drivers that are modules: loaded if the guest has them; a missing
-	 * one shows on the host as a device no driver acknowledges */
-	__request_module(1, "virtio_mmio");
-	__request_module(1, "virtio_blk");
-	__request_module(1, "virtio_console");
-	if (vmsh_channel.helper_len)
-		__request_module(1, "ext4"); /* the tools image */
-	int rc = pick_irq_line();
+	int rc = load_drivers();
+	if (rc) {
+		fail(5, rc, "vmsh gave up while the library loaded drivers");
+		return;
+	}
+	step_in("choosing the interrupt line", (void *)0);
+	rc = pick_irq_line();
 	if (rc) {
 		fail(1, rc, "no free interrupt line in the guest");
 		return;
@@ -355,6 +398,7 @@ static void devices_add(void)
 	}
 	vmsh_channel.phase = VMSH_PHASE_REGISTERING;
 	for (unsigned long long i = 0; i < vmsh_channel.n_devs && i < VMSH_MAX_DEVS; i++) {
+		step_in("registering virtio-mmio device", i ? "console" : "block");
 		rc = add_device((int)i);
 		vmsh_channel.dev_ok[i] = rc ? rc : 1;
 		if (rc) {
@@ -367,11 +411,13 @@ static void devices_add(void)
 		vmsh_channel.dev_gpa[0], vmsh_channel.gsi, vmsh_channel.irq);
 	if (vmsh_channel.helper_va && vmsh_channel.helper_len) {
 		vmsh_channel.phase = VMSH_PHASE_HELPER;
+		step_in("starting the helper", (void *)0);
 		rc = start_helper();
 		vmsh_channel.helper_pid_rc = rc;
 		if (rc)
 			fail(4, rc, "starting the helper failed");
 	}
+	step_in("done", (void *)0);
 }
 
 static void devices_remove(void)
@@ -381,12 +427,15 @@ static void devices_remove(void)
 		fail(2, rc, "the host did not answer");
 		return;
 	}
+	step_in("unregistering the devices", (void *)0);
 	remove_devices();
+	step_in("done", (void *)0);
 	_printk("vmsh: devices removed\n");
 }
 
 void vmsh_work_body(void)
 {
+	step_in("running", (void *)0);
 	vmsh_channel.error = 0;
 	vmsh_channel.phase = VMSH_PHASE_RUNNING;
 	switch (vmsh_channel.op) {

@@ -14,6 +14,8 @@ pkgs=(
 	liburing-dev e2fsprogs fio dropbear-bin openssh-client
 	# end-to-end: hypervisor, guest images, orchestration
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
+	# the Debian-rootfs test guest (tools/guest/build-debian-rootfs.sh)
+	mmdebstrap
 	xz-utils zstd lz4 gzip python3 python3-pytest python3-pexpect util-linux procps
 )
 missing=()

@@ -34,6 +34,10 @@ static int cycles(struct kvm_vm *vm, struct inspect_result *res, void *opaque, s
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
 	if (!res->slots_ok)
 		return vmsh_error(err, 0, "memory slots unknown: %s", res->slots_error);
+	unsigned reaped, left;
+	if (klib_reap_stale(vm, &res->mem, &res->kernel, &res->slots, res->kernel.pt.root, &reaped, &left) == 0 &&
+	    (reaped || left))
+		printf("earlier vmsh kernel libraries: %u removed, %u still in the guest\n", reaped, left);
 	for (run->done = 0; run->done < run->cycles; run->done++) {
 		struct kernel_lib kl;
 		if (klib_load(&kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots,

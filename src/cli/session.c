@@ -101,17 +101,46 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 	return vmsh_error(err, ENOSPC, "no free guest-physical range for the device registers");
 }
 
+/* A terminating signal arrived (they are held while a session runs). */
+static bool interrupted(void)
+{
+	sigset_t p;
+	sigpending(&p);
+	return sigismember(&p, SIGINT) || sigismember(&p, SIGTERM) || sigismember(&p, SIGHUP) ||
+	       sigismember(&p, SIGQUIT);
+}
+
 static int wait_phase(struct session *s, unsigned timeout_ms, struct vmsh_err *err)
 {
+	/* The budget is per step: a slow guest that keeps going (each driver
+	 * load runs the guest's modprobe from its disk) is waited for; one
+	 * step that takes longer than timeout_ms is reported by name. */
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	/* a guest that reports steps forever is not waited for forever */
+	uint64_t limit = now_ns() + 10ULL * timeout_ms * 1000000ULL;
 	volatile struct vmsh_channel *c = s->kl.chan;
+	unsigned long long seq = c->where_seq;
 	while (c->phase != VMSH_PHASE_WAIT_HOST) {
+		klib_log_progress(&s->kl);
+		if (c->where_seq != seq) {
+			seq = c->where_seq;
+			deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+		}
 		if (klib_done(&s->kl))
 			return klib_wait(&s->kl, 0, err) < 0 ? -1 : vmsh_error(err, EPROTO, "the kernel library stopped early");
+		char w[VMSH_WHERE_LEN * 4 + 8];
+		if (now_ns() > limit)
+			return vmsh_error(err, ETIMEDOUT, "the kernel library did not get ready within %llu ms: it is %s",
+					  10ULL * timeout_ms, klib_where(&s->kl, w, sizeof(w)));
 		if (now_ns() > deadline)
-			return vmsh_error(err, ETIMEDOUT, "the kernel library did not get ready within %u ms", timeout_ms);
+			return vmsh_error(err, ETIMEDOUT, "the kernel library made no progress for %u ms: it is %s",
+					  timeout_ms, klib_where(&s->kl, w, sizeof(w)));
+		if (interrupted())
+			return vmsh_error(err, EINTR, "interrupted while the kernel library is %s",
+					  klib_where(&s->kl, w, sizeof(w)));
 		sleep_ms(1);
 	}
+	klib_log_progress(&s->kl);
 	return 0;
 }
 
@@ -176,15 +205,6 @@ static const char *status_problem(uint32_t st, const char *driver)
 	return NULL;
 }
 
-/* A terminating signal arrived (they are held while a session runs). */
-static bool interrupted(void)
-{
-	sigset_t p;
-	sigpending(&p);
-	return sigismember(&p, SIGINT) || sigismember(&p, SIGTERM) || sigismember(&p, SIGHUP) ||
-	       sigismember(&p, SIGQUIT);
-}
-
 static int setup(struct session *s, struct vmsh_err *err)
 {
 	const struct session_opts *o = s->o;
@@ -208,6 +228,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 	snprintf(s->disk.id, sizeof(s->disk.id), "%s", o->id);
 	s->st->disk_sectors = s->disk.sectors;
 
+	/* a library an earlier run had to leave behind goes now, if it can */
+	unsigned reaped, left;
+	if (klib_reap_stale(vm, &res->mem, &res->kernel, &res->slots, res->kernel.pt.root, &reaped, &left) == 0 &&
+	    (reaped || left))
+		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
 	if (klib_load(&s->kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots,
 		      inspect_gpa_limit(res), err) < 0)
 		return -1;
@@ -260,8 +285,18 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (klib_start(&s->kl, o->timeout_ms, err) < 0)
 		return -1;
 	s->devices_added = true;
+	/* Let the hypervisor run free while the library works: its work waits
+	 * for the guest itself (request_module runs the guest's modprobe, which
+	 * reads the guest's own disk), and the hypervisor thread we inject
+	 * through is the one that completes that disk's I/O (qemu's main loop)
+	 * - held, it would stall the guest until we gave up (issue 18). */
+	kvm_vm_release(vm);
 	if (wait_phase(s, o->timeout_ms, err) < 0)
 		return -1;
+	if (kvm_vm_reacquire(vm, err) < 0) {
+		c->go = 2;
+		return vmsh_err_prefix(err, "attach again to connect the interrupt line");
+	}
 	s->st->gsi = (uint32_t)c->gsi;
 	s->st->irq = (uint32_t)c->irq;
 	for (size_t i = 0; i < s->n_devs; i++) {
@@ -311,6 +346,15 @@ static void teardown(struct session *s)
 	 * vmsh waits for its own thread (its budget bounds the wait). */
 	if (s->srv_init)
 		server_stop_thread(&s->srv);
+	if (s->devices_added && s->kl.chan && !klib_done(&s->kl)) {
+		/* the library is still at work: tell it to give up and give it a
+		 * moment, with the hypervisor free (the work may wait for the
+		 * guest's disk, see setup) */
+		s->kl.chan->go = 2;
+		if (vm->tr->attached)
+			kvm_vm_release(vm);
+		klib_wait(&s->kl, 5000, NULL);
+	}
 	if (kvm_vm_reacquire(vm, &e) < 0) {
 		log_info("cannot attach again to remove the devices: %s", e.msg);
 		return;
@@ -318,11 +362,6 @@ static void teardown(struct session *s)
 	bool in_use = false; /* the guest may still touch our devices and library */
 	if (s->devices_added) {
 		in_use = true;
-		if (!klib_done(&s->kl)) {
-			/* the library is still at work: tell it to give up, give it a moment */
-			s->kl.chan->go = 2;
-			klib_wait(&s->kl, 5000, NULL);
-		}
 		if (klib_done(&s->kl)) {
 			struct vmsh_channel *c = s->kl.chan;
 			c->op = VMSH_OP_DEVICES_REMOVE;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -16,6 +17,8 @@
 #include "common/clock.h"
 #include "common/escape.h"
 #include "common/log.h"
+#include "common/procfs.h"
+#include "tracer/tracer.h"
 
 extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
 
@@ -98,10 +101,46 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &entry, 8) < 0)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
 	kl->linked = true;
+	/* what a later run needs if this one has to leave the library behind */
+	kl->chan->rec = (struct vmsh_lib_record){
+		.magic = VMSH_RECORD_MAGIC,
+		.region_va = kl->region.va,
+		.table_gpa = kl->region.table_gpa,
+		.table_index = kl->region.index,
+		.table_entry = entry,
+		.slot_id = kl->slot.id,
+		.slot_gpa = kl->slot.gpa,
+		.slot_size = kl->slot.size,
+		.hva = kl->mem.remote,
+		.chan_off = chan_va - kl->region.va,
+	};
 	log_verbose("kernel library: %zu bytes at %#llx (gpa %#llx, slot %u), %u relocations",
 		    lib_size, (unsigned long long)kl->region.va, (unsigned long long)kl->slot.gpa, kl->slot.id,
 		    kl->lib.n_relocs);
 	return 0;
+}
+
+/* The lock says "a live vmsh run owns this library" to later runs
+ * (klib_reap_stale); it goes when we close it or die. It must be on an open
+ * file description of our own: mem.fd is the hypervisor's (pidfd_getfd),
+ * which its mapping keeps open forever. */
+static int lock_library(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", kl->mem.fd);
+	kl->lock_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (kl->lock_fd < 0)
+		return vmsh_error(err, errno, "open the library's memory for its lock");
+	if (flock(kl->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return vmsh_error(err, errno, "lock the library's memory");
+	return 0;
+}
+
+static void unlock_library(struct kernel_lib *kl)
+{
+	if (kl->lock_fd >= 0)
+		close(kl->lock_fd);
+	kl->lock_fd = -1;
 }
 
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
@@ -114,8 +153,9 @@ int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, co
 	kl->k = k;
 	kl->mem.fd = -1;
 	kl->entered_vcpu = -1;
-	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || add_slot(kl, iomem, n_iomem, ids, gpa_limit, err) < 0 ||
-	    link_library(kl, err) < 0) {
+	kl->lock_fd = -1;
+	if (shared_mem_create(vm, KLIB_MEM_SIZE, &kl->mem, err) < 0 || lock_library(kl, err) < 0 ||
+	    add_slot(kl, iomem, n_iomem, ids, gpa_limit, err) < 0 || link_library(kl, err) < 0) {
 		klib_unload(kl);
 		return vmsh_err_prefix(err, "load the kernel library");
 	}
@@ -211,6 +251,60 @@ int klib_helper_name(char *out, size_t cap, struct vmsh_err *err)
 	return 0;
 }
 
+/* Guest data: copy once (the guest may change it while we read), bounded,
+ * and escape it. */
+static const char *guest_string(const volatile char *src, size_t n, char *buf, size_t len)
+{
+	char snap[256];
+	if (n > sizeof(snap))
+		n = sizeof(snap);
+	for (size_t i = 0; i < n; i++)
+		snap[i] = src[i];
+	esc_bytes(buf, len, snap, n);
+	return buf;
+}
+
+const char *klib_where(const struct kernel_lib *kl, char *buf, size_t len)
+{
+	const volatile struct vmsh_channel *c = kl->chan;
+	if (!c) {
+		snprintf(buf, len, "(library gone)");
+		return buf;
+	}
+	switch (c->state & 0xff) {
+	case VMSH_LIB_LOADED:
+		snprintf(buf, len, "%s", kl->entered_vcpu >= 0 ? "not entered yet (the borrowed vCPU has not run since)"
+								: "not entered");
+		return buf;
+	case VMSH_LIB_ENTERED:
+		if (!c->where_seq) {
+			snprintf(buf, len, "queued, its work item has not started");
+			return buf;
+		}
+		break;
+	default:
+		break;
+	}
+	return guest_string(c->where, sizeof(c->where), buf, len);
+}
+
+const char *klib_message(const struct kernel_lib *kl, char *buf, size_t len)
+{
+	return guest_string(kl->chan->message, sizeof(kl->chan->message), buf, len);
+}
+
+void klib_log_progress(struct kernel_lib *kl)
+{
+	volatile struct vmsh_channel *c = kl->chan;
+	unsigned long long seq = c->where_seq;
+	if (seq == kl->seen_seq || log_level() < LOG_VERBOSE)
+		return;
+	kl->seen_seq = seq;
+	char w[VMSH_WHERE_LEN * 4 + 8];
+	log_verbose("kernel library: %s (%.0f ms after entry)", klib_where(kl, w, sizeof(w)),
+		    (now_ns() - kl->start_ns) / 1e6);
+}
+
 bool klib_done(const struct kernel_lib *kl)
 {
 	return (((volatile struct vmsh_channel *)kl->chan)->state & 0xff) == VMSH_LIB_DONE;
@@ -243,29 +337,27 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	return 0;
 }
 
-const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap)
-{
-	/* guest-writable: a snapshot, bounded (no NUL needed), escaped */
-	char snap[sizeof(kl->chan->message)];
-	memcpy(snap, (const void *)kl->chan->message, sizeof(snap));
-	return esc_bytes(buf, cap, snap, sizeof(snap));
-}
-
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	volatile struct vmsh_channel *c = kl->chan;
+	char w[VMSH_WHERE_LEN * 4 + 8];
 	while ((c->state & 0xff) != VMSH_LIB_DONE) {
+		klib_log_progress(kl);
 		if (now_ns() > deadline)
-			return vmsh_error(err, ETIMEDOUT, "the kernel library did not report back (state %llu, entered %llu)",
-					  (unsigned long long)c->state, (unsigned long long)c->entered);
+			return vmsh_error(err, ETIMEDOUT, "the kernel library did not report back within %u ms; it is %s",
+					  timeout_ms, klib_where(kl, w, sizeof(w)));
 		sleep_ms(1);
 	}
+	klib_log_progress(kl);
 	kl->done_ns = now_ns() - kl->start_ns;
-	if (c->error) {
-		char msg[ESC_SIZE(sizeof(c->message))];
-		return vmsh_error(err, (int)-c->error, "kernel library failed at step %llu: %s",
-				  (unsigned long long)c->step, klib_message(kl, msg, sizeof(msg)));
+	long long error = c->error;
+	if (error) {
+		char m[256 * 4 + 8];
+		/* an errno from the guest: only a plausible one becomes ours */
+		return vmsh_error(err, error < 0 && error > -4096 ? (int)-error : EPROTO,
+				  "kernel library failed at step %llu: %s", (unsigned long long)c->step,
+				  klib_message(kl, m, sizeof(m)));
 	}
 	return 0;
 }
@@ -299,6 +391,7 @@ void klib_abandon(struct kernel_lib *kl)
 		 (unsigned long long)kl->region.va, kl->slot.id);
 	kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 	shared_mem_destroy(kl->vm, &kl->mem);
+	unlock_library(kl);
 	loader_free(&kl->lib);
 	kl->linked = false;
 	kl->chan = NULL;
@@ -314,6 +407,7 @@ void klib_unload(struct kernel_lib *kl)
 			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
 		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 		shared_mem_destroy(kl->vm, &kl->mem);
+		unlock_library(kl);
 		loader_free(&kl->lib);
 		return;
 	}
@@ -327,6 +421,182 @@ void klib_unload(struct kernel_lib *kl)
 	}
 	kvm_slot_remove(kl->vm, &kl->slot);
 	shared_mem_destroy(kl->vm, &kl->mem);
+	unlock_library(kl);
 	kl->chan = NULL;
 	loader_free(&kl->lib);
+}
+
+/* ---- libraries earlier runs had to leave behind ---- */
+
+/* Where the guest's page tables keep the entry for the 1 GiB region at va
+ * (the PDPT entry), following the kernel's root. 0 if not reachable. */
+static uint64_t region_entry_gpa(struct guest_mem *gm, const struct pt_ctx *pt, uint64_t va)
+{
+	uint64_t table = pt->root;
+	for (int level = pt->levels; level > 3; level--) {
+		unsigned shift = 12 + 9 * (unsigned)(level - 1);
+		uint64_t e;
+		if (guest_mem_read(gm, table + 8 * ((va >> shift) & 511), &e, 8) < 0 || !(e & PTE_PRESENT) || (e & PTE_PS))
+			return 0;
+		table = e & pt->phys_mask & ~0xfffULL;
+	}
+	return table + 8 * ((va >> 30) & 511);
+}
+
+/* Is any vCPU executing in [lo, hi)? (-1: cannot tell) */
+static int vcpu_inside(struct kvm_vm *vm, uint64_t lo, uint64_t hi)
+{
+	struct vmsh_err e = { 0 };
+	if (tracer_stop_others(vm->tr, &e) < 0)
+		return -1;
+	int inside = 0;
+	for (size_t i = 0; i < vm->n_vcpus; i++) {
+		struct vcpu_state st;
+		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) < 0)
+			inside = -1;
+		else if (st.regs.rip >= lo && st.regs.rip < hi)
+			inside = 1;
+	}
+	tracer_resume_others(vm->tr);
+	return inside;
+}
+
+static bool id_used(const struct memslot_ids *ids, unsigned long long id)
+{
+	for (size_t i = 0; i < ids->n; i++)
+		if (ids->ids[i] == id)
+			return true;
+	return false;
+}
+
+/* One candidate mapping of the hypervisor: is it an earlier library, and can
+ * it go? Returns 1 removed, 0 not a library (or not ours to judge), -1 left
+ * in place (said why). */
+static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
+		    const struct memslot_ids *ids, uint64_t known_gpa, const struct proc_map *m)
+{
+	/* the channel: page-aligned, with its magic, somewhere in the memory */
+	struct vmsh_channel c;
+	uint64_t off = 0;
+	bool found = false;
+	for (; off + sizeof(c) <= KLIB_MEM_SIZE; off += PAGE) {
+		uint64_t magic;
+		if (remote_read(vm->pid, m->start + off, &magic, 8) != 8)
+			return 0;
+		if (magic == VMSH_CHANNEL_MAGIC && remote_read(vm->pid, m->start + off, &c, sizeof(c)) == (ssize_t)sizeof(c)) {
+			found = true;
+			break;
+		}
+	}
+	if (!found)
+		return 0;
+	/* A vmsh run that is still attached (another session on this VM) holds
+	 * the lock on its library's memory: never take that one away. */
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)vm->pid, (unsigned long long)m->start,
+		 (unsigned long long)m->end);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_info("cannot open the memory of an earlier vmsh kernel library (%s): left alone", strerror(errno));
+		return -1;
+	}
+	bool live = flock(fd, LOCK_EX | LOCK_NB) < 0;
+	close(fd); /* the lock, if we got it, goes with it: we only asked */
+	if (live) {
+		log_verbose("the kernel library at %#llx in the hypervisor belongs to a vmsh run that is still attached",
+			    (unsigned long long)m->start);
+		return 0;
+	}
+	/* Everything in it is guest-writable: claims, checked below against
+	 * the hypervisor's own mapping, KVM and the guest's page tables. */
+	const struct vmsh_lib_record *r = &c.rec;
+	if (r->magic != VMSH_RECORD_MAGIC || r->hva != m->start || r->chan_off != off || r->slot_size != KLIB_MEM_SIZE ||
+	    r->region_va < KERNEL_HOLE_START || r->region_va >= KERNEL_HOLE_END || (r->region_va & (GIB - 1)) ||
+	    r->table_index >= 512 || (r->table_gpa & 0xfff) || !id_used(ids, r->slot_id) || r->slot_id >= 0x10000) {
+		log_info("a mapping at %#llx in the hypervisor looks like an earlier vmsh kernel library but its record "
+			 "does not check out: left alone", (unsigned long long)m->start);
+		return -1;
+	}
+	char w[VMSH_WHERE_LEN * 4 + 8];
+	esc_bytes(w, sizeof(w), c.where, sizeof(c.where));
+	unsigned state = (unsigned)(c.state & 0xff);
+	if (state == VMSH_LIB_ENTERED) {
+		log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) is still at work (it is %s): it stays "
+			 "until that finishes; a later vmsh run removes it then",
+			 (unsigned long long)r->region_va, r->slot_id, c.where_seq ? w : "queued");
+		return -1;
+	}
+	/* KVM: does slot id hold exactly this memory (address and size)? A
+	 * request for that id with this memory at a range that overlaps guest
+	 * RAM answers EEXIST if so (it would be a move, refused for the
+	 * overlap) and EINVAL if the id holds other memory: no side effect
+	 * either way. */
+	int64_t ret;
+	struct vmsh_err e = { 0 };
+	uint64_t probe_gpa = known_gpa & ~(uint64_t)(KLIB_MEM_SIZE - 1);
+	if (kvm_set_memory_region(vm, (uint32_t)r->slot_id, 0, probe_gpa, KLIB_MEM_SIZE, m->start, &ret, &e) < 0)
+		return -1;
+	if (ret != -EEXIST) {
+		if (ret == 0) /* cannot be, but then the slot is where RAM is: do not touch anything */
+			log_info("memory slot %llu answered a move probe with success; leaving it", r->slot_id);
+		else
+			log_info("an earlier library's record names slot %llu, which holds other memory: left alone",
+				 r->slot_id);
+		return -1;
+	}
+	/* the guest's entry must still be the one that run wrote */
+	uint64_t loc = region_entry_gpa(gm, &k->pt, r->region_va), cur = 0;
+	bool linked = false;
+	if (loc && loc == r->table_gpa + 8 * r->table_index && guest_mem_read(gm, loc, &cur, 8) == 0 && cur == r->table_entry) {
+		uint64_t target = cur & k->pt.phys_mask & ~0xfffULL;
+		if (target < r->slot_gpa || target >= r->slot_gpa + r->slot_size) {
+			log_info("the earlier library's page-table entry does not point into its slot: left alone");
+			return -1;
+		}
+		linked = true;
+	}
+	int in = vcpu_inside(vm, r->region_va, r->region_va + GIB);
+	if (in != 0) {
+		log_info("a vCPU %s inside the earlier library at %#llx: left alone", in > 0 ? "is" : "may be",
+			 (unsigned long long)r->region_va);
+		return -1;
+	}
+	if (linked) {
+		uint64_t zero = 0;
+		if (guest_mem_write(gm, loc, &zero, 8) < 0) {
+			log_info("unlinking the earlier library's page tables failed: %s", strerror(errno));
+			return -1;
+		}
+	}
+	struct kvm_slot slot = { .id = (uint32_t)r->slot_id, .gpa = r->slot_gpa, .size = KLIB_MEM_SIZE,
+				 .hva = m->start, .added = true };
+	kvm_slot_remove(vm, &slot);
+	struct shared_mem mem = { .fd = -1, .remote = m->start, .size = KLIB_MEM_SIZE };
+	shared_mem_destroy(vm, &mem);
+	log_info("removed the kernel library an earlier vmsh run left at %#llx (slot %llu; its work had %s)",
+		 (unsigned long long)r->region_va, r->slot_id, state == VMSH_LIB_DONE ? "finished" : "not started");
+	return 1;
+}
+
+int klib_reap_stale(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
+		    const struct memslot_ids *ids, uint64_t known_gpa, unsigned *removed, unsigned *left)
+{
+	struct proc_map *maps = NULL;
+	size_t n = 0;
+	struct vmsh_err e = { 0 };
+	*removed = *left = 0;
+	if (procfs_read_maps(vm->pid, &maps, &n, &e) < 0)
+		return -1;
+	/* vmsh's memory in the hypervisor is a memfd named "vmsh" (shared.c) */
+	for (size_t i = 0; i < n && i < 65536; i++) {
+		if (maps[i].end - maps[i].start != KLIB_MEM_SIZE || !strstr(maps[i].path, "memfd:vmsh"))
+			continue;
+		int rc = reap_one(vm, gm, k, ids, known_gpa, &maps[i]);
+		if (rc > 0)
+			(*removed)++;
+		else if (rc < 0)
+			(*left)++;
+	}
+	free(maps);
+	return 0;
 }

@@ -44,6 +44,8 @@ struct kernel_lib {
 	int entered_vcpu;        /* index, -1 before entry */
 	unsigned enter_attempts;
 	uint64_t start_ns, enter_ns, done_ns;
+	unsigned long long seen_seq; /* last chan->where_seq logged */
+	int lock_fd;             /* a description of mem's memfd of our own, flock'ed while we run */
 };
 
 /* Load the library into a new slot below gpa_limit (the guest's physical
@@ -59,19 +61,33 @@ int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
  * work to finish (and report its error). */
 int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
-/* The library's message (guest-writable memory): bounded and escaped into
- * buf (ESC_SIZE(sizeof(chan->message)) holds all of it). Returns buf. */
-const char *klib_message(const struct kernel_lib *kl, char *buf, size_t cap);
 bool klib_done(const struct kernel_lib *kl);
 /* A fresh random name for the helper's file in the guest (exposed for unit
  * tests; klib_add_file proposes one to the library). */
 int klib_helper_name(char *out, size_t cap, struct vmsh_err *err);
+/* The step the library's work reports it is in ("waiting for
+ * request_module(virtio_mmio)"), or what vmsh knows when it reported none
+ * yet: guest text, bounded and escaped into buf. */
+const char *klib_where(const struct kernel_lib *kl, char *buf, size_t len);
+/* The library's last error message, escaped into buf. */
+const char *klib_message(const struct kernel_lib *kl, char *buf, size_t len);
+/* -v: log the step when it changed since the last call. */
+void klib_log_progress(struct kernel_lib *kl);
 /* Copy a file (the in-guest helper) into the library's memory, where the
  * library finds it (chan->helper_va/len). */
 int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err);
 /* Leave the library where it is (the guest still uses it), free only
  * vmsh's side. */
 void klib_abandon(struct kernel_lib *kl);
+/* Find the kernel libraries earlier vmsh runs had to leave in this guest
+ * (their work had not finished when they ended) and remove those whose work
+ * has finished since; say why for the others. Everything the earlier run
+ * recorded in the library's memory is guest-writable: it is only acted on
+ * once the hypervisor's mapping, KVM's slot and the guest's page-table
+ * entry agree with it. known_gpa: a guest-physical address in guest RAM.
+ * Call it before klib_load. */
+int klib_reap_stale(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
+		    const struct memslot_ids *ids, uint64_t known_gpa, unsigned *removed, unsigned *left);
 /* Undo klib_load; safe after a partial load. */
 void klib_unload(struct kernel_lib *kl);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/vmlist.h"
+#include "common/escape.h"
 #include "common/procfs.h"
 #include "guest/kernel.h"
 #include "guest/memmap.h"

@@ -39,6 +39,12 @@ def _config_id(cfg):
     return f"{m}-{k}" + ("" if f == "amd64" else f"-{f}")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "matrix: the full machine x kernel matrix beyond the representative slice "
+                   "(make check runs -m 'not matrix'; make check-matrix runs them)")
+
+
 def _report(config, line):
     """Print to the terminal now, past pytest's output capture."""
     tr = config.pluginmanager.get_plugin("terminalreporter")

@@ -172,6 +172,7 @@ class Kernel:
 
 _KERNELS = {}
 _INITRDS = {}
+_ROOTFS = {}
 _PREP_LOCK = threading.Lock()
 
 
@@ -204,6 +205,37 @@ def build_initramfs(kind, kernel):
                 raise HarnessError(f"build-initramfs.py {kind} failed:\n{p.stderr}")
             _INITRDS[key] = p.stdout.strip().splitlines()[-1]
         return _INITRDS[key]
+
+
+@dataclass(frozen=True)
+class DebianRootfs:
+    """An ordinary Debian 12 guest for a kernel (build-debian-rootfs.sh):
+    minbase + systemd on an ext4 root disk (label vmsh-root) with the
+    kernel's modules, and Debian's own initramfs for it."""
+    dir: str
+    release: str
+
+    @property
+    def image(self):
+        return os.path.join(self.dir, "root.ext4")
+
+    @property
+    def initrd(self):
+        return os.path.join(self.dir, "initrd.img")
+
+
+def build_debian_rootfs(kernel):
+    """Build (cached by content) the Debian root disk and initramfs for a kernel."""
+    with _PREP_LOCK:
+        if kernel.dir not in _ROOTFS:
+            p = subprocess.run([str(TOOLS / "build-debian-rootfs.sh"), kernel.dir],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, VMSH_TEST_CACHE=CACHE))
+            if p.returncode != 0:
+                raise HarnessError(f"build-debian-rootfs.sh failed:\n{p.stderr[-4000:]}")
+            d = p.stdout.strip().splitlines()[-1]
+            _ROOTFS[kernel.dir] = DebianRootfs(d, open(os.path.join(d, "release")).read().strip())
+        return _ROOTFS[kernel.dir]
 
 
 def _tail(path, lines=40):
@@ -496,6 +528,10 @@ MACHINE_ARGS = {
     "microvm": ["-machine", "microvm"],
 }
 MACHINE_APPEND = {"pc": "", "q35": "", "microvm": ""}
+# How the Debian-rootfs guest's own disk is attached: PCI where there is PCI,
+# qemu's virtio-mmio transport on microvm (described to the guest by ACPI).
+ROOT_DISK_DEVICE = {"pc": "virtio-blk-pci", "q35": "virtio-blk-pci", "microvm": "virtio-blk-device"}
+ROOTFS = (None, "debian")
 
 
 class Guest:
@@ -519,7 +555,8 @@ class Guest:
 
     @classmethod
     def start(cls, host, machine="pc", kernel="6.1", flavour="amd64", mem="512M", smp=1,
-              extra_qemu_args=(), modules=None, append="", name=None, timeout=180, prompt=None):
+              extra_qemu_args=(), modules=None, append="", name=None, timeout=180, prompt=None,
+              rootfs=None):
         """Boot a guest and wait for its ready marker.
 
         machine          pc | q35 | microvm
@@ -529,20 +566,44 @@ class Guest:
         name             qemu -name (default vmsh-test-<machine>-<kernel>)
         prompt           what the console shows when the guest is ready
                          (default: the test shell's prompt)
+        rootfs           None: the busybox test initramfs is the whole guest;
+                         "debian": an ordinary Debian 12 system (systemd,
+                         udev, modules on its own virtio disk) booted
+                         through Debian's initramfs, root found by label
+                         (build-debian-rootfs.sh); its disk is a qcow2
+                         overlay in the log directory, so the cached image
+                         stays as built. `modules` does not apply.
         The kernel boots from its bzImage with KASLR on."""
         if machine not in MACHINE_ARGS:
             raise ValueError(f"unknown machine {machine!r} (want one of {MACHINES})")
+        if rootfs not in ROOTFS:
+            raise ValueError(f"unknown rootfs {rootfs!r} (want one of {ROOTFS})")
         k = fetch_kernel(kernel, flavour)
-        initrd = build_initramfs("guest", k)
         seq = next(cls._seq)
-        name = name or f"vmsh-test-{machine}-{kernel}" + ("" if flavour == "amd64" else f"-{flavour}")
+        name = name or (f"vmsh-test-{machine}-{kernel}" + ("" if flavour == "amd64" else f"-{flavour}")
+                        + (f"-{rootfs}" if rootfs else ""))
         base = f"{name}.{seq}"
         sock = f"{host.sockdir}/g{seq}.sock"
         console_log = os.path.join(host.logdir, f"{base}.console.log")
         qemu_log = os.path.join(host.logdir, f"{base}.qemu.log")
+        disk_args = []
+        if rootfs == "debian":
+            rfs = build_debian_rootfs(k)
+            initrd = rfs.initrd
+            overlay = os.path.join(host.logdir, f"{base}.root.qcow2")
+            host.check(f"qemu-img create -q -f qcow2 -F raw -b {rfs.image} {overlay}", 60)
+            disk_args = ["-drive", f"id=root,file={overlay},if=none,format=qcow2",
+                         "-device", f"{ROOT_DISK_DEVICE[machine]},drive=root"]
+            # Debian's own boot: root by label, read-only until systemd
+            # remounts it; systemd's status lines would interleave with
+            # the test shell's output on ttyS0.
+            boot = "root=LABEL=vmsh-root ro console=ttyS0 panic=-1 quiet systemd.show_status=0"
+        else:
+            initrd = build_initramfs("guest", k)
+            boot = "console=ttyS0 panic=-1 quiet"
         cmdline = " ".join(x for x in (
-            "console=ttyS0 panic=-1 quiet", MACHINE_APPEND[machine],
-            "vmsh.modules=" + (",".join(modules) or "none") if modules is not None else "",
+            boot, MACHINE_APPEND[machine],
+            "vmsh.modules=" + (",".join(modules) or "none") if modules is not None and not rootfs else "",
             append) if x)
         argv = [QEMU, "-name", name, *MACHINE_ARGS[machine], "-accel", "kvm", "-cpu", "host",
                 "-m", str(mem), "-smp", str(smp), "-nodefaults", "-no-user-config",
@@ -552,7 +613,7 @@ class Guest:
                 # connected, so no console output is lost; logfile keeps it all.
                 "-chardev", f"socket,id=console,path={sock},server=on,wait=on,"
                             f"logfile={console_log}",
-                "-serial", "chardev:console", *extra_qemu_args]
+                "-serial", "chardev:console", *disk_args, *extra_qemu_args]
         g = cls(host, name, machine, k, argv, sock, console_log, qemu_log)
         t0 = time.monotonic()
         host.run(f"mkdir -p {host.sockdir} && rm -f {sock}", 30)
@@ -644,7 +705,7 @@ class GuestPool:
         self.guests = {}    # key -> Guest, in use order
 
     def get(self, machine="pc", kernel="6.1", flavour="amd64", **kw):
-        key = (machine, kernel, flavour)
+        key = (machine, kernel, flavour, kw.get("rootfs"))
         g = self.guests.pop(key, None)
         if g is not None and not g.alive():
             log(f"{g.name} died; booting a new one (console log {g.console_log})")
