@@ -341,11 +341,6 @@ static void teardown(struct session *s)
 	uint64_t t0 = now_ns();
 	struct kvm_vm *vm = s->vm;
 	struct vmsh_err e = { 0 };
-	/* The serving thread stops first: it may be busy with a guest that
-	 * keeps it working, and nothing of the hypervisor may be held while
-	 * vmsh waits for its own thread (its budget bounds the wait). */
-	if (s->srv_init)
-		server_stop_thread(&s->srv);
 	if (s->devices_added && s->kl.chan && !klib_done(&s->kl)) {
 		/* the library is still at work: tell it to give up and give it a
 		 * moment, with the hypervisor free (the work may wait for the
@@ -376,6 +371,13 @@ static void teardown(struct session *s)
 			in_use = false; /* it gave up before registering anything */
 		}
 	}
+	/* The serving thread stops only now. Until the devices are gone the
+	 * guest may wait for vmsh with interrupts off (virtio_console's
+	 * __send_to_port spins until the host takes its buffer): stopped
+	 * earlier, the helper's last write left the guest's vCPU spinning, so
+	 * no vCPU could be borrowed to remove the devices. A guest that keeps
+	 * the thread busy cannot hold it up: it serves a bounded number of
+	 * requests per wake-up and then looks at the stop request. */
 	if (s->srv_init)
 		server_stop(&s->srv);
 	for (size_t i = 0; i < s->n_devs; i++)
