@@ -115,6 +115,10 @@ check-api-kvm: $(BUILD)/san/vmsh $(BUILD)/kvm_plumbing fixtures
 # Real guests: every feature on every guest config, with short repetition
 # counts; check-matrix adds the configurations outside the representative
 # slice (marker matrix), soak runs the long versions of the repeated tests.
+# Guest consoles and boots inside the emulated host are slow and machines
+# differ (a serial line of ~400 bytes/s measured on one): twice the timeouts.
+VMSH_TEST_TIMEOUT_SCALE ?= 2
+export VMSH_TEST_TIMEOUT_SCALE
 VM_PYTEST := VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -p no:cacheprovider -v --durations=20
 check-vm: $(BUILD)/san/vmsh
 	$(VM_PYTEST) -m "not matrix" tests/vm
