@@ -118,7 +118,11 @@ static void signal_command(struct pump *p, int sig)
 		if (fg > 1 && fg != getpgrp())
 			group = fg;
 	}
-	kill(-group, sig);
+	/* Between fork and its setsid() the command is not a group leader yet:
+	 * the group does not exist, so the signal goes to the command itself
+	 * (held until it unblocks signals, or kills it before its exec). */
+	if (kill(-group, sig) < 0 && errno == ESRCH && group == p->c->pid)
+		kill(group, sig);
 }
 
 static void close_input(struct pump *p)

@@ -532,8 +532,9 @@ def start_sleeping(helper):
     assert t == HELLO and struct.unpack("<H", pl[:2])[0] == 1 and b"vmsh-helper" in pl
     t, pl = h.recv_frame()
     assert t == READY
+    # the command itself, not the helper (whose own command line has the word too)
     deadline = time.time() + 5
-    while not processes_with_arg(word) and time.time() < deadline:
+    while not [p for p in processes_with_arg(word) if p != h.p.pid] and time.time() < deadline:
         time.sleep(0.05)
     return h, word
 
