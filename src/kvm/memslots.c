@@ -89,6 +89,19 @@ int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_e
  * allocate ids from 0 upwards (qemu, firecracker, cloud-hypervisor, crosvm). */
 #define FREE_RUN_STOP 64
 
+static int add_id(struct memslot_ids *out, size_t *cap, uint32_t id, struct vmsh_err *err)
+{
+	if (out->n == *cap) {
+		uint32_t *n2 = realloc(out->ids, *cap * 2 * sizeof(*n2));
+		if (!n2)
+			return vmsh_error(err, ENOMEM, "probe memory slots");
+		out->ids = n2;
+		*cap *= 2;
+	}
+	out->ids[out->n++] = id;
+	return 0;
+}
+
 /* ids probed at the top of the range */
 #define TOP_RANGE_PROBES 64
 
@@ -116,16 +129,8 @@ int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struc
 			continue;
 		}
 		free_run = 0;
-		if (out->n == cap) {
-			uint32_t *n2 = realloc(out->ids, cap * 2 * sizeof(*n2));
-			if (!n2) {
-				vmsh_error(err, ENOMEM, "probe memory slots");
-				goto fail;
-			}
-			out->ids = n2;
-			cap *= 2;
-		}
-		out->ids[out->n++] = id;
+		if (add_id(out, &cap, id, err) < 0)
+			goto fail;
 	}
 	/* the top of the range, where vmsh (and other sessions of it) take ids */
 	out->top_from = out->limit;
@@ -139,16 +144,8 @@ int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struc
 		out->probes++;
 		if (v == 0)
 			continue;
-		if (out->n == cap) {
-			uint32_t *n2 = realloc(out->ids, cap * 2 * sizeof(*n2));
-			if (!n2) {
-				vmsh_error(err, ENOMEM, "probe memory slots");
-				goto fail;
-			}
-			out->ids = n2;
-			cap *= 2;
-		}
-		out->ids[out->n++] = id;
+		if (add_id(out, &cap, id, err) < 0)
+			goto fail;
 	}
 	out->top_from = low;
 	log_debug("memslot probe: %zu used ids in %u probes", out->n, out->probes);
