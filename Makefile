@@ -119,7 +119,11 @@ check-api-kvm: $(BUILD)/san/vmsh $(BUILD)/kvm_plumbing fixtures
 # differ (a serial line of ~400 bytes/s measured on one): twice the timeouts.
 VMSH_TEST_TIMEOUT_SCALE ?= 2
 export VMSH_TEST_TIMEOUT_SCALE
-VM_PYTEST := VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -p no:cacheprovider -v --durations=20
+# Two workers (pytest-xdist), each with its own emulated KVM host: one L1 per
+# core; the tests that share a guest stay on one worker (conftest.py).
+VM_WORKERS ?= 2
+VM_PYTEST := VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -p no:cacheprovider -v --durations=30 \
+	$(if $(filter-out 0 1,$(VM_WORKERS)),-n $(VM_WORKERS) --dist loadgroup)
 check-vm: $(BUILD)/san/vmsh
 	$(VM_PYTEST) -m "not matrix" tests/vm
 check-matrix: $(BUILD)/san/vmsh

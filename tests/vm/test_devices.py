@@ -19,7 +19,7 @@ MB = 1 << 20
 DEVICE_CONFIGS = [c for c in conftest.GUEST_CONFIGS if c[0] in ("pc", "microvm")] or conftest.GUEST_CONFIGS[:1]
 
 
-@pytest.fixture(scope="module", params=DEVICE_CONFIGS, ids=conftest._config_id)
+@pytest.fixture(scope="module", params=conftest.config_params(DEVICE_CONFIGS))
 def dev_config(request):
     return request.param
 
