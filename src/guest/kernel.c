@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/log.h"
 
@@ -142,11 +143,14 @@ int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vl
 	return found;
 }
 
+/* The image copy: MAX_IMAGE bytes of address space, zero and not resident
+ * until written, so that pages vmsh does not read cost it no memory. */
 struct image_copy {
 	struct guest_mem *gm;
 	struct guest_kernel *k;
 	uint64_t next_va;
-	size_t cap;
+	bool ro_data_only;   /* read only the read-only, non-executable pages */
+	uint64_t skipped;    /* bytes left out by that */
 };
 
 static int copy_leaf(void *opaque, const struct pt_mapping *m)
@@ -156,23 +160,76 @@ static int copy_leaf(void *opaque, const struct pt_mapping *m)
 	if (m->va != ic->next_va || m->va - k->text_base + m->size > MAX_IMAGE)
 		return 1; /* gap: end of the kernel image */
 	uint64_t off = m->va - k->text_base;
-	if (off + m->size > ic->cap) {
-		size_t cap = ic->cap ? ic->cap : (64u << 20);
-		while (cap < off + m->size)
-			cap *= 2;
-		uint8_t *ni = realloc(k->image, cap);
-		if (!ni)
-			return 1;
-		k->image = ni;
-		ic->cap = cap;
+	ic->next_va = m->va + m->size;
+	k->image_size = off + m->size;
+	/* the banner and the export tables are read-only data: text and
+	 * writable data are left out on the first pass */
+	if (ic->ro_data_only && (!(m->flags & PTE_NX) || (m->flags & PTE_RW))) {
+		ic->skipped += m->size;
+		return 0;
 	}
 	if (guest_mem_read(ic->gm, m->pa, k->image + off, m->size) < 0) {
 		memset(k->image + off, 0, m->size);
 		k->image_unreadable += m->size;
 	}
-	k->image_size = off + m->size;
-	ic->next_va = m->va + m->size;
 	return 0;
+}
+
+static int map_image(struct guest_kernel *k)
+{
+	void *p = mmap(NULL, MAX_IMAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	k->image = p;
+	return 0;
+}
+
+static void drop_image(struct guest_kernel *k)
+{
+	if (k->image)
+		munmap(k->image, MAX_IMAGE);
+	k->image = NULL;
+}
+
+/* Copy the mapped image from _text on (see image_copy), then find the
+ * banner and the export tables in it; read-only data first, everything if
+ * they are not there (a kernel without strict RWX mappings). */
+static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh_err *err)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		struct image_copy ic = { .gm = gm, .k = k, .next_va = k->text_base, .ro_data_only = pass == 0 };
+		k->image_size = k->image_unreadable = 0;
+		pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, copy_leaf,
+				 &ic);
+		if (!k->image_size)
+			return vmsh_error_kind(err, VMSH_E_NOKERNEL, EIO, "kernel image at %#llx unreadable",
+					       (unsigned long long)k->text_base);
+		log_debug("kernel image: %#llx, %llu MiB mapped, %llu MiB read, %llu bytes unreadable",
+			  (unsigned long long)k->text_base, (unsigned long long)(k->image_size >> 20),
+			  (unsigned long long)((k->image_size - ic.skipped) >> 20),
+			  (unsigned long long)k->image_unreadable);
+		bool last = pass == 1 || ic.skipped == 0;
+		if (kernel_parse_banner(k->image, k->image_size, k->version, sizeof(k->version), k->banner,
+					sizeof(k->banner)) < 0) {
+			if (!last)
+				continue;
+			return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+					       "no Linux version banner in the %llu MiB mapped at the kernel image address",
+					       (unsigned long long)k->image_size >> 20);
+		}
+		struct vmsh_err e = { 0 };
+		int rc = ksymtab_parse(k->image, k->image_size, k->text_base, &k->ksyms, &e);
+		if (rc < 0 && !last)
+			continue;
+		if (rc == 0)
+			rc = ksymtab_own_names(&k->ksyms, k->image, k->image_size, &e);
+		if (rc < 0) {
+			*err = e;
+			return 1; /* the banner without the symbols */
+		}
+		return 0;
+	}
+	return -1; /* not reached */
 }
 
 int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err)
@@ -205,32 +262,24 @@ int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_k
 	k->text_base = first.va;
 	k->phys_base = first.pa;
 
-	struct image_copy ic = { .gm = gm, .k = k, .next_va = first.va };
-	pt_for_each_leaf(&pt, first.va, pt_canonical(KERNEL_MAP_END, pt.levels), MAX_TABLES, copy_leaf, &ic);
-	if (!k->image_size)
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, EIO, "kernel image at %#llx unreadable",
-				       (unsigned long long)k->text_base);
-	log_debug("kernel image: %#llx, %llu MiB mapped, %llu bytes unreadable", (unsigned long long)k->text_base,
-		  (unsigned long long)(k->image_size >> 20), (unsigned long long)k->image_unreadable);
-	if (kernel_parse_banner(k->image, k->image_size, k->version, sizeof(k->version), k->banner,
-				sizeof(k->banner)) < 0) {
+	if (map_image(k) < 0)
+		return vmsh_error(err, errno, "address space for the kernel image copy");
+	int rc = parse_image(gm, k, err);
+	/* the symbols are all vmsh needs of the image: the copy goes */
+	drop_image(k);
+	if (rc < 0) {
 		kernel_free(k);
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
-				       "no Linux version banner in the %llu MiB mapped at the kernel image address",
-				       (unsigned long long)(ic.next_va - first.va) >> 20);
+		return -1;
 	}
-	if (ksymtab_parse(k->image, k->image_size, k->text_base, &k->ksyms, err) < 0) {
-		/* keep what we found; the caller reports the missing table */
+	if (rc > 0) /* keep what we found; the caller reports the missing table */
 		return vmsh_err_prefix(err, "Linux %s", k->version);
-	}
 	return 0;
 }
 
 void kernel_free(struct guest_kernel *k)
 {
 	ksymtab_free(&k->ksyms);
-	free(k->image);
-	k->image = NULL;
+	drop_image(k);
 	k->image_size = 0;
 }
 

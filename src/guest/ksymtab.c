@@ -382,9 +382,36 @@ int ksymtab_lookup(const struct ksymtab *ks, const char *name, uint64_t *value)
 	return -1;
 }
 
+int ksymtab_own_names(struct ksymtab *ks, const uint8_t *img, size_t len, struct vmsh_err *err)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < ks->n; i++) {
+		const uint8_t *p = (const uint8_t *)ks->syms[i].name;
+		if (p < img || p >= img + len)
+			return vmsh_error(err, EFAULT, "symbol name outside the image");
+		total += strnlen(ks->syms[i].name, (size_t)(img + len - p)) + 1;
+	}
+	char *pool = malloc(total ? total : 1), *q = pool;
+	if (!pool)
+		return vmsh_error(err, ENOMEM, "symbol names");
+	for (size_t i = 0; i < ks->n; i++) {
+		const uint8_t *p = (const uint8_t *)ks->syms[i].name;
+		size_t l = strnlen(ks->syms[i].name, (size_t)(img + len - p));
+		memcpy(q, p, l);
+		q[l] = '\0';
+		ks->syms[i].name = q;
+		q += l + 1;
+	}
+	free(ks->names);
+	ks->names = pool;
+	return 0;
+}
+
 void ksymtab_free(struct ksymtab *ks)
 {
 	free(ks->syms);
+	free(ks->names);
 	ks->syms = NULL;
+	ks->names = NULL;
 	ks->n = 0;
 }

@@ -33,6 +33,7 @@ struct ksymtab {
 	struct ksym *syms; /* sorted by name */
 	size_t n;
 	size_t n_tables;   /* how many tables (__ksymtab, __ksymtab_gpl, ...) */
+	char *names;       /* after ksymtab_own_names: the names' own copy */
 };
 
 /* More than any kernel exports (Debian 6.1: ~10500): a table claiming more
@@ -46,6 +47,10 @@ size_t ksymtab_entry_size(enum ksymtab_format f);
 /* Find every export table in img (len bytes, mapped at virtual address
  * base_va in the guest). */
 int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymtab *out, struct vmsh_err *err);
+/* Copy the names (which point into img) into memory of the table's own, so
+ * that img can be freed: a few hundred KiB instead of the image's tens of
+ * MiB. */
+int ksymtab_own_names(struct ksymtab *ks, const uint8_t *img, size_t len, struct vmsh_err *err);
 /* 0 and *value on success, -1 if not exported. */
 int ksymtab_lookup(const struct ksymtab *ks, const char *name, uint64_t *value);
 void ksymtab_free(struct ksymtab *ks);

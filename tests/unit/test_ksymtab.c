@@ -306,6 +306,16 @@ static void check_standard(enum ksymtab_format fmt)
 	assert_missing(&ks, "kfree_skb");
 	assert_missing(&ks, "");
 	assert_missing(&ks, "zzz_not_there");
+	/* with the names copied, the image can go: every lookup stays right */
+	assert_int_equal(ksymtab_own_names(&ks, k.img, k.len, &err), 0);
+	memset(k.img, 0xa5, k.len);
+	for (size_t i = 0; i < ARRAY_LEN(tab1); i++)
+		assert_lookup(&ks, tab1[i].name, tab1[i].value);
+	for (size_t i = 0; i < ARRAY_LEN(tab2); i++)
+		assert_lookup(&ks, tab2[i].name, tab2[i].value);
+	assert_missing(&ks, "kfre");
+	for (size_t i = 0; i < ks.n; i++)
+		assert_true((const uint8_t *)ks.syms[i].name < k.img || (const uint8_t *)ks.syms[i].name >= k.img + k.len);
 	ksymtab_free(&ks);
 	assert_null(ks.syms);
 	assert_int_equal(ks.n, 0);
