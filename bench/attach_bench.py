@@ -3,7 +3,7 @@
 command to the first prompt, keystroke echo latency, and vmsh's own memory,
 side by side in one run.
 
-usage: bench/attach_bench.py [--machine pc] [--kernel 6.1] [--runs 5] [--samples 30]
+usage: python3 -m bench.attach_bench [--machine pc] [--kernel 6.1] [--runs 5] [--samples 30]
 
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM) with qemu user networking (loopback port forward only) runs dropbear
@@ -19,9 +19,8 @@ import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
-import harness  # noqa: E402
-import tools_image  # noqa: E402
+from vmshtest import harness
+from vmshtest import tools_image
 
 PORT = 10022
 

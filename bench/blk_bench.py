@@ -3,7 +3,7 @@
 guest's own disk with and without vmsh attached: fio in the guest, side by
 side in one run.
 
-usage: bench/blk_bench.py [--machine pc] [--kernel 6.1] [--runtime 5] [--size 256]
+usage: python3 -m bench.blk_bench [--machine pc] [--kernel 6.1] [--runtime 5] [--size 256]
 
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM) gets two disks of its own hypervisor (qemu virtio-blk, aio=threads):
@@ -23,10 +23,9 @@ import platform
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
-import harness  # noqa: E402
-import tools_image  # noqa: E402
-from devices import Served, scratch  # noqa: E402
+from vmshtest import harness
+from vmshtest import tools_image
+from vmshtest.devices import Served, scratch
 
 JOBS = [
     ("seq-read-256k", "read", "256k", 4, "bw"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How long `vmsh inspect` stops the VM, next to how long it runs.
 
-usage: bench/inspect_bench.py [--runs N] [--machine pc] [--kernel 6.1] [--smp 2]
+usage: python3 -m bench.inspect_bench [--runs N] [--machine pc] [--kernel 6.1] [--smp 2]
 
 Boots one guest with the test harness (emulated KVM host on machines without
 hardware KVM), runs `vmsh inspect --json` N times on it, and prints for each
@@ -18,8 +18,7 @@ import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
-import harness  # noqa: E402
+from vmshtest import harness
 
 
 def pct(values, p):

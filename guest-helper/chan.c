@@ -1,7 +1,8 @@
 /* chan.c - the helper's two ways to speak: frames on the port while the
  * helper sets up (before the relay loop takes over), and its diagnostic log. */
+#include "common/clock.h"
 #include "helper.h"
-#include "proto.h"
+#include "vmsh/helper_proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,12 +45,6 @@ void helper_log(const char *fmt, ...)
 	}
 }
 
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
 
 int chan_send(int fd, uint8_t type, const void *payload, uint32_t len, int timeout_ms, struct vmsh_err *err)
 {
@@ -59,8 +54,7 @@ int chan_send(int fd, uint8_t type, const void *payload, uint32_t len, int timeo
 	vmsh_frame_put_hdr(hdr, type, len);
 	const uint8_t *parts[2] = { hdr, payload };
 	size_t sizes[2] = { sizeof(hdr), len };
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int64_t t0 = now_ms();
 	for (int i = 0; i < 2; i++) {
 		size_t done = 0;
 		while (done < sizes[i]) {
@@ -73,7 +67,7 @@ int chan_send(int fd, uint8_t type, const void *payload, uint32_t len, int timeo
 				continue;
 			if (n < 0 && errno != EAGAIN)
 				return vmsh_error(err, errno, "write to the port");
-			long left = timeout_ms - ms_since(&t0);
+			long left = timeout_ms - (now_ms() - t0);
 			if (left <= 0)
 				return vmsh_error(err, ETIMEDOUT, "write to the port: the host does not read");
 			struct pollfd p = { .fd = fd, .events = POLLOUT };

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
 
 /* Read a small sysfs attribute, without trailing whitespace. */
 static int read_attr(const char *path, char *buf, size_t cap)
@@ -73,24 +74,16 @@ static int scan_once(const char *dir, const char *attr, const char *want, struct
 	return found;
 }
 
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
 
 static int wait_for(const char *dir, const char *attr, const char *want, int timeout_ms, struct devfind_result *r)
 {
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int64_t t0 = now_ms();
 	for (;;) {
 		if (scan_once(dir, attr, want, r) == 0)
 			return 0;
-		if (ms_since(&t0) >= timeout_ms)
+		if ((now_ms() - t0) >= timeout_ms)
 			return -1;
-		struct timespec step = { 0, 50 * 1000 * 1000 };
-		nanosleep(&step, NULL);
+		sleep_ms(50);
 	}
 }
 

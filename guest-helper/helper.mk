@@ -9,9 +9,9 @@ BUILD ?= build
 MUSL_CC ?= musl-gcc
 
 HELPER_SRCS := $(wildcard guest-helper/*.c) src/common/err.c
-HELPER_HDRS := $(wildcard guest-helper/*.h) src/common/err.h src/common/cleanup.h
+HELPER_HDRS := $(wildcard guest-helper/*.h include/vmsh/*.h) src/common/err.h src/common/cleanup.h src/common/clock.h
 HELPER_WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-HELPER_CFLAGS := -std=gnu11 $(HELPER_WARN) -D_GNU_SOURCE -Iguest-helper -Isrc
+HELPER_CFLAGS := -std=gnu11 $(HELPER_WARN) -D_GNU_SOURCE -Iguest-helper -Iinclude -Isrc
 
 $(BUILD)/vmsh-helper: $(HELPER_SRCS) $(HELPER_HDRS) guest-helper/helper.mk
 	@mkdir -p $(@D)
@@ -21,8 +21,8 @@ $(BUILD)/san/vmsh-helper: $(HELPER_SRCS) $(HELPER_HDRS) guest-helper/helper.mk
 	@mkdir -p $(@D)
 	$(CC) $(HELPER_CFLAGS) -g $(SANFLAGS) -o $@ $(HELPER_SRCS)
 
-# the host side of the protocol is compiled into libvmsh.a from src/console/
-$(filter %/console/relay.o,$(REL_OBJS) $(SAN_OBJS)): guest-helper/proto.h
+# the host side of the protocol is compiled into libvmsh.a from src/relay/
+$(filter %/relay/relay.o,$(REL_OBJS) $(SAN_OBJS)): include/vmsh/helper_proto.h
 
 $(BUILD)/relay_pair: tests/fixtures/relay_pair.c $(BUILD)/san/libvmsh.a
 	@mkdir -p $(@D)

@@ -6,11 +6,12 @@
  * Back-pressure, never unbounded buffering: three fixed buffers (frames to
  * the host, bytes from the host, bytes for the command's stdin). The
  * command's output is read only while the host-bound buffer has room. The
- * stdin queue holds the whole stdin window (proto.h): the host never sends
+ * stdin queue holds the whole stdin window (vmsh/helper_proto.h): the host never sends
  * more than we acknowledged, so every frame can be taken off the port at
  * once, and SIGNAL or DETACH act even while the command reads no input. */
+#include "common/clock.h"
 #include "helper.h"
-#include "proto.h"
+#include "vmsh/helper_proto.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -89,13 +90,6 @@ struct pump {
 	bool out_open;  /* stdout pipe, or the pty's output side */
 	bool err_open;  /* stderr pipe */
 };
-
-static long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static bool frame_append(struct buf *b, uint8_t type, const void *payload, uint32_t len)
 {

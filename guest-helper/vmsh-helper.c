@@ -3,7 +3,7 @@
  * host). It finds vmsh's console port and disk, joins the target process's
  * namespaces, mounts the disk's image as / of a private mount namespace,
  * runs the command there on a pty or on pipes, and relays it over the port
- * with the framing protocol of proto.h.
+ * with the framing protocol of include/vmsh/helper_proto.h.
  *
  * Usage:
  *   vmsh-helper --self PATH --port NAME --disk SERIAL [--target PID]
@@ -26,7 +26,7 @@
  * Exit status (only the kernel log sees it): 0 after EXIT or DETACH,
  * 1 after an error, 2 for a bad command line. */
 #include "helper.h"
-#include "proto.h"
+#include "vmsh/helper_proto.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -6,7 +6,7 @@
  * vmsh_entry_c, which queues a work item; everything else runs in that work
  * item, in process context of a kernel worker, and does what the host asked
  * for in vmsh_channel.op. */
-#include "channel.h"
+#include "vmsh/channel.h"
 
 typedef unsigned long size_t;
 typedef long ssize_t;
@@ -132,10 +132,10 @@ static void step_in(const char *what, const char *arg)
 	vmsh_channel.where_seq++;
 }
 
-/* vmsh stopped waiting for us (it set go = 2): do not go on */
+/* vmsh stopped waiting for us (VMSH_GO_GIVE_UP): do not go on */
 static bool host_gave_up(void)
 {
-	return *(volatile unsigned long long *)&vmsh_channel.go == 2;
+	return *(volatile unsigned long long *)&vmsh_channel.go == VMSH_GO_GIVE_UP;
 }
 
 static void fail(int step, long long error, const char *what)
@@ -224,9 +224,9 @@ static int wait_for_host(void)
 	vmsh_channel.phase = VMSH_PHASE_WAIT_HOST;
 	for (int i = 0; i < 20000; i++) {
 		unsigned long long go = *(volatile unsigned long long *)&vmsh_channel.go;
-		if (go == 1)
+		if (go == VMSH_GO_ON)
 			return 0;
-		if (go == 2)
+		if (go == VMSH_GO_GIVE_UP)
 			return -ECANCELED;
 		msleep(1);
 	}

@@ -3,9 +3,9 @@
 kernel library into it once (`vmsh library`), and run commands inside it
 with `vmsh attach` (an interactive shell too, on hardware KVM in a terminal).
 
-usage: tools/demo.py [--machine pc|q35|microvm] [--kernel 6.1|6.12] [--json]
+usage: python3 -m tools.demo (or tools/demo.sh) [--machine pc|q35|microvm] [--kernel 6.1|6.12] [--json]
 
-Uses the test harness (tests/vm/harness.py): the guest is qemu running a
+Uses the test harness (vmshtest/harness.py): the guest is qemu running a
 Debian kernel, directly on /dev/kvm when it is hardware KVM, otherwise inside
 an emulated KVM host. The guest is stopped when the demo ends."""
 import argparse
@@ -13,8 +13,7 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
-import harness  # noqa: E402
+from vmshtest import harness
 
 
 def main():

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 make -j"$(nproc)" all
-exec /usr/bin/python3 tools/demo.py "$@"
+exec /usr/bin/python3 -m tools.demo "$@"

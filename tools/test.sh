@@ -14,7 +14,7 @@ t1=$(date +%s)
 make check
 t2=$(date +%s)
 extra=""
-if [ -z "${VMSH_API_MODE:-}" ] && /usr/bin/python3 tests/api/kvm_tier.py --host-usable; then
+if [ -z "${VMSH_API_MODE:-}" ] && /usr/bin/python3 -m vmshtest.kvm_tier --host-usable; then
 	echo "== test.sh: the KVM API tier again, inside the emulated KVM host (VMSH_API_MODE=emulated)"
 	VMSH_API_MODE=emulated make check-api-kvm
 	extra=" + emulated API tier $(($(date +%s) - t2)) s"

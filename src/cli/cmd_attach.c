@@ -1,14 +1,17 @@
 /* cmd_attach.c - `vmsh attach`: a shell (or any command) inside a running
  * VM, with a tools image as its root and the guest's root at /var/lib/vmsh.
  *
- * The session (session.h) adds a block device carrying the image and a
- * console port to the guest and lets the kernel library start vmsh-helper
- * there; the relay (console/relay.h) connects the helper's command to our
- * terminal or pipes. When the command ends (or the user detaches), the
- * devices, the helper's file and everything else of vmsh leave the guest,
- * and vmsh exits with the command's status. */
+ * The story of an attach (cmd_attach below, step by step): open the VM
+ * (core/vm.h: attach to the hypervisor, read its vCPUs), find the guest
+ * kernel with the hypervisor let go, open a session (core/session.h: a
+ * block device carrying the image and a console port, and vmsh-helper
+ * started in the guest by the kernel library), relay the helper's command
+ * to our terminal or pipes (relay/relay.h), close the session (the
+ * devices, the helper's file and everything else of vmsh leave the guest),
+ * close the VM, and exit with the command's status. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,23 +20,19 @@
 
 #include "common/escape.h"
 #include "cli/commands.h"
-#include "cli/session.h"
-#include "channel.h" /* guest-lib/: VMSH_HELPER_ARGV */
-#include "cli/vmlist.h"
+#include "cli/options.h"
+#include "common/cleanup.h"
 #include "common/log.h"
-#include "console/relay.h"
+#include "common/signals.h"
+#include "relay/relay.h"
+#include "core/session.h"
+#include "core/vm.h"
+#include "vmsh/channel.h" /* VMSH_HELPER_ARGV */
 
 extern const uint8_t vmsh_helper_start[], vmsh_helper_end[];
 extern const uint8_t vmsh_toolbox_start[], vmsh_toolbox_end[];
 
 #define SELF_PLACEHOLDER "/@SELF@" /* the library puts the helper's path there */
-
-struct attach_run {
-	struct relay_opts ro;
-	struct relay_result rr;
-	bool relayed;
-	int rc;
-};
 
 static void usage(FILE *out)
 {
@@ -44,8 +43,9 @@ static void usage(FILE *out)
 		"default: vmsh's built-in busybox toolbox) as its root, the guest's root file system at\n"
 		"/var/lib/vmsh, and the guest's /proc, /sys and /dev. It joins the namespaces and cgroup of\n"
 		"guest process GUESTPID (default 1). Interactive when stdin is a terminal (Ctrl-] detaches),\n"
-		"pipes otherwise. Exits with CMD's status; 125 if vmsh itself failed, 127 if CMD was not\n"
-		"found. Nothing of vmsh stays in the guest afterwards.\n");
+		"pipes otherwise. Exits with CMD's status; 127 if CMD was not found, 126 if it could not be\n"
+		"run; 125 for every failure of vmsh itself, usage errors included. Nothing of vmsh stays\n"
+		"in the guest afterwards.\n");
 }
 
 /* The built-in image as a file the block device can serve. */
@@ -67,25 +67,52 @@ static int toolbox_file(char *path, size_t cap, struct vmsh_err *err)
 	return fd;
 }
 
-static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
+/* The helper's command line for the library: what follows argv[0] (the
+ * library sets that), and how many arguments. */
+static int helper_args(const struct relay_opts *ro, const char *id, char *buf, size_t cap, struct session_opts *o)
 {
-	struct attach_run *run = opaque;
-	run->relayed = true;
-	run->ro.gone_fd = session_hypervisor_pidfd(s);
+	int n = relay_helper_argv(ro, SELF_PLACEHOLDER, id, id, buf, cap);
+	if (n < 0) {
+		if (errno == ENOSPC)
+			fprintf(stderr, "vmsh attach: the command line is too long for the guest (%zu bytes at most)\n",
+				cap);
+		else
+			fprintf(stderr, "vmsh attach: cannot pass this command to the guest: %s\n", strerror(errno));
+		return -1;
+	}
+	size_t skip = strlen(buf) + 1;
+	o->helper_args = buf + skip;
+	o->helper_args_len = (size_t)n - skip;
+	o->helper_argc = 0;
+	for (size_t i = 0; i < o->helper_args_len; i++)
+		o->helper_argc += o->helper_args[i] == '\0';
+	return 0;
+}
+
+/* Relay the helper's command; its exit code, or ours if relaying failed. */
+static int relay(struct session *s, struct relay_opts *ro)
+{
+	struct relay_result rr;
 	struct vmsh_err e = { 0 };
-	if (relay_run(con_fd, &run->ro, &run->rr, &e) < 0 || run->rr.outcome > RELAY_SIGNALED) {
+	ro->gone_fd = session_hypervisor_pidfd(s);
+	if (relay_run(session_console_fd(s), ro, &rr, &e) < 0 || rr.outcome > RELAY_SIGNALED) {
 		char safe[ESC_SIZE(sizeof(e.msg))];
 		if (e.msg[0])
 			fprintf(stderr, "vmsh attach: %s\n", esc_str(safe, sizeof(safe), e.msg));
 		else
-			fprintf(stderr, "vmsh attach: %s\n", relay_outcome_name(run->rr.outcome));
+			fprintf(stderr, "vmsh attach: %s\n", relay_outcome_name(rr.outcome));
 	}
-	run->rc = relay_exit_code(&run->rr);
-	(void)err;
-	return 0;
+	return relay_exit_code(&rr);
 }
 
-int cmd_attach(int argc, char **argv)
+struct attach_args {
+	struct relay_opts ro;
+	const char *image;     /* NULL: the built-in toolbox */
+	struct vm_target t;
+};
+
+/* -1: go on; else the exit code (usage, --help) */
+static int parse_args(int argc, char **argv, struct attach_args *a)
 {
 	static const struct option opts[] = {
 		{ "file", required_argument, 0, 'f' },
@@ -93,35 +120,40 @@ int cmd_attach(int argc, char **argv)
 		{ "escape", required_argument, 0, 'e' },
 		{ "pty", no_argument, 0, 'P' },
 		{ "pipe", no_argument, 0, 'p' },
-		{ "timeout", required_argument, 0, 't' },
-		{ "vm-fd", required_argument, 0, 'F' },
+		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
-	struct attach_run run = { .rc = EXIT_VMSH_FAILED };
-	relay_opts_init(&run.ro);
-	const char *image = NULL;
-	struct session_opts o = { .vm_fd = -1, .console = true, .timeout_ms = 10000, .serve = serve, .opaque = &run };
+	*a = (struct attach_args){ .t = { .vm_fd = -1, .timeout_ms = 10000 } };
+	relay_opts_init(&a->ro);
+	uint64_t num;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+f:T:e:Ppt:F:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:T:e:Pph" VM_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
-		case 'f': image = optarg; break;
-		case 'T': run.ro.target = (pid_t)strtol(optarg, NULL, 10); break;
+		case 'f': a->image = optarg; break;
+		case 'T':
+			if (num_option("attach", "--target", optarg, 1, INT_MAX, &num) < 0)
+				return EXIT_VMSH_USAGE;
+			a->ro.target = (pid_t)num;
+			break;
 		case 'e':
 			if (!strcmp(optarg, "none"))
-				run.ro.escape = RELAY_ESCAPE_NONE;
+				a->ro.escape = RELAY_ESCAPE_NONE;
 			else if (optarg[0] == '^' && optarg[1] && !optarg[2])
-				run.ro.escape = optarg[1] & 0x1f;
+				a->ro.escape = optarg[1] & 0x1f;
 			else {
 				fprintf(stderr, "vmsh attach: --escape wants ^X or none\n");
 				return EXIT_VMSH_USAGE;
 			}
 			break;
-		case 'P': run.ro.mode = RELAY_PTY; break;
-		case 'p': run.ro.mode = RELAY_PIPE; break;
-		case 't': o.timeout_ms = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'F': o.vm_fd = atoi(optarg); break;
+		case 'P': a->ro.mode = RELAY_PTY; break;
+		case 'p': a->ro.mode = RELAY_PIPE; break;
+		case OPT_TIMEOUT:
+		case OPT_VM_FD:
+			if (vm_option("attach", c, optarg, &a->t) < 0)
+				return EXIT_VMSH_USAGE;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_VMSH_USAGE;
 		}
@@ -133,56 +165,65 @@ int cmd_attach(int argc, char **argv)
 	const char *target = argv[optind++];
 	if (optind < argc && !strcmp(argv[optind], "--"))
 		optind++;
-	run.ro.cmd = optind < argc ? argv + optind : NULL;
+	a->ro.cmd = optind < argc ? argv + optind : NULL;
+	if (a->image && access(a->image, R_OK) < 0) {
+		fprintf(stderr, "vmsh attach: image %s: %s\n", a->image, strerror(errno));
+		return EXIT_VMSH_USAGE;
+	}
+	int rc = vm_target_resolve("attach", target, &a->t);
+	return rc ? rc : -1;
+}
 
-	struct vmsh_err err = { 0 };
-	if (vm_resolve(target, &o.pid, &err) < 0)
-		return report_error("attach", &err);
-	char id[24], path[64];
+int cmd_attach(int argc, char **argv)
+{
+	/* Every failure of vmsh itself exits 125, whatever it was (the message
+	 * says): any other status is the command's own. */
+	struct attach_args a;
+	int rc = parse_args(argc, argv, &a);
+	if (rc >= 0)
+		return rc == 0 ? 0 : EXIT_VMSH_FAILED;
+
+	/* what the session adds: the image as a read-only disk, a console
+	 * port, and the helper with the command's line */
+	char id[24], args[VMSH_HELPER_ARGV], path[64];
 	snprintf(id, sizeof(id), "vmsh-%d", (int)getpid());
-	o.id = id;
-	int image_fd = -1;
-	if (!image) {
-		if ((image_fd = toolbox_file(path, sizeof(path), &err)) < 0)
-			return report_error("attach", &err);
-		image = path;
-	} else if (access(image, R_OK) < 0) {
-		fprintf(stderr, "vmsh attach: image %s: %s\n", image, strerror(errno));
-		return EXIT_VMSH_USAGE;
+	struct session_opts o = { .id = id, .console = true, .disk = a.image, .disk_ro = true,
+				  .timeout_ms = a.t.timeout_ms, .helper = vmsh_helper_start,
+				  .helper_len = (size_t)(vmsh_helper_end - vmsh_helper_start) };
+	if (helper_args(&a.ro, id, args, sizeof(args), &o) < 0)
+		return EXIT_VMSH_FAILED;
+	struct vmsh_err err = { 0 };
+	_cleanup_close_ int image_fd = -1;
+	if (!o.disk) {
+		if ((image_fd = toolbox_file(path, sizeof(path), &err)) < 0) {
+			report_error("attach", &err);
+			return EXIT_VMSH_FAILED;
+		}
+		o.disk = path;
 	}
-	o.disk = image;
-	o.disk_ro = true;
-	char args[VMSH_HELPER_ARGV];
-	int n = relay_helper_argv(&run.ro, SELF_PLACEHOLDER, id, id, args, sizeof(args));
-	if (n < 0) {
-		if (errno == ENOSPC)
-			fprintf(stderr, "vmsh attach: the command line is too long for the guest (%zu bytes at most)\n",
-				sizeof(args));
-		else
-			fprintf(stderr, "vmsh attach: cannot pass this command to the guest: %s\n", strerror(errno));
-		if (image_fd >= 0)
-			close(image_fd);
-		return EXIT_VMSH_USAGE;
-	}
-	/* argv[0] is the library's to set */
-	size_t skip = strlen(args) + 1;
-	o.helper_args = args + skip;
-	o.helper_args_len = (size_t)n - skip;
-	o.helper_argc = 0;
-	for (size_t i = 0; i < o.helper_args_len; i++)
-		o.helper_argc += o.helper_args[i] == '\0';
-	o.helper = vmsh_helper_start;
-	o.helper_len = (size_t)(vmsh_helper_end - vmsh_helper_start);
 
-	struct session_stats st;
-	int rc = session_run(&o, &st, &err);
-	if (image_fd >= 0)
-		close(image_fd);
+	/* Terminating signals wait until the guest is left as it was: the
+	 * relay takes them (signalfd), the session's removal always runs. */
+	sigset_t old;
+	term_signals_block(&old);
+	/* 1. the VM and its kernel */
+	struct vm vm;
+	struct session_stats st = { 0 };
+	struct session *s = NULL;
+	if (vm_open_guest(&vm, a.t.pid, a.t.vm_fd, &err) == 0)
+		/* 2. the devices, the helper and its command in the guest */
+		s = session_open(&vm, &o, &st, &err);
+	bool opened = s != NULL;
+	if (opened)
+		/* 3. the command's input and output, until it ends */
+		rc = relay(s, &a.ro);
+	else
+		report_error("attach", &err);
+	/* 4. nothing of vmsh left in the guest or the hypervisor */
+	session_close(s);
+	vm_close(&vm);
+	term_signals_restore(&old);
 	log_verbose("attach: set-up %.0f ms (%.0f ms traced, %lu register writes trapped), removed in %.0f ms",
 		    st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped, st.teardown_ns / 1e6);
-	if (rc < 0) {
-		report_error("attach", &err);
-		return EXIT_VMSH_FAILED;
-	}
-	return run.relayed ? run.rc : EXIT_VMSH_FAILED;
+	return opened ? rc : EXIT_VMSH_FAILED;
 }

@@ -3,12 +3,12 @@
  *
  * Only RAM the memory map ties to a hypervisor mapping is dumped (the ranges
  * inspect marks verified); holes and device memory are left out.  The guest's
- * kernel is found first (inspect), which gives the KASLR offset and phys_base
+ * kernel is found first (core/vm.h), which gives the KASLR offset and phys_base
  * for the VMCOREINFO note crash reads.
  *
  *   --stop   the vCPUs stay stopped from the register read to the last byte:
  *            a consistent image, the VM paused for the whole copy
- *   --live   registers read in inspect's brief stop, memory copied while the
+ *   --live   registers read in vm_open's brief stop, memory copied while the
  *            guest runs: a stop of milliseconds, but memory changes during
  *            the copy (say so when reading the dump) */
 #include <errno.h>
@@ -23,9 +23,10 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
-#include "cli/inspect.h"
+#include "cli/options.h"
 #include "cli/vmlist.h"
 #include "common/clock.h"
+#include "core/vm.h"
 #include "guest/elfcore.h"
 #include "tracer/tracer.h"
 
@@ -85,7 +86,7 @@ static void release_of(const struct guest_kernel *k, char *out, size_t cap)
 
 /* kdump's VMCOREINFO text, from what vmsh found: crash takes the KASLR
  * offset and phys_base from it. */
-static void vmcoreinfo(const struct inspect_result *res, const char *release, char *out, size_t cap)
+static void vmcoreinfo(const struct vm_info *res, const char *release, char *out, size_t cap)
 {
 	const struct guest_kernel *k = &res->kernel;
 	/* __pa_symbol(x) = x - __START_KERNEL_map + phys_base, printed signed
@@ -99,7 +100,7 @@ static void vmcoreinfo(const struct inspect_result *res, const char *release, ch
 
 /* The kernel's direct map base (page_offset_base, randomized with KASLR);
  * guest data, used only to label the dump's virtual addresses. */
-static uint64_t direct_map_base(struct inspect_result *res)
+static uint64_t direct_map_base(struct vm_info *res)
 {
 	uint64_t va, base = 0;
 	if (ksymtab_lookup(&res->kernel.ksyms, "page_offset_base", &va) == 0 &&
@@ -110,7 +111,7 @@ static uint64_t direct_map_base(struct inspect_result *res)
 }
 
 /* Verified RAM ranges, page-aligned and sorted (guest_mem keeps them sorted). */
-static size_t segments(struct inspect_result *res, struct core_segment *segs, size_t cap, size_t *skipped)
+static size_t segments(struct vm_info *res, struct core_segment *segs, size_t cap, size_t *skipped)
 {
 	uint64_t dm = direct_map_base(res);
 	size_t n = 0;
@@ -129,7 +130,7 @@ static size_t segments(struct inspect_result *res, struct core_segment *segs, si
 	return n;
 }
 
-static int write_core(struct dump_run *run, struct inspect_result *res, const struct core_vcpu *vcpus, size_t nv,
+static int write_core(struct dump_run *run, struct vm_info *res, const struct core_vcpu *vcpus, size_t nv,
 		      struct vmsh_err *err)
 {
 	struct core_segment segs[64];
@@ -151,7 +152,7 @@ static int write_core(struct dump_run *run, struct inspect_result *res, const st
 	return core_write(run->fd, &co, &run->st, err);
 }
 
-static void vcpus_of(const struct inspect_result *res, struct core_vcpu *out, size_t *n)
+static void vcpus_of(const struct vm_info *res, struct core_vcpu *out, size_t *n)
 {
 	*n = 0;
 	for (size_t i = 0; i < res->n_vcpus; i++)
@@ -160,13 +161,16 @@ static void vcpus_of(const struct inspect_result *res, struct core_vcpu *out, si
 							  .sregs = res->vcpus[i].st.sregs };
 }
 
-/* --stop: inside the attachment, every hypervisor thread stopped again,
- * registers read afresh, then the whole copy. */
-static int dump_stopped(struct kvm_vm *vm, struct inspect_result *res, void *opaque, struct vmsh_err *err)
+/* --stop: the hypervisor held again, every thread of it stopped, registers
+ * read afresh, then the whole copy. */
+static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err)
 {
-	struct dump_run *run = opaque;
+	struct kvm_vm *vm = &v->kvm;
+	struct vm_info *res = &v->info;
 	if (!res->kernel_ok)
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
+	if (vm_hold(v, err) < 0)
+		return -1;
 	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
 	if (!vc)
 		return vmsh_error(err, ENOMEM, "coredump");
@@ -190,12 +194,30 @@ static int dump_stopped(struct kvm_vm *vm, struct inspect_result *res, void *opa
 	return rc;
 }
 
+/* --live: the registers of vm_open's brief stop, memory copied while the
+ * guest runs. */
+static int dump_live(struct dump_run *run, struct vm *v, struct vmsh_err *err)
+{
+	struct vm_info *res = &v->info;
+	if (!res->kernel_ok)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
+	struct core_vcpu *vc = calloc(res->n_vcpus ? res->n_vcpus : 1, sizeof(*vc));
+	if (!vc)
+		return vmsh_error(err, ENOMEM, "coredump");
+	size_t nv = 0;
+	vcpus_of(res, vc, &nv);
+	int rc = write_core(run, res, vc, nv, err);
+	free(vc);
+	run->stopped_ns = res->stopped_ns;
+	return rc;
+}
+
 static int default_path(pid_t pid, char *out, size_t cap)
 {
-	struct vm_info vi;
+	struct vm_entry vi;
 	struct vmsh_err e = { 0 };
 	char name[128] = "";
-	if (vm_info_get(pid, &vi, &e) == 0 && vi.name[0]) {
+	if (vm_entry_get(pid, &vi, &e) == 0 && vi.name[0]) {
 		size_t j = 0;
 		for (size_t i = 0; vi.name[i] && j + 1 < sizeof(name); i++) {
 			char c = vi.name[i];
@@ -234,20 +256,23 @@ int cmd_coredump(int argc, char **argv)
 		{ "stop", no_argument, 0, 's' },
 		{ "live", no_argument, 0, 'l' },
 		{ "force", no_argument, 0, 'F' },
-		{ "vm-fd", required_argument, 0, 'f' },
+		VM_FD_OPTION,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
 	struct dump_run run = { .stop = true, .fd = -1 };
-	struct inspect_opts o = { .vm_fd = -1 };
+	struct vm_target t = { .vm_fd = -1 };
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "slFf:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "slFh" VM_FD_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
 		case 's': run.stop = true; break;
 		case 'l': run.stop = false; break;
 		case 'F': run.force = true; break;
-		case 'f': o.vm_fd = atoi(optarg); break;
+		case OPT_VM_FD:
+			if (vm_option("coredump", c, optarg, &t) < 0)
+				return EXIT_VMSH_USAGE;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_VMSH_USAGE;
 		}
@@ -256,13 +281,14 @@ int cmd_coredump(int argc, char **argv)
 		usage(stderr);
 		return EXIT_VMSH_USAGE;
 	}
+	int code = vm_target_resolve("coredump", argv[optind], &t);
+	if (code)
+		return code;
 	struct vmsh_err err = { 0 };
-	if (vm_resolve(argv[optind], &o.pid, &err) < 0)
-		return report_error("coredump", &err);
 	char path[4096], tmp[4200] = "";
 	if (optind == argc - 2)
 		snprintf(path, sizeof(path), "%s", argv[optind + 1]);
-	else if (default_path(o.pid, path, sizeof(path)) < 0)
+	else if (default_path(t.pid, path, sizeof(path)) < 0)
 		return EXIT_VMSH_FAILED;
 	bool to_stdout = !strcmp(path, "-");
 	if (to_stdout && isatty(STDOUT_FILENO)) {
@@ -281,30 +307,12 @@ int cmd_coredump(int argc, char **argv)
 		return report_error("coredump", &err);
 
 	uint64_t t0 = now_ns();
-	struct inspect_result r;
-	int rc = 0;
-	if (run.stop) {
-		o.while_attached = dump_stopped;
-		o.opaque = &run;
-	}
-	if (inspect_vm(&o, &r, &err) < 0) {
-		rc = -1;
-	} else if (!run.stop) {
-		if (!r.kernel_ok) {
-			rc = vmsh_error_kind(&err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", r.kernel_error);
-		} else {
-			struct core_vcpu *vc = calloc(r.n_vcpus ? r.n_vcpus : 1, sizeof(*vc));
-			size_t nv = 0;
-			if (!vc) {
-				rc = vmsh_error(&err, ENOMEM, "coredump");
-			} else {
-				vcpus_of(&r, vc, &nv);
-				rc = write_core(&run, &r, vc, nv, &err);
-				free(vc);
-			}
-			run.stopped_ns = r.stopped_ns;
-		}
-	}
+	struct vm vm;
+	int rc = vm_open_guest(&vm, t.pid, t.vm_fd, &err);
+	if (rc == 0)
+		rc = run.stop ? dump_stopped(&run, &vm, &err) : dump_live(&run, &vm, &err);
+	vm_detach(&vm);
+	const struct vm_info *r = &vm.info;
 	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || rename(tmp, path) < 0))
 		rc = vmsh_error(&err, errno, "write %s", path);
 	if (!to_stdout) {
@@ -313,22 +321,21 @@ int cmd_coredump(int argc, char **argv)
 			unlink(tmp);
 	}
 	if (rc < 0) {
-		int code = report_error("coredump", &err);
-		inspect_result_free(&r);
-		return code;
+		vm_close(&vm);
+		return report_error("coredump", &err);
 	}
 	char release[128];
-	release_of(&r.kernel, release, sizeof(release));
+	release_of(&r->kernel, release, sizeof(release));
 	fprintf(stderr,
 		"vmsh coredump: %s: %llu MiB of guest RAM in %zu ranges (%llu MiB of zero pages as holes), %zu vCPUs, "
 		"Linux %s; VM stopped %.1f ms (%s), %.1f s in all\n",
 		to_stdout ? "standard output" : path, (unsigned long long)(run.st.ram_bytes >> 20), run.n_segs,
-		(unsigned long long)(run.st.zero_bytes >> 20), r.n_vcpus, release, run.stopped_ns / 1e6,
+		(unsigned long long)(run.st.zero_bytes >> 20), r->n_vcpus, release, run.stopped_ns / 1e6,
 		run.stop ? "for the whole copy" : "live copy: memory may have changed during it",
 		(now_ns() - t0) / 1e9);
 	if (run.n_skipped)
 		fprintf(stderr, "vmsh coredump: %zu memory ranges left out: not located in the hypervisor\n",
 			run.n_skipped);
-	inspect_result_free(&r);
+	vm_close(&vm);
 	return 0;
 }

@@ -7,10 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/escape.h"
 #include "cli/commands.h"
-#include "cli/inspect.h"
-#include "cli/vmlist.h"
+#include "cli/options.h"
+#include "core/vm.h"
 
 static void usage(FILE *out)
 {
@@ -24,6 +25,20 @@ static void usage(FILE *out)
 		"  -s, --symbol N  print the address of exported kernel symbol N (repeatable)\n");
 }
 
+/* The --symbol names and what the guest kernel's table says of them. */
+struct symbols {
+	const char **symbols;
+	size_t n_symbols;
+	uint64_t *values;
+	bool *found;
+};
+
+static void look_up(struct symbols *o, const struct vm_info *r)
+{
+	for (size_t i = 0; i < o->n_symbols; i++)
+		o->found[i] = r->ksyms_ok && ksymtab_lookup(&r->kernel.ksyms, o->symbols[i], &o->values[i]) == 0;
+}
+
 static json_object *hex(uint64_t v)
 {
 	char b[24];
@@ -31,18 +46,18 @@ static json_object *hex(uint64_t v)
 	return json_object_new_string(b);
 }
 
-static int cpl_of(const struct inspect_vcpu *v)
+static int cpl_of(const struct vm_vcpu *v)
 {
 	return v->st.sregs.ss.dpl & 3;
 }
 
-static const char *paging_of_vcpu(const struct inspect_vcpu *v)
+static const char *paging_of_vcpu(const struct vm_vcpu *v)
 {
 	struct cpu_paging c = { .cr0 = v->st.sregs.cr0, .cr3 = v->st.sregs.cr3, .cr4 = v->st.sregs.cr4, .efer = v->st.sregs.efer };
 	return paging_mode_name(paging_mode_of(&c));
 }
 
-static json_object *json_result(const struct inspect_opts *o, const struct inspect_result *r)
+static json_object *json_result(const struct symbols *o, const struct vm_info *r)
 {
 	json_object *root = json_object_new_object();
 	json_object_object_add(root, "pid", json_object_new_int(r->pid));
@@ -59,7 +74,7 @@ static json_object *json_result(const struct inspect_opts *o, const struct inspe
 
 	json_object *vcpus = json_object_new_array();
 	for (size_t i = 0; i < r->n_vcpus; i++) {
-		const struct inspect_vcpu *v = &r->vcpus[i];
+		const struct vm_vcpu *v = &r->vcpus[i];
 		json_object *j = json_object_new_object();
 		json_object_object_add(j, "index", json_object_new_int(v->index));
 		json_object_object_add(j, "fd", json_object_new_int(v->fd));
@@ -149,7 +164,7 @@ static json_object *json_result(const struct inspect_opts *o, const struct inspe
 
 	json_object *syms = json_object_new_object();
 	for (size_t i = 0; i < o->n_symbols; i++)
-		json_object_object_add(syms, o->symbols[i], r->sym_found[i] ? hex(r->sym_values[i]) : NULL);
+		json_object_object_add(syms, o->symbols[i], o->found[i] ? hex(o->values[i]) : NULL);
 	json_object_object_add(root, "symbols", syms);
 	return root;
 }
@@ -165,14 +180,14 @@ static const char *safe(const char *s)
 	return esc_str(b, sizeof(ring[0]), s);
 }
 
-static void print_text(const struct inspect_opts *o, const struct inspect_result *r)
+static void print_text(const struct symbols *o, const struct vm_info *r)
 {
 	printf("process %d (%s), VM fd %d\n", r->pid, safe(r->exe), r->vm_fd);
 	printf("vCPUs stopped %.3f ms of %.1f ms total (hypervisor thread held %.1f ms, %llu injected syscalls)\n",
 	       r->stopped_ns / 1e6, r->total_ns / 1e6, r->attached_ns / 1e6, (unsigned long long)r->injected_syscalls);
 	printf("\nvCPUs:\n");
 	for (size_t i = 0; i < r->n_vcpus; i++) {
-		const struct inspect_vcpu *v = &r->vcpus[i];
+		const struct vm_vcpu *v = &r->vcpus[i];
 		if (!v->ok) {
 			printf("  %d: %s\n", v->index, safe(v->error));
 			continue;
@@ -223,8 +238,8 @@ static void print_text(const struct inspect_opts *o, const struct inspect_result
 	else
 		printf("  exported symbols: %s\n", safe(r->kernel_error));
 	for (size_t i = 0; i < o->n_symbols; i++) {
-		if (r->sym_found[i])
-			printf("  %016llx %s\n", (unsigned long long)r->sym_values[i], safe(o->symbols[i]));
+		if (o->found[i])
+			printf("  %016llx %s\n", (unsigned long long)o->values[i], safe(o->symbols[i]));
 		else
 			printf("  %16s %s (not exported)\n", "-", safe(o->symbols[i]));
 	}
@@ -234,53 +249,62 @@ int cmd_inspect(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' },
-		{ "vm-fd", required_argument, 0, 'f' },
+		VM_FD_OPTION,
 		{ "symbol", required_argument, 0, 's' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
-	struct inspect_opts o = { .vm_fd = -1 };
-	const char **syms = calloc(argc + 1, sizeof(*syms));
+	struct vm_target t = { .vm_fd = -1 };
+	_cleanup_free_ const char **syms = calloc((size_t)argc + 1, sizeof(*syms));
+	_cleanup_free_ uint64_t *values = calloc((size_t)argc + 1, sizeof(*values));
+	_cleanup_free_ bool *found = calloc((size_t)argc + 1, sizeof(*found));
+	struct symbols o = { .symbols = syms, .values = values, .found = found };
 	int json = 0, c;
-	if (!syms)
+	if (!syms || !values || !found)
 		return EXIT_VMSH_FAILED;
-	o.symbols = syms;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "jf:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "js:h" VM_FD_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = 1; break;
-		case 'f': o.vm_fd = atoi(optarg); break;
+		case OPT_VM_FD:
+			if (vm_option("inspect", c, optarg, &t) < 0)
+				return EXIT_VMSH_USAGE;
+			break;
 		case 's': syms[o.n_symbols++] = optarg; break;
-		case 'h': usage(stdout); free(syms); return 0;
-		default: usage(stderr); free(syms); return EXIT_VMSH_USAGE;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_VMSH_USAGE;
 		}
 	}
 	if (optind != argc - 1) {
 		usage(stderr);
-		free(syms);
 		return EXIT_VMSH_USAGE;
 	}
+	int rc = vm_target_resolve("inspect", argv[optind], &t);
+	if (rc)
+		return rc;
+	/* registers and slot ids with the hypervisor held, the rest read from
+	 * the outside once it is let go */
 	struct vmsh_err err = { 0 };
-	if (vm_resolve(argv[optind], &o.pid, &err) < 0) {
-		free(syms);
-		return report_error("inspect", &err);
-	}
-	struct inspect_result r;
-	int rc = 0;
-	if (inspect_vm(&o, &r, &err) < 0) {
+	struct vm vm;
+	if (vm_open(&vm, t.pid, t.vm_fd, &err) < 0) {
 		rc = report_error("inspect", &err);
-	} else if (json) {
-		json_object *j = json_result(&o, &r);
+		vm_close(&vm);
+		return rc;
+	}
+	vm_detach(&vm);
+	vm_find_kernel(&vm);
+	look_up(&o, &vm.info);
+	if (json) {
+		json_object *j = json_result(&o, &vm.info);
 		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(j);
 	} else {
-		print_text(&o, &r);
+		print_text(&o, &vm.info);
 	}
-	if (rc == 0 && !r.kernel_ok) {
-		fprintf(stderr, "vmsh inspect: guest kernel not found: %s\n", safe(r.kernel_error));
+	if (!vm.info.kernel_ok) {
+		fprintf(stderr, "vmsh inspect: guest kernel not found: %s\n", safe(vm.info.kernel_error));
 		rc = EXIT_VMSH_NOKERNEL;
 	}
-	inspect_result_free(&r);
-	free(syms);
+	vm_close(&vm);
 	return rc;
 }

@@ -34,7 +34,7 @@ int cmd_list(int argc, char **argv)
 		}
 	}
 	struct vmsh_err err = { 0 };
-	struct vm_info *vms;
+	struct vm_entry *vms;
 	size_t n;
 	if (vm_list(&vms, &n, &err) < 0)
 		return report_error("list", &err);

@@ -14,15 +14,12 @@
 
 #include "cli/commands.h"
 #include "cli/console_socket.h"
-#include "cli/session.h"
-#include "cli/vmlist.h"
+#include "cli/options.h"
 #include "common/cleanup.h"
 #include "common/log.h"
-
-struct serve_opts {
-	const char *socket_path;
-	pid_t pid;
-};
+#include "common/signals.h"
+#include "core/session.h"
+#include "core/vm.h"
 
 static void usage(FILE *out)
 {
@@ -36,35 +33,33 @@ static void usage(FILE *out)
 		     "The hypervisor is traced only while the guest's drivers set the devices up.\n");
 }
 
-static int serve(struct session *s, int con_fd, void *opaque, struct vmsh_err *err)
+/* Serve until a terminating signal (blocked since before the VM was
+ * opened: taken here) or until the hypervisor exits. */
+static int serve(struct session *s, const char *socket_path, pid_t pid, struct vmsh_err *err)
 {
-	struct serve_opts *so = opaque;
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	term_signals(&set);
 	_cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0)
 		return vmsh_error(err, errno, "signalfd");
+	int con_fd = session_console_fd(s);
 	_cleanup_close_ int lfd = -1;
 	struct sock_file sf;
-	if (so->socket_path && con_fd >= 0 && (lfd = console_socket_listen(so->socket_path, &sf, err)) < 0)
+	if (socket_path && con_fd >= 0 && (lfd = console_socket_listen(socket_path, &sf, err)) < 0)
 		return -1;
 	printf("vmsh serve: ready\n");
 	fflush(stdout);
 	int rc = console_socket_serve(sfd, session_hypervisor_pidfd(s), lfd, con_fd, err);
 	if (rc == 1)
 		rc = vmsh_error(err, ESRCH, "the hypervisor (process %d) exited: the VM and vmsh's devices are gone",
-				(int)so->pid);
+				(int)pid);
 	else if (rc == 0) {
 		struct signalfd_siginfo si;
 		if (read(sfd, &si, sizeof(si)) == sizeof(si))
 			log_verbose("signal %u: removing the devices", si.ssi_signo);
 	}
-	if (so->socket_path && lfd >= 0)
-		console_socket_unlink(so->socket_path, &sf);
+	if (socket_path && lfd >= 0)
+		console_socket_unlink(socket_path, &sf);
 	return rc;
 }
 
@@ -75,26 +70,28 @@ int cmd_serve(int argc, char **argv)
 		{ "id", required_argument, 0, 'i' },
 		{ "no-console", no_argument, 0, 'n' },
 		{ "console-socket", required_argument, 0, 's' },
-		{ "timeout", required_argument, 0, 't' },
-		{ "vm-fd", required_argument, 0, 'f' },
+		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
 	char id[32];
 	snprintf(id, sizeof(id), "vmsh-%d", (int)getpid());
-	struct serve_opts so = { 0 };
-	struct session_opts o = { .vm_fd = -1, .id = id, .console = true, .timeout_ms = 10000, .serve = serve,
-				  .opaque = &so };
+	struct session_opts o = { .id = id, .console = true };
+	struct vm_target t = { .vm_fd = -1, .timeout_ms = 10000 };
+	const char *socket_path = NULL;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "ri:ns:t:f:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ri:ns:h" VM_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
 		case 'r': o.disk_ro = true; break;
 		case 'i': o.id = optarg; break;
 		case 'n': o.console = false; break;
-		case 's': so.socket_path = optarg; break;
-		case 't': o.timeout_ms = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'f': o.vm_fd = atoi(optarg); break;
+		case 's': socket_path = optarg; break;
+		case OPT_TIMEOUT:
+		case OPT_VM_FD:
+			if (vm_option("serve", c, optarg, &t) < 0)
+				return EXIT_VMSH_USAGE;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_VMSH_USAGE;
 		}
@@ -104,12 +101,23 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_VMSH_USAGE;
 	}
 	o.disk = argv[optind + 1];
+	o.timeout_ms = t.timeout_ms;
+	int rc = vm_target_resolve("serve", argv[optind], &t);
+	if (rc)
+		return rc;
+
+	sigset_t old;
+	term_signals_block(&old);
 	struct vmsh_err err = { 0 };
-	if (vm_resolve(argv[optind], &o.pid, &err) < 0)
-		return report_error("serve", &err);
-	so.pid = o.pid;
-	struct session_stats st;
-	int rc = session_run(&o, &st, &err);
+	struct vm vm;
+	struct session_stats st = { 0 };
+	struct session *s = NULL;
+	if (vm_open_guest(&vm, t.pid, t.vm_fd, &err) == 0)
+		s = session_open(&vm, &o, &st, &err);
+	rc = s ? serve(s, socket_path, t.pid, &err) : -1;
+	session_close(s);
+	vm_close(&vm);
+	term_signals_restore(&old);
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "

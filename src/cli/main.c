@@ -35,8 +35,13 @@ static void usage(FILE *out)
 	fprintf(out, "\nglobal options:\n"
 		     "  -v, --verbose  more diagnostics (twice: debug)\n"
 		     "  -q, --quiet    only errors\n"
-		     "  -h, --help     this help; 'vmsh COMMAND --help' for a command\n");
+		     "  -h, --help     this help; 'vmsh COMMAND --help' for a command\n"
+		     "  --version      vmsh's version\n");
 }
+
+#ifndef VMSH_VERSION
+#define VMSH_VERSION "unknown"
+#endif
 
 static pid_t guarded_child;
 
@@ -102,6 +107,9 @@ int main(int argc, char **argv)
 			level = LOG_QUIET;
 		else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--version")) {
+			printf("vmsh %s\n", VMSH_VERSION);
 			return 0;
 		} else {
 			fprintf(stderr, "vmsh: unknown option '%s'\n", a);

@@ -71,7 +71,7 @@ void parse_qemu_name(const char *s, char *out, size_t len)
 	}
 }
 
-static void info_from_cmdline(pid_t pid, struct vm_info *vi)
+static void info_from_cmdline(pid_t pid, struct vm_entry *vi)
 {
 	char *buf;
 	char **argv;
@@ -122,7 +122,7 @@ static uid_t owner_of(pid_t pid)
 	return uid;
 }
 
-int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err)
+int vm_entry_get(pid_t pid, struct vm_entry *vi, struct vmsh_err *err)
 {
 	memset(vi, 0, sizeof(*vi));
 	vi->pid = pid;
@@ -144,13 +144,13 @@ int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err)
 	return 0;
 }
 
-int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err)
+int vm_list(struct vm_entry **out, size_t *n, struct vmsh_err *err)
 {
 	DIR *d = opendir("/proc");
 	if (!d)
 		return vmsh_error(err, errno, "open /proc");
 	size_t cap = 8, cnt = 0;
-	struct vm_info *v = malloc(cap * sizeof(*v));
+	struct vm_entry *v = malloc(cap * sizeof(*v));
 	struct dirent *de;
 	pid_t self = getpid();
 	while (v && (de = readdir(d))) {
@@ -159,14 +159,14 @@ int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err)
 		if (*end || pid <= 0 || pid == self)
 			continue;
 		if (cnt == cap) {
-			struct vm_info *nv = realloc(v, cap * 2 * sizeof(*v));
+			struct vm_entry *nv = realloc(v, cap * 2 * sizeof(*v));
 			if (!nv)
 				break;
 			v = nv;
 			cap *= 2;
 		}
 		struct vmsh_err e = { 0 };
-		if (vm_info_get((pid_t)pid, &v[cnt], &e) == 0)
+		if (vm_entry_get((pid_t)pid, &v[cnt], &e) == 0)
 			cnt++;
 	}
 	closedir(d);
@@ -189,7 +189,7 @@ int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
 		*pid = (pid_t)v;
 		return 0;
 	}
-	struct vm_info *vms;
+	struct vm_entry *vms;
 	size_t n;
 	if (vm_list(&vms, &n, err) < 0)
 		return -1;

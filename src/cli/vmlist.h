@@ -8,7 +8,7 @@
 
 #include "common/err.h"
 
-struct vm_info {
+struct vm_entry {
 	pid_t pid;
 	uid_t uid;            /* real uid of the process: who started the VM */
 	char exe[256];
@@ -21,9 +21,9 @@ struct vm_info {
 
 /* Describe one process (without stopping it). 0 if it has a KVM VM, 1 if
  * not, -1 on error. */
-int vm_info_get(pid_t pid, struct vm_info *vi, struct vmsh_err *err);
+int vm_entry_get(pid_t pid, struct vm_entry *vi, struct vmsh_err *err);
 /* All processes with a KVM VM. */
-int vm_list(struct vm_info **out, size_t *n, struct vmsh_err *err);
+int vm_list(struct vm_entry **out, size_t *n, struct vmsh_err *err);
 /* PID or VM name to a PID. A name is chosen by whoever started the VM: one
  * that leads to a process of a non-root user other than the caller is
  * refused (the caller gives the PID to mean it). */

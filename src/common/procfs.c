@@ -50,74 +50,72 @@ int procfs_read_file(const char *path, char **out, size_t *len, struct vmsh_err 
 	return 0;
 }
 
-static int cmp_pid(const void *a, const void *b)
+static int cmp_int(const void *a, const void *b)
 {
-	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+	int x = *(const int *)a, y = *(const int *)b;
 	return (x > y) - (x < y);
 }
 
-int procfs_list_tasks(pid_t pid, pid_t **tids, size_t *n, struct vmsh_err *err)
+/* The numeric entries of a /proc directory (tasks, fds), sorted. */
+static int numeric_entries(const char *path, int **out, size_t *n, struct vmsh_err *err)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
 	DIR *d = opendir(path);
 	if (!d)
 		return vmsh_error(err, errno, "open '%s'", path);
 	size_t cap = 16, cnt = 0;
-	pid_t *v = malloc(cap * sizeof(*v));
+	int *v = malloc(cap * sizeof(*v));
 	struct dirent *de;
 	while (v && (de = readdir(d))) {
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
 		if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0)
 			break;
-		v[cnt++] = (pid_t)atoi(de->d_name);
+		v[cnt++] = atoi(de->d_name);
 	}
 	closedir(d);
 	if (!v)
 		return vmsh_error(err, ENOMEM, "list '%s'", path);
-	qsort(v, cnt, sizeof(*v), cmp_pid);
-	*tids = v;
+	qsort(v, cnt, sizeof(*v), cmp_int);
+	*out = v;
 	*n = cnt;
 	return 0;
 }
 
-static int cmp_fd(const void *a, const void *b)
+int procfs_list_tasks(pid_t pid, pid_t **tids, size_t *n, struct vmsh_err *err)
 {
-	const struct proc_fd *x = a, *y = b;
-	return (x->fd > y->fd) - (x->fd < y->fd);
+	_Static_assert(sizeof(pid_t) == sizeof(int), "pid_t is an int");
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	return numeric_entries(path, (int **)tids, n, err);
 }
 
 int procfs_list_fds(pid_t pid, struct proc_fd **fds, size_t *n, struct vmsh_err *err)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-	DIR *d = opendir(path);
-	if (!d)
-		return vmsh_error(err, errno, "open '%s'", path);
-	size_t cap = 64, cnt = 0;
-	struct proc_fd *v = malloc(cap * sizeof(*v));
-	struct dirent *de;
-	while (v && (de = readdir(d))) {
-		if (de->d_name[0] < '0' || de->d_name[0] > '9')
-			continue;
-		if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0)
-			break;
-		char lpath[384];
-		snprintf(lpath, sizeof(lpath), "%s/%s", path, de->d_name);
-		ssize_t l = readlink(lpath, v[cnt].target, sizeof(v[cnt].target) - 1);
+	int *nums;
+	size_t cnt;
+	if (numeric_entries(path, &nums, &cnt, err) < 0)
+		return -1;
+	struct proc_fd *v = calloc(cnt ? cnt : 1, sizeof(*v));
+	if (!v) {
+		free(nums);
+		return vmsh_error(err, ENOMEM, "list '%s'", path);
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < cnt; i++) {
+		char lpath[96];
+		snprintf(lpath, sizeof(lpath), "%s/%d", path, nums[i]);
+		ssize_t l = readlink(lpath, v[k].target, sizeof(v[k].target) - 1);
 		if (l < 0)
 			continue; /* fd closed meanwhile */
-		v[cnt].target[l] = '\0';
-		v[cnt].fd = atoi(de->d_name);
-		cnt++;
+		v[k].target[l] = '\0';
+		v[k].fd = nums[i];
+		k++;
 	}
-	closedir(d);
-	if (!v)
-		return vmsh_error(err, ENOMEM, "list '%s'", path);
-	qsort(v, cnt, sizeof(*v), cmp_fd);
+	free(nums);
 	*fds = v;
-	*n = cnt;
+	*n = k;
 	return 0;
 }
 

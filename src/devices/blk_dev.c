@@ -9,7 +9,7 @@
 static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *c)
 {
 	uint8_t status;
-	int64_t written = blk_handle(d->kind_data, &d->mem, c, &status);
+	int64_t written = virtio_blk_handle(d->kind_data, &d->mem, c, &status);
 	if (written < 0) {
 		vq->broken = true;
 		snprintf(vq->why, sizeof(vq->why), "request %u has no status byte", c->head);
@@ -63,8 +63,8 @@ static const struct vdev_kind blk_kind = { .name = "virtio-blk", .process = blk_
 
 void blk_dev_init(struct vdev *d, struct blk_disk *disk, const struct vq_mem *mem, uint8_t *page, uint64_t gpa)
 {
-	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, blk_features(disk), 1, BLK_QUEUE_SIZE, mem, page, gpa);
+	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, virtio_blk_features(disk), 1, BLK_QUEUE_SIZE, mem, page, gpa);
 	uint8_t cfg[64];
-	size_t n = blk_config(disk, cfg, sizeof(cfg));
+	size_t n = virtio_blk_config(disk, cfg, sizeof(cfg));
 	vdev_set_config(d, cfg, n, false);
 }

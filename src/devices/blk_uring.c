@@ -181,15 +181,22 @@ static int be_flush(void *opaque)
 	return res < 0 ? res : 0;
 }
 
-static int be_discard(void *opaque, uint64_t off, uint64_t len)
+/* A discard or write-zeroes range: 1 to go on, else what to return. */
+static int may_change(const struct blk_uring *u, uint64_t off, uint64_t len)
 {
-	struct blk_uring *u = opaque;
 	if (u->read_only)
 		return -EROFS;
 	if (!in_disk(u, off, len))
 		return -EINVAL;
-	if (len == 0)
-		return 0;
+	return len ? 1 : 0;
+}
+
+static int be_discard(void *opaque, uint64_t off, uint64_t len)
+{
+	struct blk_uring *u = opaque;
+	int ok = may_change(u, off, len);
+	if (ok <= 0)
+		return ok;
 	if (u->is_blockdev) {
 		uint64_t range[2] = { off, len };
 		return ioctl(u->fd, BLKDISCARD, range) < 0 ? -errno : 0;
@@ -218,12 +225,9 @@ static bool unsupported(int e)
 static int be_write_zeroes(void *opaque, uint64_t off, uint64_t len)
 {
 	struct blk_uring *u = opaque;
-	if (u->read_only)
-		return -EROFS;
-	if (!in_disk(u, off, len))
-		return -EINVAL;
-	if (len == 0)
-		return 0;
+	int ok = may_change(u, off, len);
+	if (ok <= 0)
+		return ok;
 	int rc;
 	if (u->is_blockdev) {
 		uint64_t range[2] = { off, len };

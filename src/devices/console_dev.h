@@ -26,7 +26,11 @@ int console_dev_init(struct console_dev *c, const char *port_name, int fd, const
 		     uint64_t gpa, struct vmsh_err *err);
 /* Serve fd from the server's thread. */
 int console_dev_watch(struct console_dev *c, struct dev_server *srv, struct vmsh_err *err);
-/* The terminal's size, for VIRTIO_CONSOLE_F_SIZE (config space). */
+/* Put a size into config space (VIRTIO_CONSOLE_F_SIZE) and raise the
+ * config interrupt. vmsh attach does not call it: the terminal's size
+ * reaches the command's pty through the helper protocol (relay/relay.h);
+ * the virtio_mmio fuzz target drives it to keep the config-change path
+ * exercised. */
 void console_dev_set_size(struct console_dev *c, uint16_t cols, uint16_t rows);
 void console_dev_destroy(struct console_dev *c);
 

@@ -31,16 +31,16 @@ int server_init(struct dev_server *s, struct vdev **devs, size_t n, struct vmsh_
 	if (s->epfd < 0)
 		return vmsh_error(err, errno, "device server: epoll");
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->stop_fd < 0 || add(s, s->stop_fd, EPOLLIN, (struct server_src){ .kind = 3 }, err) < 0)
+	if (s->stop_fd < 0 || add(s, s->stop_fd, EPOLLIN, (struct server_src){ .kind = SRC_STOP }, err) < 0)
 		goto fail;
 	for (size_t i = 0; i < n && i < SERVER_MAX_DEVS; i++) {
 		struct vdev *d = devs[i];
 		s->devs[s->n_devs++] = d;
 		for (unsigned q = 0; q < d->regs.n_queues; q++)
 			if (d->notify[q].local >= 0 &&
-			    add(s, d->notify[q].local, EPOLLIN, (struct server_src){ .kind = 0, .dev = d, .queue = q }, err) < 0)
+			    add(s, d->notify[q].local, EPOLLIN, (struct server_src){ .kind = SRC_NOTIFY, .dev = d, .queue = q }, err) < 0)
 				goto fail;
-		if (d->ack.local >= 0 && add(s, d->ack.local, EPOLLIN, (struct server_src){ .kind = 1, .dev = d }, err) < 0)
+		if (d->ack.local >= 0 && add(s, d->ack.local, EPOLLIN, (struct server_src){ .kind = SRC_ACK, .dev = d }, err) < 0)
 			goto fail;
 	}
 	return 0;
@@ -52,18 +52,18 @@ fail:
 int server_watch(struct dev_server *s, int fd, uint32_t events, void (*cb)(void *opaque, uint32_t events),
 		 void *opaque, struct vmsh_err *err)
 {
-	return add(s, fd, events, (struct server_src){ .kind = 2, .cb = cb, .opaque = opaque }, err);
+	return add(s, fd, events, (struct server_src){ .kind = SRC_EXTRA, .cb = cb, .opaque = opaque }, err);
 }
 
 int server_stop_on(struct dev_server *s, int fd, struct vmsh_err *err)
 {
-	return add(s, fd, EPOLLIN, (struct server_src){ .kind = 3 }, err);
+	return add(s, fd, EPOLLIN, (struct server_src){ .kind = SRC_STOP }, err);
 }
 
 int server_modify(struct dev_server *s, int fd, uint32_t events)
 {
 	for (size_t i = 0; i < s->n_src; i++) {
-		if (s->src[i].kind != 2 || s->src[i].fd != fd)
+		if (s->src[i].kind != SRC_EXTRA || s->src[i].fd != fd)
 			continue;
 		struct epoll_event ev = { .events = events, .data.ptr = &s->src[i] };
 		return epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
@@ -114,20 +114,20 @@ static void *loop(void *opaque)
 		for (int i = 0; i < n; i++) {
 			struct server_src *src = ev[i].data.ptr;
 			switch (src->kind) {
-			case 0: {
+			case SRC_NOTIFY: {
 				uint64_t v;
 				if (read(src->dev->notify[src->queue].local, &v, sizeof(v)) == sizeof(v))
 					vdev_kick(src->dev, 1u << src->queue);
 				break;
 			}
-			case 1:
+			case SRC_ACK:
 				drain(src->dev->ack.local);
 				vdev_acked(src->dev);
 				break;
-			case 2:
+			case SRC_EXTRA:
 				src->cb(src->opaque, ev[i].events);
 				break;
-			case 3:
+			case SRC_STOP:
 				return NULL;
 			}
 		}

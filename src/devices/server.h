@@ -14,8 +14,15 @@
 #define SERVER_MAX_DEVS 4
 #define SERVER_MAX_EXTRA 4
 
+enum server_src_kind {
+	SRC_NOTIFY, /* a queue's ioeventfd: the guest kicked it */
+	SRC_ACK,    /* a device's interrupt-acknowledge eventfd */
+	SRC_EXTRA,  /* an fd a device watches (the console's host side): cb */
+	SRC_STOP,   /* stop the thread (server_stop, or the hypervisor exited) */
+};
+
 struct server_src {
-	int kind; /* 0 notify, 1 ack, 2 extra, 3 stop */
+	enum server_src_kind kind;
 	int fd;
 	struct vdev *dev;
 	unsigned queue;

@@ -72,6 +72,17 @@ void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, ui
 	render(d);
 }
 
+/* Interrupt the guest through the irqfd (once it is bound), outside d->lock:
+ * the reason is already in the interrupt status register. */
+static void signal_irq(struct vdev *d)
+{
+	if (!d->irq_on)
+		return;
+	uint64_t one = 1;
+	if (write(d->irq.local, &one, 8) != 8)
+		log_info("%s: raising the interrupt failed: %s", d->kind->name, strerror(errno));
+}
+
 void vdev_set_config(struct vdev *d, const uint8_t *cfg, size_t len, bool notify_driver)
 {
 	pthread_mutex_lock(&d->lock);
@@ -85,11 +96,8 @@ void vdev_set_config(struct vdev *d, const uint8_t *cfg, size_t len, bool notify
 		vmmio_raise(&d->regs, 2);
 	render(d);
 	pthread_mutex_unlock(&d->lock);
-	if (raise && d->irq_on) {
-		uint64_t one = 1;
-		if (write(d->irq.local, &one, 8) != 8)
-			log_info("%s: raising the interrupt failed: %s", d->kind->name, strerror(errno));
-	}
+	if (raise)
+		signal_irq(d);
 }
 
 void vdev_destroy(struct vdev *d)
@@ -179,11 +187,8 @@ unsigned vdev_kick(struct vdev *d, unsigned queues)
 		d->interrupts++;
 	}
 	pthread_mutex_unlock(&d->lock);
-	if (irq && d->irq_on) {
-		uint64_t one = 1;
-		if (write(d->irq.local, &one, 8) != 8)
-			log_info("%s: raising the interrupt failed: %s", d->kind->name, strerror(errno));
-	}
+	if (irq)
+		signal_irq(d);
 	return more;
 }
 

@@ -18,7 +18,7 @@
 #include "devices/virtio_mmio.h"
 #include "devices/virtqueue.h"
 #include "kvm/kvm.h"
-#include "kvm/shared.h"
+#include "kvm/hv_shared.h"
 
 struct vdev;
 

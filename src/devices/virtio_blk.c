@@ -19,7 +19,7 @@ struct blk_segment {
 	uint32_t flags;
 };
 
-uint64_t blk_features(const struct blk_disk *disk)
+uint64_t virtio_blk_features(const struct blk_disk *disk)
 {
 	uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_FLUSH);
 	if (disk->read_only)
@@ -29,7 +29,7 @@ uint64_t blk_features(const struct blk_disk *disk)
 	return f;
 }
 
-size_t blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap)
+size_t virtio_blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap)
 {
 	/* struct virtio_blk_config up to write_zeroes_may_unmap: 60 bytes used */
 	uint8_t c[64] = { 0 };
@@ -80,31 +80,24 @@ static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const
 		if (v && k == last - first && k > 0)
 			return rc;
 	}
-	for (size_t b = first; b < last && rc == 0; b++) {
-		uint8_t *direct = mem->ptr ? mem->ptr(mem->opaque, c->bufs[b].gpa, c->bufs[b].len) : NULL;
-		if (direct) {
-			rc = to_guest ? disk->be.read(disk->be.opaque, off, direct, c->bufs[b].len)
-				      : disk->be.write(disk->be.opaque, off, direct, c->bufs[b].len);
-			off += c->bufs[b].len;
-			continue;
-		}
+	/* else through a bounce buffer, a chunk at a time */
+	uint64_t total = 0;
+	for (size_t b = first; b < last; b++)
+		total += c->bufs[b].len;
+	for (uint64_t done = 0; done < total && rc == 0;) {
+		size_t n = total - done < COPY_CHUNK ? (size_t)(total - done) : COPY_CHUNK;
 		if (!tmp && !(tmp = malloc(COPY_CHUNK)))
 			return -ENOMEM;
-		for (uint32_t done = 0; done < c->bufs[b].len && rc == 0;) {
-			uint32_t n = c->bufs[b].len - done < COPY_CHUNK ? c->bufs[b].len - done : COPY_CHUNK;
-			uint64_t gpa = c->bufs[b].gpa + done;
-			if (to_guest) {
-				rc = disk->be.read(disk->be.opaque, off, tmp, n);
-				if (rc == 0 && mem->write(mem->opaque, gpa, tmp, n) < 0)
-					rc = -EFAULT;
-			} else {
-				rc = mem->read(mem->opaque, gpa, tmp, n) < 0 ? -EFAULT : 0;
-				if (rc == 0)
-					rc = disk->be.write(disk->be.opaque, off, tmp, n);
-			}
-			done += n;
-			off += n;
+		if (to_guest) {
+			rc = disk->be.read(disk->be.opaque, off + done, tmp, n);
+			if (rc == 0 && vq_chain_write(mem, c, first, last, done, tmp, n) < 0)
+				rc = -EFAULT;
+		} else {
+			rc = vq_chain_read(mem, c, first, last, done, tmp, n) < 0 ? -EFAULT : 0;
+			if (rc == 0)
+				rc = disk->be.write(disk->be.opaque, off + done, tmp, n);
 		}
+		done += n;
 	}
 	free(tmp);
 	return rc;
@@ -119,12 +112,8 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 	if (total == 0 || total % sizeof(struct blk_segment) || total / sizeof(struct blk_segment) > BLK_MAX_SEGMENTS)
 		return VIRTIO_BLK_S_IOERR;
 	struct blk_segment seg[BLK_MAX_SEGMENTS];
-	uint8_t *p = (uint8_t *)seg;
-	for (size_t b = first; b < last; b++) {
-		if (mem->read(mem->opaque, c->bufs[b].gpa, p, c->bufs[b].len) < 0)
-			return VIRTIO_BLK_S_IOERR;
-		p += c->bufs[b].len;
-	}
+	if (vq_chain_read(mem, c, first, last, 0, seg, (size_t)total) < 0)
+		return VIRTIO_BLK_S_IOERR;
 	size_t n = total / sizeof(struct blk_segment);
 	for (size_t i = 0; i < n; i++) /* all checked before any is done */
 		if (!range_ok(disk, seg[i].sector, (uint64_t)seg[i].num_sectors * BLK_SECTOR) ||
@@ -140,7 +129,7 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 	return VIRTIO_BLK_S_OK;
 }
 
-int64_t blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
 		   uint8_t *status_out)
 {
 	/* the status byte is the last byte of the last buffer, device-writable */
@@ -198,11 +187,10 @@ int64_t blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const 
 		if (!data_to_guest || data_len < 1)
 			goto out;
 		uint32_t n = data_len < BLK_ID_BYTES ? (uint32_t)data_len : BLK_ID_BYTES;
-		if (mem->write(mem->opaque, c->bufs[first].gpa, disk->id,
-			       n < c->bufs[first].len ? n : c->bufs[first].len) < 0)
+		if (vq_chain_write(mem, c, first, end, 0, disk->id, n) < 0)
 			goto out;
 		status = VIRTIO_BLK_S_OK;
-		written += n < c->bufs[first].len ? n : c->bufs[first].len;
+		written += n;
 		break;
 	}
 	case VIRTIO_BLK_T_DISCARD:

@@ -58,15 +58,15 @@ struct blk_disk {
 };
 
 /* Feature bits this disk offers (with the transport's own added by it). */
-uint64_t blk_features(const struct blk_disk *disk);
+uint64_t virtio_blk_features(const struct blk_disk *disk);
 /* Fill the device config space (struct virtio_blk_config); returns its length. */
-size_t blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap);
+size_t virtio_blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap);
 
 /* Execute one request. Returns the number of bytes written into the chain's
  * device-writable buffers (for the used ring), or -1 if the chain is so
  * malformed that not even a status byte can be written (the caller then
  * marks the queue broken). The status byte says how it went. */
-int64_t blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
+int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
 		   uint8_t *status_out);
 
 #endif

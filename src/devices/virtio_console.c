@@ -215,44 +215,18 @@ int vcon_set_host_connected(struct vcon *v, bool connected)
 
 /* ---- moving bytes between chains and memory ---- */
 
-/* Copy len bytes of the chain's device-readable buffers, from byte `at` of
- * them on, to dst. -1 if guest memory refused. */
+/* len bytes of the chain's device-readable buffers, from byte `at` of them
+ * on, to dst. -1 if guest memory refused. */
 static int chain_get(const struct virtqueue *vq, const struct vq_chain *c, uint64_t at, void *dst, size_t len)
 {
-	uint8_t *p = dst;
-	for (size_t b = 0; b < c->n_readable && len; b++) {
-		if (at >= c->bufs[b].len) {
-			at -= c->bufs[b].len;
-			continue;
-		}
-		size_t n = MIN(c->bufs[b].len - at, len);
-		if (vq->mem.read(vq->mem.opaque, c->bufs[b].gpa + at, p, n) < 0)
-			return -1;
-		p += n;
-		len -= n;
-		at = 0;
-	}
-	return len ? -1 : 0;
+	return vq_chain_read(&vq->mem, c, 0, c->n_readable, at, dst, len);
 }
 
-/* Copy len bytes from src into the chain's device-writable buffers, from
- * byte `at` of them on. -1 if guest memory refused. */
+/* len bytes from src into the chain's device-writable buffers, from byte
+ * `at` of them on. -1 if guest memory refused. */
 static int chain_put(const struct virtqueue *vq, const struct vq_chain *c, uint64_t at, const void *src, size_t len)
 {
-	const uint8_t *p = src;
-	for (size_t b = c->n_readable; b < c->n && len; b++) {
-		if (at >= c->bufs[b].len) {
-			at -= c->bufs[b].len;
-			continue;
-		}
-		size_t n = MIN(c->bufs[b].len - at, len);
-		if (vq->mem.write(vq->mem.opaque, c->bufs[b].gpa + at, p, n) < 0)
-			return -1;
-		p += n;
-		len -= n;
-		at = 0;
-	}
-	return len ? -1 : 0;
+	return vq_chain_write(&vq->mem, c, c->n_readable, c->n, at, src, len);
 }
 
 /* ---- serving the queues ---- */

@@ -259,3 +259,38 @@ int vq_set_avail_event(struct virtqueue *vq, uint16_t idx)
 		return vq->broken ? -1 : 0;
 	return wr(vq, vq->used + 4 + 8ULL * vq->size, &idx, 2);
 }
+
+/* ---- moving bytes between a chain's buffers and vmsh's memory ---- */
+
+static int chain_copy(const struct vq_mem *mem, const struct vq_chain *c, size_t first, size_t last, uint64_t at,
+		      uint8_t *p, size_t len, bool to_guest)
+{
+	if (last > c->n)
+		return -1;
+	for (size_t b = first; b < last && len; b++) {
+		if (at >= c->bufs[b].len) {
+			at -= c->bufs[b].len;
+			continue;
+		}
+		size_t n = c->bufs[b].len - at < len ? c->bufs[b].len - at : len;
+		uint64_t gpa = c->bufs[b].gpa + at;
+		if ((to_guest ? mem->write(mem->opaque, gpa, p, n) : mem->read(mem->opaque, gpa, p, n)) < 0)
+			return -1;
+		p += n;
+		len -= n;
+		at = 0;
+	}
+	return len ? -1 : 0;
+}
+
+int vq_chain_read(const struct vq_mem *mem, const struct vq_chain *c, size_t first, size_t last, uint64_t at,
+		  void *dst, size_t len)
+{
+	return chain_copy(mem, c, first, last, at, dst, len, false);
+}
+
+int vq_chain_write(const struct vq_mem *mem, const struct vq_chain *c, size_t first, size_t last, uint64_t at,
+		   const void *src, size_t len)
+{
+	return chain_copy(mem, c, first, last, at, (uint8_t *)src, len, true);
+}

@@ -85,4 +85,13 @@ bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);
 /* With EVENT_IDX: ask for a notification when entry `idx` is made available. */
 int vq_set_avail_event(struct virtqueue *vq, uint16_t idx);
 
+/* Copy len bytes from the chain's buffers [first, last), starting at byte
+ * `at` of them, to dst; or from src into them. -1 if guest memory refused
+ * or the buffers end first. The caller picks buffers of the right
+ * direction (readable: [0, n_readable), writable: [n_readable, n)). */
+int vq_chain_read(const struct vq_mem *mem, const struct vq_chain *c, size_t first, size_t last, uint64_t at,
+		  void *dst, size_t len);
+int vq_chain_write(const struct vq_mem *mem, const struct vq_chain *c, size_t first, size_t last, uint64_t at,
+		   const void *src, size_t len);
+
 #endif

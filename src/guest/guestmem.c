@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/procfs.h"
+#include "common/remote_mem.h"
 #include "tracer/tracer.h"
 
 void guest_mem_init(struct guest_mem *gm, pid_t pid)

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-int pt_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct pt_slot *out, struct vmsh_err *err)
+int ptw_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct ptw_slot *out, struct vmsh_err *err)
 {
 	uint64_t page[512];
 	for (uint64_t va = (lo + GIB - 1) & ~(GIB - 1); va + GIB <= hi && va >= lo; va += GIB) {
@@ -30,14 +30,14 @@ int pt_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct p
 			continue;
 		if (page[idx] != 0)
 			continue; /* not present but used for something (swap-like bits): leave it */
-		*out = (struct pt_slot){ .va = va, .table_gpa = table, .index = idx };
+		*out = (struct ptw_slot){ .va = va, .table_gpa = table, .index = idx };
 		return 0;
 	}
 	return vmsh_error(err, ENOSPC, "no unused 1 GiB region of kernel address space in %#llx-%#llx",
 			  (unsigned long long)lo, (unsigned long long)hi);
 }
 
-int pt_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,
+int ptw_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,
 		 uint64_t va_off, uint64_t pa, uint64_t size, uint64_t flags, uint64_t *pdpt_entry,
 		 struct vmsh_err *err)
 {

@@ -20,7 +20,7 @@
 #define KERNEL_HOLE_END 0xffffffef00000000ULL
 
 /* Where the 1 GiB region's PDPT entry lives, and what it held. */
-struct pt_slot {
+struct ptw_slot {
 	uint64_t va;        /* start of the 1 GiB region */
 	uint64_t table_gpa; /* the guest's PDPT page */
 	unsigned index;     /* entry in it */
@@ -28,14 +28,14 @@ struct pt_slot {
 
 /* First 1 GiB-aligned region in [lo, hi) whose PDPT entry is not present,
  * under upper-level entries that are. */
-int pt_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct pt_slot *out, struct vmsh_err *err);
+int ptw_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct ptw_slot *out, struct vmsh_err *err);
 
 /* Build, in `pd` (a zeroed 4 KiB page that will be at guest-physical
  * pd_gpa) and `pts` (n_pts zeroed pages at pts_gpa, contiguous), the tables
  * mapping va_off..va_off+size within the region to pa..pa+size with 4 KiB
  * pages and `flags` (PTE_* bits incl. NX). Returns the PDPT entry value that
  * links them in. Pure: writes only the given buffers. */
-int pt_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,
+int ptw_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,
 		 uint64_t va_off, uint64_t pa, uint64_t size, uint64_t flags, uint64_t *pdpt_entry,
 		 struct vmsh_err *err);
 

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 
 #include "common/log.h"
+#include "common/remote_mem.h"
 #include "kvm/kvm.h"
 
 int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err)

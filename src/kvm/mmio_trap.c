@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/procfs.h"
+#include "common/remote_mem.h"
 
 /* the part of struct kvm_run we read: exit_reason, and the mmio member */
 #define RUN_EXIT_REASON offsetof(struct kvm_run, exit_reason)

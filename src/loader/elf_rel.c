@@ -125,7 +125,7 @@ static const char *sym_name(const struct symtab *st, const Elf64_Sym *s)
 /* Value of symbol i; undefined ones through the resolver (missing ones are
  * collected in `missing` for one complete error message). */
 static int sym_value(const struct obj *o, const struct loaded_lib *lib, const struct symtab *st, size_t i,
-		     loader_resolve_fn resolve, void *opaque, uint64_t *v, char *missing, struct vmsh_err *err)
+		     elf_rel_resolve_fn resolve, void *opaque, uint64_t *v, char *missing, struct vmsh_err *err)
 {
 	if (i >= st->n)
 		return vmsh_error(err, ENOEXEC, "library: relocation names symbol %zu of %zu", i, st->n);
@@ -152,7 +152,7 @@ static int sym_value(const struct obj *o, const struct loaded_lib *lib, const st
 	return 0;
 }
 
-static int apply_rela(const struct obj *o, struct loaded_lib *lib, unsigned ri, loader_resolve_fn resolve,
+static int apply_rela(const struct obj *o, struct loaded_lib *lib, unsigned ri, elf_rel_resolve_fn resolve,
 		      void *opaque, char *missing, struct vmsh_err *err)
 {
 	const Elf64_Shdr *rs = &o->sh[ri];
@@ -247,7 +247,7 @@ static int collect_globals(const struct obj *o, struct loaded_lib *lib, struct v
 	return 0;
 }
 
-int loader_load(const uint8_t *elf, size_t len, uint64_t base, loader_resolve_fn resolve, void *opaque,
+int elf_rel_load(const uint8_t *elf, size_t len, uint64_t base, elf_rel_resolve_fn resolve, void *opaque,
 		struct loaded_lib *lib, struct vmsh_err *err)
 {
 	memset(lib, 0, sizeof(*lib));
@@ -279,11 +279,11 @@ int loader_load(const uint8_t *elf, size_t len, uint64_t base, loader_resolve_fn
 out:
 	free(o.sec_off);
 	if (rc < 0)
-		loader_free(lib);
+		elf_rel_free(lib);
 	return rc;
 }
 
-int loader_symbol(const struct loaded_lib *lib, const char *name, uint64_t *addr)
+int elf_rel_symbol(const struct loaded_lib *lib, const char *name, uint64_t *addr)
 {
 	for (size_t i = 0; i < lib->n_syms; i++)
 		if (!strcmp(lib->syms[i].name, name)) {
@@ -293,7 +293,7 @@ int loader_symbol(const struct loaded_lib *lib, const char *name, uint64_t *addr
 	return -1;
 }
 
-void loader_free(struct loaded_lib *lib)
+void elf_rel_free(struct loaded_lib *lib)
 {
 	for (size_t i = 0; i < lib->n_syms; i++)
 		free(lib->syms[i].name);

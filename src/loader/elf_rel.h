@@ -15,14 +15,14 @@
 #include "common/err.h"
 
 /* Resolve an undefined symbol: 0 and *addr, or -1 if unknown. */
-typedef int (*loader_resolve_fn)(void *opaque, const char *name, uint64_t *addr);
+typedef int (*elf_rel_resolve_fn)(void *opaque, const char *name, uint64_t *addr);
 
 struct loaded_lib {
 	uint8_t *image;    /* size bytes, to be placed at base */
 	size_t size;
 	size_t rx_size;    /* [0, rx_size) read+execute, [rx_size, size) read+write */
 	uint64_t base;
-	/* defined global symbols, for loader_symbol */
+	/* defined global symbols, for elf_rel_symbol */
 	struct loaded_sym {
 		char *name;
 		uint64_t addr;
@@ -32,10 +32,10 @@ struct loaded_lib {
 	unsigned n_imports;
 };
 
-int loader_load(const uint8_t *elf, size_t len, uint64_t base, loader_resolve_fn resolve, void *opaque,
+int elf_rel_load(const uint8_t *elf, size_t len, uint64_t base, elf_rel_resolve_fn resolve, void *opaque,
 		struct loaded_lib *out, struct vmsh_err *err);
 /* Address of a global symbol the object defines; -1 if none. */
-int loader_symbol(const struct loaded_lib *lib, const char *name, uint64_t *addr);
-void loader_free(struct loaded_lib *lib);
+int elf_rel_symbol(const struct loaded_lib *lib, const char *name, uint64_t *addr);
+void elf_rel_free(struct loaded_lib *lib);
 
 #endif

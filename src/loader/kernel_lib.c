@@ -18,6 +18,7 @@
 #include "common/escape.h"
 #include "common/log.h"
 #include "common/procfs.h"
+#include "common/remote_mem.h"
 #include "tracer/tracer.h"
 
 extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
@@ -65,17 +66,17 @@ static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size
 static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	const struct guest_kernel *k = kl->k;
-	if (pt_find_free_gib(&k->pt, pt_canonical(KERNEL_HOLE_START, k->pt.levels),
+	if (ptw_find_free_gib(&k->pt, pt_canonical(KERNEL_HOLE_START, k->pt.levels),
 			     pt_canonical(KERNEL_HOLE_END, k->pt.levels), &kl->region, err) < 0)
 		return -1;
-	if (loader_load(vmsh_guest_lib_start, vmsh_guest_lib_end - vmsh_guest_lib_start, kl->region.va,
+	if (elf_rel_load(vmsh_guest_lib_start, vmsh_guest_lib_end - vmsh_guest_lib_start, kl->region.va,
 			resolve_export, (void *)k, &kl->lib, err) < 0)
 		return vmsh_err_prefix(err, "link the kernel library");
 	size_t lib_size = kl->lib.size;
 	if (lib_size + 2 * PAGE > KLIB_MEM_SIZE)
 		return vmsh_error(err, EFBIG, "kernel library too large");
 	uint64_t chan_va;
-	if (loader_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 || loader_symbol(&kl->lib, "vmsh_entry", &kl->entry_va) < 0)
+	if (elf_rel_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 || elf_rel_symbol(&kl->lib, "vmsh_entry", &kl->entry_va) < 0)
 		return vmsh_error(err, ENOENT, "kernel library lacks vmsh_channel or vmsh_entry");
 	memcpy(kl->mem.local, kl->lib.image, lib_size);
 	kl->chan = (struct vmsh_channel *)(kl->mem.local + (chan_va - kl->region.va));
@@ -87,13 +88,13 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	uint64_t(*pts)[512] = (uint64_t(*)[512])(kl->mem.local + lib_size + PAGE);
 	uint64_t pd_gpa = kl->slot.gpa + lib_size, pts_gpa = pd_gpa + PAGE, entry;
 	memset(pd, 0, 2 * PAGE);
-	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->slot.gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
-	    pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->slot.gpa + kl->lib.rx_size,
+	if (ptw_build_gib(pd, pd_gpa, pts, pts_gpa, 1, 0, kl->slot.gpa, kl->lib.rx_size, 0, &entry, err) < 0 ||
+	    ptw_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->lib.rx_size, kl->slot.gpa + kl->lib.rx_size,
 			 lib_size - kl->lib.rx_size, PTE_RW | PTE_NX, &entry, err) < 0)
 		return -1;
 	/* the rest of the memory: data the library reads (the helper file) */
 	kl->used = lib_size + 2 * PAGE;
-	if (pt_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->used, kl->slot.gpa + kl->used, KLIB_MEM_SIZE - kl->used,
+	if (ptw_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->used, kl->slot.gpa + kl->used, KLIB_MEM_SIZE - kl->used,
 			 PTE_NX, &entry, err) < 0)
 		return -1;
 	/* the one write into the guest's own page tables */
@@ -392,7 +393,7 @@ void klib_abandon(struct kernel_lib *kl)
 	kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 	shared_mem_destroy(kl->vm, &kl->mem);
 	unlock_library(kl);
-	loader_free(&kl->lib);
+	elf_rel_free(&kl->lib);
 	kl->linked = false;
 	kl->chan = NULL;
 }
@@ -408,7 +409,7 @@ void klib_unload(struct kernel_lib *kl)
 		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 		shared_mem_destroy(kl->vm, &kl->mem);
 		unlock_library(kl);
-		loader_free(&kl->lib);
+		elf_rel_free(&kl->lib);
 		return;
 	}
 	if (kl->linked) {
@@ -423,7 +424,7 @@ void klib_unload(struct kernel_lib *kl)
 	shared_mem_destroy(kl->vm, &kl->mem);
 	unlock_library(kl);
 	kl->chan = NULL;
-	loader_free(&kl->lib);
+	elf_rel_free(&kl->lib);
 }
 
 /* ---- libraries earlier runs had to leave behind ---- */

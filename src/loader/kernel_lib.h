@@ -17,12 +17,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "channel.h" /* guest-lib/ */
+#include "vmsh/channel.h"
 #include "guest/iomem.h"
 #include "guest/kernel.h"
 #include "guest/ptwrite.h"
 #include "kvm/kvm.h"
-#include "kvm/shared.h"
+#include "kvm/hv_shared.h"
 #include "loader/elf_rel.h"
 
 #define KLIB_MEM_SIZE (2u << 20)
@@ -34,7 +34,7 @@ struct kernel_lib {
 
 	struct shared_mem mem;   /* the library, its page tables, the channel */
 	struct kvm_slot slot;
-	struct pt_slot region;
+	struct ptw_slot region;
 	bool linked;
 	struct loaded_lib lib;
 	struct vmsh_channel *chan; /* inside mem */
@@ -49,7 +49,7 @@ struct kernel_lib {
 };
 
 /* Load the library into a new slot below gpa_limit (the guest's physical
- * address width: inspect_gpa_limit) and link it into the kernel's tables. */
+ * address width: vm_gpa_limit, core/vm.h) and link it into the kernel's tables. */
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
 	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, uint64_t gpa_limit,
 	      struct vmsh_err *err);
@@ -88,6 +88,22 @@ void klib_abandon(struct kernel_lib *kl);
  * Call it before klib_load. */
 int klib_reap_stale(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
 		    const struct memslot_ids *ids, uint64_t known_gpa, unsigned *removed, unsigned *left);
+/* The device work (klib_work.c): the helper's command line (NUL-separated
+ * arguments after argv[0]) for VMSH_OP_DEVICES_ADD; */
+int klib_set_helper_args(struct kernel_lib *kl, const char *args, size_t len, unsigned argc, struct vmsh_err *err);
+/* ask for op on the devices whose register pages are at dev_gpa and enter
+ * the library (klib_start); */
+int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev_gpa, size_t n_devs,
+		 unsigned timeout_ms, struct vmsh_err *err);
+/* wait until the work reaches phase: timeout_ms per step it reports, ten
+ * times that in all; EINTR when a terminating signal is pending; */
+int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned timeout_ms, struct vmsh_err *err);
+/* let the work waiting in VMSH_PHASE_WAIT_HOST go on, or give up; */
+void klib_go(struct kernel_lib *kl, enum vmsh_lib_go go);
+/* the interrupt line it chose (valid from VMSH_PHASE_WAIT_HOST), checked;
+ * whether it registered anything the guest may use. */
+int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err);
+bool klib_registered_any(const struct kernel_lib *kl);
 /* Undo klib_load; safe after a partial load. */
 void klib_unload(struct kernel_lib *kl);
 

@@ -33,6 +33,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/procfs.h"
+#include "common/remote_mem.h"
 #include "tracer/internal.h"
 #include "tracer/stub.h"
 

@@ -22,7 +22,8 @@
 #define TRACER_SCRATCH_SIZE 8192
 
 /* A thread of the target held in a ptrace stop, in which syscalls can be
- * injected once inject_thread_setup gave it a stub and a scratch area. */
+ * injected once inject.c (setup_scratch) gave it a syscall site and a
+ * scratch area. */
 struct inj_thread {
 	pid_t tid;
 	int pending_sig;          /* signal held back while stopped, re-raised on release */
@@ -94,10 +95,6 @@ void tracer_resume_others(struct tracer *t);
 
 /* Restore the injection thread and detach everything. Safe to call twice. */
 void tracer_detach(struct tracer *t);
-
-/* Read/write the target's memory (no stop needed). Returns bytes or -1. */
-ssize_t remote_read(pid_t pid, uint64_t addr, void *buf, size_t len);
-ssize_t remote_write(pid_t pid, uint64_t addr, const void *buf, size_t len);
 
 /* Exposed for unit tests: turn registers of a thread stopped inside an
  * interrupted syscall into registers that restart it on resume, as the

@@ -24,7 +24,7 @@ from testvmm import REPO, TestVMM, TestVMMError, testvmm_path
 def _fail_without_kvm():
     if not os.path.exists("/dev/kvm"):
         pytest.fail("/dev/kvm does not exist: the API tests need KVM (hardware or KVM-PVM). "
-                    "Run them through tests/api/kvm_tier.py (make check-api), which boots the "
+                    "Run them through vmshtest/kvm_tier.py (make check-api), which boots the "
                     "emulated KVM host on such a machine.", pytrace=False)
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))

@@ -24,7 +24,7 @@
 #include "common/clock.h"
 #include "kvm/kvm.h"
 #include "kvm/mmio_trap.h"
-#include "kvm/shared.h"
+#include "kvm/hv_shared.h"
 
 static int die(const struct vmsh_err *e)
 {

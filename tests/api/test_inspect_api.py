@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+# needs KVM: run by vmshtest/kvm_tier.py on /dev/kvm or inside the emulated KVM host
 pytestmark = pytest.mark.kvm
 
 VMSH = os.environ.get("VMSH_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "vmsh"))

@@ -11,7 +11,7 @@ import pytest
 from test_inspect_api import EXIT_NOKERNEL, EXIT_NOPROC, vmsh
 from testvmm import TestVMM
 
-# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+# needs KVM: run by vmshtest/kvm_tier.py on /dev/kvm or inside the emulated KVM host
 pytestmark = pytest.mark.kvm
 
 NOBODY = 65534

@@ -10,7 +10,7 @@ import pytest
 
 from test_plumbing import PLUMBING
 
-# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+# needs KVM: run by vmshtest/kvm_tier.py on /dev/kvm or inside the emulated KVM host
 pytestmark = pytest.mark.kvm
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from test_inspect_api import inspect_json
 
-# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+# needs KVM: run by vmshtest/kvm_tier.py on /dev/kvm or inside the emulated KVM host
 pytestmark = pytest.mark.kvm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

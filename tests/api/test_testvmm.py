@@ -11,7 +11,7 @@ import pytest
 
 from testvmm import EXIT_SETUP_FAILED, TestVMM, TestVMMError
 
-# needs KVM: run by tests/api/kvm_tier.py on /dev/kvm or inside the emulated KVM host
+# needs KVM: run by vmshtest/kvm_tier.py on /dev/kvm or inside the emulated KVM host
 pytestmark = pytest.mark.kvm
 
 KVM_EXIT_IO, KVM_EXIT_MMIO = 2, 6

@@ -3,7 +3,7 @@
 #
 #   make fuzz          build with clang + libFuzzer (ASan+UBSan), run each target
 #                      FUZZ_SECONDS (default 60) on its corpus
-#   make check-fuzz    FUZZ_CHECK_SECONDS (default 20) per target, then replay every corpus and
+#   make check-fuzz    FUZZ_CHECK_SECONDS (default 8) per target, then replay every corpus and
 #                      regression input with the gcc build (plain-main driver)
 #   make fuzz-replay   only the replay (gcc; what is left when clang is missing)
 #   make check-fuzz-open  replay the crashers of known-open bugs (tests/fuzz/open/):
@@ -12,23 +12,24 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_CHECK_SECONDS ?= 20
+FUZZ_CHECK_SECONDS ?= 8
 FUZZ_TIMEOUT ?= 10
 FUZZ_ALL := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_SAN := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	-fsanitize-coverage-ignorelist=tests/fuzz/cov-ignore.txt
-FUZZ_HDRS := tests/fuzz/fuzz.h $(wildcard guest-helper/*.h)
-FUZZ_INC := -Itests/fuzz -Iguest-helper
+FUZZ_HDRS := tests/fuzz/fuzz.h $(wildcard guest-helper/*.h include/vmsh/*.h)
+FUZZ_INC := -Itests/fuzz -Iguest-helper -Iinclude
 # memmap_refine reads /proc/PID/maps: the target answers with the fuzzed hypervisor's
 FUZZ_LDFLAGS_memmap := -Wl,--wrap=procfs_read_maps
 # vmlist.c reads /proc/PID/cmdline and maps: the target answers with the fuzzed text
 FUZZ_LDFLAGS_procfs := -Wl,--wrap=procfs_cmdline,--wrap=procfs_read_maps
 
 FUZZ_OBJS := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRCS))
-$(BUILD)/fuzz/obj/%.o: src/%.c $(HDRS) tests/fuzz/cov-ignore.txt
+$(BUILD)/fuzz/obj/%.o: src/%.c tests/fuzz/cov-ignore.txt
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+-include $(FUZZ_OBJS:.o=.d)
 $(BUILD)/fuzz/libvmsh.a: $(FUZZ_OBJS)
 	$(AR) rcs $@ $^
 

@@ -4,7 +4,7 @@
  * indices drive writes into a buffer: every one must be checked.
  *
  * Invariants: a loaded image has rx_size page-aligned and <= size, bounded
- * size, and every defined symbol it reports is found by loader_symbol.
+ * size, and every defined symbol it reports is found by elf_rel_symbol.
  *
  * Input: u8 load-address selector (a kernel-map address, a
  * module-area address, a user address, or 0), then the ELF object. */
@@ -37,14 +37,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(elf, p, len);
 	struct loaded_lib lib;
 	struct vmsh_err err = { 0 };
-	if (loader_load(elf, len, base, resolve, NULL, &lib, &err) == 0) {
+	if (elf_rel_load(elf, len, base, resolve, NULL, &lib, &err) == 0) {
 		FUZZ_CHECK(lib.rx_size <= lib.size && !(lib.rx_size & 4095), "rx %zu of %zu", lib.rx_size, lib.size);
 		FUZZ_CHECK(lib.base == base, "base moved");
 		for (size_t i = 0; i < lib.n_syms; i++) {
 			uint64_t a;
-			FUZZ_CHECK(loader_symbol(&lib, lib.syms[i].name, &a) == 0, "'%s' not found", lib.syms[i].name);
+			FUZZ_CHECK(elf_rel_symbol(&lib, lib.syms[i].name, &a) == 0, "'%s' not found", lib.syms[i].name);
 		}
-		loader_free(&lib);
+		elf_rel_free(&lib);
 	}
 	free(elf);
 	return 0;

@@ -3,7 +3,7 @@
  * pt_translate checked against it (both must agree on every leaf: same
  * physical address, size and flags), 4 and 5 levels, any CR3; and the
  * page-table writer's search for a free 1 GiB region in them
- * (pt_find_free_gib, ptwrite.c), whose answer must really be free.
+ * (ptw_find_free_gib, ptwrite.c), whose answer must really be free.
  *
  * Invariants: leaves come in ascending order, inside the requested range,
  * with a page size of 4 KiB, 2 MiB or 1 GiB and an aligned physical address
@@ -100,10 +100,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)pt_translate(&ctx, va_end - 1, &m);
 
 	/* where vmsh would link its own 1 GiB of kernel address space */
-	struct pt_slot slot;
+	struct ptw_slot slot;
 	struct vmsh_err err = { 0 };
 	uint64_t lo = pt_canonical(KERNEL_HOLE_START, ctx.levels), hi = pt_canonical(KERNEL_HOLE_END, ctx.levels);
-	if (pt_find_free_gib(&ctx, lo, hi, &slot, &err) == 0) {
+	if (ptw_find_free_gib(&ctx, lo, hi, &slot, &err) == 0) {
 		FUZZ_CHECK(slot.va >= lo && slot.va + GIB <= hi && !(slot.va & (GIB - 1)), "region %#llx",
 			   (unsigned long long)slot.va);
 		uint64_t page[512];

@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fz f = { data, size };
 	uint8_t mode = fz_u8(&f) % 4;
 	cur = fz_rest(&f, &cur_len);
-	struct vm_info vi;
+	struct vm_entry vi;
 	memset(&vi, 0, sizeof(vi));
 	switch (mode) {
 	case 0:

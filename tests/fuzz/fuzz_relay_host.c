@@ -1,4 +1,4 @@
-/* fuzz_relay_host.c - vmsh's side of the helper protocol (console/relay.c):
+/* fuzz_relay_host.c - vmsh's side of the helper protocol (relay/relay.c):
  * the frames the guest helper sends (guest-controlled), parsed by
  * process_rx as they arrive in pieces of any size, with our stdout/stderr
  * taking the output at whatever pace the fuzzer chooses (partial writes,
@@ -31,7 +31,7 @@ static ssize_t fuzz_write(int fd, const void *buf, size_t len);
 static int fuzz_poll(struct pollfd *fds, nfds_t n, int timeout);
 #define write fuzz_write
 #define poll fuzz_poll
-#include "../../src/console/relay.c"
+#include "../../src/relay/relay.c"
 #undef write
 #undef poll
 

@@ -4,7 +4,7 @@
  * and segments are all guest data.
  *
  * Invariants: every buffer of a chain vq_pop returns lies inside guest RAM
- * and the chain's totals add up; blk_handle never reports more bytes written
+ * and the chain's totals add up; virtio_blk_handle never reports more bytes written
  * than the chain has device-writable, never touches the disk outside its
  * size (the backend checks, ASan sees the exact-size disk buffer), never
  * changes a read-only disk; and everything ends (pops are bounded).
@@ -139,7 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				continue;
 			}
 			uint8_t status;
-			int64_t written = blk_handle(&disk, &mem, &c, &status);
+			int64_t written = virtio_blk_handle(&disk, &mem, &c, &status);
 			if (written < 0) {
 				vq_break(&vq, "request %u has no status byte", c.head);
 				break;

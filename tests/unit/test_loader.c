@@ -69,7 +69,7 @@ static void load_and_run(const char *object)
 	assert_true(where != MAP_FAILED);
 	struct loaded_lib lib;
 	struct vmsh_err err = { 0 };
-	int rc = loader_load(f.data, f.len, (uint64_t)(uintptr_t)where, resolve_host, NULL, &lib, &err);
+	int rc = elf_rel_load(f.data, f.len, (uint64_t)(uintptr_t)where, resolve_host, NULL, &lib, &err);
 	if (rc)
 		print_message("%s\n", err.msg);
 	assert_int_equal(rc, 0);
@@ -79,11 +79,11 @@ static void load_and_run(const char *object)
 	assert_true(lib.n_relocs >= 4);
 	memcpy(where, lib.image, lib.size);
 	uint64_t entry, get_bss, greeting;
-	assert_int_equal(loader_symbol(&lib, "sample_entry", &entry), 0);
-	assert_int_equal(loader_symbol(&lib, "sample_get_bss", &get_bss), 0);
-	assert_int_equal(loader_symbol(&lib, "greeting", &greeting), 0);
-	assert_int_equal(loader_symbol(&lib, "table", &entry) == 0, 0); /* static: not exported */
-	assert_int_equal(loader_symbol(&lib, "sample_entry", &entry), 0);
+	assert_int_equal(elf_rel_symbol(&lib, "sample_entry", &entry), 0);
+	assert_int_equal(elf_rel_symbol(&lib, "sample_get_bss", &get_bss), 0);
+	assert_int_equal(elf_rel_symbol(&lib, "greeting", &greeting), 0);
+	assert_int_equal(elf_rel_symbol(&lib, "table", &entry) == 0, 0); /* static: not exported */
+	assert_int_equal(elf_rel_symbol(&lib, "sample_entry", &entry), 0);
 	/* writable data lives after the read+execute part */
 	assert_true(greeting >= lib.base + lib.rx_size);
 	long (*fn)(long) = (long (*)(long))(uintptr_t)entry;
@@ -93,7 +93,7 @@ static void load_and_run(const char *object)
 	assert_int_equal(fn(7), 40 + 7 + 'e');
 	assert_int_equal(host_counter, 2);
 	assert_int_equal(bss(), 7);
-	loader_free(&lib);
+	elf_rel_free(&lib);
 	munmap(where, room);
 	free(f.data);
 }
@@ -116,7 +116,7 @@ static void test_missing_imports_are_all_named(void **state)
 	struct file f = read_sample("loader_sample_large.o");
 	struct loaded_lib lib;
 	struct vmsh_err err = { 0 };
-	assert_int_equal(loader_load(f.data, f.len, 0xffffff8000000000ULL, resolve_nothing, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, 0xffffff8000000000ULL, resolve_nothing, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "does not export"));
 	assert_non_null(strstr(err.msg, "host_add"));
 	assert_non_null(strstr(err.msg, "host_counter"));
@@ -133,7 +133,7 @@ static void test_pc32_out_of_reach_is_refused(void **state)
 	struct loaded_lib lib;
 	struct vmsh_err err = { 0 };
 	uint64_t far = (((uint64_t)(uintptr_t)host_add) + (64ULL << 30)) & ~0xfffULL;
-	assert_int_equal(loader_load(f.data, f.len, far, resolve_host, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, far, resolve_host, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "reach"));
 	free(f.data);
 }
@@ -148,28 +148,28 @@ static void test_malformed_objects_are_refused(void **state)
 	for (size_t cut = 0; cut < f.len; cut += (cut < 128 ? 1 : 97)) {
 		uint8_t *copy = malloc(cut ? cut : 1);
 		memcpy(copy, f.data, cut);
-		int rc = loader_load(copy, cut, 0x100000, resolve_host, NULL, &lib, &err);
+		int rc = elf_rel_load(copy, cut, 0x100000, resolve_host, NULL, &lib, &err);
 		if (rc == 0)
-			loader_free(&lib);
+			elf_rel_free(&lib);
 		free(copy);
 	}
 	/* wrong machine, wrong type, bad section table offset, wrong base */
 	Elf64_Ehdr *eh = (Elf64_Ehdr *)f.data;
 	uint16_t machine = eh->e_machine;
 	eh->e_machine = EM_AARCH64;
-	assert_int_equal(loader_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "x86-64"));
 	eh->e_machine = machine;
 	eh->e_type = ET_EXEC;
-	assert_int_equal(loader_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "relocatable"));
 	eh->e_type = ET_REL;
 	uint64_t shoff = eh->e_shoff;
 	eh->e_shoff = f.len - 8;
-	assert_int_equal(loader_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, 0x100000, resolve_host, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "section header"));
 	eh->e_shoff = shoff;
-	assert_int_equal(loader_load(f.data, f.len, 0x100010, resolve_host, NULL, &lib, &err), -1);
+	assert_int_equal(elf_rel_load(f.data, f.len, 0x100010, resolve_host, NULL, &lib, &err), -1);
 	assert_non_null(strstr(err.msg, "page aligned"));
 	/* random corruption of the section headers never crashes */
 	uint64_t seed = 42;
@@ -181,8 +181,8 @@ static void test_malformed_objects_are_refused(void **state)
 			size_t at = shoff + (seed >> 33) % (f.len - shoff);
 			copy[at] = (uint8_t)(seed >> 24);
 		}
-		if (loader_load(copy, f.len, 0x100000, resolve_host, NULL, &lib, &err) == 0)
-			loader_free(&lib);
+		if (elf_rel_load(copy, f.len, 0x100000, resolve_host, NULL, &lib, &err) == 0)
+			elf_rel_free(&lib);
 	}
 	free(copy);
 	free(f.data);
@@ -203,9 +203,9 @@ static void test_null_section_with_alloc_flag_is_not_copied(void **state)
 	sh[0].sh_offset = 0;
 	struct loaded_lib lib;
 	struct vmsh_err err = { 0 };
-	if (loader_load(f.data, f.len, 0xffffffffc0000000ULL, resolve_host, NULL, &lib, &err) == 0) {
+	if (elf_rel_load(f.data, f.len, 0xffffffffc0000000ULL, resolve_host, NULL, &lib, &err) == 0) {
 		assert_true(lib.size < (1u << 20)); /* the null section took no room */
-		loader_free(&lib);
+		elf_rel_free(&lib);
 	}
 	free(f.data);
 }

@@ -29,9 +29,9 @@ static void test_finds_first_unused_gib_in_the_hole(void **state)
 	(void)state;
 	struct fixture f;
 	setup_kernel(&f, 4);
-	struct pt_slot s;
+	struct ptw_slot s;
 	struct vmsh_err err = { 0 };
-	assert_int_equal(pt_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), 0);
+	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), 0);
 	/* PDPT entry 0 is used by the mapping made above: the next one */
 	assert_int_equal(s.va, KERNEL_HOLE_START + GIB);
 	assert_int_equal(s.index, 1);
@@ -48,10 +48,10 @@ static void test_region_without_upper_table_is_not_taken(void **state)
 	uint64_t root = fake_mem_alloc_page(&f.m);
 	f.pt = (struct pt_ctx){ .read_page = fake_mem_read_page, .opaque = &f.m, .root = root, .levels = 4,
 				.phys_mask = pt_phys_mask(52) };
-	struct pt_slot s;
+	struct ptw_slot s;
 	struct vmsh_err err = { 0 };
 	/* PML4 511 not present: adding one would not reach other address spaces */
-	assert_int_equal(pt_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
+	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
 	assert_non_null(strstr(err.msg, "no unused"));
 	fake_mem_free(&f.m);
 }
@@ -60,9 +60,9 @@ static void build_and_check(int levels)
 {
 	struct fixture f;
 	setup_kernel(&f, levels);
-	struct pt_slot s;
+	struct ptw_slot s;
 	struct vmsh_err err = { 0 };
-	assert_int_equal(pt_find_free_gib(&f.pt, pt_canonical(KERNEL_HOLE_START, levels),
+	assert_int_equal(ptw_find_free_gib(&f.pt, pt_canonical(KERNEL_HOLE_START, levels),
 					  pt_canonical(KERNEL_HOLE_END, levels), &s, &err), 0);
 	/* our tables live in "our slot": pages of the fake memory */
 	uint64_t pd_gpa = fake_mem_alloc_page(&f.m);
@@ -72,7 +72,7 @@ static void build_and_check(int levels)
 	uint64_t(*pts)[512] = fake_mem_ptr(&f.m, pts_gpa, 8192);
 	uint64_t entry;
 	uint64_t lib_pa = 0x3000000, size = 3 << 20; /* 3 MiB: spans two page tables */
-	assert_int_equal(pt_build_gib(pd, pd_gpa, pts, pts_gpa, 2, 0x100000, lib_pa, size, PTE_RW | PTE_NX, &entry, &err),
+	assert_int_equal(ptw_build_gib(pd, pd_gpa, pts, pts_gpa, 2, 0x100000, lib_pa, size, PTE_RW | PTE_NX, &entry, &err),
 			 0);
 	/* before linking: nothing there */
 	struct pt_mapping m;
@@ -114,9 +114,9 @@ static void test_bad_arguments_are_refused(void **state)
 	static uint64_t pd[512], pts[2][512];
 	uint64_t e;
 	struct vmsh_err err = { 0 };
-	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 2, 0x800, 0x3000, 4096, 0, &e, &err), -1);
-	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 2, GIB - 4096, 0x3000, 8192, 0, &e, &err), -1);
-	assert_int_equal(pt_build_gib(pd, 0x1000, pts, 0x2000, 1, 0x1ff000, 0x3000, 8192, 0, &e, &err), -1);
+	assert_int_equal(ptw_build_gib(pd, 0x1000, pts, 0x2000, 2, 0x800, 0x3000, 4096, 0, &e, &err), -1);
+	assert_int_equal(ptw_build_gib(pd, 0x1000, pts, 0x2000, 2, GIB - 4096, 0x3000, 8192, 0, &e, &err), -1);
+	assert_int_equal(ptw_build_gib(pd, 0x1000, pts, 0x2000, 1, 0x1ff000, 0x3000, 8192, 0, &e, &err), -1);
 	assert_non_null(strstr(err.msg, "page tables needed"));
 }
 

@@ -110,7 +110,7 @@ static void test_read_write_flush(void **state)
 	data(DATA, 512, true);
 	data(DATA + 0x1000, 512, true);
 	status_buf();
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1 + 1024);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), 1 + 1024);
 	assert_int_equal(st, VIRTIO_BLK_S_OK);
 	assert_int_equal(guest[STATUS], 0);
 	assert_memory_equal(guest + DATA, disk_bytes + 1024, 512);
@@ -119,20 +119,20 @@ static void test_read_write_flush(void **state)
 	req(VIRTIO_BLK_T_OUT, 10);
 	data(DATA, 1024, false);
 	status_buf();
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), 1);
 	assert_int_equal(st, VIRTIO_BLK_S_OK);
 	assert_int_equal(disk_bytes[10 * 512], 0x5a);
 	assert_int_equal(disk_bytes[11 * 512 + 511], 0x5a);
 	assert_int_not_equal(disk_bytes[12 * 512], 0x5a);
 	req(VIRTIO_BLK_T_FLUSH, 0);
 	status_buf();
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), 1);
 	assert_int_equal(flushes, 1);
 	/* the last sector exactly */
 	req(VIRTIO_BLK_T_IN, DISK_SECTORS - 1);
 	data(DATA, 512, true);
 	status_buf();
-	blk_handle(&disk, &mem, &chain, &st);
+	virtio_blk_handle(&disk, &mem, &chain, &st);
 	assert_int_equal(st, VIRTIO_BLK_S_OK);
 }
 
@@ -140,7 +140,7 @@ static void expect_status(uint8_t want)
 {
 	uint8_t st = 0xff;
 	int writes = disk_writes;
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), 1);
 	assert_int_equal(st, want);
 	assert_int_equal(guest[STATUS], want);
 	if (want != VIRTIO_BLK_S_OK)
@@ -174,8 +174,8 @@ static void test_read_only_disk_refuses_writes(void **state)
 	(void)state;
 	fill_disk();
 	disk.read_only = true;
-	assert_true(blk_features(&disk) & (1ULL << VIRTIO_BLK_F_RO));
-	assert_false(blk_features(&disk) & (1ULL << VIRTIO_BLK_F_DISCARD));
+	assert_true(virtio_blk_features(&disk) & (1ULL << VIRTIO_BLK_F_RO));
+	assert_false(virtio_blk_features(&disk) & (1ULL << VIRTIO_BLK_F_DISCARD));
 	req(VIRTIO_BLK_T_OUT, 0);
 	data(DATA, 512, false);
 	status_buf();
@@ -195,7 +195,7 @@ static void test_get_id_discard_write_zeroes(void **state)
 	req(VIRTIO_BLK_T_GET_ID, 0);
 	data(DATA, 20, true);
 	status_buf();
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), 21);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), 21);
 	assert_string_equal((char *)guest + DATA, "vmsh-test-disk");
 	struct {
 		uint64_t sector;
@@ -241,10 +241,10 @@ static void test_malformed_chains(void **state)
 	req(VIRTIO_BLK_T_IN, 0);
 	data(DATA, 512, true);
 	bufs[1].device_writes = false;
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), -1);
 	/* header only */
 	req(VIRTIO_BLK_T_FLUSH, 0);
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), -1);
 	/* header writable */
 	req(VIRTIO_BLK_T_IN, 0);
 	bufs[0].device_writes = true;
@@ -275,7 +275,7 @@ static void test_malformed_chains(void **state)
 	/* status buffer outside guest memory: nothing can be reported */
 	req(VIRTIO_BLK_T_FLUSH, 0);
 	data(GMEM + 4096, 1, true);
-	assert_int_equal(blk_handle(&disk, &mem, &chain, &st), -1);
+	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), -1);
 }
 
 static void test_random_requests_stay_inside_the_disk(void **state)
@@ -293,7 +293,7 @@ static void test_random_requests_stay_inside_the_disk(void **state)
 			status_buf();
 		unit_rand_fill(&rng, guest + DATA, 64);
 		uint8_t st;
-		blk_handle(&disk, &mem, &chain, &st); /* dread/dwrite assert the disk bounds */
+		virtio_blk_handle(&disk, &mem, &chain, &st); /* dread/dwrite assert the disk bounds */
 	}
 }
 

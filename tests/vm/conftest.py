@@ -21,7 +21,7 @@ import shlex
 
 import pytest
 
-import harness
+from vmshtest import harness
 
 
 def _env_list(name, default):

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-import harness
+from vmshtest import harness
 from test_inspect import hypervisor_state
 from test_library import assert_guest_clean, warnings
 

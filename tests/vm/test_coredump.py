@@ -12,7 +12,7 @@ import time
 import pytest
 
 import conftest
-import harness
+from vmshtest import harness
 from test_inspect import hypervisor_state
 
 QMP_CLIENT = r'''

@@ -13,8 +13,8 @@ import shlex
 
 import pytest
 
-import harness
-from devices import Served, make_disk
+from vmshtest import harness
+from vmshtest.devices import Served, make_disk
 from test_library import assert_guest_clean, warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,9 +7,9 @@ import re
 import pytest
 
 import conftest
-import tools_image
+from vmshtest import tools_image
 
-from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
+from vmshtest.devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_inspect import hypervisor_state
 from test_library import assert_guest_clean, warnings
 

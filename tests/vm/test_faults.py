@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
+from vmshtest.devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_library import assert_guest_clean, warnings
 
 MB = 1 << 20

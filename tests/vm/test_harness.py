@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-import harness
+from vmshtest import harness
 
 MiB = 1 << 20
 

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-import harness
+from vmshtest import harness
 
 SYMBOLS = ("_text", "jiffies", "_printk", "iomem_resource", "init_task", "schedule", "kfree")
 EXPORTED = SYMBOLS[1:]  # _text is not exported; it is the KASLR base

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-import harness
+from vmshtest import harness
 from test_inspect import inspect_json, run_vmsh, hypervisor_state
 
 LINE = re.compile(r"vmsh: library loaded at ([0-9a-f]+) in Linux (\S+)")

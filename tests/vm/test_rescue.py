@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-import harness
+from vmshtest import harness
 import rootdisk
-from devices import scratch
+from vmshtest.devices import scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -5,7 +5,7 @@ qemu's slot and qemu abort()s.  vmsh takes its ids from the top of the
 range, so the guest gets its new memory and vmsh keeps serving."""
 import os
 
-from devices import Served, make_disk, scratch
+from vmshtest.devices import Served, make_disk, scratch
 from test_inspect import inspect_json
 from test_library import assert_guest_clean, warnings
 

@@ -11,7 +11,7 @@
 # chroot, exactly as the kernel package's postinst would (MODULES=most,
 # Debian's default). / is found by label (root=LABEL=vmsh-root).
 #
-# For the test harness (tests/vm/harness.py): root is logged in
+# For the test harness (vmshtest/harness.py): root is logged in
 # automatically on ttyS0 by systemd's serial-getty@ttyS0 (agetty
 # --autologin); root's ~/.profile prints "VMSH-GUEST-READY <release>" and
 # sets the prompt "vmsh-guest:DIR# " the harness waits for. Nothing else is

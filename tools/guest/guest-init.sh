@@ -5,7 +5,7 @@
 # /etc/vmsh-modules, or vmsh.modules=a,b,c on the kernel command line;
 # vmsh.modules=none loads nothing), quiets the kernel console, prints the
 # ready marker and runs an interactive shell on the serial console for the
-# test harness (tests/vm/hostagent.py types commands into it).
+# test harness (vmshtest/hostagent.py types commands into it).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root TERM=dumb
 

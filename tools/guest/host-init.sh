@@ -1,12 +1,12 @@
 #!/bin/sh
-# /init of the emulated KVM host ("L1"), booted by tests/vm/harness.py under
+# /init of the emulated KVM host ("L1"), booted by vmshtest/harness.py under
 # qemu TCG with SVM when the machine has no usable hardware KVM.
 #
 # Loads kvm + kvm-amd, mounts the real host's root (virtfs tag "hostroot",
 # read-only) at /host and turns it into a usable chroot (tmpfs /tmp and /run,
 # proc, sys, dev), mounts the writable exchange share (tag "xchg") at the
 # same absolute path it has on the real host, and runs the command agent
-# (tests/vm/hostagent.py, from the host root) on the virtio-serial port
+# (vmshtest/hostagent.py, from the host root) on the virtio-serial port
 # named vmsh.agent.  Kernel command line:
 #   vmsh.agent=PATH    agent script (a path on the real host)
 #   vmsh.xchg=PATH     exchange directory (a path on the real host)

@@ -1,7 +1,7 @@
-/* remote_mem.c - reading and writing another process's memory. */
+/* remote_mem.c - reading and writing another process's memory (see remote_mem.h). */
 #include <sys/uio.h>
 
-#include "tracer/tracer.h"
+#include "common/remote_mem.h"
 
 ssize_t remote_read(pid_t pid, uint64_t addr, void *buf, size_t len)
 {

@@ -10,7 +10,7 @@ vmsh, and type into the guests' serial consoles.  `Supervisor` does that:
   console_*(path, ...)       a guest's serial console on a unix socket: wait
                              for a marker, run a shell command, get its output
 
-In direct mode (hardware KVM on this machine) tests/vm/harness.py uses a
+In direct mode (hardware KVM on this machine) vmshtest/harness.py uses a
 Supervisor in-process.  In emulated mode this file runs inside the emulated
 KVM host (L1) as `hostagent.py --serve /dev/vportNpM` and answers JSON
 requests, one per line, on a virtio-serial port; the harness is the client.

@@ -1,17 +1,16 @@
 /* session.c - vmsh's devices in a running guest (see session.h). */
-#include "cli/session.h"
+#include "core/session.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "cli/inspect.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "devices/blk_dev.h"
 #include "devices/blk_uring.h"
 #include "devices/console_dev.h"
@@ -27,7 +26,7 @@ struct session {
 	const struct session_opts *o;
 	struct session_stats *st;
 	struct kvm_vm *vm;
-	struct inspect_result *res;
+	struct vm_info *info;
 
 	struct kernel_lib kl;
 	bool kl_loaded;
@@ -87,10 +86,10 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 		return -1;
 	uint64_t gpa = s->kl.slot.gpa + s->kl.slot.size;
 	for (unsigned tries = 0; tries < 64; tries++, gpa += 2u << 20) {
-		if (!iomem_range_free(s->res->iomem, (size_t)s->res->n_iomem, gpa, 2 * PAGE))
+		if (!iomem_range_free(s->info->iomem, (size_t)s->info->n_iomem, gpa, 2 * PAGE))
 			continue;
 		struct vmsh_err e = { 0 };
-		if (kvm_slot_add(vm, &s->res->slots, &s->kl.slot.id, 1, gpa, 2u << 20, 1, s->pages.remote, 2 * PAGE,
+		if (kvm_slot_add(vm, &s->info->slots, &s->kl.slot.id, 1, gpa, 2u << 20, 1, s->pages.remote, 2 * PAGE,
 				 KVM_MEM_READONLY, &s->slot, &e) == 0)
 			return 0;
 		if (e.errnum != ENOSPC) {
@@ -99,49 +98,6 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 		}
 	}
 	return vmsh_error(err, ENOSPC, "no free guest-physical range for the device registers");
-}
-
-/* A terminating signal arrived (they are held while a session runs). */
-static bool interrupted(void)
-{
-	sigset_t p;
-	sigpending(&p);
-	return sigismember(&p, SIGINT) || sigismember(&p, SIGTERM) || sigismember(&p, SIGHUP) ||
-	       sigismember(&p, SIGQUIT);
-}
-
-static int wait_phase(struct session *s, unsigned timeout_ms, struct vmsh_err *err)
-{
-	/* The budget is per step: a slow guest that keeps going (each driver
-	 * load runs the guest's modprobe from its disk) is waited for; one
-	 * step that takes longer than timeout_ms is reported by name. */
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
-	/* a guest that reports steps forever is not waited for forever */
-	uint64_t limit = now_ns() + 10ULL * timeout_ms * 1000000ULL;
-	volatile struct vmsh_channel *c = s->kl.chan;
-	unsigned long long seq = c->where_seq;
-	while (c->phase != VMSH_PHASE_WAIT_HOST) {
-		klib_log_progress(&s->kl);
-		if (c->where_seq != seq) {
-			seq = c->where_seq;
-			deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
-		}
-		if (klib_done(&s->kl))
-			return klib_wait(&s->kl, 0, err) < 0 ? -1 : vmsh_error(err, EPROTO, "the kernel library stopped early");
-		char w[VMSH_WHERE_LEN * 4 + 8];
-		if (now_ns() > limit)
-			return vmsh_error(err, ETIMEDOUT, "the kernel library did not get ready within %llu ms: it is %s",
-					  10ULL * timeout_ms, klib_where(&s->kl, w, sizeof(w)));
-		if (now_ns() > deadline)
-			return vmsh_error(err, ETIMEDOUT, "the kernel library made no progress for %u ms: it is %s",
-					  timeout_ms, klib_where(&s->kl, w, sizeof(w)));
-		if (interrupted())
-			return vmsh_error(err, EINTR, "interrupted while the kernel library is %s",
-					  klib_where(&s->kl, w, sizeof(w)));
-		sleep_ms(1);
-	}
-	klib_log_progress(&s->kl);
-	return 0;
 }
 
 /* With the server thread stopped (teardown), the queues are served here
@@ -160,11 +116,10 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 	struct mmio_trap mt;
 	uint64_t t0 = now_ns();
 	if (mmio_trap_start(&mt, s->vm, skip, s->slot.gpa, s->slot.gpa + 2 * PAGE, on_mmio, s, err) < 0) {
-		s->kl.chan->go = 2;
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
-	__sync_synchronize();
-	s->kl.chan->go = 1;
+	klib_go(&s->kl, VMSH_GO_ON);
 	int rc = 0;
 	uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000ULL;
 	while (!klib_done(&s->kl)) {
@@ -209,19 +164,13 @@ static int setup(struct session *s, struct vmsh_err *err)
 {
 	const struct session_opts *o = s->o;
 	struct kvm_vm *vm = s->vm;
-	struct inspect_result *res = s->res;
+	struct vm_info *info = s->info;
 	uint64_t t0 = now_ns();
-	if (!res->ksyms_ok)
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
-	if (!res->slots_ok)
-		return vmsh_error(err, 0, "memory slots unknown: %s", res->slots_error);
-	if (!res->mem_ok)
-		return vmsh_error(err, 0, "guest memory unknown: %s", res->mem_error);
 
 	/* shared guest RAM (memfd, file, hugetlbfs): the devices copy directly */
-	size_t mapped = guest_mem_map_shared(&res->mem);
+	size_t mapped = guest_mem_map_shared(&info->mem);
 	log_verbose("guest memory: %zu of %zu ranges mapped into vmsh (shared backing), the rest through "
-		    "process_vm_readv/writev", mapped, res->mem.n);
+		    "process_vm_readv/writev", mapped, info->mem.n);
 	if (blk_uring_open(&s->be, o->disk, o->disk_ro, &s->disk, err) < 0)
 		return -1;
 	s->be_open = true;
@@ -230,25 +179,22 @@ static int setup(struct session *s, struct vmsh_err *err)
 
 	/* a library an earlier run had to leave behind goes now, if it can */
 	unsigned reaped, left;
-	if (klib_reap_stale(vm, &res->mem, &res->kernel, &res->slots, res->kernel.pt.root, &reaped, &left) == 0 &&
+	if (klib_reap_stale(vm, &info->mem, &info->kernel, &info->slots, info->kernel.pt.root, &reaped, &left) == 0 &&
 	    (reaped || left))
 		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
-	if (klib_load(&s->kl, vm, &res->mem, &res->kernel, res->iomem, (size_t)res->n_iomem, &res->slots,
-		      inspect_gpa_limit(res), err) < 0)
+	if (klib_load(&s->kl, vm, &info->mem, &info->kernel, info->iomem, (size_t)info->n_iomem, &info->slots,
+		      vm_gpa_limit(info), err) < 0)
 		return -1;
 	s->kl_loaded = true;
 	if (o->helper && klib_add_file(&s->kl, o->helper, o->helper_len, err) < 0)
 		return vmsh_err_prefix(err, "the helper");
-	if (o->helper_args_len > sizeof(s->kl.chan->helper_argv))
-		return vmsh_error(err, E2BIG, "the command line is too long for the guest helper");
-	if (o->helper_args_len)
-		memcpy(s->kl.chan->helper_argv, o->helper_args, o->helper_args_len);
-	s->kl.chan->helper_argc = o->helper_argc;
+	if (klib_set_helper_args(&s->kl, o->helper_args, o->helper_args_len, o->helper_argc, err) < 0)
+		return -1;
 
 	if (add_pages(s, err) < 0)
 		return -1;
 	s->st->dev_gpa = s->slot.gpa;
-	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .opaque = &res->mem };
+	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .opaque = &info->mem };
 	blk_dev_init(&s->blk, &s->disk, &s->mem, s->pages.local, s->slot.gpa);
 	s->blk_init = true;
 	s->devs[s->n_devs++] = &s->blk;
@@ -272,17 +218,13 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (s->con_init && console_dev_watch(&s->con, &s->srv, err) < 0)
 		return -1;
 
-	if (interrupted())
+	if (term_signal_pending())
 		return vmsh_error(err, EINTR, "interrupted");
 	/* the library: load drivers, choose the interrupt line, wait for us */
-	struct vmsh_channel *c = s->kl.chan;
-	c->op = VMSH_OP_DEVICES_ADD;
-	c->n_devs = s->n_devs;
+	uint64_t gpas[VMSH_MAX_DEVS];
 	for (size_t i = 0; i < s->n_devs; i++)
-		c->dev_gpa[i] = s->devs[i]->gpa;
-	c->go = 0;
-	c->phase = VMSH_PHASE_RUNNING;
-	if (klib_start(&s->kl, o->timeout_ms, err) < 0)
+		gpas[i] = s->devs[i]->gpa;
+	if (klib_request(&s->kl, VMSH_OP_DEVICES_ADD, gpas, s->n_devs, o->timeout_ms, err) < 0)
 		return -1;
 	s->devices_added = true;
 	/* Let the hypervisor run free while the library works: its work waits
@@ -291,26 +233,28 @@ static int setup(struct session *s, struct vmsh_err *err)
 	 * through is the one that completes that disk's I/O (qemu's main loop)
 	 * - held, it would stall the guest until we gave up (issue 18). */
 	kvm_vm_release(vm);
-	if (wait_phase(s, o->timeout_ms, err) < 0)
+	if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, err) < 0)
 		return -1;
 	if (kvm_vm_reacquire(vm, err) < 0) {
-		c->go = 2;
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_err_prefix(err, "attach again to connect the interrupt line");
 	}
-	s->st->gsi = (uint32_t)c->gsi;
-	s->st->irq = (uint32_t)c->irq;
+	if (klib_irq_line(&s->kl, &s->st->gsi, &s->st->irq, err) < 0) {
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
+		return -1;
+	}
 	for (size_t i = 0; i < s->n_devs; i++) {
-		if (vdev_connect_irq(s->devs[i], vm, (uint32_t)c->gsi, err) < 0) {
-			c->go = 2;
+		if (vdev_connect_irq(s->devs[i], vm, s->st->gsi, err) < 0) {
+			klib_go(&s->kl, VMSH_GO_GIVE_UP);
 			return -1;
 		}
 	}
-	if (interrupted()) {
-		c->go = 2;
+	if (term_signal_pending()) {
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_error(err, EINTR, "interrupted");
 	}
 	if (server_start(&s->srv, err) < 0) {
-		c->go = 2;
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
 	/* From here the hypervisor runs untraced but for the drivers' set-up. */
@@ -341,11 +285,11 @@ static void teardown(struct session *s)
 	uint64_t t0 = now_ns();
 	struct kvm_vm *vm = s->vm;
 	struct vmsh_err e = { 0 };
-	if (s->devices_added && s->kl.chan && !klib_done(&s->kl)) {
+	if (s->devices_added && !klib_done(&s->kl)) {
 		/* the library is still at work: tell it to give up and give it a
 		 * moment, with the hypervisor free (the work may wait for the
 		 * guest's disk, see setup) */
-		s->kl.chan->go = 2;
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		if (vm->tr->attached)
 			kvm_vm_release(vm);
 		klib_wait(&s->kl, 5000, NULL);
@@ -358,16 +302,13 @@ static void teardown(struct session *s)
 	if (s->devices_added) {
 		in_use = true;
 		if (klib_done(&s->kl)) {
-			struct vmsh_channel *c = s->kl.chan;
-			c->op = VMSH_OP_DEVICES_REMOVE;
-			c->go = 0;
-			c->phase = VMSH_PHASE_RUNNING;
-			if (klib_start(&s->kl, s->o->timeout_ms, &e) < 0 || wait_phase(s, s->o->timeout_ms, &e) < 0 ||
+			if (klib_request(&s->kl, VMSH_OP_DEVICES_REMOVE, NULL, 0, s->o->timeout_ms, &e) < 0 ||
+			    klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, s->o->timeout_ms, &e) < 0 ||
 			    trapped_run(s, vm->tr->main.tid, s->o->timeout_ms + 10000, &e) < 0)
 				log_info("removing the devices from the guest: %s", e.msg);
 			else
 				in_use = false;
-		} else if (s->kl.chan->dev_ok[0] != 1 && s->kl.chan->dev_ok[1] != 1 && s->kl.chan->gsi <= 0) {
+		} else if (!klib_registered_any(&s->kl)) {
 			in_use = false; /* it gave up before registering anything */
 		}
 	}
@@ -418,46 +359,38 @@ static void free_local(struct session *s)
 		blk_uring_close(&s->be);
 }
 
-static int run_cb(struct kvm_vm *vm, struct inspect_result *res, void *opaque, struct vmsh_err *err)
+struct session *session_open(struct vm *vm, const struct session_opts *o, struct session_stats *st,
+			     struct vmsh_err *err)
 {
-	struct session *s = opaque;
-	s->vm = vm;
-	s->res = res;
-	int rc = setup(s, err);
-	if (rc == 0) {
-		rc = s->o->serve(s, s->con_init ? s->con_fds[1] : -1, s->o->opaque, err);
-		/* the caller's end stays open until the guest side is gone */
+	memset(st, 0, sizeof(*st));
+	if (vm_need_kernel(vm, err) < 0)
+		return NULL;
+	if (vm_hold(vm, err) < 0)
+		return NULL;
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s) {
+		vmsh_error(err, ENOMEM, "session");
+		return NULL;
 	}
-	teardown(s);
-	free_local(s);
-	return rc;
+	*s = (struct session){ .o = o, .st = st, .vm = &vm->kvm, .info = &vm->info, .con_fds = { -1, -1 } };
+	s->pages.fd = -1;
+	if (setup(s, err) < 0) {
+		session_close(s);
+		return NULL;
+	}
+	return s;
 }
 
-int session_run(const struct session_opts *o, struct session_stats *st, struct vmsh_err *err)
+int session_console_fd(const struct session *s)
 {
-	/* Terminating signals wait until the guest is left as it was: the
-	 * caller's serve() takes them (signalfd), teardown always runs, and
-	 * whatever is still pending is delivered at the end. */
-	sigset_t term, old;
-	sigemptyset(&term);
-	sigaddset(&term, SIGINT);
-	sigaddset(&term, SIGTERM);
-	sigaddset(&term, SIGHUP);
-	sigaddset(&term, SIGQUIT);
-	sigprocmask(SIG_BLOCK, &term, &old);
-	struct session s = { .o = o, .st = st, .con_fds = { -1, -1 } };
-	s.pages.fd = -1;
-	memset(st, 0, sizeof(*st));
-	struct inspect_opts io = { .pid = o->pid, .vm_fd = o->vm_fd, .while_attached = run_cb, .opaque = &s };
-	struct inspect_result r;
-	int rc = inspect_vm(&io, &r, err);
-	inspect_result_free(&r);
-	/* A signal that ended the session was taken by serve() or stopped the
-	 * set-up; more of the same (a shell's SIGTERM to our process group and
-	 * the one our parent forwards) must not kill us now that we are done. */
-	struct timespec none = { 0, 0 };
-	while (sigtimedwait(&term, NULL, &none) > 0)
-		;
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	return rc;
+	return s->con_init ? s->con_fds[1] : -1;
+}
+
+void session_close(struct session *s)
+{
+	if (!s)
+		return;
+	teardown(s);
+	free_local(s);
+	free(s);
 }

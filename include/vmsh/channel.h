@@ -29,6 +29,13 @@ enum vmsh_lib_phase {
 	VMSH_PHASE_HELPER = 3,
 };
 
+/* What the host tells the work waiting in VMSH_PHASE_WAIT_HOST (`go`). */
+enum vmsh_lib_go {
+	VMSH_GO_WAIT = 0,    /* not yet */
+	VMSH_GO_ON = 1,      /* the host listens on the line and traps the devices: proceed */
+	VMSH_GO_GIVE_UP = 2, /* the host stopped waiting: undo and finish */
+};
+
 #define VMSH_MAX_DEVS 2
 #define VMSH_HELPER_ARGV 2048
 #define VMSH_WHERE_LEN 96
@@ -63,7 +70,7 @@ struct vmsh_channel {
 
 	unsigned long long op;         /* host: enum vmsh_lib_op */
 	unsigned long long phase;      /* library: enum vmsh_lib_phase */
-	unsigned long long go;         /* host: 1 = proceed, 2 = give up */
+	unsigned long long go;         /* host: enum vmsh_lib_go */
 	unsigned long long n_devs;     /* host: devices to register */
 	unsigned long long dev_gpa[VMSH_MAX_DEVS]; /* host: register page of each */
 	long long gsi, irq;            /* library: the interrupt line and its Linux IRQ */

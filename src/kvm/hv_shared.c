@@ -1,6 +1,6 @@
-/* shared.c - memory, slots and eventfds shared with the hypervisor (see
- * shared.h). */
-#include "kvm/shared.h"
+/* hv_shared.c - memory, slots and eventfds shared with the hypervisor (see
+ * hv_shared.h). */
+#include "kvm/hv_shared.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/remote_mem.h"
 
 static int inject(struct kvm_vm *vm, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
 		  uint64_t a5, int64_t *ret, struct vmsh_err *err)

@@ -1,6 +1,6 @@
 /* relay.h - vmsh's end of the conversation with vmsh-helper in the guest:
  * the caller's terminal or pipes on one side, the framed byte stream of
- * guest-helper/proto.h (carried by the virtio console) on the other.
+ * include/vmsh/helper_proto.h (carried by the virtio console) on the other.
  *
  * Interactive (the command runs on a pty in the guest) when stdin is a
  * terminal, unless the options say otherwise: stdin goes raw, the window

@@ -1,5 +1,5 @@
 /* term.c - the caller's terminal: raw mode, window size, the detach key. */
-#include "console/term.h"
+#include "relay/term.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -7,7 +7,7 @@ import shlex
 import signal
 import time
 
-import harness
+from . import harness
 
 SCRATCH = "/run/vmsh-e2e"
 

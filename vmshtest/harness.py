@@ -45,11 +45,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hostagent  # noqa: E402
-from hostagent import AgentError, CommandTimeout, ConsoleError  # noqa: E402,F401
+from . import hostagent
+from .hostagent import AgentError, CommandTimeout, ConsoleError  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools" / "guest"
 CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
 QEMU = "qemu-system-x86_64"
@@ -348,7 +347,7 @@ class DirectHost(Host):
 class EmulatedHost(Host):
     """An emulated KVM host (L1): qemu TCG with SVM, Debian's kernel with
     kvm-amd, this machine's root read-only as a chroot, and
-    tests/vm/hostagent.py answering on a virtio-serial port."""
+    vmshtest/hostagent.py answering on a virtio-serial port."""
 
     mode = "emulated"
 
@@ -381,7 +380,7 @@ class EmulatedHost(Host):
             raise
 
     def _boot(self, timeout):
-        agent = REPO / "tests" / "vm" / "hostagent.py"
+        agent = REPO / "vmshtest" / "hostagent.py"
         append = (f"console=ttyS0 panic=-1 vmsh.agent={agent} vmsh.xchg={self.logdir} "
                   f"vmsh.python=/usr/bin/python3 {os.environ.get('VMSH_L1_APPEND', '')}")
         accel = os.environ.get("VMSH_L1_ACCEL", "tcg,thread=multi")

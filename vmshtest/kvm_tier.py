@@ -8,7 +8,7 @@ nothing but the KVM API.  Our machines differ: some have a software KVM
 
   host      /dev/kvm opens and KVM_CREATE_VM succeeds: run the tests here.
   emulated  otherwise: boot the emulated KVM host of the end-to-end tier
-            (tests/vm/harness.py: qemu TCG with SVM, Debian's kernel with
+            (vmshtest/harness.py: qemu TCG with SVM, Debian's kernel with
             kvm-amd, this machine's root shared read-only) and run the very
             same pytest command inside it, on its real KVM.
 
@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
+REPO = HERE.parent
 
 KVM_CREATE_VM = 0xAE01
 PYTHON = "/usr/bin/python3"     # Debian's, with python3-pytest (also inside L1's chroot)
@@ -118,7 +117,7 @@ def _follow(path, stop):
 
 
 def run_emulated(extra, reason):
-    import harness  # noqa: E402  (tests/vm; only needed in this mode)
+    from vmshtest import harness  # only needed in this mode
 
     say(f"inside the emulated KVM host — {reason}; booting it")
     # What the tests would otherwise build on the fly: inside L1 the

@@ -1,10 +1,10 @@
-/* shared.h - objects vmsh and the hypervisor share: memory (a memfd the
+/* hv_shared.h - objects vmsh shares with the hypervisor: memory (a memfd the
  * hypervisor maps and vmsh maps too), memory slots on it, and eventfds KVM
  * signals or listens to. All are created inside the hypervisor by injected
  * syscalls and opened by vmsh through /proc/PID/fd, so both sides hold the
  * same object. */
-#ifndef VMSH_KVM_SHARED_H
-#define VMSH_KVM_SHARED_H
+#ifndef VMSH_KVM_HV_SHARED_H
+#define VMSH_KVM_HV_SHARED_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,11 +1,11 @@
 /* relay.c - vmsh's end of the conversation with vmsh-helper (see relay.h
- * for the behaviour, guest-helper/proto.h for the frames).
+ * for the behaviour, include/vmsh/helper_proto.h for the frames).
  *
  * One poll loop, no threads, fixed buffers:
  *  - to the guest, one frame is on its way at a time; at each frame boundary
  *    control frames (DETACH, SIGNAL, WINSIZE) go before the next stdin frame.
  *    stdin is read only when the stdin frame slot is free and the helper
- *    has acknowledged enough of what we sent (the stdin window, proto.h):
+ *    has acknowledged enough of what we sent (the stdin window, vmsh/helper_proto.h):
  *    back-pressure reaches the writer of our stdin, and the helper can
  *    always read our control frames, however busy its command is.
  *  - from the guest, frames are parsed in a buffer of two maximal frames;
@@ -14,10 +14,10 @@
  *    reaches the helper.
  *  - signals come through a signalfd (blocked for the duration), so every
  *    exit path goes through the one cleanup that restores the terminal. */
-#include "console/relay.h"
+#include "relay/relay.h"
 #include "common/escape.h"
-#include "console/term.h"
-#include "../../guest-helper/proto.h"
+#include "relay/term.h"
+#include "vmsh/helper_proto.h"
 
 #include <errno.h>
 #include <poll.h>

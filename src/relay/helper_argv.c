@@ -1,8 +1,8 @@
 /* helper_argv.c - the command line vmsh gives vmsh-helper in the guest
  * (format in relay.h; the helper's usage in guest-helper/vmsh-helper.c). */
-#include "console/relay.h"
-#include "console/term.h"
-#include "../../guest-helper/proto.h" /* vmsh_plain_word */
+#include "relay/relay.h"
+#include "relay/term.h"
+#include "vmsh/helper_proto.h" /* vmsh_plain_word */
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,0 +1,290 @@
+/* vm.c - open, read and close one running VM (see vm.h). */
+#include "core/vm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/procfs.h"
+#include "guest/memmap.h"
+#include "guest/pagetable.h"
+#include "guest/ptwrite.h"
+
+static int choose_vm_fd(pid_t pid, int want, const struct kvm_fds *f, struct vmsh_err *err)
+{
+	if (f->n_vms == 0)
+		return vmsh_error_kind(err, VMSH_E_NOTKVM, 0,
+				       "process %d has no KVM VM (no anon_inode:kvm-vm among its fds): not a hypervisor?",
+				       pid);
+	if (want >= 0) {
+		for (size_t i = 0; i < f->n_vms; i++)
+			if (f->vm_fds[i] == want)
+				return want;
+		return vmsh_error_kind(err, VMSH_E_USAGE, 0, "fd %d of process %d is not a KVM VM", want, pid);
+	}
+	if (f->n_vms > 1) {
+		char list[128] = "";
+		for (size_t i = 0; i < f->n_vms; i++)
+			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%d", i ? ", " : "", f->vm_fds[i]);
+		return vmsh_error_kind(err, VMSH_E_AMBIGUOUS, 0,
+				       "process %d has %zu KVM VMs (fds %s): choose one with --vm-fd", pid, f->n_vms,
+				       list);
+	}
+	return f->vm_fds[0];
+}
+
+/* The registers window: every thread of the hypervisor stopped, each vCPU
+ * read from the injection thread, everyone released. */
+static int read_vcpus(struct vm *vm, struct vmsh_err *err)
+{
+	struct vm_info *info = &vm->info;
+	uint64_t t0 = now_ns();
+	if (tracer_stop_others(&vm->tr, err) < 0)
+		return -1;
+	for (size_t i = 0; i < vm->kvm.n_vcpus; i++) {
+		struct vm_vcpu *v = &info->vcpus[i];
+		v->index = vm->kvm.vcpus[i].index;
+		v->fd = vm->kvm.vcpus[i].fd;
+		for (size_t k = 0; k < vm->tr.n_others; k++)
+			if (vm->tr.others[k].in_kvm_run && vm->tr.others[k].kvm_run_fd == v->fd)
+				v->tid = vm->tr.others[k].tid;
+		struct vmsh_err e = { 0 };
+		if (kvm_vcpu_get_state(&vm->kvm, &vm->kvm.vcpus[i], &v->st, &e) == 0)
+			v->ok = true;
+		else
+			snprintf(v->error, sizeof(v->error), "%s", e.msg);
+		if (v->ok && !info->guest_phys_bits &&
+		    kvm_vcpu_phys_bits(&vm->kvm, &vm->kvm.vcpus[i], &info->guest_phys_bits, &e) < 0)
+			log_verbose("vCPU %d: no CPUID: %s", v->index, e.msg);
+	}
+	tracer_resume_others(&vm->tr);
+	info->stopped_ns += now_ns() - t0;
+	return 0;
+}
+
+/* Slot ids, probed while the vCPUs run again (needs one readable vCPU). */
+static void read_slots(struct vm *vm)
+{
+	struct vm_info *info = &vm->info;
+	bool any = false;
+	for (size_t i = 0; i < info->n_vcpus && !any; i++)
+		any = info->vcpus[i].ok;
+	if (!any)
+		return;
+	struct vmsh_err e = { 0 };
+	if (kvm_memslot_ids(&vm->kvm, 0, &info->slots, &e) == 0)
+		info->slots_ok = true;
+	else
+		snprintf(info->slots_error, sizeof(info->slots_error), "%s", e.msg);
+}
+
+static int cmp_vcpu(const void *a, const void *b)
+{
+	const struct kvm_vcpu_ref *x = a, *y = b;
+	return (x->index > y->index) - (x->index < y->index);
+}
+
+int vm_open(struct vm *vm, pid_t pid, int want_fd, struct vmsh_err *err)
+{
+	memset(vm, 0, sizeof(*vm));
+	struct vm_info *info = &vm->info;
+	vm->t_open = now_ns();
+	info->pid = pid;
+	guest_mem_init(&info->mem, pid);
+	procfs_exe(pid, info->exe, sizeof(info->exe));
+
+	struct kvm_fds f;
+	if (kvm_fds_scan(pid, &f, err) < 0)
+		return vmsh_err_prefix(err, "process %d", pid);
+	int vm_fd = choose_vm_fd(pid, want_fd, &f, err);
+	if (vm_fd < 0) {
+		kvm_fds_free(&f);
+		return -1;
+	}
+	info->vm_fd = vm_fd;
+	qsort(f.vcpus, f.n_vcpus, sizeof(*f.vcpus), cmp_vcpu);
+
+	vm->t_attach = now_ns();
+	if (tracer_attach(&vm->tr, pid, err) < 0) {
+		kvm_fds_free(&f);
+		return -1;
+	}
+	int rc = kvm_vm_open(&vm->kvm, &vm->tr, vm_fd, &f, err);
+	kvm_fds_free(&f);
+	if (rc < 0) {
+		tracer_close(&vm->tr);
+		return -1;
+	}
+	vm->attached = true;
+	info->seccomp_suspended = vm->tr.seccomp_suspended;
+	info->inject_tid = vm->tr.main.tid;
+	info->vcpus = calloc(vm->kvm.n_vcpus ? vm->kvm.n_vcpus : 1, sizeof(*info->vcpus));
+	info->n_vcpus = vm->kvm.n_vcpus;
+	if (!info->vcpus)
+		rc = vmsh_error(err, ENOMEM, "vCPU table");
+	if (rc == 0)
+		rc = read_vcpus(vm, err);
+	if (rc < 0) {
+		vm_detach(vm);
+		return -1;
+	}
+	read_slots(vm);
+	return 0;
+}
+
+void vm_let_go(struct vm *vm)
+{
+	if (vm->attached)
+		kvm_vm_release(&vm->kvm);
+}
+
+int vm_hold(struct vm *vm, struct vmsh_err *err)
+{
+	if (!vm->attached)
+		return vmsh_error(err, EBADF, "the VM is closed");
+	return kvm_vm_reacquire(&vm->kvm, err);
+}
+
+uint64_t vm_gpa_limit(const struct vm_info *info)
+{
+	unsigned bits = info->guest_phys_bits ? info->guest_phys_bits : 39;
+	unsigned host = host_phys_bits();
+	return 1ULL << (bits < host ? bits : host);
+}
+
+static void paging_of(const struct vm_vcpu *v, struct cpu_paging *c)
+{
+	c->cr0 = v->st.sregs.cr0;
+	c->cr3 = v->st.sregs.cr3;
+	c->cr4 = v->st.sregs.cr4;
+	c->efer = v->st.sregs.efer;
+	c->rip = v->st.regs.rip;
+}
+
+/* A guest-physical page the vCPU is certainly using: its page-table root, or
+ * without paging the page it executes from. */
+static uint64_t known_gpa(const struct vm_vcpu *v)
+{
+	struct cpu_paging c;
+	paging_of(v, &c);
+	if (paging_mode_of(&c) != PAGING_NONE)
+		return c.cr3 & pt_phys_mask(52);
+	return (v->st.sregs.cs.base + v->st.regs.rip) & ~0xfffULL;
+}
+
+static int plausible_cb(struct guest_mem *gm, void *opaque)
+{
+	return kernel_paging_plausible(gm, opaque);
+}
+
+/* The guest's own RAM map (/proc/iomem's source) replaces the provisional
+ * one the page tables gave. */
+static void read_iomem(struct vm_info *info)
+{
+	struct vmsh_err e = { 0 };
+	int n = iomem_read(&info->mem, &info->kernel, info->iomem, sizeof(info->iomem) / sizeof(info->iomem[0]), &e);
+	if (n <= 0) {
+		log_verbose("guest RAM map unavailable: %s", e.msg);
+		return;
+	}
+	info->n_iomem = n;
+	struct ram_range ram[64];
+	size_t nr = iomem_system_ram(info->iomem, (size_t)n, ram, 64);
+	if (nr && memmap_refine(&info->mem, ram, nr, &e) < 0)
+		log_info("refining the memory map failed: %s", e.msg);
+}
+
+static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
+{
+	struct vmsh_err e = { 0 };
+	struct cpu_paging c;
+	paging_of(v, &c);
+	if (paging_mode_of(&c) != PAGING_4LEVEL && paging_mode_of(&c) != PAGING_5LEVEL) {
+		snprintf(info->mem_error, sizeof(info->mem_error),
+			 "vCPU %d does not use 64-bit paging (%s): guest memory cannot be located from its page tables",
+			 v->index, paging_mode_name(paging_mode_of(&c)));
+		snprintf(info->kernel_error, sizeof(info->kernel_error), "not a running 64-bit Linux kernel");
+		return;
+	}
+	if (memmap_bootstrap(&info->mem, known_gpa(v), plausible_cb, &c, &e) < 0) {
+		snprintf(info->mem_error, sizeof(info->mem_error), "%s", e.msg);
+		snprintf(info->kernel_error, sizeof(info->kernel_error), "guest memory not located");
+		return;
+	}
+	info->mem_ok = true;
+	if (kernel_find(&info->mem, &c, &info->kernel, &e) < 0) {
+		snprintf(info->kernel_error, sizeof(info->kernel_error), "%s", e.msg);
+		info->kernel_ok = info->kernel.version[0] != '\0';
+		return;
+	}
+	info->kernel_ok = info->ksyms_ok = true;
+	/* where vmsh's kernel library would go: shows a region left behind */
+	struct ptw_slot hole;
+	if (ptw_find_free_gib(&info->kernel.pt, pt_canonical(KERNEL_HOLE_START, info->kernel.pt.levels),
+			     pt_canonical(KERNEL_HOLE_END, info->kernel.pt.levels), &hole, &e) == 0)
+		info->free_region = hole.va;
+	read_iomem(info);
+}
+
+void vm_find_kernel(struct vm *vm)
+{
+	/* the vCPU most likely to be in the kernel: one in ring 0 */
+	struct vm_info *info = &vm->info;
+	const struct vm_vcpu *kv = NULL;
+	for (size_t i = 0; i < info->n_vcpus; i++) {
+		const struct vm_vcpu *v = &info->vcpus[i];
+		if (!v->ok)
+			continue;
+		if (!kv || ((v->st.sregs.cs.selector & 3) == 0 && (kv->st.sregs.cs.selector & 3) != 0))
+			kv = v;
+	}
+	if (kv)
+		find_kernel_from(info, kv);
+	info->total_ns = now_ns() - vm->t_open;
+}
+
+int vm_open_guest(struct vm *vm, pid_t pid, int vm_fd, struct vmsh_err *err)
+{
+	if (vm_open(vm, pid, vm_fd, err) < 0)
+		return -1;
+	vm_let_go(vm);
+	vm_find_kernel(vm);
+	return 0;
+}
+
+int vm_need_kernel(const struct vm *vm, struct vmsh_err *err)
+{
+	const struct vm_info *info = &vm->info;
+	if (!info->ksyms_ok)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", info->kernel_error);
+	if (!info->slots_ok)
+		return vmsh_error(err, 0, "memory slots unknown: %s", info->slots_error);
+	if (!info->mem_ok)
+		return vmsh_error(err, 0, "guest memory unknown: %s", info->mem_error);
+	return 0;
+}
+
+void vm_detach(struct vm *vm)
+{
+	if (!vm->attached)
+		return;
+	kvm_vm_close(&vm->kvm);
+	vm->info.injected_syscalls = vm->tr.injected_syscalls;
+	tracer_close(&vm->tr);
+	vm->info.attached_ns = now_ns() - vm->t_attach;
+	vm->attached = false;
+}
+
+void vm_close(struct vm *vm)
+{
+	vm_detach(vm);
+	struct vm_info *info = &vm->info;
+	free(info->vcpus);
+	free(info->slots.ids);
+	guest_mem_free(&info->mem);
+	kernel_free(&info->kernel);
+	memset(info, 0, sizeof(*info));
+}
