@@ -34,9 +34,11 @@ int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev
 	if (n_devs > VMSH_MAX_DEVS)
 		return vmsh_error(err, E2BIG, "%zu devices: the library takes %d at most", n_devs, VMSH_MAX_DEVS);
 	c->op = op;
-	c->n_devs = n_devs;
-	for (size_t i = 0; i < n_devs; i++)
-		c->dev_gpa[i] = dev_gpa[i];
+	if (dev_gpa) { /* else (removal) the devices stay those of the set-up */
+		c->n_devs = n_devs;
+		for (size_t i = 0; i < n_devs; i++)
+			c->dev_gpa[i] = dev_gpa[i];
+	}
 	c->go = VMSH_GO_WAIT;
 	c->phase = VMSH_PHASE_RUNNING;
 	return klib_start(kl, timeout_ms, err);
