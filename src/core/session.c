@@ -233,7 +233,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	 * through is the one that completes that disk's I/O (qemu's main loop)
 	 * - held, it would stall the guest until we gave up (issue 18). */
 	kvm_vm_release(vm);
-	if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, err) < 0)
+	if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, true, err) < 0)
 		return -1;
 	if (kvm_vm_reacquire(vm, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
@@ -303,7 +303,7 @@ static void teardown(struct session *s)
 		in_use = true;
 		if (klib_done(&s->kl)) {
 			if (klib_request(&s->kl, VMSH_OP_DEVICES_REMOVE, NULL, 0, s->o->timeout_ms, &e) < 0 ||
-			    klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, s->o->timeout_ms, &e) < 0 ||
+			    klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, s->o->timeout_ms, false, &e) < 0 ||
 			    trapped_run(s, vm->tr->main.tid, s->o->timeout_ms + 10000, &e) < 0)
 				log_info("removing the devices from the guest: %s", e.msg);
 			else

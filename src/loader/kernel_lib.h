@@ -96,8 +96,11 @@ int klib_set_helper_args(struct kernel_lib *kl, const char *args, size_t len, un
 int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev_gpa, size_t n_devs,
 		 unsigned timeout_ms, struct vmsh_err *err);
 /* wait until the work reaches phase: timeout_ms per step it reports, ten
- * times that in all; EINTR when a terminating signal is pending; */
-int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned timeout_ms, struct vmsh_err *err);
+ * times that in all; if interruptible, EINTR when a terminating signal is
+ * pending (the set-up; never the removal, which a repeated signal must not
+ * cut short); */
+int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned timeout_ms, bool interruptible,
+		    struct vmsh_err *err);
 /* let the work waiting in VMSH_PHASE_WAIT_HOST go on, or give up; */
 void klib_go(struct kernel_lib *kl, enum vmsh_lib_go go);
 /* the interrupt line it chose (valid from VMSH_PHASE_WAIT_HOST), checked;

@@ -44,7 +44,8 @@ int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev
 	return klib_start(kl, timeout_ms, err);
 }
 
-int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned timeout_ms, struct vmsh_err *err)
+int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned timeout_ms, bool interruptible,
+		    struct vmsh_err *err)
 {
 	/* The budget is per step: a slow guest that keeps going (each driver
 	 * load runs the guest's modprobe from its disk) is waited for; one
@@ -69,7 +70,7 @@ int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned t
 		if (now_ns() > deadline)
 			return vmsh_error(err, ETIMEDOUT, "the kernel library made no progress for %u ms: it is %s",
 					  timeout_ms, klib_where(kl, w, sizeof(w)));
-		if (term_signal_pending())
+		if (interruptible && term_signal_pending())
 			return vmsh_error(err, EINTR, "interrupted while the kernel library is %s",
 					  klib_where(kl, w, sizeof(w)));
 		sleep_ms(1);

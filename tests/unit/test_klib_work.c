@@ -6,6 +6,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <signal.h>
 
 #include "loader/kernel_lib.h"
 
@@ -83,12 +84,45 @@ static void test_helper_args_never_overflow_the_channel(void **state)
 	free(kl.chan);
 }
 
+/* A terminating signal pending while vmsh removes its devices (a second
+ * SIGTERM: a shell's to the process group plus the one a parent forwards)
+ * made the removal's wait give up with EINTR, which left the devices and
+ * the library in the guest (seen in CI). The removal's wait is not
+ * interruptible; the set-up's is. */
+static void test_pending_signal_interrupts_the_setup_wait_only(void **state)
+{
+	(void)state;
+	struct kernel_lib kl;
+	setup_kl(&kl);
+	kl.chan->state = VMSH_LIB_ENTERED;
+	kl.chan->phase = VMSH_PHASE_RUNNING;
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
+	raise(SIGTERM);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(klib_wait_phase(&kl, VMSH_PHASE_WAIT_HOST, 50, true, &err), -1);
+	assert_int_equal(err.errnum, EINTR);
+	/* the removal waits its time out instead, then says so */
+	assert_int_equal(klib_wait_phase(&kl, VMSH_PHASE_WAIT_HOST, 50, false, &err), -1);
+	assert_int_equal(err.errnum, ETIMEDOUT);
+	/* and sees the phase when the library reaches it */
+	kl.chan->phase = VMSH_PHASE_WAIT_HOST;
+	assert_int_equal(klib_wait_phase(&kl, VMSH_PHASE_WAIT_HOST, 50, false, &err), 0);
+	struct timespec none = { 0, 0 };
+	sigtimedwait(&term, NULL, &none);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	free(kl.chan);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_interrupt_line_from_the_guest_is_range_checked),
 		cmocka_unit_test(test_registered_any),
 		cmocka_unit_test(test_helper_args_never_overflow_the_channel),
+		cmocka_unit_test(test_pending_signal_interrupts_the_setup_wait_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

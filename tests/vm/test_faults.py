@@ -117,3 +117,35 @@ def test_vm_gone_during_attach_ends_it_clearly(guest_factory, host, vmsh_bin):
         if host.alive(pid):
             host.kill(pid, 9)
         guest.stop()
+
+
+def test_a_storm_of_terminating_signals_does_not_cut_the_removal_short(any_guest, host, vmsh_bin):
+    """A shell killing the process group, a supervisor repeating its SIGTERM:
+    vmsh takes the first one and removes its devices; the later ones must
+    not abort that removal (they did: a SIGTERM pending during teardown made
+    the wait for the library return EINTR and left the devices and the
+    library in the guest, found by a CI run)."""
+    guest = any_guest
+    base = warnings(guest)
+    disk, _ = make_disk(host, "storm.img", 4)
+    s = Served(host, vmsh_bin, guest, disk)
+    assert s.dev, s.text
+    # SIGTERM to vmsh's worker (and its guard process, which forwards it),
+    # back to back, until the worker is gone
+    w = host.check(f"cat /proc/{s.pid}/task/*/children").split()
+    assert len(w) == 1, w
+    host.run(f"while kill -TERM {w[0]} 2>/dev/null; do kill -TERM {s.pid} 2>/dev/null; done", 120)
+    assert wait_exit(host, s.pid, 60)
+    s.stop()
+    assert "removed in" in s.text, s.text
+    assert "could not be removed" not in s.text and "nterrupted" not in s.text, s.text
+    assert "AddressSanitizer" not in s.text and "runtime error" not in s.text, s.text
+    # nothing of that session left in the guest: no disk with its serial, a
+    # later session sets up and removes cleanly
+    left = guest.console(f"grep -l {s.id} /sys/block/vd*/serial 2>/dev/null; echo end").split()
+    assert left == ["end"], left
+    with Served(host, vmsh_bin, guest, disk) as again:
+        assert again.dev, again.text
+    assert again.status == 0 and "could not be removed" not in again.text, again.text
+    assert "earlier vmsh kernel libraries" not in again.text, again.text
+    assert_guest_clean(guest, base)
