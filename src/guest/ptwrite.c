@@ -3,38 +3,58 @@
 #include "guest/ptwrite.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 int ptw_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct ptw_slot *out, struct vmsh_err *err)
 {
 	uint64_t page[512];
+	/* why each candidate was passed over, for the message when none is left */
+	unsigned n_used = 0, n_unread = 0, n_upper = 0;
+	uint64_t unread_gpa = 0;
 	for (uint64_t va = (lo + GIB - 1) & ~(GIB - 1); va + GIB <= hi && va >= lo; va += GIB) {
 		uint64_t table = pt->root;
 		bool ok = true;
 		for (int level = pt->levels; level > 3 && ok; level--) {
 			unsigned shift = 12 + 9 * (level - 1);
 			if (pt->read_page(pt->opaque, table, page) < 0) {
+				if (!n_unread++)
+					unread_gpa = table;
 				ok = false;
 				break;
 			}
 			uint64_t e = page[(va >> shift) & 511];
-			if (!(e & PTE_PRESENT) || (e & PTE_PS))
+			if (!(e & PTE_PRESENT) || (e & PTE_PS)) {
+				n_upper++;
 				ok = false;
-			else
+			} else {
 				table = e & pt->phys_mask;
+			}
 		}
-		if (!ok || pt->read_page(pt->opaque, table, page) < 0)
+		if (!ok)
 			continue;
+		if (pt->read_page(pt->opaque, table, page) < 0) {
+			if (!n_unread++)
+				unread_gpa = table;
+			continue;
+		}
 		unsigned idx = (va >> 30) & 511;
-		if (page[idx] & PTE_PRESENT)
+		/* present, or not present but used for something (swap-like bits): leave it */
+		if (page[idx] != 0) {
+			n_used++;
 			continue;
-		if (page[idx] != 0)
-			continue; /* not present but used for something (swap-like bits): leave it */
+		}
 		*out = (struct ptw_slot){ .va = va, .table_gpa = table, .index = idx };
 		return 0;
 	}
-	return vmsh_error(err, ENOSPC, "no unused 1 GiB region of kernel address space in %#llx-%#llx",
-			  (unsigned long long)lo, (unsigned long long)hi);
+	char unread[64] = "";
+	if (n_unread)
+		snprintf(unread, sizeof(unread), ", the first at guest-physical %#llx", (unsigned long long)unread_gpa);
+	return vmsh_error(err, ENOSPC,
+			  "no unused 1 GiB region of kernel address space in %#llx-%#llx (%u in use, %u without "
+			  "an upper-level table, %u page tables unreadable%s; page-table root %#llx)",
+			  (unsigned long long)lo, (unsigned long long)hi, n_used, n_upper, n_unread, unread,
+			  (unsigned long long)pt->root);
 }
 
 int ptw_build_gib(uint64_t pd[512], uint64_t pd_gpa, uint64_t (*pts)[512], uint64_t pts_gpa, unsigned n_pts,

@@ -70,24 +70,36 @@ def kernel_offset(core):
     return int(m.group(1), 16)
 
 
-def check_core(guest, vmlinux, core, marker, sleeper, with_gdb=True):
+def crash_reads(vmlinux, core, release):
+    """Does Debian's crash open `core` at all (its RELEASE line)? crash 8.0.2
+    (bookworm) cannot read Linux 6.12 (it fails on the first kernel
+    variable, for QEMU's own dumps too); the test decides that from QEMU's
+    dump of the same guest, never from the version string."""
+    out = crash(vmlinux, core, "sys")
+    return bool(re.search(rf"RELEASE: {re.escape(release)}\b", out)), out
+
+
+def check_core(guest, vmlinux, core, marker, sleeper, with_crash=True, with_gdb=True):
     """What an engineer opening the dump needs, in crash and in gdb (with
     the KASLR offset from the dump's VMCOREINFO note)."""
     release = guest.console("uname -r").strip()
-    out = crash(vmlinux, core, "sys", "log",
-                "list task_struct.tasks -s task_struct.comm -h init_task")
-    assert re.search(rf"RELEASE: {re.escape(release)}\b", out), out[-3000:]
-    assert marker in out, out[-3000:]
-    # crash 8.0's own ps lists only swapper on Linux 6.1, for QEMU's dumps too:
-    # the task list is walked by hand instead
-    assert 'comm = "init' in out and f'comm = "{sleeper}' in out, out[-3000:]
+    if with_crash:
+        out = crash(vmlinux, core, "sys", "log",
+                    "list task_struct.tasks -s task_struct.comm -h init_task")
+        assert re.search(rf"RELEASE: {re.escape(release)}\b", out), out[-3000:]
+        assert marker in out, out[-3000:]
+        # crash 8.0's own ps lists only swapper on Linux 6.1, for QEMU's dumps too:
+        # the task list is walked by hand instead
+        assert 'comm = "init' in out and f'comm = "{sleeper}' in out, out[-3000:]
     if not with_gdb:
         return
     banner = guest.console("cat /proc/version").strip()
-    g = gdb(vmlinux, core, kernel_offset(core), "p linux_banner", "p init_task.comm", "info threads")
+    g = gdb(vmlinux, core, kernel_offset(core), "p linux_banner", "p init_task.comm", "info threads",
+            "p (char *)init_uts_ns.name.release")
     assert banner in g.replace("\\n", ""), g[-3000:]
     assert '"swapper/0' in g, g[-3000:]
     assert re.search(r"\* 1\s+LWP 1", g), g[-3000:]
+    assert f'"{release}"' in g, g[-3000:]
 
 
 @pytest.mark.parametrize("machine,kernel", CONFIGS)
@@ -98,20 +110,7 @@ def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bi
     vmlinux = vmlinux_dbg(guest.kernel)
     marker = f"vmsh-dump-marker-{os.getpid()}"
     guest.console(f"echo {marker} > /dev/kmsg; (sleep 4321 &); sleep 0.5")
-    before = hypervisor_state(host, guest.pid)
-    core = os.path.join(host.logdir, f"vmsh-{machine}-{kernel}.core")
-    r = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 900)
-    assert r.rc == 0, r.stderr
-    assert "VM stopped" in r.stderr and "MiB of guest RAM" in r.stderr, r.stderr
-    assert not [f for f in os.listdir(host.logdir) if ".tmp-" in f], "temporary file left behind"
-    check_core(guest, vmlinux, core, marker, "sleep")
-    assert hypervisor_state(host, guest.pid) == before
-    assert guest.console("echo alive").strip() == "alive"
-    # an existing file is not replaced without --force
-    r2 = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 120)
-    assert r2.rc != 0 and "--force" in r2.stderr, r2.stderr
-    os.unlink(core)
-    # the control: QEMU's own dump of the same guest opens the same way
+    # the control first: QEMU's own dump of the same guest
     client = os.path.join(host.logdir, "qmp.py")
     with open(client, "w") as f:
         f.write(QMP_CLIENT)
@@ -119,10 +118,41 @@ def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bi
     cmd = json.dumps({"execute": "dump-guest-memory",
                       "arguments": {"paging": False, "protocol": f"file:{qcore}"}})
     host.check(f"python3 {client} {qmp} '{{\"execute\":\"qmp_capabilities\"}}' {shlex.quote(cmd)}", 900)
-    # crash only: without paging=true QEMU's dump has no virtual addresses for
-    # gdb, and without -device vmcoreinfo no KASLR offset
-    check_core(guest, vmlinux, qcore, marker, "sleep", with_gdb=False)
+    release = guest.console("uname -r").strip()
+    crash_ok, qout = crash_reads(vmlinux, qcore, release)
+    if crash_ok:
+        # crash only: without paging=true QEMU's dump has no virtual addresses
+        # for gdb, and without -device vmcoreinfo no KASLR offset
+        check_core(guest, vmlinux, qcore, marker, "sleep", with_gdb=False)
     os.unlink(qcore)
+
+    before = hypervisor_state(host, guest.pid)
+    core = os.path.join(host.logdir, f"vmsh-{machine}-{kernel}.core")
+    r = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 900)
+    assert r.rc == 0, r.stderr
+    assert "VM stopped" in r.stderr and "MiB of guest RAM" in r.stderr, r.stderr
+    assert not [f for f in os.listdir(host.logdir) if ".tmp-" in f], "temporary file left behind"
+    if crash_ok:
+        check_core(guest, vmlinux, core, marker, "sleep")
+    else:
+        # this crash cannot read this kernel: vmsh's dump fails in it exactly
+        # where QEMU's does, and gdb (registers, memory at kernel addresses,
+        # the release) checks vmsh's dump
+        vout = crash_reads(vmlinux, core, release)[1]
+        qerr = [l for l in qout.splitlines() if "read error" in l or "cannot" in l]
+        assert qerr and qerr[0] in vout, (qout[-2000:], vout[-2000:])
+        harness.log(f"crash cannot read {release} (QEMU's dump neither: {qerr[0]!r}); "
+                    "vmsh's dump checked with gdb")
+        check_core(guest, vmlinux, core, marker, "sleep", with_crash=False)
+    assert hypervisor_state(host, guest.pid) == before
+    assert guest.console("echo alive").strip() == "alive"
+    # an existing file is not replaced without --force
+    r2 = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 120)
+    assert r2.rc != 0 and "--force" in r2.stderr, r2.stderr
+    os.unlink(core)
+    # crash reads every kernel this project tests except where it cannot
+    # read QEMU's own dump either; 6.1 (make check's slice) must work
+    assert crash_ok or kernel != "6.1", qout[-2000:]
 
 
 @pytest.mark.soak

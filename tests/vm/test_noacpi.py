@@ -1,0 +1,82 @@
+"""Guests without ACPI (issue 11): qemu `pc -no-acpi` and `microvm,acpi=off`,
+whose interrupt routing the guest learns from the MP table only (microvm's
+own virtio-mmio disk then comes from the kernel command line). vmsh's
+library finds a line there without ACPI: the attach (pipe and pty), a served
+disk read back by checksum, and nothing left behind in guest or hypervisor."""
+import json
+import os
+import re
+import shlex
+
+import pytest
+
+import conftest
+from vmshtest import harness
+from vmshtest.devices import Served, make_disk
+from test_attach import PTY_DRIVER, attach, guest_traces
+from test_inspect import hypervisor_state
+from test_library import assert_guest_clean, warnings
+
+NO_ACPI = {"pc": ["-no-acpi"], "microvm": ["-machine", "acpi=off"]}
+CONFIGS = [(m, k, "amd64") for (m, k, f) in conftest.GUEST_CONFIGS if m in NO_ACPI and f == "amd64"]
+
+
+@pytest.fixture(scope="module", params=conftest.config_params(CONFIGS))
+def noacpi_guest(request, host):
+    machine, kernel, _ = request.param
+    g = harness.Guest.start(host, machine=machine, kernel=kernel, extra_qemu_args=NO_ACPI[machine],
+                            name=f"vmsh-noacpi-{machine}-{kernel}")
+    yield g
+    g.stop()
+
+
+def vmsh_line(guest):
+    """The interrupt line the library reported last, from the kernel log."""
+    lines = re.findall(r"vmsh: \d+ devices at \S+, interrupt line (\d+) \(irq (\d+)\)",
+                       guest.console("dmesg"))
+    assert lines, guest.console("dmesg | tail -20")
+    return tuple(int(x) for x in lines[-1])
+
+
+def test_attach_and_serve_without_acpi(noacpi_guest, host, vmsh_bin):
+    guest = noacpi_guest
+    # really no ACPI: the guest found its IOAPIC in the MP table
+    boot = guest.console("dmesg | grep -E 'MPTABLE|IOAPIC\\[|ACPI: Interpreter disabled' || true")
+    assert "MPTABLE" in boot and "ACPI: Interpreter disabled" in boot, boot
+    assert guest.console("ls /sys/firmware/acpi/tables 2>/dev/null | wc -l").strip() == "0"
+    base = warnings(guest)
+    before = hypervisor_state(host, guest.pid)
+    traces = guest_traces(guest)
+    held = guest.console("cat /proc/interrupts")
+
+    marker = guest.console("echo vmsh-$$-$RANDOM > /tmp/marker; cat /tmp/marker").strip()
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "cat /var/lib/vmsh/tmp/marker; ls /var/lib/vmsh; ps; "
+               "cat /proc/interrupts")
+    assert r.rc == 0, r.stderr
+    assert marker in r.stdout and "init" in r.stdout.split(), r.stdout
+    gsi, irq = vmsh_line(guest)
+    # an ISA line of the MP table that no device of the guest held, on the IOAPIC
+    assert gsi == irq and gsi < 16, (gsi, irq)
+    assert not re.search(rf"^\s*{irq}:", held, re.M), held
+    row = [l for l in r.stdout.splitlines() if re.match(rf"\s*{irq}:", l)]
+    assert row and "IO-APIC" in row[0] and "virtio" in row[0], r.stdout
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo out; echo err >&2; exit 42")
+    assert r.rc == 42 and r.stdout == "out\n" and "err\n" in r.stderr, (r.stdout, r.stderr)
+
+    host.check("cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
+    res = json.loads(host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}",
+                                600).strip().splitlines()[-1])
+    assert res["prompt"] and res["guest_root"] and res["ps"], res
+    assert res["detached"] and res["exit_status"] == 0 and res["stty_restored"], res
+
+    # the device path: every byte of a served disk, through the interrupt line
+    disk, digest = make_disk(host, "noacpi.img", 16)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        assert s.dev, guest.console("ls /sys/block")
+        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
+    assert s.status == 0, s.text
+    host.check(f"rm -f {disk}")
+
+    assert guest_traces(guest) == traces
+    assert hypervisor_state(host, guest.pid) == before
+    assert_guest_clean(guest, base)
