@@ -53,6 +53,23 @@ static void test_region_without_upper_table_is_not_taken(void **state)
 	/* PML4 511 not present: adding one would not reach other address spaces */
 	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
 	assert_non_null(strstr(err.msg, "no unused"));
+	/* and says why: all 444 candidates lack the upper-level table */
+	assert_non_null(strstr(err.msg, "0 in use, 444 without an upper-level table, 0 page tables unreadable"));
+	fake_mem_free(&f.m);
+}
+
+static void test_unreadable_page_table_is_named(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fake_mem_init(&f.m, 0, 16 << 20);
+	/* a root outside the guest's memory: nothing can be read */
+	f.pt = (struct pt_ctx){ .read_page = fake_mem_read_page, .opaque = &f.m, .root = 0x40000000, .levels = 4,
+				.phys_mask = pt_phys_mask(52) };
+	struct ptw_slot s;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
+	assert_non_null(strstr(err.msg, "444 page tables unreadable, the first at guest-physical 0x40000000"));
 	fake_mem_free(&f.m);
 }
 
@@ -125,6 +142,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_finds_first_unused_gib_in_the_hole),
 		cmocka_unit_test(test_region_without_upper_table_is_not_taken),
+		cmocka_unit_test(test_unreadable_page_table_is_named),
 		cmocka_unit_test(test_built_tables_translate_4_level),
 		cmocka_unit_test(test_built_tables_translate_5_level),
 		cmocka_unit_test(test_bad_arguments_are_refused),
