@@ -109,6 +109,22 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c)
 	return kernel_leaves(&pt, NULL) > 0;
 }
 
+int kernel_root_of(const struct guest_kernel *k, uint64_t cr3, uint64_t *root)
+{
+	uint64_t r = pt_root_from_cr3(cr3, k->pt.phys_mask);
+	uint64_t cand[2] = { r, r & ~0x1000ULL };
+	for (int c = 0; c < 2; c++) {
+		struct pt_ctx pt = k->pt;
+		pt.root = cand[c];
+		struct pt_mapping m;
+		if (pt_translate(&pt, k->text_base, &m) == 0 && m.pa == k->phys_base) {
+			*root = cand[c];
+			return 0;
+		}
+	}
+	return -1;
+}
+
 /* The kernel holds two banners: linux_banner, with the build number after
  * '#' (what /proc/version shows), and a link-time copy without it. Prefer the
  * former; both carry the release. */

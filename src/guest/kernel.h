@@ -45,6 +45,12 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c);
 int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err);
 void kernel_free(struct guest_kernel *k);
 
+/* The root of the kernel's half of the page tables in cr3 (with PTI, the
+ * even page of the pair), if they map the kernel image where k says it is
+ * (_text at phys_base); -1 if they do not (another kernel's, or not page
+ * tables at all: a root seen earlier whose page has been reused). */
+int kernel_root_of(const struct guest_kernel *k, uint64_t cr3, uint64_t *root);
+
 /* Read guest virtual memory through the kernel's page tables. */
 int kernel_read_virt(struct guest_mem *gm, const struct guest_kernel *k, uint64_t va, void *buf, size_t len);
 

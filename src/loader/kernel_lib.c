@@ -62,12 +62,57 @@ static int add_slot(struct kernel_lib *kl, const struct iomem_entry *iomem, size
 			  (unsigned long long)gpa_limit);
 }
 
+/* A page-table root loaded on a vCPU right now (they are stopped), whose
+ * kernel half maps the kernel image where vmsh found it: the root vmsh saw
+ * when it first looked may belong to a process that has exited since, its
+ * page reused for anything. 0 if none. */
+static uint64_t live_kernel_root(struct kernel_lib *kl)
+{
+	const struct guest_kernel *k = kl->k;
+	for (size_t i = 0; i < kl->vm->n_vcpus; i++) {
+		struct vcpu_state st;
+		struct vmsh_err e = { 0 };
+		if (kvm_vcpu_get_state(kl->vm, &kl->vm->vcpus[i], &st, &e) < 0)
+			continue;
+		uint64_t root;
+		if (kernel_root_of(k, st.sregs.cr3, &root) == 0)
+			return root;
+	}
+	return 0;
+}
+
+/* The unused 1 GiB region, found on a live root while the vCPUs are
+ * stopped: the table it lies in is the kernel's own (static, shared by every
+ * address space), so it stays valid once found. */
+static int find_region(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	const struct guest_kernel *k = kl->k;
+	if (tracer_stop_others(kl->vm->tr, err) < 0)
+		return -1;
+	int rc;
+	struct pt_ctx pt = k->pt;
+	pt.root = live_kernel_root(kl);
+	if (!pt.root) {
+		rc = vmsh_error(err, ESRCH, "no vCPU is on page tables that map the kernel at %#llx any more",
+				(unsigned long long)k->text_base);
+	} else {
+		rc = ptw_find_free_gib(&pt, pt_canonical(KERNEL_HOLE_START, pt.levels),
+				       pt_canonical(KERNEL_HOLE_END, pt.levels), &kl->region, err);
+		unsigned shift = pt.levels == 5 ? 48 : 39;
+		if (rc == 0 && guest_mem_read(kl->gm, pt.root + 8 * ((kl->region.va >> shift) & 511), &kl->top_entry,
+					      8) < 0)
+			rc = vmsh_error(err, EIO, "read the kernel's top-level page table at %#llx",
+					(unsigned long long)pt.root);
+	}
+	tracer_resume_others(kl->vm->tr);
+	return rc;
+}
+
 /* library image, then its page directory and page table, in the memfd */
 static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	const struct guest_kernel *k = kl->k;
-	if (ptw_find_free_gib(&k->pt, pt_canonical(KERNEL_HOLE_START, k->pt.levels),
-			     pt_canonical(KERNEL_HOLE_END, k->pt.levels), &kl->region, err) < 0)
+	if (find_region(kl, err) < 0)
 		return -1;
 	if (elf_rel_load(vmsh_guest_lib_start, vmsh_guest_lib_end - vmsh_guest_lib_start, kl->region.va,
 			resolve_export, (void *)k, &kl->lib, err) < 0)
@@ -170,13 +215,14 @@ static bool maps_library(struct kernel_lib *kl, uint64_t cr3)
 {
 	const struct pt_ctx *pt = &kl->k->pt;
 	uint64_t root = pt_root_from_cr3(cr3, pt->phys_mask);
-	if (root == pt->root)
-		return true;
 	unsigned shift = pt->levels == 5 ? 48 : 39;
-	uint64_t idx = (kl->region.va >> shift) & 511, mine, kernel;
-	if (guest_mem_read(kl->gm, root + 8 * idx, &mine, 8) < 0 || guest_mem_read(kl->gm, pt->root + 8 * idx, &kernel, 8) < 0)
+	uint64_t idx = (kl->region.va >> shift) & 511, mine;
+	if (guest_mem_read(kl->gm, root + 8 * idx, &mine, 8) < 0)
 		return false;
-	return (mine & 1) && mine == kernel;
+	/* compared with the entry read from a live root when the region was
+	 * found, not through the root vmsh first saw (it may be gone); the same
+	 * table, whatever the accessed bit the CPU sets in each copy */
+	return (mine & PTE_PRESENT) && (mine & pt->phys_mask) == (kl->top_entry & pt->phys_mask);
 }
 
 /* In one stop-the-world window: find a vCPU halted in the kernel on the

@@ -35,6 +35,7 @@ struct kernel_lib {
 	struct shared_mem mem;   /* the library, its page tables, the channel */
 	struct kvm_slot slot;
 	struct ptw_slot region;
+	uint64_t top_entry;      /* the top-level entry over region, as in every address space */
 	bool linked;
 	struct loaded_lib lib;
 	struct vmsh_channel *chan; /* inside mem */

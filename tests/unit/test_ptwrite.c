@@ -3,6 +3,7 @@
  * translate with the same walker vmsh uses on live guests. */
 #include "unit.h"
 
+#include "guest/kernel.h"
 #include "guest/pagetable.h"
 #include "guest/ptwrite.h"
 
@@ -70,6 +71,46 @@ static void test_unreadable_page_table_is_named(void **state)
 	struct vmsh_err err = { 0 };
 	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
 	assert_non_null(strstr(err.msg, "444 page tables unreadable, the first at guest-physical 0x40000000"));
+	fake_mem_free(&f.m);
+}
+
+/* The root vmsh saw first may be a process's that has exited, its page
+ * reused: walking it found no region (the matrix failure on a Debian guest)
+ * or, worse, a "table" that is not one. Only a root that maps the kernel
+ * image where vmsh found it is used. */
+static void test_only_a_root_mapping_the_kernel_is_used(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fake_mem_init(&f.m, 0, 64 << 20);
+	/* a PTI pair: the kernel's half (even page) and the user's (odd, empty) */
+	uint64_t kroot = fake_mem_alloc_aligned(&f.m, 8192);
+	uint64_t uroot = fake_mem_alloc_page(&f.m);
+	assert_int_equal(uroot, kroot + 4096);
+	f.pt = (struct pt_ctx){ .read_page = fake_mem_read_page, .opaque = &f.m, .root = kroot, .levels = 4,
+				.phys_mask = pt_phys_mask(52) };
+	fake_pt_map(&f.m, kroot, 4, KTEXT, 0x1000000, 1 << 21, UNIT_PTE_P | UNIT_PTE_RW);
+	struct guest_kernel k = { .pt = f.pt, .text_base = KTEXT, .phys_base = 0x1000000 };
+	uint64_t root = 0;
+	assert_int_equal(kernel_root_of(&k, kroot | 0x3, &root), 0); /* PCID bits */
+	assert_int_equal(root, kroot);
+	assert_int_equal(kernel_root_of(&k, uroot | (1ULL << 63), &root), 0);
+	assert_int_equal(root, kroot);
+
+	/* a freed page-table root, now zeros: refused; walked, it is the
+	 * matrix failure (no region anywhere) */
+	uint64_t stale = fake_mem_alloc_aligned(&f.m, 8192);
+	assert_int_equal(kernel_root_of(&k, stale, &root), -1);
+	struct pt_ctx old = f.pt;
+	old.root = stale;
+	struct ptw_slot s;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(ptw_find_free_gib(&old, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
+	assert_non_null(strstr(err.msg, "444 without an upper-level table"));
+	/* reused as another kernel's tables (or data that looks like some):
+	 * the image is not where vmsh found it, refused too */
+	fake_pt_map(&f.m, stale, 4, KTEXT, 0x3000000, 1 << 21, UNIT_PTE_P | UNIT_PTE_RW);
+	assert_int_equal(kernel_root_of(&k, stale, &root), -1);
 	fake_mem_free(&f.m);
 }
 
@@ -143,6 +184,7 @@ int main(void)
 		cmocka_unit_test(test_finds_first_unused_gib_in_the_hole),
 		cmocka_unit_test(test_region_without_upper_table_is_not_taken),
 		cmocka_unit_test(test_unreadable_page_table_is_named),
+		cmocka_unit_test(test_only_a_root_mapping_the_kernel_is_used),
 		cmocka_unit_test(test_built_tables_translate_4_level),
 		cmocka_unit_test(test_built_tables_translate_5_level),
 		cmocka_unit_test(test_bad_arguments_are_refused),
