@@ -6,38 +6,55 @@
 #include <stdio.h>
 #include <string.h>
 
+/* One page per level, read again only when the walk reaches another table:
+ * every candidate of the hole shares its upper tables, and this runs while
+ * the vCPUs are stopped. */
+struct level_cache {
+	uint64_t gpa;
+	int rc;             /* of reading it; 1: nothing read yet */
+	uint64_t page[512];
+};
+
+static const uint64_t *read_level(const struct pt_ctx *pt, struct level_cache *c, uint64_t gpa)
+{
+	if (c->rc == 1 || c->gpa != gpa) {
+		c->gpa = gpa;
+		c->rc = pt->read_page(pt->opaque, gpa, c->page) < 0 ? -1 : 0;
+	}
+	return c->rc == 0 ? c->page : NULL;
+}
+
 int ptw_find_free_gib(const struct pt_ctx *pt, uint64_t lo, uint64_t hi, struct ptw_slot *out, struct vmsh_err *err)
 {
-	uint64_t page[512];
+	struct level_cache cache[5];
+	for (int i = 0; i < 5; i++)
+		cache[i].rc = 1;
 	/* why each candidate was passed over, for the message when none is left */
 	unsigned n_used = 0, n_unread = 0, n_upper = 0;
 	uint64_t unread_gpa = 0;
 	for (uint64_t va = (lo + GIB - 1) & ~(GIB - 1); va + GIB <= hi && va >= lo; va += GIB) {
 		uint64_t table = pt->root;
-		bool ok = true;
-		for (int level = pt->levels; level > 3 && ok; level--) {
-			unsigned shift = 12 + 9 * (level - 1);
-			if (pt->read_page(pt->opaque, table, page) < 0) {
+		const uint64_t *page = NULL;
+		/* levels..4 lead to the level-3 table; level 3 holds the 1 GiB entries */
+		for (int level = pt->levels; level >= 3; level--) {
+			page = read_level(pt, &cache[level - 1], table);
+			if (!page) {
 				if (!n_unread++)
 					unread_gpa = table;
-				ok = false;
 				break;
 			}
-			uint64_t e = page[(va >> shift) & 511];
+			if (level == 3)
+				break;
+			uint64_t e = page[(va >> (12 + 9 * (level - 1))) & 511];
 			if (!(e & PTE_PRESENT) || (e & PTE_PS)) {
 				n_upper++;
-				ok = false;
-			} else {
-				table = e & pt->phys_mask;
+				page = NULL;
+				break;
 			}
+			table = e & pt->phys_mask;
 		}
-		if (!ok)
+		if (!page)
 			continue;
-		if (pt->read_page(pt->opaque, table, page) < 0) {
-			if (!n_unread++)
-				unread_gpa = table;
-			continue;
-		}
 		unsigned idx = (va >> 30) & 511;
 		/* present, or not present but used for something (swap-like bits): leave it */
 		if (page[idx] != 0) {

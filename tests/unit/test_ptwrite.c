@@ -32,7 +32,10 @@ static void test_finds_first_unused_gib_in_the_hole(void **state)
 	setup_kernel(&f, 4);
 	struct ptw_slot s;
 	struct vmsh_err err = { 0 };
+	f.m.reads = 0;
 	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), 0);
+	/* each table once (this runs with the vCPUs stopped) */
+	assert_int_equal(f.m.reads, 2);
 	/* PDPT entry 0 is used by the mapping made above: the next one */
 	assert_int_equal(s.va, KERNEL_HOLE_START + GIB);
 	assert_int_equal(s.index, 1);
@@ -71,6 +74,7 @@ static void test_unreadable_page_table_is_named(void **state)
 	struct vmsh_err err = { 0 };
 	assert_int_equal(ptw_find_free_gib(&f.pt, KERNEL_HOLE_START, KERNEL_HOLE_END, &s, &err), -1);
 	assert_non_null(strstr(err.msg, "444 page tables unreadable, the first at guest-physical 0x40000000"));
+	assert_int_equal(f.m.failed, 1);
 	fake_mem_free(&f.m);
 }
 

@@ -4,7 +4,6 @@ own virtio-mmio disk then comes from the kernel command line). vmsh's
 library finds a line there without ACPI: the attach (pipe and pty), a served
 disk read back by checksum, and nothing left behind in guest or hypervisor."""
 import json
-import os
 import re
 import shlex
 
