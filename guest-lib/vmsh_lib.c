@@ -102,14 +102,20 @@ static bool is_err(const void *p)
 	return (unsigned long)p >= (unsigned long)-MAX_ERRNO;
 }
 
-/* struct uts_namespace starts with struct new_utsname: sysname[65],
- * nodename[65], release[65], ... */
+/* struct uts_namespace holds a struct new_utsname (sysname[65],
+ * nodename[65], release[65], ...): first since Linux 5.11, after a 4-byte
+ * struct kref before (5.10). Where it is is read off the running kernel: the
+ * sysname "Linux" at one of those places, never from a version number. */
 static const char *guest_release(void)
 {
-	const char *sysname = init_uts_ns;
-	if (sysname[0] != 'L' || sysname[1] != 'i' || sysname[2] != 'n')
-		return "?";
-	return init_uts_ns + 2 * 65;
+	static const unsigned offsets[] = { 0, 4, 8 };
+	for (unsigned i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+		const char *sysname = init_uts_ns + offsets[i];
+		if (sysname[0] == 'L' && sysname[1] == 'i' && sysname[2] == 'n' && sysname[3] == 'u' &&
+		    sysname[4] == 'x' && sysname[5] == '\0')
+			return sysname + 2 * 65;
+	}
+	return "?";
 }
 
 /* Say which step the work is in (for vmsh's messages when it waits too

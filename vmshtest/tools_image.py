@@ -1,5 +1,5 @@
-"""An ext4 image with tools the busybox test guests lack (fio, with every
-shared library it needs), for tests and benchmarks that run them in a
+"""An ext4 image with tools the busybox test guests lack (fio, dbench and
+its load file, dropbear, with every shared library they need), for tests and benchmarks that run them in a
 guest: attach it as a disk of the guest's own hypervisor, mount it, chroot.
 Built once per content into the test cache (no root needed: mke2fs -d)."""
 import hashlib
@@ -10,7 +10,9 @@ import subprocess
 import tempfile
 
 CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
-TOOLS = ["/usr/bin/fio", "/usr/sbin/dropbear", "/usr/bin/dropbearkey"]
+TOOLS = ["/usr/bin/fio", "/usr/bin/dbench", "/usr/sbin/dropbear", "/usr/bin/dropbearkey"]
+PACKAGES = {"fio": "fio", "dbench": "dbench", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin"}
+DATA = ["/usr/share/dbench/client.txt"]  # dbench's default load file
 BUSYBOX = "/bin/busybox"  # static: the shell of ssh sessions into the tools chroot
 SERIAL = "vmshtools"
 
@@ -25,11 +27,12 @@ def build():
     files = [BUSYBOX]
     for t in TOOLS:
         if not os.path.exists(t):
-            pkg = {"fio": "fio", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin"}[os.path.basename(t)]
+            pkg = PACKAGES[os.path.basename(t)]
             subprocess.run(["apt-get", "install", "-y", "-q", pkg], check=True)
         files += [t] + _closure(t)
+    files += DATA
     h = hashlib.sha256()
-    h.update(b"v2")
+    h.update(b"v3")
     for f in files:
         h.update(f.encode() + b"\0")
         st = os.stat(f)

@@ -11,6 +11,7 @@
 #include "common/procfs.h"
 
 #define MIN_CANDIDATE (64u << 10)
+#define FOUR_GIB (1ULL << 32)
 
 int memmap_is_candidate(const struct proc_map *m)
 {
@@ -38,6 +39,79 @@ static void fill_backing(struct guest_range *r, const struct proc_map *m)
 	r->shared = m->perms[3] == 's';
 }
 
+/* Try one layout of a mapping: guest-physical 0 at its start and, when
+ * `low` is less than the mapping, the rest from 4 GiB up (where qemu pc/q35
+ * and most VMMs put RAM that does not fit below the 32-bit PCI hole: the
+ * rest of the same mapping). 1 if check accepts it. */
+static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check,
+		      void *opaque, struct vmsh_err *err)
+{
+	uint64_t size = m->end - m->start;
+	struct guest_range r[2] = {
+		{ .gpa = 0, .size = low < size ? low : size, .hva = m->start, .kind = "provisional" },
+		{ .gpa = FOUR_GIB, .size = low < size ? size - low : 0, .hva = m->start + low, .kind = "provisional" },
+	};
+	guest_mem_clear(gm);
+	for (int i = 0; i < 2; i++) {
+		if (!r[i].size)
+			continue;
+		fill_backing(&r[i], m);
+		if (guest_mem_add(gm, &r[i]) < 0)
+			return vmsh_error(err, ENOMEM, "guest memory map");
+	}
+	gm->probing = true;
+	int ok = check(gm, opaque);
+	gm->probing = false;
+	if (ok != 1)
+		return 0;
+	for (size_t i = 0; i < gm->n; i++)
+		gm->r[i].verified = true;
+	log_debug("guest memory: gpa 0 at %#llx (%s, %llu MiB below 4 GiB, %llu MiB above)",
+		  (unsigned long long)m->start, r[0].backing, (unsigned long long)(r[0].size >> 20),
+		  (unsigned long long)(r[1].size >> 20));
+	return 1;
+}
+
+/* Splits of RAM at the 32-bit hole that hypervisors use (qemu q35 2 and
+ * 2.75 GiB, pc 3 and 3.5 GiB, kvmtool/crosvm/Firecracker 3.25 GiB), tried
+ * first; then every 2 MiB (qemu's max-ram-below-4g). */
+static const uint64_t common_splits[] = { 0x80000000, 0xb0000000, 0xc0000000, 0xd0000000, 0xe0000000 };
+#define SPLIT_STEP (2ULL << 20)
+
+/* Could the mapping be split at `low` with the anchor page inside? Below
+ * 4 GiB it must lie in the low part, above it in the rest. */
+static bool split_holds(uint64_t size, uint64_t low, uint64_t anchor_gpa)
+{
+	if (!low || low >= size || low > FOUR_GIB)
+		return false;
+	if (anchor_gpa < FOUR_GIB)
+		return anchor_gpa < low;
+	return anchor_gpa - FOUR_GIB < size - low;
+}
+
+/* The mapping split at 4 GiB: find where its low part ends. The anchor may
+ * be on either side (a process's page tables below, the kernel above). */
+static int try_splits(struct guest_mem *gm, const struct proc_map *m, uint64_t anchor_gpa, memmap_check_fn check,
+		      void *opaque, struct vmsh_err *err)
+{
+	uint64_t size = m->end - m->start;
+	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++) {
+		if (!split_holds(size, common_splits[i], anchor_gpa))
+			continue;
+		int rc = try_layout(gm, m, common_splits[i], check, opaque, err);
+		if (rc != 0)
+			return rc;
+	}
+	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP) {
+		if (!split_holds(size, low, anchor_gpa))
+			continue;
+		int rc = try_layout(gm, m, low, check, opaque, err);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
 		     struct vmsh_err *err)
 {
@@ -46,40 +120,25 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 	if (procfs_read_maps(gm->pid, &maps, &n, err) < 0)
 		return -1;
 	qsort(maps, n, sizeof(*maps), cmp_size_desc);
-	int rc = -1;
-	for (size_t i = 0; i < n && rc < 0; i++) {
-		if (!memmap_is_candidate(&maps[i]) || maps[i].end - maps[i].start <= anchor_gpa)
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (!memmap_is_candidate(&maps[i]))
 			continue;
-		struct guest_range r = {
-			.gpa = 0,
-			.size = maps[i].end - maps[i].start,
-			.hva = maps[i].start,
-			.kind = "provisional",
-		};
-		fill_backing(&r, &maps[i]);
-		guest_mem_clear(gm);
-		if (guest_mem_add(gm, &r) < 0) {
-			vmsh_error(err, ENOMEM, "guest memory map");
-			break;
-		}
-		gm->probing = true;
-		int ok = check(gm, opaque);
-		gm->probing = false;
-		if (ok == 1) {
-			gm->r[0].verified = true;
-			log_debug("guest memory: gpa 0 at %#llx (%s, %llu MiB)", (unsigned long long)r.hva, r.backing,
-				  (unsigned long long)(r.size >> 20));
-			rc = 0;
-		}
+		uint64_t size = maps[i].end - maps[i].start;
+		if (size > anchor_gpa)
+			rc = try_layout(gm, &maps[i], size, check, opaque, err);
+		if (rc == 0)
+			rc = try_splits(gm, &maps[i], anchor_gpa, check, opaque, err);
 	}
 	free(maps);
-	if (rc < 0) {
+	if (rc <= 0) {
 		guest_mem_clear(gm);
-		if (!err->msg[0])
+		if (rc == 0)
 			vmsh_error(err, ENOENT,
 				   "no mapping of the hypervisor holds guest memory consistent with the vCPU's page tables");
+		return -1;
 	}
-	return rc;
+	return 0;
 }
 
 static const struct proc_map *find_map_by_start(const struct proc_map *maps, size_t n, uint64_t start)
@@ -118,8 +177,8 @@ static bool below(uint64_t gpa, uint64_t size, uint64_t limit)
  * that would need any other mapping gets no host address (less memory,
  * never a guess: matching "a mapping of the same size" once let a guest
  * point vmsh at a hypervisor thread stack). */
-static void plan(const struct guest_range *boot, uint64_t bsize, const struct ram_range *ram, size_t n,
-		 struct guest_range *out)
+static void plan(const struct guest_range *boot, uint64_t bsize, uint64_t split, const struct ram_range *ram,
+		 size_t n, struct guest_range *out)
 {
 	/* RAM beyond the part of the bootstrap mapping used at identity offsets */
 	uint64_t low_used = 0;
@@ -132,7 +191,16 @@ static void plan(const struct guest_range *boot, uint64_t bsize, const struct ra
 		r->size = ram[i].size;
 		r->kind = "System RAM";
 		uint64_t off;
-		if (below(ram[i].gpa, ram[i].size, bsize))
+		if (split) {
+			/* bootstrapped split at 4 GiB: [0, split) and the rest from 4 GiB */
+			if (below(ram[i].gpa, ram[i].size, split))
+				off = ram[i].gpa;
+			else if (ram[i].gpa >= FOUR_GIB && split <= bsize &&
+				 below(ram[i].gpa - FOUR_GIB, ram[i].size, bsize - split))
+				off = split + (ram[i].gpa - FOUR_GIB);
+			else
+				continue;
+		} else if (below(ram[i].gpa, ram[i].size, bsize))
 			off = ram[i].gpa;
 		else if (i == n - 1 && ram[i].gpa >= bsize && below(low_used, ram[i].size, bsize))
 			/* qemu splits RAM at 3/4 GiB: the part above 4 GiB is the
@@ -149,8 +217,12 @@ static void plan(const struct guest_range *boot, uint64_t bsize, const struct ra
 
 int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, struct vmsh_err *err)
 {
-	if (gm->n != 1 || n == 0 || !gm->r[0].verified)
+	/* the bootstrap's map: one range, or split at 4 GiB (try_layout) */
+	bool split = gm->n == 2 && gm->r[1].gpa == FOUR_GIB && gm->r[1].hva == gm->r[0].hva + gm->r[0].size &&
+		     gm->r[1].verified;
+	if ((gm->n != 1 && !split) || n == 0 || !gm->r[0].verified)
 		return 0;
+	uint64_t total = gm->r[0].size + (split ? gm->r[1].size : 0);
 	if (!ram_list_sane(ram, n))
 		return vmsh_error(err, EINVAL, "the guest's RAM list is unsorted, overlapping or wrapping: "
 				  "keeping the map confirmed by its page tables");
@@ -161,7 +233,7 @@ int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, s
 		return -1;
 	/* the mapping as it is now, never more than what was confirmed */
 	const struct proc_map *bm = find_map_by_start(maps, nm, boot.hva);
-	uint64_t bsize = bm && bm->end - bm->start < boot.size ? bm->end - bm->start : boot.size;
+	uint64_t bsize = bm && bm->end - bm->start < total ? bm->end - bm->start : total;
 	free(maps);
 	if (!bm)
 		return vmsh_error(err, ENOENT, "the hypervisor's guest RAM mapping at %#llx is gone",
@@ -170,7 +242,7 @@ int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, s
 	struct guest_range *out = calloc(n, sizeof(*out));
 	if (!out)
 		return vmsh_error(err, ENOMEM, "guest memory map");
-	plan(&boot, bsize, ram, n, out);
+	plan(&boot, bsize, split ? boot.size : 0, ram, n, out);
 	guest_mem_clear(gm);
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++)

@@ -17,7 +17,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DUMP = os.environ.get("VMSH_KSYMTAB_DUMP", os.path.join(ROOT, "build", "ksymtab_dump"))
 CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
 
-KERNELS = [(s, f) for s in ("6.1", "6.12") for f in ("amd64", "cloud-amd64", "rt-amd64")]
+# bullseye's 5.10 in its generic and cloud flavours (the registry here has
+# no 5.10 rt build: 404 for both its signed and unsigned packages)
+KERNELS = [(s, f) for s in ("5.10", "6.1", "6.12") for f in ("amd64", "cloud-amd64", "rt-amd64")
+           if (s, f) != ("5.10", "rt-amd64")]
 
 
 def fetch(series, flavour):
@@ -110,5 +113,6 @@ def test_ksymtab_and_banner_match_the_image(series, flavour, dump_tool, tmp_path
     wrong = [n for n in truth if found[n] != truth[n]]
     assert not wrong, [(n, hex(found[n]), hex(truth[n])) for n in wrong[:10]]
     # names that plain string search gets wrong (merged string tails)
-    for name in ("_printk", "jiffies", "iomem_resource"):
+    printk = "printk" if series == "5.10" else "_printk"  # renamed in 5.15
+    for name in (printk, "jiffies", "iomem_resource"):
         assert name in found

@@ -217,6 +217,135 @@ static void test_unverified_range_refused(void **state)
 	assert_null(guest_mem_find(&f->gm, 0x100000));
 }
 
+/* ---- RAM split at 4 GiB, the kernel's page tables above it ---- */
+
+#define SPLIT (6 * MIB) /* not one of the common splits: found by the 2 MiB search */
+#define FOUR_GIB (1ULL << 32)
+
+/* Two guest pages with known content: the anchor (the vCPU's page-table
+ * root) and another (the kernel's text, say) */
+struct probe {
+	uint64_t gpa[2];
+	uint8_t want[2][16];
+};
+
+/* Stands in for the page-table check: guest memory is right if both pages
+ * hold what was planted there. */
+static int probe_check(struct guest_mem *gm, void *opaque)
+{
+	const struct probe *p = opaque;
+	for (int i = 0; i < 2; i++) {
+		uint8_t got[16];
+		if (guest_mem_read(gm, p->gpa[i], got, sizeof(got)) < 0 || memcmp(got, p->want[i], sizeof(got)))
+			return 0;
+	}
+	return 1;
+}
+
+/* Plant the probe's bytes where a guest split at SPLIT has them. */
+static void plant(struct fixture *f, struct probe *p, uint64_t seed)
+{
+	struct unit_rng rng = { seed };
+	for (int i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sizeof(p->want[i]); j++)
+			p->want[i][j] = (uint8_t)unit_rand64(&rng);
+		uint64_t off = p->gpa[i] < FOUR_GIB ? p->gpa[i] : SPLIT + (p->gpa[i] - FOUR_GIB);
+		memcpy(f->ram + off, p->want[i], sizeof(p->want[i]));
+	}
+}
+
+static void assert_split_found(const struct fixture *f)
+{
+	assert_int_equal(f->gm.n, 2);
+	assert_int_equal(f->gm.r[0].gpa, 0);
+	assert_int_equal(f->gm.r[0].size, SPLIT);
+	assert_int_equal(f->gm.r[0].hva, (uintptr_t)f->ram);
+	assert_int_equal(f->gm.r[1].gpa, FOUR_GIB);
+	assert_int_equal(f->gm.r[1].size, RAM_SIZE - SPLIT);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram + SPLIT);
+	assert_true(f->gm.r[0].verified && f->gm.r[1].verified);
+}
+
+/* RAM split around the 4 GiB hole with the kernel above it (a big guest:
+ * the kernel's physical address is random): the mapping is found, and
+ * where its low part ends, whether the vCPU's root is above 4 GiB (the
+ * kernel's) or below (a process's). */
+static void test_bootstrap_split_at_4gib(void **state)
+{
+	struct fixture *f = *state;
+	struct probe high_root = { .gpa = { FOUR_GIB + 3 * MIB + 0x120, MIB + 0x40 } };
+	plant(f, &high_root, 7);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), 0);
+	assert_split_found(f);
+
+	struct probe low_root = { .gpa = { 2 * MIB + 0x80, FOUR_GIB + 5 * MIB } };
+	plant(f, &low_root, 8);
+	assert_int_equal(memmap_bootstrap(&f->gm, low_root.gpa[0], probe_check, &low_root, &err), 0);
+	assert_split_found(f);
+
+	/* planted nowhere: refused with the usual message, the map empty */
+	memset(f->ram + SPLIT + 3 * MIB + 0x120, 0, 16);
+	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), -1);
+	assert_int_equal(f->gm.n, 0);
+	assert_non_null(strstr(err.msg, "consistent with the vCPU's page tables"));
+}
+
+/* What the split bootstrap leaves (see above). */
+static void boot_split(struct fixture *f)
+{
+	guest_mem_clear(&f->gm);
+	struct guest_range r[2] = {
+		{ .gpa = 0, .size = SPLIT, .hva = (uintptr_t)f->ram, .kind = "provisional", .verified = true },
+		{ .gpa = FOUR_GIB, .size = RAM_SIZE - SPLIT, .hva = (uintptr_t)f->ram + SPLIT, .kind = "provisional",
+		  .verified = true },
+	};
+	for (int i = 0; i < 2; i++) {
+		snprintf(r[i].backing, sizeof(r[i].backing), "[anon]");
+		assert_int_equal(guest_mem_add(&f->gm, &r[i]), 0);
+	}
+}
+
+/* The guest's list refines a split map: each range at its place in the one
+ * mapping; a claim beyond the high part gets no host address. */
+static void test_refine_split_layout(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range ram[] = {
+		{ 0x1000, 0x9f000 },
+		{ 0x100000, SPLIT - 0x100000 },
+		{ FOUR_GIB, RAM_SIZE - SPLIT },
+	};
+	boot_split(f);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(memmap_refine(&f->gm, ram, ARRAY_LEN(ram), &err), 0);
+	assert_int_equal(f->gm.n, 3);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram + 0x100000);
+	assert_int_equal(f->gm.r[2].hva, (uintptr_t)f->ram + SPLIT);
+	assert_inside_ram(f);
+	struct ram_range forged[] = {
+		{ 0x100000, SPLIT + MIB }, /* reaches into the high part's memory */
+		{ FOUR_GIB, RAM_SIZE - SPLIT + 2 * MIB },
+	};
+	boot_split(f);
+	assert_int_equal(memmap_refine(&f->gm, forged, ARRAY_LEN(forged), &err), 0);
+	for (size_t i = 0; i < f->gm.n; i++)
+		assert_int_equal(f->gm.r[i].hva, 0);
+	struct unit_rng rng = { 43 };
+	for (int round = 0; round < 2000; round++) {
+		struct ram_range r[8];
+		size_t n = 1 + unit_rand64(&rng) % 8;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t a = unit_rand64(&rng), b = unit_rand64(&rng);
+			r[i].gpa = ((a & 1 ? FOUR_GIB : 0) + (a >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+			r[i].size = ((b >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+		}
+		boot_split(f);
+		memmap_refine(&f->gm, r, n, &err);
+		assert_inside_ram(f);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +356,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refine_honest_layout, setup, teardown),
 		cmocka_unit_test(test_system_ram_unsorted),
 		cmocka_unit_test_setup_teardown(test_unverified_range_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bootstrap_split_at_4gib, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_split_layout, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

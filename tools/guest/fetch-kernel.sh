@@ -2,7 +2,9 @@
 # fetch-kernel.sh — download and unpack a Debian kernel package for test guests.
 #
 # usage: fetch-kernel.sh SERIES [FLAVOUR]
-#   SERIES   6.1 | 6.12           (Debian bookworm kernel series)
+#   SERIES   6.1 | 6.12 (Debian bookworm kernel series) | 5.10 (bullseye's,
+#            from a bullseye apt source kept in $VMSH_TEST_CACHE/apt/bullseye:
+#            the host's own apt configuration is not touched)
 #   FLAVOUR  amd64 (default) | cloud-amd64 | rt-amd64
 #
 # Picks the newest installable linux-image-<series>*-<flavour>-unsigned package
@@ -29,7 +31,8 @@ cache=${VMSH_TEST_CACHE:-/var/cache/vmsh-test}
 case "$series" in
 	6.1)  pattern="^linux-image-6\\.1\\.0-[0-9]+-${flavour}(-unsigned)?\$" ;;
 	6.12) pattern="^linux-image-6\\.12\\.[0-9]+\\+deb12-${flavour}(-unsigned)?\$" ;;
-	*) echo "fetch-kernel: unknown series '$series' (want 6.1 or 6.12)" >&2; exit 2 ;;
+	5.10) pattern="^linux-image-5\\.10\\.0-[0-9]+-${flavour}(-unsigned)?\$" suite=bullseye ;;
+	*) echo "fetch-kernel: unknown series '$series' (want 5.10, 6.1 or 6.12)" >&2; exit 2 ;;
 esac
 case "$flavour" in
 	amd64|cloud-amd64|rt-amd64) ;;
@@ -46,6 +49,20 @@ need dpkg-deb dpkg
 need apt-get apt
 
 mkdir -p "$cache/kernels"
+# Another Debian release's kernels come through an apt state of our own
+# (sources, lists and downloads under $cache/apt/SUITE); apt-get and
+# apt-cache below get its options, the host's apt stays as it is.
+apt_opts=()
+if [ -n "${suite:-}" ]; then
+	st="$cache/apt/$suite"
+	apt_opts=(-o "Dir::Etc::SourceList=$st/sources.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$st/lists" -o "Dir::Cache=$st/cache")
+	if [ ! -s "$st/sources.list" ] && mkdir -p "$st/lists/partial" "$st/cache/archives/partial" 2>/dev/null; then
+		key=/usr/share/keyrings/debian-archive-keyring.gpg
+		printf 'deb [signed-by=%s] http://deb.debian.org/debian %s main\ndeb [signed-by=%s] http://deb.debian.org/debian-security %s-security main\n' \
+			"$key" "$suite" "$key" "$suite" >"$st/sources.list"
+	fi
+fi
 link="$cache/kernels/$series-$flavour"
 # One fetch at a time per cache (tests may run this concurrently); a
 # read-only cache (inside the emulated host) needs no lock.
@@ -57,9 +74,9 @@ fi
 # Prefer -unsigned: same image, no dependency on the signing template.
 candidate() {
 	local names name ver
-	names=$(apt-cache search --names-only "$pattern" 2>/dev/null | awk '{print $1}' | sort -rV) || true
+	names=$(apt-cache "${apt_opts[@]}" search --names-only "$pattern" 2>/dev/null | awk '{print $1}' | sort -rV) || true
 	for name in $(grep -- '-unsigned$' <<<"$names") $(grep -v -- '-unsigned$' <<<"$names"); do
-		ver=$(apt-cache policy "$name" 2>/dev/null | awk '/Candidate:/{print $2}')
+		ver=$(apt-cache "${apt_opts[@]}" policy "$name" 2>/dev/null | awk '/Candidate:/{print $2}')
 		if [ -n "$ver" ] && [ "$ver" != "(none)" ]; then
 			echo "$name $ver"
 			return 0
@@ -75,7 +92,7 @@ if ! pick=$(candidate); then
 		exit 0
 	fi
 	log "no candidate for $series/$flavour; running apt-get update"
-	apt-get update -q >&2 || true
+	apt-get "${apt_opts[@]}" update -q >&2 || true
 	pick=$(candidate) || { log "no installable package matches $pattern"; exit 1; }
 fi
 read -r pkg ver <<<"$pick"
@@ -86,7 +103,15 @@ if [ ! -e "$dir/.complete" ]; then
 	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
 	chmod 755 "$tmp"  # apt-get download drops privileges to _apt
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$ver" >&2)
+	got=$pkg
+	if ! (cd "$tmp" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "$pkg=$ver" >&2); then
+		# a mirror may lack one of the two builds of the same image
+		# (bullseye-security's cloud-amd64-unsigned, seen here): the signed one
+		got=${pkg%-unsigned}
+		[ "$got" != "$pkg" ] || exit 1
+		log "$pkg $ver cannot be downloaded; trying $got"
+		(cd "$tmp" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "$got=$ver" >&2)
+	fi
 	deb=$(ls "$tmp"/*.deb)
 	dpkg-deb -x "$deb" "$tmp/root"
 	release=$(ls "$tmp/root/lib/modules" | head -n1)
@@ -104,7 +129,7 @@ if [ ! -e "$dir/.complete" ]; then
 		depmod -b "$tmp/depmod" "$release"
 	fi
 	echo "$release" >"$tmp/out/release"
-	echo "$pkg $ver" >"$tmp/out/package"
+	echo "$got $ver" >"$tmp/out/package"
 	touch "$tmp/out/.complete"
 	rm -rf "$dir"
 	mv "$tmp/out" "$dir"
@@ -122,7 +147,7 @@ if [ "${VMSH_FETCH_DBG:-1}" != 0 ] && grep -q 'The real System.map' "$dir/System
 	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
 	chmod 755 "$tmp"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
+	(cd "$tmp" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
 	release=$(cat "$dir/release")
 	dpkg-deb --fsys-tarfile "$tmp"/*.deb 2>/dev/null |
 		tar -xO --occurrence=1 "./usr/lib/debug/boot/System.map-$release" >"$tmp/System.map" || true
@@ -142,7 +167,7 @@ if [ "${VMSH_FETCH_VMLINUX:-0}" = 1 ] && [ ! -s "$dir/vmlinux-dbg" ]; then
 	tmp=$(mktemp -d "$cache/kernels/.fetch.XXXXXX")
 	chmod 755 "$tmp"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
+	(cd "$tmp" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "$dbg=$ver" >&2)
 	release=$(cat "$dir/release")
 	dpkg-deb --fsys-tarfile "$tmp"/*.deb |
 		tar -xO "./usr/lib/debug/boot/vmlinux-$release" >"$tmp/vmlinux-dbg"

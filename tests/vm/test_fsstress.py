@@ -1,0 +1,93 @@
+"""Filesystem stress on vmsh's block device (issue 9): ext4 on a disk that
+`vmsh serve` gives the guest, under dbench and `fio --verify` with several
+jobs, then `e2fsck -fn` of the image on the host must be clean. The same run
+on a disk of the guest's own qemu (virtio-blk) is the control, in the same
+guest, one after the other; both throughputs are printed side by side (a
+figure, not a timed assertion: these machines are noisy).
+
+make check runs it for 20 s per tool on pc-6.1; make check-matrix on every
+machine x kernel; make soak runs 2 minutes per tool."""
+import re
+import shlex
+
+import pytest
+
+from vmshtest import harness, tools_image
+from vmshtest.devices import Served, make_disk, tracer_pid
+
+import conftest
+
+CONFIGS = [(m, k, f) for (m, k, f) in conftest.GUEST_CONFIGS if f == "amd64"]
+CHECK = {("pc", "6.1")}
+PARAMS = [pytest.param(m, k, id=f"{m}-{k}", marks=() if (m, k) in CHECK else pytest.mark.matrix)
+          for (m, k, f) in CONFIGS]
+DISK_MB = 256
+CLIENTS = 4
+CTL_SERIAL = "vmshctl"
+
+
+def mounted(guest, path):
+    return guest.console(f"grep -c ' {path} ' /proc/mounts || true").strip() != "0"
+
+
+def stress(guest, chroot, dev, name, secs):
+    """Mount ext4 on /dev/DEV inside the tools chroot, run dbench and fio
+    --verify on it, unmount. Returns (dbench MB/s, fio KiB/s written)."""
+    inside = f"/tmp/{name}"
+    outside = f"/mnt/tools{inside}"
+    guest.console(f"mkdir -p {outside} && mount -t ext4 /dev/{dev} {outside} && echo mounted", 120)
+    assert mounted(guest, outside), f"{dev} not mounted"
+    out = guest.console(f"{chroot} /usr/bin/dbench -D {inside} -t {secs} {CLIENTS} 2>&1 | tail -n 25",
+                        secs * 6 + 600)
+    m = re.search(r"Throughput ([0-9.]+) MB/sec\s+(\d+) clients", out)
+    assert m and int(m.group(2)) == CLIENTS, f"dbench on {name}:\n{out}"
+    assert not re.search(r"(?i)\berror\b|failed|No space", out), f"dbench on {name}:\n{out}"
+    dbench = float(m.group(1))
+    out = guest.console(
+        f"{chroot} /usr/bin/fio --name=verify --directory={inside} --numjobs={CLIENTS} --size=24M "
+        f"--rw=randwrite --bs=4k --ioengine=libaio --iodepth=8 --direct=1 "
+        f"--verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting 2>&1", secs * 6 + 900)
+    assert "err= 0" in out and "verify failed" not in out and "bad magic" not in out, f"fio on {name}:\n{out}"
+    w = re.search(r"WRITE: bw=[^(]*\(([0-9.]+)([kMG])B/s\)", out)
+    fio = float(w.group(1)) * {"k": 1, "M": 1000, "G": 1e6}[w.group(2)] if w else 0.0
+    guest.console(f"rm -rf {outside}/clients {outside}/verify.*; sync; umount {outside} && echo unmounted", 300)
+    assert not mounted(guest, outside), f"{dev} still mounted"
+    return dbench, fio
+
+
+def fsck(host, image):
+    r = host.exec(f"e2fsck -fn {shlex.quote(image)}", 300)
+    assert r.rc == 0, f"e2fsck -fn {image}: rc {r.rc}\n{r.stdout}{r.stderr}"
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("machine,kernel", PARAMS)
+def test_ext4_under_dbench_and_fio_is_clean_on_vmsh_and_qemu_disks(guest_factory, host, vmsh_bin, machine,
+                                                                      kernel):
+    secs = harness.sized(20, 120)
+    img = tools_image.build()
+    ours, _ = make_disk(host, f"stress-vmsh-{machine}-{kernel}.img", DISK_MB, random=False)
+    ctl, _ = make_disk(host, f"stress-qemu-{machine}-{kernel}.img", DISK_MB, random=False)
+    for d in (ours, ctl):
+        host.check(f"mke2fs -q -F -t ext4 {d}", 120)
+    # the control disk in the page cache like vmsh's file (tmpfs has no O_DIRECT)
+    ctl_args = tools_image.qemu_args(machine, ctl, ident="ctl", serial=CTL_SERIAL, readonly=False,
+                                     cache="writeback")
+    guest = guest_factory(machine=machine, kernel=kernel, mem="512M",
+                          extra_qemu_args=tools_image.qemu_args(machine, img) + ctl_args)
+    chroot = tools_image.mount_in_guest(guest)
+    ctl_dev = guest.console(
+        f"for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = {CTL_SERIAL} ] && echo ${{d##*/}}; done").strip()
+    assert ctl_dev.startswith("vd"), ctl_dev
+    q_dbench, q_fio = stress(guest, chroot, ctl_dev, "qemu", secs)
+    with Served(host, vmsh_bin, guest, ours) as s:
+        v_dbench, v_fio = stress(guest, chroot, s.dev, "vmsh", secs)
+        assert tracer_pid(host, guest.pid) == 0
+    assert s.status == 0, s.text
+    fsck(host, ours)
+    fsck(host, ctl)
+    assert guest.console("echo alive").strip() == "alive"
+    harness.log(f"fs stress {machine}-{kernel}, {secs} s per tool, {CLIENTS} clients/jobs: "
+                f"dbench vmsh {v_dbench:.2f} MB/s vs qemu {q_dbench:.2f} MB/s (x{v_dbench / q_dbench:.2f}); "
+                f"fio verify write vmsh {v_fio:.0f} KiB/s vs qemu {q_fio:.0f} KiB/s"
+                + (f" (x{v_fio / q_fio:.2f})" if q_fio else ""))
