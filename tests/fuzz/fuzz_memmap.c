@@ -179,13 +179,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint64_t probe = fz_u64(&f);
 	(void)iomem_range_free(e, ne, probe & ~(PAGE - 1), PAGE * (1 + (probe & 0xf)));
 
-	/* memmap_bootstrap's result: gpa 0 at the start of M, confirmed by content */
+	/* memmap_bootstrap's result: gpa 0 at the start of M, confirmed by
+	 * content; or M split at the 4 GiB hole (the rest of M from 4 GiB up) */
 	struct guest_mem gm;
 	guest_mem_init(&gm, getpid());
-	struct guest_range boot = { .gpa = 0, .size = msize, .hva = m, .verified = true, .kind = "provisional" };
-	snprintf(boot.backing, sizeof(boot.backing), "[anon]");
-	if (guest_mem_add(&gm, &boot) < 0)
-		abort();
+	uint64_t split = fz_u8(&f) & 1 ? PAGE * (1 + fz_u16(&f) % (msize / PAGE)) : msize;
+	struct guest_range boot[2] = {
+		{ .gpa = 0, .size = split, .hva = m, .verified = true, .kind = "provisional" },
+		{ .gpa = 1ULL << 32, .size = msize - split, .hva = m + split, .verified = true, .kind = "provisional" },
+	};
+	for (int i = 0; i < 2; i++) {
+		snprintf(boot[i].backing, sizeof(boot[i].backing), "[anon]");
+		if (boot[i].size && guest_mem_add(&gm, &boot[i]) < 0)
+			abort();
+	}
 	struct vmsh_err err = { 0 };
 	if (nr && memmap_refine(&gm, ram, nr, &err) == 0) {
 		check_map(&gm);
