@@ -232,8 +232,8 @@ int cmd_attach(int argc, char **argv)
 	/* 4. nothing of vmsh left in the guest or the hypervisor */
 	session_close(s);
 	vm_close(&vm);
-	term_signals_restore(&old);
 	log_verbose("attach: set-up %.0f ms (%.0f ms traced, %lu register writes trapped), removed in %.0f ms",
 		    st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped, st.teardown_ns / 1e6);
+	term_signals_restore(&old); /* last: a signal then ends vmsh at once (cmd_serve.c) */
 	return opened ? rc : EXIT_VMSH_FAILED;
 }

@@ -117,7 +117,9 @@ int cmd_serve(int argc, char **argv)
 	rc = s ? serve(s, socket_path, t.pid, &err) : -1;
 	session_close(s);
 	vm_close(&vm);
-	term_signals_restore(&old);
+	/* the summary and the error first: a terminating signal that arrives
+	 * once they are unblocked ends the process at once (a supervisor
+	 * repeating its SIGTERM cut the summary off in a CI run) */
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
@@ -125,7 +127,7 @@ int cmd_serve(int argc, char **argv)
 		o.id, (unsigned long long)st.disk_sectors, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi, st.irq, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
 		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.teardown_ns / 1e6);
-	if (rc < 0)
-		return report_error("serve", &err);
-	return 0;
+	rc = rc < 0 ? report_error("serve", &err) : 0;
+	term_signals_restore(&old);
+	return rc;
 }

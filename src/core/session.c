@@ -311,6 +311,14 @@ static void teardown(struct session *s)
 		} else if (!klib_registered_any(&s->kl)) {
 			in_use = false; /* it gave up before registering anything */
 		}
+		/* A guest that restarted has a kernel that never knew our
+		 * devices or library (its table no longer holds our entry):
+		 * nothing of the guest points at them any more. */
+		if (in_use && s->kl_loaded && klib_mapped(&s->kl) == 0) {
+			log_info("the guest restarted during the session: its kernel never knew vmsh's devices; "
+				 "removing them from the hypervisor");
+			in_use = false;
+		}
 	}
 	/* The serving thread stops only now. Until the devices are gone the
 	 * guest may wait for vmsh with interrupts off (virtio_console's

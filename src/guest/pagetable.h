@@ -26,6 +26,14 @@ struct pt_ctx {
 #define PTE_PS 0x80ULL
 #define PTE_NX (1ULL << 63)
 
+/* Does a table entry read back from the guest still point where `want` did?
+ * Present, same address: the CPU sets the accessed bit in the entry as it
+ * walks it, so the whole value changes under use. */
+static inline bool pte_same_target(uint64_t cur, uint64_t want, uint64_t phys_mask)
+{
+	return (cur & PTE_PRESENT) && ((cur ^ want) & phys_mask & ~0xfffULL) == 0;
+}
+
 /* Page-table root from CR3: drop PCID/flag bits and bit 63 (no-flush). */
 uint64_t pt_root_from_cr3(uint64_t cr3, uint64_t phys_mask);
 /* Mask of physical-address bits in an entry for a MAXPHYADDR of `bits`. */

@@ -146,6 +146,7 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	__sync_synchronize();
 	if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &entry, 8) < 0)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
+	kl->region_entry = entry;
 	kl->linked = true;
 	/* what a later run needs if this one has to leave the library behind */
 	kl->chan->rec = (struct vmsh_lib_record){
@@ -222,16 +223,37 @@ static bool maps_library(struct kernel_lib *kl, uint64_t cr3)
 	/* compared with the entry read from a live root when the region was
 	 * found, not through the root vmsh first saw (it may be gone); the same
 	 * table, whatever the accessed bit the CPU sets in each copy */
-	return (mine & PTE_PRESENT) && (mine & pt->phys_mask) == (kl->top_entry & pt->phys_mask);
+	return pte_same_target(mine, kl->top_entry, pt->phys_mask);
+}
+
+int klib_mapped(struct kernel_lib *kl)
+{
+	uint64_t cur;
+	if (!kl->linked)
+		return 0;
+	if (guest_mem_read(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &cur, 8) < 0)
+		return -1;
+	return pte_same_target(cur, kl->region_entry, kl->k->pt.phys_mask);
 }
 
 /* In one stop-the-world window: find a vCPU halted in the kernel on the
- * kernel's page tables and send it to the entry stub. 1 if done. */
+ * kernel's page tables and send it to the entry stub. 1 if done. The
+ * library's own entry is checked in the same window: a guest that rebooted
+ * may have the same top-level entry (no physical KASLR, or the same draw)
+ * but not ours below it, and a vCPU sent to the stub would fault. */
 static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	struct kvm_vm *vm = kl->vm;
 	if (tracer_stop_others(vm->tr, err) < 0)
 		return -1;
+	int mapped = klib_mapped(kl);
+	if (mapped <= 0) {
+		tracer_resume_others(vm->tr);
+		if (mapped < 0)
+			return vmsh_error(err, EIO, "cannot read the guest's page-table entry for the kernel library");
+		return vmsh_error(err, ENXIO, "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
+				  (unsigned long long)kl->region.va);
+	}
 	int rc = 0;
 	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
 		struct vcpu_state st;
@@ -432,6 +454,24 @@ static void wait_vcpus_out(struct kernel_lib *kl)
 	log_info("a vCPU stayed inside the kernel library for 200 ms");
 }
 
+/* Take vmsh's entry out of the guest's table, only if it is still there:
+ * after a guest restart that page is the new kernel's, to be left alone.
+ * Compared and cleared with the vCPUs stopped. */
+static void unlink_region(struct kernel_lib *kl)
+{
+	struct vmsh_err e = { 0 };
+	bool stopped = tracer_stop_others(kl->vm->tr, &e) == 0;
+	int mapped = klib_mapped(kl);
+	uint64_t zero = 0;
+	if (mapped == 0)
+		log_info("the guest no longer holds vmsh's page-table entry at %#llx (it restarted?): left as it is",
+			 (unsigned long long)(kl->region.table_gpa + 8ULL * kl->region.index));
+	else if (mapped < 0 || guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &zero, 8) < 0)
+		log_info("unlinking the library's page tables failed: %s", strerror(errno));
+	if (stopped)
+		tracer_resume_others(kl->vm->tr);
+}
+
 void klib_abandon(struct kernel_lib *kl)
 {
 	log_info("leaving the kernel library mapped at %#llx (slot %u) until the VM restarts",
@@ -459,11 +499,9 @@ void klib_unload(struct kernel_lib *kl)
 		return;
 	}
 	if (kl->linked) {
-		uint64_t zero = 0;
 		if (kl->entered_vcpu >= 0)
 			wait_vcpus_out(kl);
-		if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &zero, 8) < 0)
-			log_info("unlinking the library's page tables failed: %s", strerror(errno));
+		unlink_region(kl);
 		kl->linked = false;
 	}
 	kvm_slot_remove(kl->vm, &kl->slot);
@@ -594,7 +632,8 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	/* the guest's entry must still be the one that run wrote */
 	uint64_t loc = region_entry_gpa(gm, &k->pt, r->region_va), cur = 0;
 	bool linked = false;
-	if (loc && loc == r->table_gpa + 8 * r->table_index && guest_mem_read(gm, loc, &cur, 8) == 0 && cur == r->table_entry) {
+	if (loc && loc == r->table_gpa + 8 * r->table_index && guest_mem_read(gm, loc, &cur, 8) == 0 &&
+	    pte_same_target(cur, r->table_entry, k->pt.phys_mask)) {
 		uint64_t target = cur & k->pt.phys_mask & ~0xfffULL;
 		if (target < r->slot_gpa || target >= r->slot_gpa + r->slot_size) {
 			log_info("the earlier library's page-table entry does not point into its slot: left alone");

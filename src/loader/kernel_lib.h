@@ -36,6 +36,7 @@ struct kernel_lib {
 	struct kvm_slot slot;
 	struct ptw_slot region;
 	uint64_t top_entry;      /* the top-level entry over region, as in every address space */
+	uint64_t region_entry;   /* the entry vmsh wrote into the guest's table (host copy) */
 	bool linked;
 	struct loaded_lib lib;
 	struct vmsh_channel *chan; /* inside mem */
@@ -63,6 +64,12 @@ int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 bool klib_done(const struct kernel_lib *kl);
+/* Does the guest still map the library where vmsh linked it (its table
+ * entry holds the value vmsh wrote)? 0 once the guest has dropped it: a
+ * guest that restarted has a new kernel that never knew the library or its
+ * devices. -1 if it cannot be read. klib_start refuses to enter then
+ * (ENXIO), and klib_unload writes nothing into the guest. */
+int klib_mapped(struct kernel_lib *kl);
 /* A fresh random name for the helper's file in the guest (exposed for unit
  * tests; klib_add_file proposes one to the library). */
 int klib_helper_name(char *out, size_t cap, struct vmsh_err *err);

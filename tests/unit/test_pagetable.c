@@ -528,6 +528,20 @@ static void test_for_each_leaf_5level_reports_canonical_57bit_va(void **state)
 	assert_int_equal(c.m[0].pa, 0x200000);
 }
 
+/* An entry vmsh wrote still counts as its own after the CPU set the
+ * accessed bit walking it; another target, or not present, does not. */
+static void test_same_target_ignores_accessed_bit(void **state)
+{
+	(void)state;
+	uint64_t mask = pt_phys_mask(40), want = 0xfcc0004000ULL | PTE_PRESENT | PTE_RW;
+	assert_true(pte_same_target(want, want, mask));
+	assert_true(pte_same_target(want | 0x20, want, mask)); /* accessed */
+	assert_false(pte_same_target(want & ~PTE_PRESENT, want, mask));
+	assert_false(pte_same_target(0, want, mask));
+	assert_false(pte_same_target((want ^ 0x1000), want, mask)); /* another table */
+	assert_false(pte_same_target(want ^ (1ULL << 39), want, mask));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -541,6 +555,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_translate_fails_on_table_outside_memory, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_translate_5level_57bit_address, setup5, teardown),
 		cmocka_unit_test(test_canonical_sign_extends_bit_47_or_56),
+		cmocka_unit_test(test_same_target_ignores_accessed_bit),
 		cmocka_unit_test(test_root_from_cr3_drops_pcid_and_bit63),
 		cmocka_unit_test_setup_teardown(test_pti_pair_only_even_page_maps_kernel, setup4, teardown),
 		cmocka_unit_test_setup_teardown(test_for_each_leaf_visits_all_in_ascending_order, setup4, teardown),

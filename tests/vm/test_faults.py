@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from vmshtest import harness
 from vmshtest.devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_library import assert_guest_clean, warnings
 
@@ -149,3 +150,47 @@ def test_a_storm_of_terminating_signals_does_not_cut_the_removal_short(any_guest
     assert again.status == 0 and "could not be removed" not in again.text, again.text
     assert "earlier vmsh kernel libraries" not in again.text, again.text
     assert_guest_clean(guest, base)
+
+
+def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin):
+    """The guest reboots while vmsh serves it (qemu resets it: -action
+    reboot=reset). With nokaslr the new kernel's page tables are exactly where
+    the old ones were, so the top-level entry vmsh checks still matches; only
+    vmsh's own entry below it is gone. vmsh must not send a vCPU into the
+    library (it would fault: the guest oopses and reboots again) nor write
+    into the new kernel's tables; it takes its devices out of the hypervisor,
+    which is then as before, and a later attach works."""
+    from test_attach import attach
+    from test_inspect import inspect_json
+    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-restart", append="nokaslr",
+                          extra_qemu_args=["-action", "reboot=reset"])
+    slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
+    fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
+    disk, digest = make_disk(host, "restart.img", 4)
+    s = Served(host, vmsh_bin, guest, disk)
+    try:
+        assert guest.console(f"sha256sum /dev/{s.dev}", 120).split()[0] == digest
+        start = host._call("console_output", 30, path=guest.sock)["end"]
+        host._call("console_send", 30, path=guest.sock, data="reboot -f\n")
+        ready = host._call("console_wait", harness.scaled(240), path=guest.sock, pattern=harness.READY_MARKER,
+                           start=start, timeout=harness.scaled(240))
+        host._call("console_wait", 120, path=guest.sock, pattern=harness.PROMPT, start=ready["end"],
+                   timeout=harness.scaled(120))
+        assert guest.console("echo alive", 60).strip() == "alive"
+        base = warnings(guest)
+        boot_id = guest.console("cat /proc/sys/kernel/random/boot_id").strip()
+        s.stop()
+    finally:
+        s.stop(9)
+    assert s.status == 0, s.text
+    assert "restarted" in s.text, s.text
+    # the new kernel ran on: no fault, no second reboot
+    assert guest.alive()
+    assert guest.console("cat /proc/sys/kernel/random/boot_id").strip() == boot_id
+    assert_guest_clean(guest, base)
+    # the hypervisor is as before the session: vmsh's slots and fds are gone
+    assert inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"] == slots0
+    assert host.check(f"ls /proc/{guest.pid}/fd | sort -n") == fds0
+    assert tracer_pid(host, guest.pid) == 0
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
+    assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
