@@ -54,16 +54,18 @@ def layout_args(host, name, ident):
 def hugepages(host, n):
     """At least n free 2 MiB huge pages and hugetlbfs mounted: in the emulated
     host (ours) they are reserved here; on a real host the test needs them
-    reserved by its owner and fails saying so."""
+    reserved by its owner and fails saying so. Returns the reservation as it
+    was, to put back."""
     host.check(f"mkdir -p {HUGEPAGES_DIR}; mountpoint -q {HUGEPAGES_DIR} || "
                f"mount -t hugetlbfs hugetlbfs {HUGEPAGES_DIR}")
     free = int(host.check("awk '/HugePages_Free/ {print $2}' /proc/meminfo").strip() or 0)
+    total = int(host.check("cat /proc/sys/vm/nr_hugepages").strip())
     if free < n and host.mode == "emulated":
-        total = int(host.check("cat /proc/sys/vm/nr_hugepages").strip())
         host.check(f"echo {total + n - free} > /proc/sys/vm/nr_hugepages")
         free = int(host.check("awk '/HugePages_Free/ {print $2}' /proc/meminfo").strip() or 0)
     assert free >= n, (f"hugetlbfs layout: {n} free 2 MiB huge pages needed on the KVM host, {free} free "
                        f"(reserve them: echo N > /proc/sys/vm/nr_hugepages)")
+    return total
 
 
 CHECK = {"above-4g", "hugetlbfs", "sandbox"}
@@ -75,8 +77,8 @@ LAYOUTS = ["above-4g", "file-shared", "file-private", "hugetlbfs", "prealloc", "
 def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, layout):
     ident = f"{layout}-{os.getpid()}"
     args, mem, backing = layout_args(host, layout, ident)
-    if layout == "hugetlbfs":
-        hugepages(host, 384 // 2)
+    reserved = hugepages(host, 384 // 2) if layout == "hugetlbfs" else None
+    guest = None
     try:
         guest = guest_factory(machine="pc", kernel="6.1", mem=mem, extra_qemu_args=args,
                               name=f"vmsh-mem-{layout}")
@@ -128,5 +130,9 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
         assert hypervisor_state(host, guest.pid) == before
         assert_guest_clean(guest, base)
     finally:
+        if reserved is not None and host.mode == "emulated":
+            if guest:
+                guest.stop()  # its huge pages go back first
+            host.run(f"echo {reserved} > /proc/sys/vm/nr_hugepages", 30)
         if backing and backing.startswith(SHM):
             host.run(f"rm -f {shlex.quote(backing)}", 30)
