@@ -108,6 +108,12 @@ static int find_region(struct kernel_lib *kl, struct vmsh_err *err)
 	return rc;
 }
 
+/* Where the one entry vmsh writes into the guest's tables lives. */
+static uint64_t region_entry_addr(const struct kernel_lib *kl)
+{
+	return kl->region.table_gpa + 8ULL * kl->region.index;
+}
+
 /* library image, then its page directory and page table, in the memfd */
 static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 {
@@ -144,7 +150,7 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 		return -1;
 	/* the one write into the guest's own page tables */
 	__sync_synchronize();
-	if (guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &entry, 8) < 0)
+	if (guest_mem_write(kl->gm, region_entry_addr(kl), &entry, 8) < 0)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
 	kl->region_entry = entry;
 	kl->linked = true;
@@ -231,7 +237,7 @@ int klib_mapped(struct kernel_lib *kl)
 	uint64_t cur;
 	if (!kl->linked)
 		return 0;
-	if (guest_mem_read(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &cur, 8) < 0)
+	if (guest_mem_read(kl->gm, region_entry_addr(kl), &cur, 8) < 0)
 		return -1;
 	return pte_same_target(cur, kl->region_entry, kl->k->pt.phys_mask);
 }
@@ -462,11 +468,13 @@ static void unlink_region(struct kernel_lib *kl)
 	struct vmsh_err e = { 0 };
 	bool stopped = tracer_stop_others(kl->vm->tr, &e) == 0;
 	int mapped = klib_mapped(kl);
-	uint64_t zero = 0;
+	uint64_t zero = 0, at = region_entry_addr(kl);
 	if (mapped == 0)
 		log_info("the guest no longer holds vmsh's page-table entry at %#llx (it restarted?): left as it is",
-			 (unsigned long long)(kl->region.table_gpa + 8ULL * kl->region.index));
-	else if (mapped < 0 || guest_mem_write(kl->gm, kl->region.table_gpa + 8ULL * kl->region.index, &zero, 8) < 0)
+			 (unsigned long long)at);
+	else if (mapped < 0)
+		log_info("cannot read vmsh's page-table entry at %#llx: left as it is", (unsigned long long)at);
+	else if (guest_mem_write(kl->gm, at, &zero, 8) < 0)
 		log_info("unlinking the library's page tables failed: %s", strerror(errno));
 	if (stopped)
 		tracer_resume_others(kl->vm->tr);
