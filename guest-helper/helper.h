@@ -86,8 +86,13 @@ struct overlay_opts {
  * cgroup and mount namespaces. */
 int overlay_join_target(const struct overlay_opts *o, struct vmsh_err *err);
 /* In a new private mount namespace: the image as /, the guest's root at
- * /var/lib/vmsh, the guest's /proc /sys /dev, tmpfs on /tmp and /run. */
-int overlay_mount_image(const struct overlay_opts *o, struct vmsh_err *err);
+ * /var/lib/vmsh, the guest's /proc /sys /dev, tmpfs on /tmp and /run.
+ * *outer_ns: the namespace it came from (an fd, -1 if none was opened), for
+ * overlay_leave. */
+int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh_err *err);
+/* Go back to that namespace: once the helper's command and its group are
+ * gone, nothing holds the image's mounts any more (its disk is free). */
+void overlay_leave(int *outer_ns);
 
 /* spawn.c */
 

@@ -243,8 +243,12 @@ static void mount_tmpfs(const struct overlay_opts *o, const char *dir, const cha
 	warn(o, &w);
 }
 
-int overlay_mount_image(const struct overlay_opts *o, struct vmsh_err *err)
+int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh_err *err)
 {
+	/* the way back out (overlay_leave) */
+	*outer_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (*outer_ns < 0)
+		return vmsh_error(err, errno, "open /proc/self/ns/mnt");
 	if (unshare(CLONE_NEWNS) < 0)
 		return vmsh_error(err, errno, "unshare the mount namespace");
 	/* nothing we mount may propagate back into the guest's namespaces */
@@ -305,4 +309,16 @@ fail_root:
 fail:
 	umount2(stage, MNT_DETACH);
 	return -1;
+}
+
+void overlay_leave(int *outer_ns)
+{
+	if (*outer_ns < 0)
+		return;
+	if (setns(*outer_ns, CLONE_NEWNS) < 0)
+		helper_log("leaving the image's mount namespace: %s", strerror(errno));
+	else if (chdir("/") < 0)
+		helper_log("chdir / after leaving the image's mount namespace: %s", strerror(errno));
+	close(*outer_ns);
+	*outer_ns = -1;
 }

@@ -30,12 +30,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FIND_TIMEOUT_MS 5000
@@ -189,7 +191,7 @@ static int open_port(const struct helper_args *a, struct vmsh_err *err)
 	return devfind_open_chardev(&port, O_RDWR | O_NONBLOCK, err);
 }
 
-static int setup_overlay(const struct helper_args *a, struct warn_ctx *w, struct vmsh_err *err)
+static int setup_overlay(const struct helper_args *a, struct warn_ctx *w, int *outer_ns, struct vmsh_err *err)
 {
 	struct devfind_result disk;
 	if (a->test_disk) {
@@ -212,14 +214,57 @@ static int setup_overlay(const struct helper_args *a, struct warn_ctx *w, struct
 	};
 	if (overlay_join_target(&o, err) < 0)
 		return -1;
-	return overlay_mount_image(&o, err);
+	return overlay_mount_image(&o, outer_ns, err);
 }
 
-static int fail(int port, struct vmsh_err *err)
+/* The last close of a virtio-console port sends the host a control message
+ * (PORT_OPEN 0), and the guest kernel waits for the host to take it by
+ * spinning with preemption off (virtio_console's __send_control_msg). If
+ * vmsh is gone - SIGKILLed mid-session - nobody ever takes it: that vCPU is
+ * lost for good (soft lockup). So the helper never closes its port while the
+ * device exists: when its work is over it leaves the image's mount
+ * namespace (the disk is free then) and waits until vmsh removes the
+ * devices. An unplugged port fails reads with ENODEV, and its close sends
+ * nothing. With vmsh gone, the helper sleeps here until a later vmsh run
+ * removes the devices or the guest restarts. */
+static void park_until_unplugged(int port)
+{
+	char buf[4096];
+	for (;;) {
+		struct pollfd p = { .fd = port, .events = POLLIN };
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			break;
+		ssize_t n = read(port, buf, sizeof(buf));
+		if (n < 0 && errno == ENODEV)
+			return;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			break;
+		if (n == 0 || (p.revents & (POLLHUP | POLLERR))) {
+			/* the host side is closed (POLLHUP for good): look again later */
+			struct timespec step = { 1, 0 };
+			nanosleep(&step, NULL);
+		}
+	}
+	/* a port that fails otherwise: still never close it while it may exist */
+	helper_log("the port failed (%s): waiting for the guest to restart", strerror(errno));
+	for (;;)
+		pause();
+}
+
+/* Every way out once the port is open (see park_until_unplugged). */
+static int finish(const struct helper_args *a, int port, int *outer_ns, int code)
+{
+	overlay_leave(outer_ns);
+	if (a->test_fd < 0)
+		park_until_unplugged(port);
+	return code;
+}
+
+static int fail(const struct helper_args *a, int port, int *outer_ns, struct vmsh_err *err)
 {
 	helper_log("%s", err->msg);
 	chan_send_error(port, err->msg);
-	return 1;
+	return finish(a, port, outer_ns, 1);
 }
 
 int main(int argc, char **argv)
@@ -263,24 +308,25 @@ int main(int argc, char **argv)
 	vmsh_put_le16(hello, VMSH_PROTO_VERSION);
 	vmsh_put_le16(hello + 2, 0);
 	memcpy(hello + 4, HELPER_VERSION, sizeof(HELPER_VERSION) - 1);
+	int outer_ns = -1;
 	if (chan_send(port, VMSH_F_HELLO, hello, sizeof(hello), SEND_TIMEOUT_MS, &err) < 0) {
 		helper_log("%s", err.msg);
-		return 1;
+		return finish(&a, port, &outer_ns, 1);
 	}
 
 	struct warn_ctx w = { .port = port, .pty = a.pty };
 	bool overlay = a.test_fd < 0 || a.test_disk;
-	if (overlay && setup_overlay(&a, &w, &err) < 0)
-		return fail(port, &err);
+	if (overlay && setup_overlay(&a, &w, &outer_ns, &err) < 0)
+		return fail(&a, port, &outer_ns, &err);
 
 	struct child c;
 	if (spawn_command(&a, overlay, &c, &err) < 0)
-		return fail(port, &err);
+		return fail(&a, port, &outer_ns, &err);
 	uint8_t ready[4];
 	vmsh_put_le32(ready, (uint32_t)c.pid);
 	if (chan_send(port, VMSH_F_READY, ready, sizeof(ready), SEND_TIMEOUT_MS, &err) < 0) {
 		spawn_kill(&c);
-		return fail(port, &err);
+		return fail(&a, port, &outer_ns, &err);
 	}
 
 	int term_sig = 0;
@@ -289,17 +335,17 @@ int main(int argc, char **argv)
 	case PUMP_EXITED:
 		spawn_close(&c);
 		spawn_hangup(&c);
-		return 0;
+		return finish(&a, port, &outer_ns, 0);
 	case PUMP_DETACHED:
 		spawn_kill(&c);
-		return 0;
+		return finish(&a, port, &outer_ns, 0);
 	case PUMP_HOST_GONE:
 		spawn_kill(&c);
 		helper_log("the host went away%s%s", err.msg[0] ? ": " : "", err.msg);
-		return 1;
+		return finish(&a, port, &outer_ns, 1);
 	case PUMP_FAILED:
 		break;
 	}
 	spawn_kill(&c);
-	return fail(port, &err);
+	return fail(&a, port, &outer_ns, &err);
 }

@@ -194,3 +194,61 @@ def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin):
     assert tracer_pid(host, guest.pid) == 0
     r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
     assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
+
+
+def busy_fraction(guest, secs=5):
+    """Share of the guest's CPU time spent outside idle over `secs`, measured
+    inside the guest in one console command (the serial console's own work
+    stays out of it); steal time (the emulated host's) does not count."""
+    out = guest.console(f"head -1 /proc/stat; sleep {secs}; head -1 /proc/stat", 60).splitlines()
+    a, b = ([int(x) for x in line.split()[1:9]] for line in out[-2:])
+    d = [y - x for x, y in zip(a, b)]
+    busy = d[0] + d[1] + d[2] + d[5] + d[6]  # user nice system irq softirq
+    return busy / max(1, busy + d[3] + d[4])  # + idle iowait
+
+
+def test_vmsh_killed_mid_command_costs_the_guest_no_vcpu(guest_factory, host, vmsh_bin):
+    """vmsh (the user's process and its worker) SIGKILLed while the command
+    runs: nobody serves vmsh's devices any more. The helper used to give up
+    (at once, or after its flush timeout) and exit; the last close of its port
+    sends a control message the guest kernel spins for with preemption off
+    (virtio_console's __send_control_msg), so that vCPU was lost for good
+    ("soft lockup - CPU#1 stuck"). Now the helper leaves the image's mount
+    namespace and waits, asleep, until the devices are unplugged."""
+    from test_attach import attach
+    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-killed-mid", smp=2)
+    out = os.path.join(host.logdir, "killed-mid.log")
+    pid = host.spawn([vmsh_bin, "attach", "--pipe", str(guest.pid), "--", "sh", "-c",
+                      "echo started; sleep 3; echo more output; sleep 1; echo end"], out)
+    try:
+        wait_for(host, out, r"(?m)^started$", 120, "the command's first line")
+        worker = host.check(f"pgrep -P {pid}").split()
+        assert worker, "no worker process"
+        host.run(f"kill -9 {pid} {' '.join(worker)}")
+    finally:
+        host.kill(pid, 9, 10)
+    helper = guest.console("ps | grep '[.]vmsh-helper' | awk '{print $1}'").split()
+    assert len(helper) == 1, helper
+    h = helper[0]
+    # the helper notices that the host is gone (at the latest after its
+    # flush timeout, 30 s) and then either parks or, as before, exits
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ns = guest.console(f"readlink /proc/{h}/ns/mnt; readlink /proc/1/ns/mnt; "
+                           f"cat /proc/{h}/cmdline 2>/dev/null | wc -c").split()
+        if len(ns) == 3 and ns[0] == ns[1] or ns[-1] == "0":
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"the helper still works for a host that is gone: {ns}")
+    busy = busy_fraction(guest)
+    assert busy < 0.3, f"the guest's CPUs are {busy:.0%} busy after vmsh died (a vCPU spinning?)"
+    state = guest.console(f"grep State /proc/{h}/status")
+    assert "S (sleeping)" in state, state  # parked, not spinning or gone
+    log = guest.console("dmesg")
+    assert "soft lockup" not in log and "rcu_preempt detected stall" not in log, log[-3000:]
+    # it left the image's mount namespace: the image is mounted nowhere
+    ns = guest.console(f"readlink /proc/{h}/ns/mnt; readlink /proc/1/ns/mnt").split()
+    assert len(ns) == 2 and ns[0] == ns[1], ns
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
+    assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
