@@ -15,6 +15,7 @@
 #include "devices/blk_uring.h"
 #include "devices/console_dev.h"
 #include "devices/server.h"
+#include "kvm/hv_ledger.h"
 #include "kvm/mmio_trap.h"
 #include "loader/kernel_lib.h"
 
@@ -34,6 +35,7 @@ struct session {
 
 	struct shared_mem pages; /* the register pages */
 	struct kvm_slot slot;
+	struct hv_ledger ledger; /* what we create in the hypervisor, for a later run if we die */
 
 	struct blk_uring be;
 	struct blk_disk disk;
@@ -77,6 +79,14 @@ static void on_mmio(void *opaque, struct mmio_access *a)
 	}
 }
 
+/* Does the guest have something at [gpa, gpa+size) (its iomem tree)? A
+ * dead session's devices the guest still has keep their register pages. */
+static bool range_busy(void *opaque, uint64_t gpa, uint64_t size)
+{
+	const struct vm_info *info = opaque;
+	return !iomem_range_free(info->iomem, (size_t)info->n_iomem, gpa, size);
+}
+
 /* Register pages: a read-only slot right after the library's memory, in a
  * range the guest's own map does not use. */
 static int add_pages(struct session *s, struct vmsh_err *err)
@@ -84,14 +94,17 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 	struct kvm_vm *vm = s->vm;
 	if (shared_mem_create(vm, 2 * PAGE, &s->pages, err) < 0)
 		return -1;
+	hv_ledger_mem(vm, &s->pages, true);
 	uint64_t gpa = s->kl.slot.gpa + s->kl.slot.size;
 	for (unsigned tries = 0; tries < 64; tries++, gpa += 2u << 20) {
 		if (!iomem_range_free(s->info->iomem, (size_t)s->info->n_iomem, gpa, 2 * PAGE))
 			continue;
 		struct vmsh_err e = { 0 };
 		if (kvm_slot_add(vm, &s->info->slots, &s->kl.slot.id, 1, gpa, 2u << 20, 1, s->pages.remote, 2 * PAGE,
-				 KVM_MEM_READONLY, &s->slot, &e) == 0)
+				 KVM_MEM_READONLY, &s->slot, &e) == 0) {
+			hv_ledger_slot(vm, &s->slot, true);
 			return 0;
+		}
 		if (e.errnum != ENOSPC) {
 			*err = e;
 			return -1;
@@ -177,11 +190,17 @@ static int setup(struct session *s, struct vmsh_err *err)
 	snprintf(s->disk.id, sizeof(s->disk.id), "%s", o->id);
 	s->st->disk_sectors = s->disk.sectors;
 
-	/* a library an earlier run had to leave behind goes now, if it can */
+	/* a library an earlier run had to leave behind goes now, if it can,
+	 * and so do the objects of sessions killed outright */
 	unsigned reaped, left;
 	if (klib_reap_stale(vm, &info->mem, &info->kernel, &info->slots, info->kernel.pt.root, &reaped, &left) == 0 &&
 	    (reaped || left))
 		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
+	struct vmsh_err e = { 0 };
+	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, info, &reaped, &left, &e) < 0)
+		log_info("looking for what earlier sessions left in the hypervisor: %s", e.msg);
+	if (hv_ledger_open(vm, &s->ledger, err) < 0)
+		return -1;
 	if (klib_load(&s->kl, vm, &info->mem, &info->kernel, info->iomem, (size_t)info->n_iomem, &info->slots,
 		      vm_gpa_limit(info), err) < 0)
 		return -1;
@@ -296,6 +315,7 @@ static void teardown(struct session *s)
 	}
 	if (kvm_vm_reacquire(vm, &e) < 0) {
 		log_info("cannot attach again to remove the devices: %s", e.msg);
+		hv_ledger_close(vm, &s->ledger, true);
 		return;
 	}
 	bool in_use = false; /* the guest may still touch our devices and library */
@@ -339,13 +359,19 @@ static void teardown(struct session *s)
 		shared_mem_destroy(vm, &s->pages);
 		if (s->kl_loaded)
 			klib_abandon(&s->kl);
+		hv_ledger_close(vm, &s->ledger, true);
 		s->st->teardown_ns = now_ns() - t0;
 		return;
 	}
-	if (s->slot.added)
+	if (s->slot.added) {
 		kvm_slot_remove(vm, &s->slot);
-	if (s->pages.fd >= 0 && s->pages.local)
+		hv_ledger_slot(vm, &s->slot, false);
+	}
+	if (s->pages.fd >= 0 && s->pages.local) {
+		hv_ledger_mem(vm, &s->pages, false); /* first: another run's memory may be mapped there later */
 		shared_mem_destroy(vm, &s->pages);
+	}
+	hv_ledger_close(vm, &s->ledger, false);
 	if (s->kl_loaded)
 		klib_unload(&s->kl);
 	s->st->teardown_ns = now_ns() - t0;
@@ -382,6 +408,7 @@ struct session *session_open(struct vm *vm, const struct session_opts *o, struct
 	}
 	*s = (struct session){ .o = o, .st = st, .vm = &vm->kvm, .info = &vm->info, .con_fds = { -1, -1 } };
 	s->pages.fd = -1;
+	s->ledger = (struct hv_ledger){ .lock_fd = -1, .mem = { .fd = -1 } };
 	if (setup(s, err) < 0) {
 		session_close(s);
 		return NULL;

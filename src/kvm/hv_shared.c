@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/remote_mem.h"
+#include "kvm/hv_ledger.h"
 
 static int inject(struct kvm_vm *vm, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
 		  uint64_t a5, int64_t *ret, struct vmsh_err *err)
@@ -51,12 +52,18 @@ static void close_remote(struct kvm_vm *vm, int64_t fd)
 
 int shared_mem_create(struct kvm_vm *vm, size_t size, struct shared_mem *m, struct vmsh_err *err)
 {
+	return shared_mem_create_named(vm, size, "vmsh", m, err);
+}
+
+int shared_mem_create_named(struct kvm_vm *vm, size_t size, const char *name, struct shared_mem *m,
+			    struct vmsh_err *err)
+{
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
 	m->size = size;
 	int64_t fd, ret;
-	static const char name[] = "vmsh";
-	if (remote_write(vm->pid, vm->scratch, name, sizeof(name)) != sizeof(name))
+	size_t name_len = strlen(name) + 1;
+	if (name_len > 64 || remote_write(vm->pid, vm->scratch, name, name_len) != (ssize_t)name_len)
 		return vmsh_error(err, errno, "stage memfd name");
 	if (inject(vm, SYS_memfd_create, vm->scratch, 1 /* MFD_CLOEXEC */, 0, 0, 0, 0, &fd, err) < 0)
 		return -1;
@@ -192,6 +199,7 @@ int kvm_eventfd_create(struct kvm_vm *vm, struct kvm_eventfd *e, struct vmsh_err
 		return -1;
 	if (e->remote < 0)
 		return vmsh_error(err, (int)-e->remote, "eventfd in the hypervisor");
+	hv_ledger_eventfd(vm, e->remote, true);
 	if ((e->local = open_remote(vm, e->remote, err)) < 0) {
 		close_remote(vm, e->remote);
 		e->remote = -1;
@@ -202,8 +210,10 @@ int kvm_eventfd_create(struct kvm_vm *vm, struct kvm_eventfd *e, struct vmsh_err
 
 void kvm_eventfd_close(struct kvm_vm *vm, struct kvm_eventfd *e)
 {
-	if (e->remote >= 0)
+	if (e->remote >= 0) {
+		hv_ledger_eventfd(vm, e->remote, false); /* first: its number may be reused once closed */
 		close_remote(vm, e->remote);
+	}
 	if (e->local >= 0)
 		close(e->local);
 	e->remote = e->local = -1;
@@ -220,7 +230,13 @@ int kvm_ioeventfd(struct kvm_vm *vm, const struct kvm_eventfd *e, uint64_t gpa, 
 		.flags = (match ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) | (deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0),
 	};
 	int64_t ret;
-	if (kvm_ioctl(vm, vm->vm_fd, KVM_IOEVENTFD, &io, sizeof(io), &ret, err) < 0)
+	/* recorded before it is made (undoing one never made changes nothing) */
+	if (!deassign)
+		hv_ledger_ioeventfd(vm, e->remote, gpa, len, match, data, true);
+	int rc = kvm_ioctl(vm, vm->vm_fd, KVM_IOEVENTFD, &io, sizeof(io), &ret, err);
+	if (deassign || rc < 0 || ret < 0)
+		hv_ledger_ioeventfd(vm, e->remote, gpa, len, match, data, false);
+	if (rc < 0)
 		return -1;
 	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_IOEVENTFD at %#llx", (unsigned long long)gpa) : 0;
 }
@@ -229,7 +245,12 @@ int kvm_irqfd(struct kvm_vm *vm, const struct kvm_eventfd *e, uint32_t gsi, bool
 {
 	struct kvm_irqfd irq = { .fd = (uint32_t)e->remote, .gsi = gsi, .flags = deassign ? KVM_IRQFD_FLAG_DEASSIGN : 0 };
 	int64_t ret;
-	if (kvm_ioctl(vm, vm->vm_fd, KVM_IRQFD, &irq, sizeof(irq), &ret, err) < 0)
+	if (!deassign)
+		hv_ledger_irqfd(vm, e->remote, gsi, true);
+	int rc = kvm_ioctl(vm, vm->vm_fd, KVM_IRQFD, &irq, sizeof(irq), &ret, err);
+	if (deassign || rc < 0 || ret < 0)
+		hv_ledger_irqfd(vm, e->remote, gsi, false);
+	if (rc < 0)
 		return -1;
 	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_IRQFD for GSI %u", gsi) : 0;
 }

@@ -19,7 +19,11 @@ struct shared_mem {
 	size_t size;
 };
 
+/* A memfd named "vmsh" (the name shows in the hypervisor's maps as
+ * /memfd:vmsh; _named: another name, for memory no slot may ever hold). */
 int shared_mem_create(struct kvm_vm *vm, size_t size, struct shared_mem *m, struct vmsh_err *err);
+int shared_mem_create_named(struct kvm_vm *vm, size_t size, const char *name, struct shared_mem *m,
+			    struct vmsh_err *err);
 void shared_mem_destroy(struct kvm_vm *vm, struct shared_mem *m);
 
 struct kvm_slot {

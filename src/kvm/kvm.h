@@ -37,6 +37,8 @@ void kvm_fds_free(struct kvm_fds *f);
 /* Classify a readlink target of /proc/PID/fd/N: 1 = vm, 2 = vcpu (index in *idx), 0 = other. */
 int kvm_fd_kind(const char *target, int *idx);
 
+struct hv_ledger_page;
+
 /* An attached VM: the tracer plus a scratch page in the hypervisor. */
 struct kvm_vm {
 	struct tracer *tr;
@@ -46,6 +48,7 @@ struct kvm_vm {
 	size_t n_vcpus;
 	uint64_t scratch;      /* address of our page in the hypervisor, 0 if none */
 	size_t scratch_size;
+	struct hv_ledger_page *ledger; /* where objects created in the hypervisor are recorded, if set (hv_ledger.h) */
 };
 
 int kvm_vm_open(struct kvm_vm *vm, struct tracer *tr, int vm_fd, const struct kvm_fds *fds, struct vmsh_err *err);
@@ -118,5 +121,21 @@ int memslot_probe_verdict(int64_t ioctl_ret);
 void memslot_probe_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id);
 /* Delete id again: only after a probe of that id returned 0 (it created it). */
 void memslot_undo_region(struct kvm_userspace_memory_region *r, int as_id, uint32_t id);
+
+/* Does slot `id` (address space 0) hold exactly [hva, hva+size) with the
+ * READONLY bit of flags? Asked without side effects: first whether the id is
+ * used at all (the probe above), then a move of that slot to probe_gpa,
+ * which must lie in guest RAM (another slot): KVM refuses it with EEXIST
+ * (the range overlaps) if the id holds that memory and with EINVAL if it
+ * holds other memory. 1 yes, 0 no, -1 error (nothing changed either way,
+ * unless KVM answered the move with success, which it says). size: a power
+ * of two, at least a page. */
+int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t probe_gpa,
+		   struct vmsh_err *err);
+/* Pure parts, for unit tests: the move probe, and the answer from whether
+ * the id is used and the move probe's result (1, 0, -1 unexpected). */
+void memslot_holds_region(struct kvm_userspace_memory_region *r, uint32_t id, uint32_t flags, uint64_t hva,
+			  uint64_t size, uint64_t probe_gpa);
+int memslot_holds_verdict(int used, int64_t move_ret);
 
 #endif

@@ -58,6 +58,48 @@ int memslot_probe_verdict(int64_t ret)
 	return -1;
 }
 
+void memslot_holds_region(struct kvm_userspace_memory_region *r, uint32_t id, uint32_t flags, uint64_t hva,
+			  uint64_t size, uint64_t probe_gpa)
+{
+	memset(r, 0, sizeof(*r));
+	r->slot = id;
+	r->flags = flags & KVM_MEM_READONLY;
+	r->guest_phys_addr = probe_gpa & ~(size - 1);
+	r->memory_size = size;
+	r->userspace_addr = hva;
+}
+
+int memslot_holds_verdict(int used, int64_t move_ret)
+{
+	if (!used)
+		return 0; /* (an unused id answers the move with EEXIST too: a create that overlaps) */
+	if (move_ret == -EEXIST)
+		return 1;
+	if (move_ret == -EINVAL)
+		return 0;
+	return -1;
+}
+
+int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t probe_gpa,
+		   struct vmsh_err *err)
+{
+	if (size < 4096 || (size & (size - 1)))
+		return vmsh_error(err, EINVAL, "slot probe of %#llx bytes", (unsigned long long)size);
+	int used = kvm_memslot_id_used(vm, 0, id, err);
+	if (used <= 0)
+		return used;
+	struct kvm_userspace_memory_region r;
+	memslot_holds_region(&r, id, flags, hva, size, probe_gpa);
+	int64_t ret;
+	if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret, err) < 0)
+		return -1;
+	int v = memslot_holds_verdict(used, ret);
+	if (v < 0)
+		return vmsh_error(err, ret < 0 ? (int)-ret : EIO, "memory slot %u answered a move probe with %lld", id,
+				  (long long)ret);
+	return v;
+}
+
 /* One probe of id; a probe that created a slot (no slot anywhere below
  * 8 TiB) is undone at once. 1 used, 0 free, -1 error. */
 int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_err *err)

@@ -624,14 +624,11 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	 * RAM answers EEXIST if so (it would be a move, refused for the
 	 * overlap) and EINVAL if the id holds other memory: no side effect
 	 * either way. */
-	int64_t ret;
 	struct vmsh_err e = { 0 };
-	uint64_t probe_gpa = known_gpa & ~(uint64_t)(KLIB_MEM_SIZE - 1);
-	if (kvm_set_memory_region(vm, (uint32_t)r->slot_id, 0, probe_gpa, KLIB_MEM_SIZE, m->start, &ret, &e) < 0)
-		return -1;
-	if (ret != -EEXIST) {
-		if (ret == 0) /* cannot be, but then the slot is where RAM is: do not touch anything */
-			log_info("memory slot %llu answered a move probe with success; leaving it", r->slot_id);
+	int holds = kvm_slot_holds(vm, (uint32_t)r->slot_id, 0, m->start, KLIB_MEM_SIZE, known_gpa, &e);
+	if (holds <= 0) {
+		if (holds < 0)
+			log_info("checking memory slot %llu of an earlier library: %s; left alone", r->slot_id, e.msg);
 		else
 			log_info("an earlier library's record names slot %llu, which holds other memory: left alone",
 				 r->slot_id);

@@ -374,6 +374,64 @@ static void test_probe_region_layout(void **state)
 	assert_int_equal(r.userspace_addr, 0x1000);
 }
 
+/* The "does slot id hold exactly this memory" probe (kvm_slot_holds): for
+ * random VMs, a probe address inside some other slot, and a candidate that
+ * is a slot of the VM (same memory or not) or an unused id: the move probe
+ * never changes the VM, and with the id-used probe before it the answer is
+ * exactly "the id holds that hva, size and READONLY bit". */
+static void test_slot_holds_probe(void **state)
+{
+	(void)state;
+	struct unit_rng r = { 20261203 };
+	unsigned yes = 0, no = 0;
+	for (int round = 0; round < 2000; round++) {
+		struct vm_model vm;
+		random_vm(&r, &vm);
+		/* ours: a 2-page or 2 MiB slot of the VM's, at a free place */
+		uint64_t pages = unit_rand_below(&r, 2) ? 2 : 512;
+		if (vm.n >= MAX_SLOTS)
+			continue;
+		struct mslot *ours = &vm.s[vm.n];
+		*ours = (struct mslot){ .as_id = 0, .id = (uint16_t)(32000 + unit_rand_below(&r, 700)),
+					.npages = pages, .base_gfn = 1ULL << 36, .hva = 0x7e0000000000ULL,
+					.flags = unit_rand_below(&r, 2) ? KVM_MEM_READONLY : 0 };
+		bool present = unit_rand_below(&r, 4) != 0;
+		if (present)
+			vm.n++;
+		/* the probe address: inside a random as-0 slot other than ours */
+		size_t ram = unit_rand_below(&r, vm.n);
+		if (vm.s[ram].as_id != 0 || &vm.s[ram] == ours)
+			continue;
+		uint64_t probe_gpa = (vm.s[ram].base_gfn + unit_rand_below(&r, vm.s[ram].npages)) * PAGE;
+		/* what we ask about: our exact memory, or a different hva, size or flag */
+		uint64_t hva = ours->hva, size = pages * PAGE;
+		uint32_t flags = ours->flags;
+		switch (unit_rand_below(&r, 4)) {
+		case 1: hva += PAGE * 2048; break;
+		case 2: size = size == 2 * PAGE ? 512 * PAGE : 2 * PAGE; break;
+		case 3: flags ^= KVM_MEM_READONLY; break;
+		}
+		bool truth = present && hva == ours->hva && size == pages * PAGE &&
+			     !((flags ^ ours->flags) & KVM_MEM_READONLY);
+		/* step 1, the id-used probe */
+		struct kvm_userspace_memory_region probe;
+		memslot_probe_region(&probe, 0, ours->id);
+		enum branch br;
+		int used = memslot_probe_verdict(model_set_region(&vm, &probe, &br));
+		assert_true(br == B_EINVAL || br == B_EEXIST);
+		assert_int_equal(used, present);
+		/* step 2, the move */
+		memslot_holds_region(&probe, ours->id, flags, hva, size, probe_gpa);
+		int64_t ret = model_set_region(&vm, &probe, &br);
+		if (br != B_EINVAL && br != B_EEXIST)
+			fail_msg("round %d: the holds probe took the %s branch", round, branch_name[br]);
+		int v = memslot_holds_verdict(used, ret);
+		assert_int_equal(v, truth);
+		truth ? yes++ : no++;
+	}
+	assert_true(yes > 200 && no > 200);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -385,6 +443,7 @@ int main(void)
 		cmocka_unit_test(test_probe_on_vm_without_low_slots_is_undone),
 		cmocka_unit_test(test_verdict_mapping),
 		cmocka_unit_test(test_probe_region_layout),
+		cmocka_unit_test(test_slot_holds_probe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,16 +207,21 @@ def busy_fraction(guest, secs=5):
     return busy / max(1, busy + d[3] + d[4])  # + idle iowait
 
 
-def test_vmsh_killed_mid_command_costs_the_guest_no_vcpu(guest_factory, host, vmsh_bin):
+def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest_factory, host, vmsh_bin):
     """vmsh (the user's process and its worker) SIGKILLed while the command
     runs: nobody serves vmsh's devices any more. The helper used to give up
     (at once, or after its flush timeout) and exit; the last close of its port
     sends a control message the guest kernel spins for with preemption off
     (virtio_console's __send_control_msg), so that vCPU was lost for good
     ("soft lockup - CPU#1 stuck"). Now the helper leaves the image's mount
-    namespace and waits, asleep, until the devices are unplugged."""
+    namespace and waits, asleep, until the devices are unplugged. The next
+    vmsh run removes what the dead session left in the hypervisor (issue 9,
+    item 10): before, its eventfds stayed open and registered in KVM."""
     from test_attach import attach
+    from test_inspect import inspect_json
     guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-killed-mid", smp=2)
+    slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
+    fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
     out = os.path.join(host.logdir, "killed-mid.log")
     pid = host.spawn([vmsh_bin, "attach", "--pipe", str(guest.pid), "--", "sh", "-c",
                       "echo started; sleep 3; echo more output; sleep 1; echo end"], out)
@@ -250,5 +255,15 @@ def test_vmsh_killed_mid_command_costs_the_guest_no_vcpu(guest_factory, host, vm
     # it left the image's mount namespace: the image is mounted nowhere
     ns = guest.console(f"readlink /proc/{h}/ns/mnt; readlink /proc/1/ns/mnt").split()
     assert len(ns) == 2 and ns[0] == ns[1], ns
+    dead = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
+    assert dead != fds0  # the dead session's eventfds
     r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
     assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
+    # that attach removed what the dead session left in the hypervisor
+    # (found through its ledger): its eventfds and their KVM registrations,
+    # its library; the register pages stay (one slot) while the guest
+    # still has its devices
+    assert host.check(f"ls /proc/{guest.pid}/fd | sort -n") == fds0
+    slots = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
+    assert len(slots) == len(slots0) + 1 and set(slots0) <= set(slots), (slots0, slots)
+    assert tracer_pid(host, guest.pid) == 0
