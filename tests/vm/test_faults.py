@@ -11,8 +11,26 @@ import pytest
 from vmshtest import harness
 from vmshtest.devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_library import assert_guest_clean, warnings
+import conftest
 
 MB = 1 << 20
+
+# Every fault on qemu pc, q35, microvm x Debian 6.1, 6.12 (issue 9); make
+# check runs pc-6.1, make check-matrix the rest.
+CHECK = {("pc", "6.1")}
+CONFIGS = [(m, k) for (m, k, f) in conftest.GUEST_CONFIGS if f == "amd64" and k != "5.10"]
+
+
+def configs(*extra):
+    """(machine, kernel[, extra...]) params, `matrix` outside make check."""
+    out = []
+    for (m, k) in CONFIGS:
+        for x in extra or [None]:
+            vals = (m, k) if x is None else (m, k, x)
+            xid = "" if x is None else f"-{x}"
+            out.append(pytest.param(*vals, id=f"{m}-{k}{xid}",
+                                    marks=() if (m, k) in CHECK else pytest.mark.matrix))
+    return out
 
 
 def wait_exit(host, pid, secs):
@@ -25,10 +43,11 @@ def wait_exit(host, pid, secs):
     return False
 
 
-@pytest.mark.parametrize("how", ["hypervisor-killed", pytest.param("guest-poweroff", marks=pytest.mark.matrix),
-                                 "guest-panic"])
-def test_vm_gone_mid_session_ends_vmsh_clearly(guest_factory, host, vmsh_bin, how):
-    guest = guest_factory(machine="pc", kernel="6.1", name=f"vmsh-gone-{how}")
+@pytest.mark.parametrize("machine,kernel,how", [
+    p if p.id != "pc-6.1-guest-poweroff" else pytest.param(*p.values, id=p.id, marks=pytest.mark.matrix)
+    for p in configs("hypervisor-killed", "guest-poweroff", "guest-panic")])
+def test_vm_gone_mid_session_ends_vmsh_clearly(guest_factory, host, vmsh_bin, machine, kernel, how):
+    guest = guest_factory(machine=machine, kernel=kernel, name=f"vmsh-gone-{how}")
     disk, digest = make_disk(host, f"gone-{how}.img", 4)
     s = Served(host, vmsh_bin, guest, disk)
     try:
@@ -51,8 +70,9 @@ def test_vm_gone_mid_session_ends_vmsh_clearly(guest_factory, host, vmsh_bin, ho
     assert host.check(f"sha256sum {disk}").split()[0] == digest
 
 
-def test_full_backing_file_gives_the_guest_an_io_error_and_vmsh_carries_on(any_guest, host, vmsh_bin):
-    guest = any_guest
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_full_backing_file_gives_the_guest_an_io_error_and_vmsh_carries_on(guest_pool, host, vmsh_bin, machine, kernel):
+    guest = guest_pool.get(machine, kernel, "amd64")
     base = warnings(guest)
     small = f"{scratch(host)}/small"
     host.check(f"mkdir -p {small} && (mountpoint -q {small} || mount -t tmpfs -o size=4M tmpfs {small})")
@@ -75,8 +95,9 @@ def test_full_backing_file_gives_the_guest_an_io_error_and_vmsh_carries_on(any_g
     assert_guest_clean(guest, base | {line for line in warnings(guest) if "I/O error" in line})
 
 
-def test_console_client_disappearing_mid_transfer(any_guest, host, vmsh_bin):
-    guest = any_guest
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_console_client_disappearing_mid_transfer(guest_pool, host, vmsh_bin, machine, kernel):
+    guest = guest_pool.get(machine, kernel, "amd64")
     disk, _ = make_disk(host, "conq.img", 1)
     client = f"{scratch(host)}/conclient.py"
     host.check(f"cat > {client}", input=CONSOLE_CLIENT)
@@ -102,8 +123,9 @@ def test_console_client_disappearing_mid_transfer(any_guest, host, vmsh_bin):
     assert s.status == 0, s.text
 
 
-def test_vm_gone_during_attach_ends_it_clearly(guest_factory, host, vmsh_bin):
-    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-gone-attach")
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_vm_gone_during_attach_ends_it_clearly(guest_factory, host, vmsh_bin, machine, kernel):
+    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-gone-attach")
     log = os.path.join(host.logdir, "attach-gone.log")
     pid = host.spawn(["sh", "-c", f"{vmsh_bin} attach --pipe {guest.pid} -- sh -c 'echo started; sleep 300'"
                       " </dev/null; echo exit=$?"], log)
@@ -120,13 +142,14 @@ def test_vm_gone_during_attach_ends_it_clearly(guest_factory, host, vmsh_bin):
         guest.stop()
 
 
-def test_a_storm_of_terminating_signals_does_not_cut_the_removal_short(any_guest, host, vmsh_bin):
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_a_storm_of_terminating_signals_does_not_cut_the_removal_short(guest_pool, host, vmsh_bin, machine, kernel):
     """A shell killing the process group, a supervisor repeating its SIGTERM:
     vmsh takes the first one and removes its devices; the later ones must
     not abort that removal (they did: a SIGTERM pending during teardown made
     the wait for the library return EINTR and left the devices and the
     library in the guest, found by a CI run)."""
-    guest = any_guest
+    guest = guest_pool.get(machine, kernel, "amd64")
     base = warnings(guest)
     disk, _ = make_disk(host, "storm.img", 4)
     s = Served(host, vmsh_bin, guest, disk)
@@ -152,7 +175,8 @@ def test_a_storm_of_terminating_signals_does_not_cut_the_removal_short(any_guest
     assert_guest_clean(guest, base)
 
 
-def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin):
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin, machine, kernel):
     """The guest reboots while vmsh serves it (qemu resets it: -action
     reboot=reset). With nokaslr the new kernel's page tables are exactly where
     the old ones were, so the top-level entry vmsh checks still matches; only
@@ -162,7 +186,7 @@ def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin):
     which is then as before, and a later attach works."""
     from test_attach import attach
     from test_inspect import inspect_json
-    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-restart", append="nokaslr",
+    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-restart", append="nokaslr",
                           extra_qemu_args=["-action", "reboot=reset"])
     slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
     fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
@@ -207,7 +231,9 @@ def busy_fraction(guest, secs=5):
     return busy / max(1, busy + d[3] + d[4])  # + idle iowait
 
 
-def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest_factory, host, vmsh_bin):
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest_factory, host, vmsh_bin, machine,
+                                                                           kernel):
     """vmsh (the user's process and its worker) SIGKILLed while the command
     runs: nobody serves vmsh's devices any more. The helper used to give up
     (at once, or after its flush timeout) and exit; the last close of its port
@@ -219,7 +245,7 @@ def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest
     item 10): before, its eventfds stayed open and registered in KVM."""
     from test_attach import attach
     from test_inspect import inspect_json
-    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-killed-mid", smp=2)
+    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-killed-mid", smp=2)
     slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
     fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
     out = os.path.join(host.logdir, "killed-mid.log")
