@@ -79,12 +79,20 @@ static void on_mmio(void *opaque, struct mmio_access *a)
 	}
 }
 
-/* Does the guest have something at [gpa, gpa+size) (its iomem tree)? A
- * dead session's devices the guest still has keep their register pages. */
+struct reap_view {
+	const struct vm_info *info;
+	bool lib_at_work; /* an earlier run's library is still at work */
+};
+
+/* May the guest use [gpa, gpa+size)? A dead session's devices the guest
+ * still has (its iomem tree shows them) keep their register pages. So do
+ * all while an earlier library is still at work: it may be about to
+ * register devices at the addresses its run chose, which must not become
+ * ours in the meantime. */
 static bool range_busy(void *opaque, uint64_t gpa, uint64_t size)
 {
-	const struct vm_info *info = opaque;
-	return !iomem_range_free(info->iomem, (size_t)info->n_iomem, gpa, size);
+	const struct reap_view *v = opaque;
+	return v->lib_at_work || !iomem_range_free(v->info->iomem, (size_t)v->info->n_iomem, gpa, size);
 }
 
 /* Register pages: a read-only slot right after the library's memory, in a
@@ -192,12 +200,13 @@ static int setup(struct session *s, struct vmsh_err *err)
 
 	/* a library an earlier run had to leave behind goes now, if it can,
 	 * and so do the objects of sessions killed outright */
-	unsigned reaped, left;
+	unsigned reaped, left = 0;
 	if (klib_reap_stale(vm, &info->mem, &info->kernel, &info->slots, info->kernel.pt.root, &reaped, &left) == 0 &&
 	    (reaped || left))
 		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
+	struct reap_view view = { .info = info, .lib_at_work = left > 0 };
 	struct vmsh_err e = { 0 };
-	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, info, &reaped, &left, &e) < 0)
+	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, &view, &reaped, &left, &e) < 0)
 		log_info("looking for what earlier sessions left in the hypervisor: %s", e.msg);
 	if (hv_ledger_open(vm, &s->ledger, err) < 0)
 		return -1;
