@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(
 	# build
 	gcc make pkg-config libjson-c-dev libseccomp-dev
+	# man pages, the Debian package (make man, make deb) and its checks
+	scdoc debhelper lintian
 	# unit tests
 	libcmocka-dev
 	# fuzz targets (make fuzz / check-fuzz): clang 14 with libFuzzer and the sanitizer runtimes
