@@ -35,9 +35,12 @@ int cmd_list(int argc, char **argv)
 	}
 	struct vmsh_err err = { 0 };
 	struct vm_entry *vms;
-	size_t n;
-	if (vm_list(&vms, &n, &err) < 0)
+	size_t n, unreadable;
+	if (vm_list(&vms, &n, &unreadable, &err) < 0)
 		return report_error("list", &err);
+	if (unreadable)
+		fprintf(stderr, "vmsh list: %zu processes could not be read: VMs among them are not listed "
+			"(run as root or with CAP_SYS_PTRACE)\n", unreadable);
 	if (json) {
 		json_object *arr = json_object_new_array();
 		for (size_t i = 0; i < n; i++) {

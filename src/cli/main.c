@@ -35,7 +35,7 @@ static void usage(FILE *out)
 	fprintf(out, "\nglobal options:\n"
 		     "  -v, --verbose  more diagnostics (twice: debug)\n"
 		     "  -q, --quiet    only errors\n"
-		     "  -h, --help     this help; 'vmsh COMMAND --help' for a command\n"
+		     "  -h, --help     this help; 'vmsh help COMMAND' or 'vmsh COMMAND --help' for a command\n"
 		     "  --version      vmsh's version\n");
 }
 
@@ -120,6 +120,20 @@ int main(int argc, char **argv)
 	log_set_level(level);
 	if (i >= argc) {
 		usage(stderr);
+		return EXIT_VMSH_USAGE;
+	}
+	/* vmsh help [CMD]: as vmsh [CMD] --help */
+	if (!strcmp(argv[i], "help")) {
+		if (i + 1 >= argc) {
+			usage(stdout);
+			return 0;
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(commands); k++)
+			if (!strcmp(argv[i + 1], commands[k].name)) {
+				char *help_argv[] = { argv[i + 1], "--help", NULL };
+				return commands[k].run(2, help_argv);
+			}
+		fprintf(stderr, "vmsh: unknown command '%s'\n", argv[i + 1]);
 		return EXIT_VMSH_USAGE;
 	}
 	for (size_t k = 0; k < ARRAY_SIZE(commands); k++)

@@ -8,7 +8,8 @@
 int report_error(const char *cmd, const struct vmsh_err *err)
 {
 	char safe[ESC_SIZE(sizeof(err->msg))]; /* errors quote the guest and other users */
-	fprintf(stderr, "vmsh %s: %s\n", cmd, err->msg[0] ? esc_str(safe, sizeof(safe), err->msg) : "failed");
+	fprintf(stderr, "vmsh %s: %s%s\n", cmd, err->msg[0] ? esc_str(safe, sizeof(safe), err->msg) : "failed",
+		err->kind == VMSH_E_PERM ? " (run as root or with CAP_SYS_PTRACE)" : "");
 	switch (err->kind) {
 	case VMSH_E_USAGE: return EXIT_VMSH_USAGE;
 	case VMSH_E_NOPROC: return EXIT_VMSH_NOPROC;

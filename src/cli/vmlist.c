@@ -144,8 +144,10 @@ int vm_entry_get(pid_t pid, struct vm_entry *vi, struct vmsh_err *err)
 	return 0;
 }
 
-int vm_list(struct vm_entry **out, size_t *n, struct vmsh_err *err)
+int vm_list(struct vm_entry **out, size_t *n, size_t *unreadable, struct vmsh_err *err)
 {
+	if (unreadable)
+		*unreadable = 0;
 	DIR *d = opendir("/proc");
 	if (!d)
 		return vmsh_error(err, errno, "open /proc");
@@ -166,8 +168,11 @@ int vm_list(struct vm_entry **out, size_t *n, struct vmsh_err *err)
 			cap *= 2;
 		}
 		struct vmsh_err e = { 0 };
-		if (vm_entry_get((pid_t)pid, &v[cnt], &e) == 0)
+		int rc = vm_entry_get((pid_t)pid, &v[cnt], &e);
+		if (rc == 0)
 			cnt++;
+		else if (rc < 0 && e.kind == VMSH_E_PERM && unreadable)
+			(*unreadable)++;
 	}
 	closedir(d);
 	if (!v)
@@ -191,7 +196,7 @@ int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
 	}
 	struct vm_entry *vms;
 	size_t n;
-	if (vm_list(&vms, &n, err) < 0)
+	if (vm_list(&vms, &n, NULL, err) < 0)
 		return -1;
 	int found = 0;
 	uid_t owner = 0;

@@ -23,7 +23,9 @@ struct vm_entry {
  * not, -1 on error. */
 int vm_entry_get(pid_t pid, struct vm_entry *vi, struct vmsh_err *err);
 /* All processes with a KVM VM. */
-int vm_list(struct vm_entry **out, size_t *n, struct vmsh_err *err);
+/* *unreadable (may be NULL): processes whose fds we may not read (not root:
+ * they may run VMs we cannot see). */
+int vm_list(struct vm_entry **out, size_t *n, size_t *unreadable, struct vmsh_err *err);
 /* PID or VM name to a PID. A name is chosen by whoever started the VM: one
  * that leads to a process of a non-root user other than the caller is
  * refused (the caller gives the PID to mean it). */

@@ -81,7 +81,7 @@ static int seize(struct tracer *t, pid_t tid, struct vmsh_err *err)
 	}
 	if (errno == EPERM)
 		return vmsh_error_kind(err, VMSH_E_PERM, errno,
-				       "ptrace thread %d (run as root, or check kernel.yama.ptrace_scope)", tid);
+				       "ptrace thread %d (check kernel.yama.ptrace_scope)", tid);
 	if (errno == ESRCH)
 		return vmsh_error_kind(err, VMSH_E_NOPROC, errno, "ptrace thread %d", tid);
 	return vmsh_error(err, errno, "ptrace seize thread %d", tid);

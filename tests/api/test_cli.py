@@ -3,6 +3,7 @@
 promise that its own failures exit 125 (any other status is the command's),
 `make install` into a DESTDIR, and the bash completion."""
 import json
+import re
 import os
 import subprocess
 
@@ -106,3 +107,29 @@ def test_bash_completion_offers_commands_options_and_running_vms(tmp_path):
     assert complete(tmp_path, ["vmsh", "attach", "''"], vms) == ["4242", "4343", "web01"]
     assert complete(tmp_path, ["vmsh", "inspect", "w"], vms) == ["web01"]
     assert complete(tmp_path, ["vmsh", "list", "''"], vms) == []
+
+
+@pytest.mark.parametrize("cmd", ["list", "inspect", "library", "attach", "serve", "coredump", "image"])
+def test_help_command_is_the_commands_help(cmd):
+    """`vmsh help CMD` prints what `vmsh CMD --help` prints."""
+    a, b = vmsh("help", cmd), vmsh(cmd, "--help")
+    assert a.returncode == 0 and b.returncode == 0 and a.stdout == b.stdout and a.stdout.startswith("usage:")
+    assert vmsh("help", "no-such-command").returncode == 2
+
+
+def as_nobody(*args):
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", VMSH, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_unprivileged_list_says_what_it_could_not_see_and_how_to_fix_it():
+    """As a non-root user, `vmsh list` cannot read other users' processes:
+    it says how many and what to do, instead of an empty list that looks
+    like 'no VMs'; errors from missing privileges name the fix."""
+    assert os.geteuid() == 0, "this test runs vmsh as nobody: it needs root"
+    r = as_nobody("list")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"vmsh list: (\d+) processes could not be read.*CAP_SYS_PTRACE", r.stderr)
+    assert m and int(m.group(1)) > 0, r.stderr  # pid 1 at least
+    r = as_nobody("inspect", "1")
+    assert r.returncode == 5 and "run as root or with CAP_SYS_PTRACE" in r.stderr, r.stderr

@@ -19,7 +19,7 @@ _vmsh()
 		esac
 	done
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W "list inspect library serve attach image coredump -v -q --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "list inspect library serve attach image coredump help -v -q --help --version" -- "$cur"))
 		return
 	fi
 	case $prev in
@@ -35,6 +35,9 @@ _vmsh()
 	attach) opts="--file --target --escape --pty --pipe --timeout --vm-fd" ;;
 	coredump) opts="--stop --live --force --vm-fd" ;;
 	image) opts="build --size --force" ;;
+	help)
+		[[ $COMP_CWORD -eq $((i + 1)) ]] && COMPREPLY=($(compgen -W "list inspect library serve attach image coredump" -- "$cur"))
+		return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
