@@ -539,7 +539,11 @@ MACHINE_ARGS = {
     "q35": ["-machine", "q35"],
     "microvm": ["-machine", "microvm"],
 }
-MACHINE_APPEND = {"pc": "", "q35": "", "microvm": ""}
+# microvm has none of the reset devices Linux's default reboot tries (it
+# prints "Restarting system" and stops): reboot by triple fault there, so
+# that a guest that reboots or panics (panic=-1) ends qemu (-no-reboot) or
+# resets it (-action reboot=reset) as on pc and q35.
+MACHINE_APPEND = {"pc": "", "q35": "", "microvm": "reboot=t"}
 # How the Debian-rootfs guest's own disk is attached: PCI where there is PCI,
 # qemu's virtio-mmio transport on microvm (described to the guest by ACPI).
 ROOT_DISK_DEVICE = {"pc": "virtio-blk-pci", "q35": "virtio-blk-pci", "microvm": "virtio-blk-device"}

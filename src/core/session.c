@@ -210,10 +210,13 @@ static int setup(struct session *s, struct vmsh_err *err)
 		log_info("looking for what earlier sessions left in the hypervisor: %s", e.msg);
 	if (hv_ledger_open(vm, &s->ledger, err) < 0)
 		return -1;
+	uint64_t t_lib = now_ns();
 	if (klib_load(&s->kl, vm, &info->mem, &info->kernel, info->iomem, (size_t)info->n_iomem, &info->slots,
 		      vm_gpa_limit(info), err) < 0)
 		return -1;
 	s->kl_loaded = true;
+	log_verbose("session: earlier leftovers checked in %.1f ms, library linked and mapped in %.1f ms",
+		    (t_lib - t0) / 1e6, (now_ns() - t_lib) / 1e6);
 	if (o->helper && klib_add_file(&s->kl, o->helper, o->helper_len, err) < 0)
 		return vmsh_err_prefix(err, "the helper");
 	if (klib_set_helper_args(&s->kl, o->helper_args, o->helper_args_len, o->helper_argc, err) < 0)
@@ -261,8 +264,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 	 * through is the one that completes that disk's I/O (qemu's main loop)
 	 * - held, it would stall the guest until we gave up (issue 18). */
 	kvm_vm_release(vm);
+	uint64_t t_add = now_ns();
 	if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, true, err) < 0)
 		return -1;
+	log_verbose("session: %.1f ms from the start to the library's work waiting for us (drivers loaded, line "
+		    "chosen: %.1f ms)", (now_ns() - t0) / 1e6, (now_ns() - t_add) / 1e6);
 	if (kvm_vm_reacquire(vm, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_err_prefix(err, "attach again to connect the interrupt line");
@@ -287,8 +293,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 	}
 	/* From here the hypervisor runs untraced but for the drivers' set-up. */
 	kvm_vm_release(vm);
+	uint64_t t_reg = now_ns();
 	if (trapped_run(s, 0, o->timeout_ms + 30000, err) < 0)
 		return -1;
+	log_verbose("session: devices registered and set up by the guest's drivers in %.1f ms",
+		    (now_ns() - t_reg) / 1e6);
 	s->st->blk_status = vdev_status(&s->blk);
 	const char *p = status_problem(s->st->blk_status, "virtio_blk");
 	if (p)

@@ -209,12 +209,14 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "not a running 64-bit Linux kernel");
 		return;
 	}
+	uint64_t t0 = now_ns();
 	if (memmap_bootstrap(&info->mem, known_gpa(v), plausible_cb, &c, &e) < 0) {
 		snprintf(info->mem_error, sizeof(info->mem_error), "%s", e.msg);
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "guest memory not located");
 		return;
 	}
 	info->mem_ok = true;
+	uint64_t t1 = now_ns();
 	if (kernel_find(&info->mem, &c, &info->kernel, &e) < 0) {
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "%s", e.msg);
 		info->kernel_ok = info->kernel.version[0] != '\0';
@@ -226,7 +228,10 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 	if (ptw_find_free_gib(&info->kernel.pt, pt_canonical(KERNEL_HOLE_START, info->kernel.pt.levels),
 			     pt_canonical(KERNEL_HOLE_END, info->kernel.pt.levels), &hole, &e) == 0)
 		info->free_region = hole.va;
+	uint64_t t2 = now_ns();
 	read_iomem(info);
+	log_verbose("guest found: memory map %.1f ms, kernel and symbols %.1f ms, RAM map %.1f ms",
+		    (t1 - t0) / 1e6, (t2 - t1) / 1e6, (now_ns() - t2) / 1e6);
 }
 
 void vm_find_kernel(struct vm *vm)
@@ -241,6 +246,7 @@ void vm_find_kernel(struct vm *vm)
 		if (!kv || ((v->st.sregs.cs.selector & 3) == 0 && (kv->st.sregs.cs.selector & 3) != 0))
 			kv = v;
 	}
+	log_verbose("hypervisor attached, registers and slots read: %.1f ms", (now_ns() - vm->t_open) / 1e6);
 	if (kv)
 		find_kernel_from(info, kv);
 	info->total_ns = now_ns() - vm->t_open;

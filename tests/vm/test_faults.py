@@ -186,10 +186,7 @@ def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin, 
     which is then as before, and a later attach works."""
     from test_attach import attach
     from test_inspect import inspect_json
-    # microvm has no reset device the kernel's default reboot uses (it says
-    # "Restarting system" and stops): reboot by triple fault there
-    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-restart",
-                          append="nokaslr" + (" reboot=t" if machine == "microvm" else ""),
+    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-restart", append="nokaslr",
                           extra_qemu_args=["-action", "reboot=reset"])
     slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
     fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
