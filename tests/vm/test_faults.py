@@ -248,7 +248,7 @@ def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest
     guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-killed-mid", smp=2)
     slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
     fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
-    out = os.path.join(host.logdir, "killed-mid.log")
+    out = os.path.join(host.logdir, f"killed-mid-{machine}-{kernel}.log")  # (one worker runs several)
     pid = host.spawn([vmsh_bin, "attach", "--pipe", str(guest.pid), "--", "sh", "-c",
                       "echo started; sleep 3; echo more output; sleep 1; echo end"], out)
     try:
