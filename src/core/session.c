@@ -108,11 +108,13 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 		if (!iomem_range_free(s->info->iomem, (size_t)s->info->n_iomem, gpa, 2 * PAGE))
 			continue;
 		struct vmsh_err e = { 0 };
+		hv_ledger_slot_pending(vm, true);
 		if (kvm_slot_add(vm, &s->info->slots, &s->kl.slot.id, 1, gpa, 2u << 20, 1, s->pages.remote, 2 * PAGE,
 				 KVM_MEM_READONLY, &s->slot, &e) == 0) {
 			hv_ledger_slot(vm, &s->slot, true);
 			return 0;
 		}
+		hv_ledger_slot_pending(vm, false);
 		if (e.errnum != ENOSPC) {
 			*err = e;
 			return -1;

@@ -104,6 +104,12 @@ void hv_ledger_irqfd(struct kvm_vm *vm, int64_t fd, uint32_t gsi, bool on)
 	e->irq_on = on;
 }
 
+void hv_ledger_slot_pending(struct kvm_vm *vm, bool pending)
+{
+	if (vm->ledger)
+		__atomic_store_n(&vm->ledger->slot.pending, pending, __ATOMIC_RELEASE);
+}
+
 void hv_ledger_slot(struct kvm_vm *vm, const struct kvm_slot *s, bool on)
 {
 	struct hv_ledger_page *p = vm->ledger;
@@ -119,6 +125,7 @@ void hv_ledger_slot(struct kvm_vm *vm, const struct kvm_slot *s, bool on)
 	p->slot.size = s->size;
 	p->slot.hva = s->hva;
 	__atomic_store_n(&p->slot.on, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&p->slot.pending, 0, __ATOMIC_RELEASE);
 }
 
 void hv_ledger_mem(struct kvm_vm *vm, const struct shared_mem *m, bool on)
@@ -189,7 +196,12 @@ static int reap_ledger(struct kvm_vm *vm, struct hv_ledger_page *p, const struct
 			undo_fd(vm, &p->fds[i]);
 		p->fds[i] = (struct hv_ledger_fd){ .fd = -1 }; /* closed: its number may be reused */
 	}
-	bool slot_gone = !p->slot.on, mem_gone = !p->mem.on;
+	/* a slot being added when the session died may hold the memory under
+	 * an id we cannot know: then the memory stays (a leak, never a slot
+	 * whose memory is gone - the guest's next access would end the VM) */
+	bool slot_gone = !p->slot.on && !p->slot.pending, mem_gone = !p->mem.on;
+	if (p->slot.pending && !p->slot.on)
+		log_info("a dead session was adding a memory slot when it ended: its memory stays");
 	if (p->slot.on) {
 		struct vmsh_err e = { 0 };
 		if (busy && busy(opaque, p->slot.gpa, p->slot.size)) {

@@ -49,7 +49,8 @@ struct hv_ledger_page {
 	uint32_t version, pad;
 	struct hv_ledger_fd fds[HV_LEDGER_MAX_FDS];
 	struct {
-		uint32_t on, id, flags, pad;
+		uint32_t on, id, flags;
+		uint32_t pending; /* being added: KVM may hold it under an id not recorded yet */
 		uint64_t gpa, size, hva;
 	} slot;
 	struct {
@@ -79,6 +80,10 @@ void hv_ledger_eventfd(struct kvm_vm *vm, int64_t fd, bool open);
 void hv_ledger_ioeventfd(struct kvm_vm *vm, int64_t fd, uint64_t addr, uint32_t len, bool match, uint64_t data,
 			 bool on);
 void hv_ledger_irqfd(struct kvm_vm *vm, int64_t fd, uint32_t gsi, bool on);
+/* Before adding a slot on the recorded memory: from here until
+ * hv_ledger_slot(on) a later run must not free that memory (a slot of an
+ * id it cannot know may be using it). */
+void hv_ledger_slot_pending(struct kvm_vm *vm, bool pending);
 void hv_ledger_slot(struct kvm_vm *vm, const struct kvm_slot *s, bool on);
 void hv_ledger_mem(struct kvm_vm *vm, const struct shared_mem *m, bool on);
 
