@@ -1,6 +1,10 @@
 """Drives `vmsh attach` on a pty (run on the KVM host by test_attach.py):
 prompt, the guest's root, window size and resize, Ctrl-C, detach with
-Ctrl-], and the terminal settings restored. Prints one JSON line."""
+Ctrl-], and the terminal settings restored. Prints one JSON line.
+
+usage: attach_pty.py VMSH PID [kill-worker]
+kill-worker: at the prompt, SIGKILL vmsh's worker process (the one in raw
+mode): the vmsh the user started must put the terminal back."""
 import json
 import os
 import sys
@@ -9,6 +13,7 @@ import time
 import pexpect
 
 vmsh, pid = sys.argv[1], sys.argv[2]
+kill_worker = len(sys.argv) > 3 and sys.argv[3] == "kill-worker"
 res = {}
 # stty -g of the terminal vmsh runs on, before and after (through a shell
 # wrapper that owns the pty)
@@ -17,6 +22,21 @@ child = pexpect.spawn("sh", ["-c", wrapper], dimensions=(30, 100), timeout=120, 
 try:
     child.expect(r"[#$] ")
     res["prompt"] = True
+    if kill_worker:
+        import subprocess
+        def kids(p):
+            return [int(x) for x in subprocess.run(["pgrep", "-P", str(p)], capture_output=True,
+                                                   text=True).stdout.split()]
+        user_vmsh = kids(child.pid)            # sh -> the vmsh the user started
+        worker = kids(user_vmsh[0]) if user_vmsh else []
+        res["worker_found"] = len(worker) == 1
+        os.kill(worker[0], 9)
+        child.expect(pexpect.EOF, timeout=120)
+        child.close()
+        res["exit_status"] = child.exitstatus
+        res["stty_restored"] = open("/run/stty-before").read() == open("/run/stty-after").read()
+        print(json.dumps(res))
+        sys.exit(0)
     # markers are built by the shell, so the echoed command line never matches
     child.sendline("ls /var/lib/vmsh/ && echo ROOT-$((40+2))-OK")
     child.expect("ROOT-42-OK")

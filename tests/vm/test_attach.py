@@ -150,6 +150,20 @@ def test_sigkill_during_attach_never_harms_the_vm(guest_factory, host, vmsh_bin)
     assert host.check(f"ls /proc/{guest.pid}/fd | sort -n") == fds0
 
 
+def test_terminal_is_restored_when_the_worker_is_killed(guest_factory, host, vmsh_bin):
+    """SIGKILL of vmsh's worker (the process that put the terminal in raw
+    mode) mid-session: the vmsh the user started restores the terminal and
+    dies of the same signal (issue 9, item 10)."""
+    guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-kill-pty")
+    host.check(f"cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
+    out = host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid} kill-worker", 600)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res.get("prompt") and res.get("worker_found"), res
+    assert res["exit_status"] == 128 + 9, res
+    assert res["stty_restored"], res
+    assert guest.console("echo alive").strip() == "alive"
+
+
 def tracer_pid_of(host, pid):
     import time
     for _ in range(50):  # a killed vmsh's child may still be detaching
