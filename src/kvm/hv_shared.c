@@ -201,6 +201,7 @@ int kvm_eventfd_create(struct kvm_vm *vm, struct kvm_eventfd *e, struct vmsh_err
 		return vmsh_error(err, (int)-e->remote, "eventfd in the hypervisor");
 	hv_ledger_eventfd(vm, e->remote, true);
 	if ((e->local = open_remote(vm, e->remote, err)) < 0) {
+		hv_ledger_eventfd(vm, e->remote, false); /* first: its number may be reused once closed */
 		close_remote(vm, e->remote);
 		e->remote = -1;
 		return -1;
