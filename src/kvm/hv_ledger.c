@@ -210,7 +210,8 @@ static int reap_ledger(struct kvm_vm *vm, struct hv_ledger_page *p, const struct
 		} else if (p->slot.size > (1u << 20) || p->slot.id >= 0x10000) {
 			log_info("a dead session's ledger names an implausible slot: left alone");
 		} else {
-			int holds = kvm_slot_holds(vm, p->slot.id, p->slot.flags, p->slot.hva, p->slot.size, probe_gpa, &e);
+			int holds = kvm_slot_holds(vm, p->slot.id, p->slot.flags, p->slot.hva, p->slot.size, p->slot.gpa,
+						   probe_gpa, &e);
 			if (holds > 0) {
 				struct kvm_slot s = { .id = p->slot.id, .gpa = p->slot.gpa, .size = p->slot.size,
 						      .hva = p->slot.hva, .flags = p->slot.flags, .added = true };

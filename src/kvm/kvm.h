@@ -127,11 +127,11 @@ void memslot_undo_region(struct kvm_userspace_memory_region *r, int as_id, uint3
  * used at all (the probe above), then a move of that slot to probe_gpa,
  * which must lie in guest RAM (another slot): KVM refuses it with EEXIST
  * (the range overlaps) if the id holds that memory and with EINVAL if it
- * holds other memory. 1 yes, 0 no, -1 error (nothing changed either way,
- * unless KVM answered the move with success, which it says). size: a power
- * of two, at least a page. */
-int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t probe_gpa,
-		   struct vmsh_err *err);
+ * holds other memory. 1 yes, 0 no, -1 error. If probe_gpa was not in guest
+ * RAM after all, KVM moves the slot: it is moved back to slot_gpa at once
+ * and the answer is -1. size: a power of two, at least a page. */
+int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t slot_gpa,
+		   uint64_t probe_gpa, struct vmsh_err *err);
 /* Pure parts, for unit tests: the move probe, and the answer from whether
  * the id is used and the move probe's result (1, 0, -1 unexpected). */
 void memslot_holds_region(struct kvm_userspace_memory_region *r, uint32_t id, uint32_t flags, uint64_t hva,

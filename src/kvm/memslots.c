@@ -80,8 +80,8 @@ int memslot_holds_verdict(int used, int64_t move_ret)
 	return -1;
 }
 
-int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t probe_gpa,
-		   struct vmsh_err *err)
+int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t slot_gpa,
+		   uint64_t probe_gpa, struct vmsh_err *err)
 {
 	if (size < 4096 || (size & (size - 1)))
 		return vmsh_error(err, EINVAL, "slot probe of %#llx bytes", (unsigned long long)size);
@@ -94,10 +94,20 @@ int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva,
 	if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret, err) < 0)
 		return -1;
 	int v = memslot_holds_verdict(used, ret);
-	if (v < 0)
-		return vmsh_error(err, ret < 0 ? (int)-ret : EIO, "memory slot %u answered a move probe with %lld", id,
-				  (long long)ret);
-	return v;
+	if (v >= 0)
+		return v;
+	if (ret == 0 && r.guest_phys_addr != slot_gpa) {
+		/* the probe address was in no slot: KVM moved the slot there */
+		int64_t back = -1;
+		memslot_holds_region(&r, id, flags, hva, size, slot_gpa);
+		struct vmsh_err e2 = { 0 };
+		bool ok = kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &back, &e2) == 0 &&
+			  back == 0;
+		return vmsh_error(err, EIO, "memory slot %u was moved by a probe (its address lies in no slot); %s", id,
+				  ok ? "moved back" : "moving it back failed");
+	}
+	return vmsh_error(err, ret < 0 ? (int)-ret : EIO, "memory slot %u answered a move probe with %lld", id,
+			  (long long)ret);
 }
 
 /* One probe of id; a probe that created a slot (no slot anywhere below

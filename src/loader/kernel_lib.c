@@ -625,7 +625,7 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	 * overlap) and EINVAL if the id holds other memory: no side effect
 	 * either way. */
 	struct vmsh_err e = { 0 };
-	int holds = kvm_slot_holds(vm, (uint32_t)r->slot_id, 0, m->start, KLIB_MEM_SIZE, known_gpa, &e);
+	int holds = kvm_slot_holds(vm, (uint32_t)r->slot_id, 0, m->start, KLIB_MEM_SIZE, r->slot_gpa, known_gpa, &e);
 	if (holds <= 0) {
 		if (holds < 0)
 			log_info("checking memory slot %llu of an earlier library: %s; left alone", r->slot_id, e.msg);

@@ -432,6 +432,37 @@ static void test_slot_holds_probe(void **state)
 	assert_true(yes > 200 && no > 200);
 }
 
+/* The impossible case of the holds probe: a probe address in no slot makes
+ * KVM move the slot there; kvm_slot_holds moves it back with the same
+ * region at the slot's own address, which the model must take as a move
+ * back (not refuse it, not create anything). */
+static void test_slot_holds_probe_outside_ram_is_moved_back(void **state)
+{
+	(void)state;
+	struct unit_rng r = { 7 };
+	for (int round = 0; round < 500; round++) {
+		struct vm_model vm;
+		random_vm(&r, &vm);
+		if (vm.n >= MAX_SLOTS)
+			continue;
+		struct mslot *ours = &vm.s[vm.n++];
+		uint64_t gfn0 = 1ULL << 36;
+		*ours = (struct mslot){ .as_id = 0, .id = 32000, .npages = 2, .base_gfn = gfn0,
+					.hva = 0x7e0000000000ULL, .flags = KVM_MEM_READONLY };
+		uint64_t far = (1ULL << 37) + unit_rand_below(&r, 1 << 20) * 2 * PAGE; /* in no slot */
+		struct kvm_userspace_memory_region probe;
+		memslot_holds_region(&probe, ours->id, ours->flags, ours->hva, 2 * PAGE, far);
+		enum branch br;
+		assert_int_equal(model_set_region(&vm, &probe, &br), 0);
+		assert_int_equal(br, B_MOVE); /* what the guard in kvm_slot_holds is for */
+		ours->base_gfn = probe.guest_phys_addr / PAGE;
+		memslot_holds_region(&probe, ours->id, ours->flags, ours->hva, 2 * PAGE, gfn0 * PAGE);
+		assert_int_equal(model_set_region(&vm, &probe, &br), 0);
+		assert_int_equal(br, B_MOVE);
+		assert_true(probe.guest_phys_addr == gfn0 * PAGE);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -444,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_verdict_mapping),
 		cmocka_unit_test(test_probe_region_layout),
 		cmocka_unit_test(test_slot_holds_probe),
+		cmocka_unit_test(test_slot_holds_probe_outside_ram_is_moved_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
