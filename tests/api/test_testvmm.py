@@ -134,8 +134,12 @@ def test_interrupting_every_thread_does_not_disturb_it(testvmm):
     assert testvmm.tasks() == tasks and testvmm.fds() == fds
     assert testvmm.proc_status()["TracerPid"] == "0"
     assert testvmm.stop() == 0
-    # every vCPU left KVM_RUN with EINTR for the tracer and simply went back in
-    assert all(v["eintr"] >= 2 for v in testvmm.exit_stats), testvmm.exit_stats
+    # vCPUs interrupted inside KVM_RUN left it with EINTR for the tracer and
+    # simply went back in (the progress above). A vCPU thread that happened
+    # to be handling an exit in user space at each of the 20 interrupts sees
+    # none: under emulation testvmm's vCPUs spend much time there (one CI
+    # run: vCPU 0 0 of 20, vCPU 1 5), so the path must be seen, not on each
+    assert sum(v["eintr"] for v in testvmm.exit_stats) >= 2, testvmm.exit_stats
 
 
 def test_injected_syscall_in_the_main_thread(testvmm):
