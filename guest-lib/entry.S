@@ -1,62 +1,87 @@
 /* entry.S - how the kernel library is entered and left.
  *
- * vmsh_entry: vmsh points a halted vCPU's RIP here and its RSP 512 bytes
- * below where it was; the original RIP and RSP are in vmsh_channel. Every
- * register and the flags are saved and restored; the vCPU then continues
- * exactly where it was.
+ * vmsh_borrow_entry: vmsh stops a vCPU where it may take an interrupt (halted
+ * in the idle loop, running user code, or kernel code with interrupts on),
+ * saves its state, and points it here with interrupts off, on the library's
+ * own stack, the kernel's code and stack segments, GS base and page tables
+ * (include/vmsh/channel.h, struct vmsh_borrow). vmsh_borrow_c only queues an
+ * irq_work; the stub then spins in [vmsh_borrow_spin, vmsh_borrow_spin_end)
+ * until vmsh stops the vCPU there and puts its saved state back. The
+ * irq_work fires in the guest's own interrupt path as soon as the vCPU has
+ * interrupts on again, and queues the work item.
+ *
+ * If vmsh does not come back within deadline_ms (it was killed), the stub
+ * returns by itself where it can (ret_mode): registers from vmsh_borrow,
+ * the GS base for user mode, and iretq to the saved frame.
  *
  * vmsh_work_fn: the work item. After its body it marks the channel DONE by
  * tail-jumping into the kernel's memset, so that once vmsh sees DONE no
  * instruction of ours is still to run on that worker. */
-#define OFF_ORIG_RIP 8
-#define OFF_ORIG_RSP 16
-#define OFF_STATE 24
+#define OFF_STATE 8
 #define STATE_DONE 2
 
+#define B_STATE 0
+#define B_RET_MODE 8
+#define B_DEADLINE_TSC 24
+#define B_USER_GS 32
+#define B_FRAME 40
+#define B_GPR 80
+#define BORROW_SELF_RETURNED 3
+#define RET_HOST 0
+#define RET_USER 2
+#define MSR_GS_BASE 0xc0000101
+
 	.text
-	.globl vmsh_entry
-	.type vmsh_entry, @function
-vmsh_entry:
+	.globl vmsh_borrow_entry
+	.type vmsh_borrow_entry, @function
+vmsh_borrow_entry:
 	endbr64
-	pushfq
-	push %rax
-	push %rbx
-	push %rcx
-	push %rdx
-	push %rsi
-	push %rdi
-	push %rbp
-	push %r8
-	push %r9
-	push %r10
-	push %r11
-	push %r12
-	push %r13
-	push %r14
-	push %r15
-	/* 16 pushes from a 16-byte aligned rsp: aligned again for the call */
 	cld
-	movabs $vmsh_entry_c, %rax
+	movabs $vmsh_borrow_c, %rax
 	call *%rax
-	pop %r15
-	pop %r14
-	pop %r13
-	pop %r12
-	pop %r11
-	pop %r10
-	pop %r9
-	pop %r8
-	pop %rbp
-	pop %rdi
-	pop %rsi
-	pop %rdx
-	pop %rcx
-	pop %rbx
-	pop %rax
-	popfq
-	mov vmsh_channel+OFF_ORIG_RSP(%rip), %rsp
-	jmp *vmsh_channel+OFF_ORIG_RIP(%rip)
-	.size vmsh_entry, .-vmsh_entry
+	movabs $vmsh_borrow, %rbx
+	.globl vmsh_borrow_spin
+vmsh_borrow_spin:
+	pause
+	cmpq $RET_HOST, B_RET_MODE(%rbx)
+	je vmsh_borrow_spin
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	cmp B_DEADLINE_TSC(%rbx), %rax
+	jb vmsh_borrow_spin
+	.globl vmsh_borrow_spin_end
+vmsh_borrow_spin_end:
+	movq $BORROW_SELF_RETURNED, B_STATE(%rbx)
+	pushq B_FRAME+32(%rbx)
+	pushq B_FRAME+24(%rbx)
+	pushq B_FRAME+16(%rbx)
+	pushq B_FRAME+8(%rbx)
+	pushq B_FRAME+0(%rbx)
+	cmpq $RET_USER, B_RET_MODE(%rbx)
+	jne 1f
+	mov $MSR_GS_BASE, %ecx
+	mov B_USER_GS(%rbx), %eax
+	mov B_USER_GS+4(%rbx), %edx
+	wrmsr
+1:
+	mov B_GPR+0(%rbx), %rax
+	mov B_GPR+16(%rbx), %rcx
+	mov B_GPR+24(%rbx), %rdx
+	mov B_GPR+32(%rbx), %rsi
+	mov B_GPR+40(%rbx), %rdi
+	mov B_GPR+48(%rbx), %rbp
+	mov B_GPR+56(%rbx), %r8
+	mov B_GPR+64(%rbx), %r9
+	mov B_GPR+72(%rbx), %r10
+	mov B_GPR+80(%rbx), %r11
+	mov B_GPR+88(%rbx), %r12
+	mov B_GPR+96(%rbx), %r13
+	mov B_GPR+104(%rbx), %r14
+	mov B_GPR+112(%rbx), %r15
+	mov B_GPR+8(%rbx), %rbx
+	iretq
+	.size vmsh_borrow_entry, .-vmsh_borrow_entry
 
 	.globl vmsh_work_fn
 	.type vmsh_work_fn, @function

@@ -57,6 +57,18 @@ typedef int irqreturn_t;
 
 extern int _printk(const char *fmt, ...);
 extern bool queue_work_on(int cpu, void *wq, struct work_struct *work);
+/* struct irq_work from Linux 5.9 on: a llist node, u32 flags and two u16
+ * (struct __call_single_node), then func at 16; later fields (6.x: a
+ * struct rcuwait) start zeroed. */
+struct irq_work {
+	void *next;
+	unsigned int flags;
+	unsigned short src, dst;
+	void (*func)(struct irq_work *work);
+};
+_Static_assert(__builtin_offsetof(struct irq_work, func) == 16, "irq_work layout");
+extern bool irq_work_queue(struct irq_work *work);
+extern unsigned int tsc_khz;
 extern void *system_wq;
 extern char init_uts_ns[];
 extern void msleep(unsigned int msecs);
@@ -80,6 +92,16 @@ extern int call_usermodehelper(const char *path, char **argv, char **envp, int w
 /* page-aligned: a later vmsh run looks for it at page boundaries (channel.h) */
 struct vmsh_channel vmsh_channel __attribute__((aligned(4096))) = { .magic = VMSH_CHANNEL_MAGIC };
 static struct work_struct vmsh_work;
+/* The borrowed vCPU's state and way back (written by vmsh), and its stack:
+ * in .data, where vmsh can find them by symbol. */
+struct vmsh_borrow vmsh_borrow __attribute__((aligned(64)));
+unsigned char vmsh_borrow_stack[16384] __attribute__((aligned(64), section(".data")));
+_Static_assert(__builtin_offsetof(struct vmsh_channel, state) == 8, "entry.S: OFF_STATE");
+_Static_assert(__builtin_offsetof(struct vmsh_borrow, ret_mode) == 8, "entry.S: B_RET_MODE");
+_Static_assert(__builtin_offsetof(struct vmsh_borrow, deadline_tsc) == 24, "entry.S: B_DEADLINE_TSC");
+_Static_assert(__builtin_offsetof(struct vmsh_borrow, user_gs) == 32, "entry.S: B_USER_GS");
+_Static_assert(__builtin_offsetof(struct vmsh_borrow, frame) == 40, "entry.S: B_FRAME");
+_Static_assert(__builtin_offsetof(struct vmsh_borrow, gpr) == 80, "entry.S: B_GPR");
 static struct platform_device *vmsh_devs[VMSH_MAX_DEVS];
 static long long vmsh_gsi = -1;
 static int vmsh_probe_cookie;
@@ -459,15 +481,40 @@ void vmsh_work_body(void)
 	}
 }
 
-/* Called by entry.S on a borrowed vCPU, at whatever the guest was doing
- * there (idle): do nothing but queue the work. */
-void vmsh_entry_c(void)
+/* The irq_work, in the guest's own hard-interrupt context (its entry code
+ * did everything an interrupt needs): queue the work item. */
+static void vmsh_irq_work_fn(struct irq_work *w)
+{
+	(void)w;
+	queue_work_on(0, system_wq, &vmsh_work);
+}
+
+static unsigned long long rdtsc(void)
+{
+	unsigned int lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((unsigned long long)hi << 32) | lo;
+}
+
+/* Called by entry.S on a borrowed vCPU: interrupts off, the library's own
+ * stack, whatever the guest was doing there stopped (see entry.S). Nothing
+ * here takes a lock or sleeps: irq_work_queue is the kernel's NMI-safe way to
+ * get code run in interrupt context (a lock-free list and a self-IPI). */
+void vmsh_borrow_c(void)
 {
 	vmsh_channel.entered++;
 	vmsh_work.data = 0;
 	vmsh_work.entry.next = &vmsh_work.entry;
 	vmsh_work.entry.prev = &vmsh_work.entry;
 	vmsh_work.func = vmsh_work_fn;
+	struct irq_work *iw = (struct irq_work *)vmsh_borrow.irq_work;
+	for (unsigned i = 0; i < sizeof(vmsh_borrow.irq_work) / sizeof(vmsh_borrow.irq_work[0]); i++)
+		vmsh_borrow.irq_work[i] = 0;
+	iw->func = vmsh_irq_work_fn;
 	vmsh_channel.state = VMSH_LIB_ENTERED;
-	queue_work_on(0, system_wq, &vmsh_work);
+	irq_work_queue(iw);
+	unsigned long long khz = tsc_khz ? tsc_khz : 3000000;
+	vmsh_borrow.deadline_tsc = rdtsc() + khz * vmsh_borrow.deadline_ms;
+	__asm__ volatile("" ::: "memory");
+	vmsh_borrow.state = VMSH_BORROW_SPINNING;
 }

@@ -58,10 +58,40 @@ struct vmsh_lib_record {
 	unsigned long long chan_off;    /* offset of this channel in that memory */
 };
 
+/* How a vCPU lent to the library gets back to what it was doing. vmsh
+ * stops it, saves its whole state, points it at vmsh_borrow_entry (entry.S)
+ * on the library's own stack with interrupts off, and once the stub reports
+ * VMSH_BORROW_SPINNING, stops it again and puts every register back from its
+ * own copy. Should vmsh not come back (killed), the stub returns by itself
+ * after deadline_ms from the copy here (ret_mode); with VMSH_RET_HOST it
+ * cannot (the guest's page tables for user mode do not map the stub). */
+enum vmsh_borrow_state {
+	VMSH_BORROW_NONE = 0,
+	VMSH_BORROW_RUNNING = 1,       /* host: the vCPU was sent to the stub */
+	VMSH_BORROW_SPINNING = 2,      /* stub: work queued, waiting to be put back */
+	VMSH_BORROW_SELF_RETURNED = 3, /* stub: vmsh did not come, it returned by itself */
+	VMSH_BORROW_RESTORED = 4,      /* host: put back */
+};
+enum vmsh_borrow_ret {
+	VMSH_RET_HOST = 0,   /* only vmsh can put it back */
+	VMSH_RET_KERNEL = 1, /* iretq to the kernel-mode frame */
+	VMSH_RET_USER = 2,   /* GS base back to user_gs, iretq to the user-mode frame */
+};
+/* entry.S knows these offsets (vmsh_lib.c checks them). */
+struct vmsh_borrow {
+	unsigned long long state;        /* 0: enum vmsh_borrow_state */
+	unsigned long long ret_mode;     /* 8: enum vmsh_borrow_ret */
+	unsigned long long deadline_ms;  /* 16: host */
+	unsigned long long deadline_tsc; /* 24: stub */
+	unsigned long long user_gs;      /* 32: host */
+	unsigned long long frame[5];     /* 40: host: rip, cs, rflags, rsp, ss as interrupted */
+	unsigned long long gpr[15];      /* 80: host: rax rbx rcx rdx rsi rdi rbp r8-r15 as interrupted */
+	/* 200: the library's struct irq_work (5.10+: flags, a u32, at +8) */
+	unsigned long long irq_work[8];
+};
+
 struct vmsh_channel {
 	unsigned long long magic;
-	unsigned long long orig_rip;   /* host: where the borrowed vCPU continues */
-	unsigned long long orig_rsp;
 	unsigned long long state;      /* enum vmsh_lib_state, low byte */
 	unsigned long long entered;    /* times the entry stub ran */
 	long long error;               /* negative errno of the failing step, 0 if none */

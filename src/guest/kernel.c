@@ -161,6 +161,8 @@ int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vl
 
 /* The image copy: MAX_IMAGE bytes of address space, zero and not resident
  * until written, so that pages vmsh does not read cost it no memory. */
+#define IMAGE_MAX_HOLE (4ULL << 20)
+
 struct image_copy {
 	struct guest_mem *gm;
 	struct guest_kernel *k;
@@ -173,8 +175,11 @@ static int copy_leaf(void *opaque, const struct pt_mapping *m)
 {
 	struct image_copy *ic = opaque;
 	struct guest_kernel *k = ic->k;
-	if (m->va != ic->next_va || m->va - k->text_base + m->size > MAX_IMAGE)
-		return 1; /* gap: end of the kernel image */
+	/* A gap ends the image, unless it is a small one inside it: with PTI,
+	 * the kernel unmaps the freed padding between its text and read-only
+	 * data (free_kernel_image_pages), which stays zero in the copy. */
+	if (m->va < ic->next_va || m->va - ic->next_va > IMAGE_MAX_HOLE || m->va - k->text_base + m->size > MAX_IMAGE)
+		return 1;
 	uint64_t off = m->va - k->text_base;
 	ic->next_va = m->va + m->size;
 	k->image_size = off + m->size;
@@ -264,6 +269,8 @@ int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_k
 	struct pt_ctx pt2 = pt;
 	pt2.root &= ~0x1000ULL;
 	unsigned n2 = pt2.root != pt.root ? kernel_leaves(&pt2, &first2) : 0;
+	log_debug("kernel image leaves: %u through root %#llx, %u through %#llx", n1, (unsigned long long)pt.root, n2,
+		  (unsigned long long)pt2.root);
 	if (pt2.root != pt.root && n2 >= n1) {
 		pt = pt2;
 		first = first2;

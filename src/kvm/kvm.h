@@ -87,6 +87,16 @@ unsigned host_phys_bits(void);
 
 int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_regs *regs,
 		      struct vmsh_err *err);
+int kvm_vcpu_get_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct kvm_regs *regs, struct vmsh_err *err);
+int kvm_vcpu_set_sregs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_sregs *sregs,
+		       struct vmsh_err *err);
+/* KVM_GET_VCPU_EVENTS: exceptions, interrupts and NMIs pending or being
+ * injected, the interrupt shadow, SMM. */
+int kvm_vcpu_get_events(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct kvm_vcpu_events *ev,
+			struct vmsh_err *err);
+/* One MSR of the vCPU (KVM_GET_MSRS). */
+int kvm_vcpu_get_msr(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t index, uint64_t *value,
+		     struct vmsh_err *err);
 int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t *state, struct vmsh_err *err);
 int kvm_vcpu_set_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t state, struct vmsh_err *err);
 /* KVM_SET_USER_MEMORY_REGION; *ret gets 0 or -errno (EEXIST: range taken). */

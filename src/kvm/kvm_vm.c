@@ -159,6 +159,50 @@ int kvm_vcpu_set_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const 
 	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_REGS on vCPU %d", vcpu->index) : 0;
 }
 
+int kvm_vcpu_get_regs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct kvm_regs *regs, struct vmsh_err *err)
+{
+	int64_t ret;
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_REGS, regs, sizeof(*regs), &ret, err) < 0)
+		return -1;
+	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_GET_REGS on vCPU %d", vcpu->index) : 0;
+}
+
+int kvm_vcpu_set_sregs(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, const struct kvm_sregs *sregs,
+		       struct vmsh_err *err)
+{
+	struct kvm_sregs s = *sregs;
+	int64_t ret;
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_SET_SREGS, &s, sizeof(s), &ret, err) < 0)
+		return -1;
+	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_SET_SREGS on vCPU %d", vcpu->index) : 0;
+}
+
+int kvm_vcpu_get_events(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct kvm_vcpu_events *ev,
+			struct vmsh_err *err)
+{
+	int64_t ret;
+	memset(ev, 0, sizeof(*ev));
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_VCPU_EVENTS, ev, sizeof(*ev), &ret, err) < 0)
+		return -1;
+	return ret < 0 ? vmsh_error(err, (int)-ret, "KVM_GET_VCPU_EVENTS on vCPU %d", vcpu->index) : 0;
+}
+
+int kvm_vcpu_get_msr(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t index, uint64_t *value,
+		     struct vmsh_err *err)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr = { .nmsrs = 1 }, .e = { .index = index } };
+	int64_t ret;
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_MSRS, &m, sizeof(m), &ret, err) < 0)
+		return -1;
+	if (ret != 1)
+		return vmsh_error(err, ret < 0 ? (int)-ret : EINVAL, "KVM_GET_MSRS(%#x) on vCPU %d", index, vcpu->index);
+	*value = m.e.data;
+	return 0;
+}
+
 int kvm_vcpu_get_mp_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t *state, struct vmsh_err *err)
 {
 	struct kvm_mp_state mp = { 0 };

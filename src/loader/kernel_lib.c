@@ -21,10 +21,14 @@
 #include "common/remote_mem.h"
 #include "tracer/tracer.h"
 
+#define MSR_KERNEL_GS_BASE 0xc0000102
+
 extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
 
 #define PAGE 4096u
-#define ENTRY_STACK_GAP 512
+#define BORROW_STACK_SIZE 16384 /* guest-lib/vmsh_lib.c vmsh_borrow_stack */
+/* the stub returns by itself if vmsh has not put the vCPU back by then */
+#define BORROW_DEADLINE_MS 1000
 
 static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 {
@@ -127,10 +131,22 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	if (lib_size + 2 * PAGE > KLIB_MEM_SIZE)
 		return vmsh_error(err, EFBIG, "kernel library too large");
 	uint64_t chan_va;
-	if (elf_rel_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 || elf_rel_symbol(&kl->lib, "vmsh_entry", &kl->entry_va) < 0)
-		return vmsh_error(err, ENOENT, "kernel library lacks vmsh_channel or vmsh_entry");
+	uint64_t borrow_va, stack_va;
+	if (elf_rel_symbol(&kl->lib, "vmsh_channel", &chan_va) < 0 ||
+	    elf_rel_symbol(&kl->lib, "vmsh_borrow_entry", &kl->entry_va) < 0 ||
+	    elf_rel_symbol(&kl->lib, "vmsh_borrow_spin", &kl->spin_lo) < 0 ||
+	    elf_rel_symbol(&kl->lib, "vmsh_borrow_spin_end", &kl->spin_hi) < 0 ||
+	    elf_rel_symbol(&kl->lib, "vmsh_borrow", &borrow_va) < 0 ||
+	    elf_rel_symbol(&kl->lib, "vmsh_borrow_stack", &stack_va) < 0)
+		return vmsh_error(err, ENOENT, "kernel library lacks one of its entry symbols");
+	if (chan_va < kl->region.va || chan_va + sizeof(struct vmsh_channel) > kl->region.va + lib_size ||
+	    borrow_va < kl->region.va || borrow_va + sizeof(struct vmsh_borrow) > kl->region.va + lib_size ||
+	    stack_va < kl->region.va || stack_va + BORROW_STACK_SIZE > kl->region.va + lib_size)
+		return vmsh_error(err, EINVAL, "kernel library symbols outside its image");
 	memcpy(kl->mem.local, kl->lib.image, lib_size);
 	kl->chan = (struct vmsh_channel *)(kl->mem.local + (chan_va - kl->region.va));
+	kl->borrow = (struct vmsh_borrow *)(kl->mem.local + (borrow_va - kl->region.va));
+	kl->stack_top = stack_va + BORROW_STACK_SIZE;
 	if (kl->chan->magic != VMSH_CHANNEL_MAGIC)
 		return vmsh_error(err, EINVAL, "kernel library channel not found");
 	kl->chan->load_base = kl->region.va;
@@ -242,14 +258,87 @@ int klib_mapped(struct kernel_lib *kl)
 	return pte_same_target(cur, kl->region_entry, kl->k->pt.phys_mask);
 }
 
-/* In one stop-the-world window: find a vCPU halted in the kernel on the
- * kernel's page tables and send it to the entry stub. 1 if done. The
- * library's own entry is checked in the same window: a guest that rebooted
- * may have the same top-level entry (no physical KASLR, or the same draw)
- * but not ours below it, and a vCPU sent to the stub would fault. */
+/* What borrow_classify needs of vCPU i (the vCPUs are stopped). */
+static int read_view(struct kernel_lib *kl, size_t i, struct borrow_view *v, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	const struct kvm_vcpu_ref *c = &vm->vcpus[i];
+	struct vcpu_state st;
+	memset(v, 0, sizeof(*v));
+	if (kvm_vcpu_get_state(vm, c, &st, err) < 0 || kvm_vcpu_get_mp_state(vm, c, &v->mp_state, err) < 0 ||
+	    kvm_vcpu_get_events(vm, c, &v->ev, err) < 0)
+		return -1;
+	v->regs = st.regs;
+	v->sregs = st.sregs;
+	v->in_kvm_run = tracer_vcpu_thread(vm->tr, c->fd) != NULL;
+	v->cr3_maps_lib = maps_library(kl, st.sregs.cr3);
+	v->pti_cr3_maps_lib = !v->cr3_maps_lib && maps_library(kl, st.sregs.cr3 & ~BORROW_PTI_CR3_BITS);
+	if ((st.sregs.ss.dpl & 3) == 3 && kvm_vcpu_get_msr(vm, c, MSR_KERNEL_GS_BASE, &v->kernel_gs, err) < 0)
+		return -1;
+	return 0;
+}
+
+/* Send vCPU i into the stub (borrow_plan), keeping vmsh's own copy of its
+ * state; on failure it is left as it was. */
+static int borrow_apply(struct kernel_lib *kl, size_t i, const struct borrow_view *v, enum borrow_kind kind,
+			struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	const struct kvm_vcpu_ref *c = &vm->vcpus[i];
+	struct borrow_plan p;
+	borrow_plan(v, kind, kl->entry_va, kl->stack_top, BORROW_DEADLINE_MS, &p);
+	*kl->borrow = p.saved;
+	kl->chan->state = VMSH_LIB_LOADED;
+	__sync_synchronize();
+	kl->saved_regs = v->regs;
+	kl->saved_sregs = v->sregs;
+	kl->saved_sregs_changed = p.sregs_changed;
+	kl->saved_mp = v->mp_state;
+	if (p.sregs_changed && kvm_vcpu_set_sregs(vm, c, &p.sregs, err) < 0)
+		return -1;
+	if (kvm_vcpu_set_regs(vm, c, &p.regs, err) < 0) {
+		if (p.sregs_changed)
+			kvm_vcpu_set_sregs(vm, c, &v->sregs, NULL);
+		return -1;
+	}
+	if (v->mp_state != KVM_MP_STATE_RUNNABLE && kvm_vcpu_set_mp_state(vm, c, KVM_MP_STATE_RUNNABLE, err) < 0) {
+		kvm_vcpu_set_regs(vm, c, &v->regs, NULL);
+		if (p.sregs_changed)
+			kvm_vcpu_set_sregs(vm, c, &v->sregs, NULL);
+		return -1;
+	}
+	kl->entered_vcpu = c->index;
+	kl->borrow_kind = kind;
+	return 0;
+}
+
+static void note_reason(char *buf, size_t len, int vcpu, const char *why)
+{
+	size_t n = strlen(buf);
+	if (n + 1 < len)
+		snprintf(buf + n, len - n, "%svCPU %d %s", n ? "; " : "", vcpu, why);
+}
+
+/* The previous irq_work still queued or running in the guest? (5.10+:
+ * flags at +8, IRQ_WORK_PENDING 1, IRQ_WORK_BUSY 2) */
+static bool irq_work_busy(const struct kernel_lib *kl)
+{
+	return (((const volatile struct vmsh_borrow *)kl->borrow)->irq_work[1] & 3) != 0;
+}
+
+/* In one stop-the-world window: find a vCPU that may be borrowed
+ * (borrow_classify; a halted one first, then one in user mode, then one in
+ * the kernel) and send it to the stub. 1 if done, 0 if none may be now
+ * (kl->not_enterable says why; ENOENT in *err if waiting cannot help), -1
+ * on error. The library's own entry is checked in the same window: a guest
+ * that rebooted may have the same top-level entry (no physical KASLR, or
+ * the same draw) but not ours below it, and a vCPU sent to the stub would
+ * fault. */
 static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	struct kvm_vm *vm = kl->vm;
+	if (irq_work_busy(kl))
+		return vmsh_error(err, EBUSY, "the library's previous interrupt work has not finished in the guest");
 	if (tracer_stop_others(vm->tr, err) < 0)
 		return -1;
 	int mapped = klib_mapped(kl);
@@ -260,39 +349,113 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 		return vmsh_error(err, ENXIO, "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
 				  (unsigned long long)kl->region.va);
 	}
-	int rc = 0;
-	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
-		struct vcpu_state st;
-		uint32_t mp;
+	struct borrow_view best;
+	enum borrow_kind best_kind = BORROW_NONE;
+	size_t best_i = 0;
+	bool any_transient = false;
+	kl->not_enterable[0] = '\0';
+	for (size_t i = 0; i < vm->n_vcpus && best_kind != BORROW_HALTED; i++) {
+		struct borrow_view v;
 		struct vmsh_err e = { 0 };
-		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) < 0 || kvm_vcpu_get_mp_state(vm, &vm->vcpus[i], &mp, &e) < 0)
-			continue;
-		bool kernel = (st.sregs.ss.dpl & 3) == 0 && (st.sregs.cs.selector & 3) == 0;
-		bool kernel_cr3 = maps_library(kl, st.sregs.cr3);
-		if (mp != KVM_MP_STATE_HALTED || !kernel || !kernel_cr3 || st.regs.rip < KERNEL_MAP_START)
-			continue;
-		kl->chan->orig_rip = st.regs.rip;
-		kl->chan->orig_rsp = st.regs.rsp;
-		kl->chan->state = VMSH_LIB_LOADED;
-		__sync_synchronize();
-		struct kvm_regs regs = st.regs;
-		regs.rip = kl->entry_va;
-		regs.rsp = (st.regs.rsp - ENTRY_STACK_GAP) & ~15ULL;
-		if (kvm_vcpu_set_regs(vm, &vm->vcpus[i], &regs, err) < 0) {
-			rc = -1;
-			break;
+		char why[160];
+		bool transient = true;
+		enum borrow_kind k;
+		if (read_view(kl, i, &v, &e) < 0) {
+			snprintf(why, sizeof(why), "unreadable (%.120s)", e.msg);
+			k = BORROW_NONE;
+		} else {
+			k = borrow_classify(&v, &transient, why, sizeof(why));
 		}
-		if (kvm_vcpu_set_mp_state(vm, &vm->vcpus[i], KVM_MP_STATE_RUNNABLE, err) < 0) {
-			/* put it back as it was */
-			kvm_vcpu_set_regs(vm, &vm->vcpus[i], &st.regs, NULL);
-			rc = -1;
-			break;
+		if (k == BORROW_NONE) {
+			note_reason(kl->not_enterable, sizeof(kl->not_enterable), vm->vcpus[i].index, why);
+			any_transient |= transient;
+		} else if (k > best_kind) {
+			best = v;
+			best_kind = k;
+			best_i = i;
 		}
-		kl->entered_vcpu = vm->vcpus[i].index;
-		rc = 1;
 	}
+	int rc = 0;
+	if (best_kind != BORROW_NONE)
+		rc = borrow_apply(kl, best_i, &best, best_kind, err) < 0 ? -1 : 1;
 	tracer_resume_others(vm->tr);
+	if (rc == 0 && !any_transient)
+		return vmsh_error(err, ENOENT, "no vCPU can be lent to the library: %s", kl->not_enterable);
 	return rc;
+}
+
+static bool in_spin(const struct kernel_lib *kl, uint64_t rip)
+{
+	return rip >= kl->spin_lo && rip < kl->spin_hi;
+}
+
+/* Put the borrowed vCPU back exactly as vmsh saved it (it is stopped in
+ * the stub's spin loop). */
+static int borrow_restore(struct kernel_lib *kl, const struct kvm_vcpu_ref *c, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	if (kl->saved_sregs_changed && kvm_vcpu_set_sregs(vm, c, &kl->saved_sregs, err) < 0)
+		return -1;
+	if (kvm_vcpu_set_regs(vm, c, &kl->saved_regs, err) < 0)
+		return -1;
+	if (kl->saved_mp != KVM_MP_STATE_RUNNABLE && kvm_vcpu_set_mp_state(vm, c, kl->saved_mp, err) < 0)
+		return -1;
+	return 0;
+}
+
+static const struct kvm_vcpu_ref *vcpu_by_index(struct kvm_vm *vm, int index)
+{
+	for (size_t i = 0; i < vm->n_vcpus; i++)
+		if (vm->vcpus[i].index == index)
+			return &vm->vcpus[i];
+	return NULL;
+}
+
+/* Wait until the stub has queued its work and spins, then stop the vCPU
+ * there and put it back; or see that it went back by itself. */
+static int borrow_finish(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = kl->vm;
+	const struct kvm_vcpu_ref *c = vcpu_by_index(vm, kl->entered_vcpu);
+	volatile struct vmsh_borrow *b = kl->borrow;
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL, rip = 0;
+	if (!c)
+		return vmsh_error(err, ENOENT, "the borrowed vCPU %d is gone", kl->entered_vcpu);
+	for (;;) {
+		unsigned long long st = b->state;
+		if (st == VMSH_BORROW_SELF_RETURNED) {
+			log_info("vCPU %d went back from the kernel library's stub by itself: vmsh was slower than %u ms",
+				 c->index, (unsigned)BORROW_DEADLINE_MS);
+			return 0;
+		}
+		if (st == VMSH_BORROW_SPINNING) {
+			if (tracer_stop_others(vm->tr, err) < 0)
+				return -1;
+			struct kvm_regs r;
+			int rc = kvm_vcpu_get_regs(vm, c, &r, err);
+			if (rc == 0) {
+				rip = r.rip;
+				if (b->state == VMSH_BORROW_SPINNING && in_spin(kl, r.rip)) {
+					rc = borrow_restore(kl, c, err);
+					if (rc == 0)
+						b->state = VMSH_BORROW_RESTORED;
+					tracer_resume_others(vm->tr);
+					if (rc < 0)
+						log_info("vCPU %d could not be put back from the library's stub: %s", c->index,
+							  err->msg);
+					return rc == 0 ? 1 : -1;
+				}
+			}
+			tracer_resume_others(vm->tr);
+			if (rc < 0)
+				return -1;
+		}
+		if (now_ns() > deadline)
+			return vmsh_error(err, ETIMEDOUT,
+					  "vCPU %d did not come back from the library's entry stub within %u ms (state %llu, rip %#llx)",
+					  c->index, timeout_ms, st, (unsigned long long)rip);
+		usleep(200);
+	}
 }
 
 int klib_add_file(struct kernel_lib *kl, const void *data, size_t len, struct vmsh_err *err)
@@ -401,14 +564,20 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	while ((rc = try_enter(kl, err)) == 0) {
 		kl->enter_attempts++;
 		if (now_ns() > deadline)
-			return vmsh_error(err, EBUSY,
-					  "no vCPU was idle in the guest kernel within %u ms (%u tries): the guest is busy",
-					  timeout_ms, kl->enter_attempts);
-		sleep_ms(5);
+			return vmsh_error(err, EBUSY, "no vCPU could be lent to the library within %u ms (%u tries): %s",
+					  timeout_ms, kl->enter_attempts, kl->not_enterable);
+		sleep_ms(kl->enter_attempts < 50 ? 1 : 5);
 	}
 	if (rc < 0)
 		return vmsh_err_prefix(err, "enter the kernel library");
 	kl->enter_ns = now_ns() - t0;
+	if (borrow_finish(kl, timeout_ms, err) < 0)
+		return vmsh_err_prefix(err, "enter the kernel library");
+	kl->borrow_ns = now_ns() - t0 - kl->enter_ns;
+	static const char *const kinds[] = { "", "running kernel code", "running user code", "halted" };
+	log_verbose("kernel library: entered through vCPU %d (%s) after %u tries, %.1f ms; vCPU back after %.1f ms",
+		    kl->entered_vcpu, kinds[kl->borrow_kind], kl->enter_attempts + 1, kl->enter_ns / 1e6,
+		    kl->borrow_ns / 1e6);
 	return 0;
 }
 
@@ -437,6 +606,16 @@ int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	return 0;
 }
 
+/* Nothing of the library's is running or queued in the guest: its work has
+ * finished, its irq_work is done, no vCPU is (or may still be sent) in the
+ * stub. */
+static bool lib_quiet(const struct kernel_lib *kl)
+{
+	unsigned long long b = ((const volatile struct vmsh_borrow *)kl->borrow)->state;
+	return (kl->chan->state & 0xff) == VMSH_LIB_DONE && !irq_work_busy(kl) && b != VMSH_BORROW_RUNNING &&
+	       b != VMSH_BORROW_SPINNING;
+}
+
 /* No vCPU may still be executing our code when its mapping goes. */
 static void wait_vcpus_out(struct kernel_lib *kl)
 {
@@ -453,11 +632,11 @@ static void wait_vcpus_out(struct kernel_lib *kl)
 				inside = true;
 		}
 		tracer_resume_others(vm->tr);
-		if (!inside)
+		if (!inside && !irq_work_busy(kl))
 			return;
 		sleep_ms(1);
 	}
-	log_info("a vCPU stayed inside the kernel library for 200 ms");
+	log_info("a vCPU stayed inside the kernel library (or its irq_work ran) for 200 ms");
 }
 
 /* Take vmsh's entry out of the guest's table, only if it is still there:
@@ -497,7 +676,7 @@ void klib_unload(struct kernel_lib *kl)
 	/* A work item that was queued but has not finished would run our code
 	 * after we took it away: leave everything mapped then (a leak, not a
 	 * crash) and say so. */
-	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && (kl->chan->state & 0xff) != VMSH_LIB_DONE) {
+	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && !lib_quiet(kl)) {
 		log_info("the kernel library's work has not finished: leaving it mapped at %#llx (slot %u) until the "
 			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
 		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */

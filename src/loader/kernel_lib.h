@@ -6,8 +6,9 @@
  *         linked against the guest's exports for an unused 1 GiB region of
  *         kernel address space, and its page tables are linked into the
  *         guest's with one entry (ptwrite.h).
- * enter:  a halted vCPU in the kernel is pointed at the entry stub, which
- *         queues a work item and returns to the idle loop; the work runs in
+ * enter:  a vCPU stopped where it could take an interrupt is lent to the
+ *         entry stub, which queues an irq_work, and put back exactly as it
+ *         was (vcpu_borrow.h); the irq_work queues a work item, which runs in
  *         a kernel worker and reports through the shared channel.
  * unload: the page-table entry, the slot and the mapping go away again.
  * The hypervisor must be attached (tracer) for the whole time. */
@@ -24,6 +25,7 @@
 #include "kvm/kvm.h"
 #include "kvm/hv_shared.h"
 #include "loader/elf_rel.h"
+#include "loader/vcpu_borrow.h"
 
 #define KLIB_MEM_SIZE (2u << 20)
 
@@ -45,6 +47,17 @@ struct kernel_lib {
 	size_t used;             /* bytes of mem in use (library, page tables, files) */
 	int entered_vcpu;        /* index, -1 before entry */
 	unsigned enter_attempts;
+	/* the borrowed vCPU (vcpu_borrow.h): the library's copy of its state,
+	 * the stub's spin loop, its stack; vmsh's own copy to put it back */
+	struct vmsh_borrow *borrow; /* inside mem */
+	uint64_t spin_lo, spin_hi, stack_top;
+	enum borrow_kind borrow_kind;
+	struct kvm_regs saved_regs;
+	struct kvm_sregs saved_sregs;
+	bool saved_sregs_changed;
+	uint32_t saved_mp;
+	uint64_t borrow_ns;      /* from sending the vCPU to the stub to having it back */
+	char not_enterable[512]; /* why no vCPU could be borrowed (last try) */
 	uint64_t start_ns, enter_ns, done_ns;
 	unsigned long long seen_seq; /* last chan->where_seq logged */
 	int lock_fd;             /* a description of mem's memfd of our own, flock'ed while we run */
@@ -55,8 +68,8 @@ struct kernel_lib {
 int klib_load(struct kernel_lib *kl, struct kvm_vm *vm, struct guest_mem *gm, const struct guest_kernel *k,
 	      const struct iomem_entry *iomem, size_t n_iomem, const struct memslot_ids *ids, uint64_t gpa_limit,
 	      struct vmsh_err *err);
-/* Borrow a halted kernel-mode vCPU (retrying for up to timeout_ms while
- * none is), then wait up to timeout_ms for the library to report done. The
+/* Borrow a vCPU (vcpu_borrow.h; retrying for up to timeout_ms while none
+ * may be), then wait up to timeout_ms for the library to report done. The
  * work does what kl->chan->op says (set it before). */
 int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 /* The two halves of klib_enter: send a vCPU into the library; wait for the

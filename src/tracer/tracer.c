@@ -2,6 +2,8 @@
  * tracer.h; running syscalls in the target is inject.c). */
 #include "tracer/tracer.h"
 
+#include "common/clock.h"
+
 #include <errno.h>
 #include <linux/kvm.h>
 #include <poll.h>
@@ -177,6 +179,7 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 		return vmsh_error_kind(err, VMSH_E_NOPROC, ESRCH, "process %d", pid);
 	if (pidfd < 0)
 		log_verbose("pidfd_open(%d): %s: PID reuse cannot be detected", pid, strerror(errno));
+	memset(t, 0, sizeof(*t)); /* a first attachment: no statistics yet */
 	int rc = attach_threads(t, pid, pidfd, err);
 	if (rc < 0 && pidfd >= 0) {
 		close(pidfd);
@@ -206,7 +209,13 @@ void tracer_close(struct tracer *t)
 
 static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_err *err)
 {
+	/* the statistics add up over re-attachments (tracer_reattach) */
+	uint64_t stopped = t->stopped_ns, injected = t->injected_syscalls;
+	unsigned long stops = t->stops;
 	memset(t, 0, sizeof(*t));
+	t->stopped_ns = stopped;
+	t->stops = stops;
+	t->injected_syscalls = injected;
 	t->pid = pid;
 	t->pidfd = pidfd;
 	const char *die = getenv("VMSH_TEST_DIE_AT_SYSCALL");
@@ -291,6 +300,8 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 {
 	pid_t *tids;
 	size_t n;
+	if (!t->stop_t0)
+		t->stop_t0 = now_ns();
 	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
 		return -1;
 	free(t->others);
@@ -356,6 +367,11 @@ void tracer_resume_others(struct tracer *t)
 		tracer_reraise(t->pid, th->tid, th->pending_sig);
 	}
 	t->n_others = 0;
+	if (t->stop_t0) {
+		t->stopped_ns += now_ns() - t->stop_t0;
+		t->stops++;
+		t->stop_t0 = 0;
+	}
 }
 
 void tracer_detach(struct tracer *t)

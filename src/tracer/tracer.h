@@ -58,6 +58,9 @@ struct tracer {
 
 	sigset_t saved_sigmask;
 	uint64_t injected_syscalls;   /* statistics */
+	uint64_t stopped_ns;          /* other threads (the vCPUs) held in stop-the-world windows */
+	unsigned long stops;          /* ... in that many windows */
+	uint64_t stop_t0;             /* start of the open window, 0 if none */
 	uint64_t die_at_syscall;      /* tests: SIGKILL ourselves inside this injected syscall
 	                               * (1-based; env VMSH_TEST_DIE_AT_SYSCALL) */
 };

@@ -94,7 +94,20 @@ static uint64_t sym_value(const char *name)
 	return 0;
 }
 
+/* With PTI the kernel unmaps the freed padding between its text and its
+ * read-only data (free_kernel_image_pages): pages [HOLE_FIRST, HOLE_END) of
+ * the image, before the banner and the export table. */
+#define HOLE_FIRST 4
+#define HOLE_END 12
+
+static void build_image(struct guest *g, enum user_half uh, bool pti_hole);
+
 static void build(struct guest *g, enum user_half uh)
+{
+	build_image(g, uh, false);
+}
+
+static void build_image(struct guest *g, enum user_half uh, bool pti_hole)
 {
 	memset(g, 0, sizeof(*g));
 	g->ram = calloc(1, MEMSZ);
@@ -114,7 +127,8 @@ static void build(struct guest *g, enum user_half uh)
 	g->uroot = fake_mem_alloc_page(&g->pt);
 	assert_int_equal(g->uroot, g->kroot | 0x1000);
 	for (unsigned i = 0; i < IMAGE_PAGES; i++)
-		fake_pt_map(&g->pt, g->kroot, 4, KTEXT + i * 0x1000ULL, KPHYS + i * 0x1000ULL, 0x1000,
+		if (!pti_hole || i < HOLE_FIRST || i >= HOLE_END)
+			fake_pt_map(&g->pt, g->kroot, 4, KTEXT + i * 0x1000ULL, KPHYS + i * 0x1000ULL, 0x1000,
 			    UNIT_PTE_P | UNIT_PTE_RW);
 	/* entry trampoline: 2 pages of text; or the clone of all of text+rodata */
 	unsigned user_first = uh == USER_CLONES_TEXT ? 0 : 1, user_pages = uh == USER_CLONES_TEXT ? TEXT_PAGES : 2;
@@ -189,6 +203,17 @@ static void test_kernel_found_from_user_half_of_pti_pair(void **state)
 	assert_true(g->k.pti_user_cr3);
 	assert_int_equal(g->k.pt.root, g->kroot);
 	assert_int_equal(g->k.pt.levels, 4);
+	assert_kernel(g);
+}
+
+static void test_kernel_found_across_the_pti_hole_in_its_image(void **state)
+{
+	struct guest *g = *state;
+	build_image(g, USER_ENTRY_ONLY, true);
+	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
+	g->have_k = true;
 	assert_kernel(g);
 }
 
@@ -276,6 +301,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_user_half_of_pti_pair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kernel_found_across_the_pti_hole_in_its_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_kernel_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_read_virt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_half_wins_when_user_half_clones_text, setup, teardown),

@@ -7,7 +7,7 @@ KERNEL_DIR is a directory made by fetch-kernel.sh (vmlinuz, release,
 modules/).  Two kinds of image:
 
   guest  the L2 test guest: busybox, tools/guest/guest-init.sh as /init, the
-         physmarker helper, and the virtio modules (plus what they depend on)
+         physmarker and spinner helpers, and the virtio modules (plus what they depend on)
          so that the guest's /init can modprobe them.
   host   the emulated KVM host (L1): busybox, tools/guest/host-init.sh as
          /init, kvm + kvm-amd and the 9p/virtio modules it needs to mount the
@@ -16,7 +16,7 @@ modules/).  Two kinds of image:
 The image is a gzip'd newc cpio written by this script (no root, no cpio(1)
 needed, byte-for-byte reproducible), stored as
 $VMSH_TEST_CACHE/initramfs/<kind>-<release>-<hash>.cpio.gz where <hash>
-covers every input (scripts, busybox, physmarker source, module files, the
+covers every input (scripts, busybox, helper sources, module files, the
 module list).  An existing image is reused; its path is printed on stdout.
 
 Module files are stored decompressed (.ko.xz/.ko.zst/.ko.gz -> .ko) with a
@@ -212,10 +212,13 @@ def read(path):
         return f.read()
 
 
-def build_physmarker(tmp):
+GUEST_TOOLS = ("physmarker", "spinner")
+
+
+def build_tool(tmp, name):
     need("musl-gcc", "musl-tools")
-    src = os.path.join(HERE, "physmarker.c")
-    out = os.path.join(tmp, "physmarker")
+    src = os.path.join(HERE, f"{name}.c")
+    out = os.path.join(tmp, name)
     subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-o", out, src], check=True)
     return read(out)
 
@@ -244,7 +247,7 @@ def build(kind, kernel_dir, load=None, extra=None):
         h.update(part.encode() + b"\0")
     inputs = [__file__, init, busybox] + [os.path.join(mods.dir, f) for f in files]
     if kind == "guest":
-        inputs.append(os.path.join(HERE, "physmarker.c"))
+        inputs += [os.path.join(HERE, f"{t}.c") for t in GUEST_TOOLS]
     for path in inputs:
         h.update(read(path))
     out = os.path.join(CACHE, "initramfs", f"{kind}-{release}-{h.hexdigest()[:16]}.cpio.gz")
@@ -284,7 +287,8 @@ def build(kind, kernel_dir, load=None, extra=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "guest":
-            cpio.file("bin/physmarker", build_physmarker(tmp), 0o755)
+            for t in GUEST_TOOLS:
+                cpio.file(f"bin/{t}", build_tool(tmp, t), 0o755)
         data = gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
         part = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{os.getpid()}")
         with open(part, "wb") as f:
