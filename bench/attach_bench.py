@@ -5,6 +5,10 @@ side by side in one run.
 
 usage: python3 -m bench.attach_bench [--machine pc] [--kernel 6.1] [--runs 5] [--samples 30]
 
+vmsh is measured cold (no kernel cache: the whole kernel image searched) and
+warm (the kernel cache of an earlier run used); the VM's stop time comes from
+`vmsh -v attach`.
+
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM) with qemu user networking (loopback port forward only) runs dropbear
 (Debian's dropbear-bin, from the tools image) on its own network. Each run
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 
@@ -53,17 +58,33 @@ def main():
         host.check(f"cat > /run/attach_latency.py", input=open(os.path.join(REPO, "bench", "attach_latency.py")).read())
         ssh = (f"ssh -i /run/bench-key -p {PORT} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                f"-o LogLevel=ERROR -tt root@127.0.0.1")
-        res = {"ssh": [], "vmsh": []}
+        # vmsh cold: no kernel cache (VMSH_CACHE_DIR=off), the whole image is
+        # searched; warm: the cache an earlier run filled (core/kcache.h)
+        cache = "/run/vmsh-bench-cache"
+        host.check(f"rm -rf {cache} && VMSH_CACHE_DIR={cache} {vmsh} inspect {g.pid} >/dev/null")
+        kinds = (("ssh", ssh), ("vmsh", f"env VMSH_CACHE_DIR=off {vmsh} attach {g.pid}"),
+                 ("vmsh_warm", f"env VMSH_CACHE_DIR={cache} {vmsh} attach {g.pid}"))
+        res = {k: [] for k, _ in kinds}
+        stops = []
         for _ in range(a.runs):
-            for name, cmd in (("ssh", ssh), ("vmsh", f"{vmsh} attach {g.pid}")):
+            for name, cmd in kinds:
                 out = host.check(f"python3 /run/attach_latency.py {a.samples} {cmd}", 600)
                 res[name].append(json.loads(out.strip().splitlines()[-1]))
+            r = host.exec(f"VMSH_CACHE_DIR={cache} {vmsh} -v attach {g.pid} -- true", 300)
+            m = re.search(r"vCPUs stopped ([\d.]+) ms in (\d+) windows", r.stderr)
+            if m:
+                stops.append((float(m.group(1)), int(m.group(2))))
         print(f"\nattach_bench: {a.machine}, Linux {a.kernel} guest, {host.mode} KVM host, {platform.node()} "
               f"({os.cpu_count()} CPUs); {a.runs} sessions each, {a.samples} keystrokes per session")
-        print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh attach':>14s} {'vmsh / ssh':>11s}")
+        print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh, cold':>11s} {'vmsh, warm':>11s} {'cold/ssh':>9s} "
+              f"{'warm/ssh':>9s}")
         for key, label in (("to_prompt_ms", "start to prompt (ms)"),):
-            s_, v_ = (statistics.median(r[key] for r in res[n]) for n in ("ssh", "vmsh"))
-            print(f"{label:28s} {s_:16.1f} {v_:14.1f} {v_ / s_:11.2f}")
+            s_, v_, w_ = (statistics.median(r[key] for r in res[n]) for n in ("ssh", "vmsh", "vmsh_warm"))
+            print(f"{label:28s} {s_:16.1f} {v_:11.1f} {w_:11.1f} {v_ / s_:9.2f} {w_ / s_:9.2f}")
+        if stops:
+            print(f"VM stop time per attach (all vCPUs held, median of {len(stops)}): "
+                  f"{statistics.median(x[0] for x in stops):.1f} ms in {statistics.median(x[1] for x in stops):.0f} "
+                  f"windows")
         s_, v_ = (statistics.median(r["echo_ms"]["median"] for r in res[n]) for n in ("ssh", "vmsh"))
         print(f"{'echo latency, median (ms)':28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f}")
         s_, v_ = (statistics.median(r["echo_ms"]["p90"] for r in res[n]) for n in ("ssh", "vmsh"))

@@ -5,6 +5,7 @@
  * guest's own processes: every mount is made in our private namespace. */
 #include "helper.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -199,6 +200,62 @@ static int mount_error(struct vmsh_err *err, int e, const struct overlay_opts *o
 	}
 }
 
+/* Is the module for fstype being loaded right now (by someone else)? */
+static bool module_coming(const char *fstype)
+{
+	char path[96], state[16] = "";
+	snprintf(path, sizeof(path), "/sys/module/%s/initstate", fstype);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	bool coming = fgets(state, sizeof(state), f) && !strncmp(state, "coming", 6);
+	fclose(f);
+	return coming;
+}
+
+/* Is a modprobe running in the guest (the kernel's request_module)? */
+static bool modprobe_running(void)
+{
+	DIR *d = opendir("/proc");
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *e;
+	for (unsigned n = 0; !found && n < 100000 && (e = readdir(d)); n++) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		char path[64], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/%.20s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		found = fgets(comm, sizeof(comm), f) && !strncmp(comm, "modprobe", 8);
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Mount the image read-only. "Unknown filesystem type" while the module is
+ * still being loaded is waited out (up to a minute): a modprobe counts a
+ * module someone else is loading (e.g. the library of a vmsh run that was
+ * killed, on a busy guest where that takes seconds) as loaded and returns at
+ * once, and may have left its dependencies to that other modprobe. */
+static int mount_image(const char *disk, const char *root, const char *fstype)
+{
+	for (int i = 0; i < 600; i++) {
+		if (mount(disk, root, fstype, MS_RDONLY, NULL) == 0)
+			return 0;
+		if (errno != ENODEV)
+			return -1;
+		if (!module_coming(fstype) && !modprobe_running()) /* unknown, unless it went live just now */
+			return mount(disk, root, fstype, MS_RDONLY, NULL);
+		usleep(100 * 1000);
+	}
+	errno = ENODEV;
+	return -1;
+}
+
 /* Make the image at `root` (our cwd) the root, the old root landing at OLD_ROOT. */
 static int switch_root(struct vmsh_err *err)
 {
@@ -271,7 +328,7 @@ int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh
 		vmsh_error(err, errno, "prepare %s to mount /dev/%s", stage, o->disk_name);
 		goto fail;
 	}
-	if (mount(disk, root, o->fstype, MS_RDONLY, NULL) < 0) {
+	if (mount_image(disk, root, o->fstype) < 0) {
 		mount_error(err, errno, o);
 		goto fail;
 	}

@@ -157,6 +157,7 @@ static json_object *json_result(const struct symbols *o, const struct vm_info *r
 		json_object_object_add(k, "page_table_root", hex(gk->pt.root));
 		json_object_object_add(k, "exported_symbols", json_object_new_int((int)gk->ksyms.n));
 		json_object_object_add(k, "ksymtab_format", json_object_new_string(ksymtab_format_name(gk->ksyms.format)));
+		json_object_object_add(k, "from_cache", json_object_new_boolean(r->kernel_cached));
 		json_object_object_add(k, "free_region", r->free_region ? hex(r->free_region) : NULL);
 	}
 	json_object_object_add(k, "error", r->kernel_error[0] ? json_object_new_string(r->kernel_error) : NULL);

@@ -1,6 +1,8 @@
 /* vm.c - open, read and close one running VM (see vm.h). */
 #include "core/vm.h"
 
+#include "core/kcache.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +199,28 @@ static void read_iomem(struct vm_info *info)
 		log_info("refining the memory map failed: %s", e.msg);
 }
 
+/* kernel_find, through what earlier runs learned about kernel builds
+ * (core/kcache.h), and teaching it what this search found. */
+static int find_kernel_cached(struct vm_info *info, const struct cpu_paging *c, struct vmsh_err *err)
+{
+	char dir[4096];
+	const char *d = kcache_dir(dir, sizeof(dir));
+	struct kernel_hint *hints = d ? calloc(KCACHE_MAX_FILES, sizeof(*hints)) : NULL, learned;
+	size_t n = hints ? kcache_load(d, hints, KCACHE_MAX_FILES) : 0;
+	int used = -1;
+	int rc = kernel_find_hinted(&info->mem, c, hints, n, &info->kernel, &used, &learned, err);
+	free(hints);
+	info->kernel_cached = used >= 0;
+	if (used >= 0)
+		log_verbose("kernel: export tables read where %s says this build keeps them", d);
+	else if (rc == 0 && d && learned.banner[0]) {
+		struct vmsh_err e = { 0 };
+		if (kcache_store(d, &learned, &e) < 0)
+			log_verbose("kernel cache not written: %s", e.msg);
+	}
+	return rc;
+}
+
 static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 {
 	struct vmsh_err e = { 0 };
@@ -217,7 +241,7 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 	}
 	info->mem_ok = true;
 	uint64_t t1 = now_ns();
-	if (kernel_find(&info->mem, &c, &info->kernel, &e) < 0) {
+	if (find_kernel_cached(info, &c, &e) < 0) {
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "%s", e.msg);
 		info->kernel_ok = info->kernel.version[0] != '\0';
 		return;

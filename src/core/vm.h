@@ -64,6 +64,7 @@ struct vm_info {
 	struct guest_kernel kernel;
 	bool kernel_ok;          /* banner found */
 	bool ksyms_ok;           /* symbol table parsed */
+	bool kernel_cached;      /* ... where core/kcache.h said, not by a search of the image */
 	char kernel_error[1024];
 	uint64_t free_region;    /* first unused 1 GiB region of the kernel's hole, 0 if none */
 

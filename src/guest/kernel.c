@@ -168,6 +168,7 @@ struct image_copy {
 	struct guest_kernel *k;
 	uint64_t next_va;
 	bool ro_data_only;   /* read only the read-only, non-executable pages */
+	bool measure_only;   /* read nothing: only image_size */
 	uint64_t skipped;    /* bytes left out by that */
 };
 
@@ -183,6 +184,8 @@ static int copy_leaf(void *opaque, const struct pt_mapping *m)
 	uint64_t off = m->va - k->text_base;
 	ic->next_va = m->va + m->size;
 	k->image_size = off + m->size;
+	if (ic->measure_only)
+		return 0;
 	/* the banner and the export tables are read-only data: text and
 	 * writable data are left out on the first pass */
 	if (ic->ro_data_only && (!(m->flags & PTE_NX) || (m->flags & PTE_RW))) {
@@ -253,9 +256,9 @@ static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh
 	return -1; /* not reached */
 }
 
-int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err)
+/* The kernel's page tables and where _text is (KASLR). */
+static int locate(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err)
 {
-	memset(k, 0, sizeof(*k));
 	struct pt_ctx pt;
 	if (kernel_paging_ctx(gm, c, &pt) < 0)
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
@@ -284,10 +287,93 @@ int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_k
 	k->pt = pt;
 	k->text_base = first.va;
 	k->phys_base = first.pa;
+	return 0;
+}
 
+/* A hint is used only if the guest holds its banner at its offset from
+ * _text and the hinted span parses into a table of the same layout and
+ * size: the symbols always come from the guest's memory as it is now,
+ * read from where the same build kept them, never from the hint itself. */
+static int try_hint(struct guest_mem *gm, struct guest_kernel *k, const struct kernel_hint *h)
+{
+	size_t bl = strnlen(h->banner, sizeof(h->banner));
+	if (!bl || bl >= sizeof(h->banner) || !h->span_len || h->span_len > KERNEL_HINT_MAX_SPAN ||
+	    h->banner_off >= MAX_IMAGE || h->span_off >= MAX_IMAGE)
+		return -1;
+	char b[sizeof(h->banner)];
+	if (kernel_read_virt(gm, k, k->text_base + h->banner_off, b, bl) < 0 || memcmp(b, h->banner, bl) ||
+	    kernel_parse_banner((const uint8_t *)b, bl, k->version, sizeof(k->version), k->banner, sizeof(k->banner)) < 0)
+		return -1;
+	uint8_t *buf = malloc(h->span_len);
+	if (!buf)
+		return -1;
+	struct ksymtab ks;
+	struct vmsh_err e = { 0 };
+	int rc = -1;
+	if (kernel_read_virt(gm, k, k->text_base + h->span_off, buf, h->span_len) == 0 &&
+	    ksymtab_parse(buf, h->span_len, k->text_base + h->span_off, &ks, &e) == 0) {
+		if (ks.format == h->format && ks.n == h->n_syms && ks.n_tables == h->n_tables &&
+		    ksymtab_own_names(&ks, buf, h->span_len, &e) == 0) {
+			k->ksyms = ks;
+			rc = 0;
+		} else {
+			ksymtab_free(&ks);
+		}
+	}
+	free(buf);
+	if (rc < 0)
+		k->version[0] = k->banner[0] = '\0';
+	return rc;
+}
+
+/* What a full search found, as a hint for the next one. */
+static void learn(const struct guest_kernel *k, struct kernel_hint *h)
+{
+	memset(h, 0, sizeof(*h));
+	size_t bl = strlen(k->banner);
+	const uint8_t *at = bl ? memmem(k->image, k->image_size, k->banner, bl) : NULL;
+	if (!at || k->ksyms.span_hi <= k->ksyms.span_lo || k->ksyms.span_hi - k->ksyms.span_lo > KERNEL_HINT_MAX_SPAN)
+		return;
+	memcpy(h->banner, k->banner, bl + 1);
+	h->banner_off = (uint64_t)(at - k->image);
+	h->span_off = k->ksyms.span_lo;
+	h->span_len = k->ksyms.span_hi - k->ksyms.span_lo;
+	h->format = k->ksyms.format;
+	h->n_syms = k->ksyms.n;
+	h->n_tables = k->ksyms.n_tables;
+}
+
+int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err)
+{
+	return kernel_find_hinted(gm, c, NULL, 0, k, NULL, NULL, err);
+}
+
+int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const struct kernel_hint *hints,
+		       size_t n_hints, struct guest_kernel *k, int *used, struct kernel_hint *learned,
+		       struct vmsh_err *err)
+{
+	memset(k, 0, sizeof(*k));
+	if (used)
+		*used = -1;
+	if (learned)
+		learned->banner[0] = '\0';
+	if (locate(gm, c, k, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n_hints; i++) {
+		if (try_hint(gm, k, &hints[i]) < 0)
+			continue;
+		struct image_copy ic = { .gm = gm, .k = k, .next_va = k->text_base, .measure_only = true };
+		pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, copy_leaf,
+				 &ic);
+		if (used)
+			*used = (int)i;
+		return 0;
+	}
 	if (map_image(k) < 0)
 		return vmsh_error(err, errno, "address space for the kernel image copy");
 	int rc = parse_image(gm, k, err);
+	if (rc == 0 && learned)
+		learn(k, learned);
 	/* the symbols are all vmsh needs of the image: the copy goes */
 	drop_image(k);
 	if (rc < 0) {

@@ -43,6 +43,27 @@ int kernel_paging_ctx(struct guest_mem *gm, const struct cpu_paging *c, struct p
 int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c);
 
 int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err);
+
+/* Where one kernel build keeps what vmsh reads, relative to _text (so the
+ * same under every KASLR draw): its banner, and the span holding its export
+ * tables and their names. core/kcache.h keeps them between runs. */
+struct kernel_hint {
+	char banner[512];
+	uint64_t banner_off;
+	uint64_t span_off, span_len;
+	enum ksymtab_format format;
+	uint64_t n_syms, n_tables;
+};
+#define KERNEL_HINT_MAX_SPAN (16ULL << 20)
+/* kernel_find, but first through each hint: the guest must hold the hint's
+ * banner at its offset, and the hinted span must parse into export tables
+ * of the hint's layout and sizes; the symbols are then parsed from the
+ * guest's memory (a few hundred KiB instead of the whole image). *used: the
+ * hint used, -1 if none; after a full search, *learned is the hint for this
+ * kernel (learned->banner[0] == 0 if none). used and learned may be NULL. */
+int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const struct kernel_hint *hints,
+		       size_t n_hints, struct guest_kernel *k, int *used, struct kernel_hint *learned,
+		       struct vmsh_err *err);
 void kernel_free(struct guest_kernel *k);
 
 /* The root of the kernel's half of the page tables in cr3 (with PTI, the

@@ -318,6 +318,7 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 	if (!out->syms)
 		return vmsh_error(err, ENOMEM, "parse ksymtab");
 	size_t align = (s.fmt == KSYMTAB_ABS || s.fmt == KSYMTAB_ABS_NS) ? 8 : 4;
+	size_t span_lo = SIZE_MAX, span_hi = 0;
 	for (size_t e = 0; e + es <= len;) {
 		if (over_budget(&s)) {
 			ksymtab_free(out);
@@ -355,9 +356,15 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 			};
 		}
 		out->n_tables++;
+		if (e < span_lo)
+			span_lo = e;
+		if (e + rl * es > span_hi)
+			span_hi = e + rl * es;
 		e += rl * es;
 	}
 	out->format = s.fmt;
+	out->span_lo = span_lo < s.str_lo ? span_lo : s.str_lo;
+	out->span_hi = span_hi > s.str_hi ? span_hi : s.str_hi;
 	qsort(out->syms, out->n, sizeof(*out->syms), cmp_sym);
 	log_debug("ksymtab: %s, %zu tables, %zu symbols, strings at +%#zx..+%#zx", ksymtab_format_name(s.fmt),
 		  out->n_tables, out->n, s.str_lo, s.str_hi);

@@ -34,6 +34,9 @@ struct ksymtab {
 	size_t n;
 	size_t n_tables;   /* how many tables (__ksymtab, __ksymtab_gpl, ...) */
 	char *names;       /* after ksymtab_own_names: the names' own copy */
+	/* where in the image the tables and their names lie: [span_lo,
+	 * span_hi) covers them all (a later search can look there first) */
+	size_t span_lo, span_hi;
 };
 
 /* More than any kernel exports (Debian 6.1: ~10500): a table claiming more

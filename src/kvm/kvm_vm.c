@@ -190,16 +190,17 @@ int kvm_vcpu_get_events(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, stru
 int kvm_vcpu_get_msr(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, uint32_t index, uint64_t *value,
 		     struct vmsh_err *err)
 {
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} m = { .hdr = { .nmsrs = 1 }, .e = { .index = index } };
+	_Alignas(struct kvm_msrs) uint8_t buf[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+	struct kvm_msrs *m = (struct kvm_msrs *)buf;
+	memset(buf, 0, sizeof(buf));
+	m->nmsrs = 1;
+	m->entries[0].index = index;
 	int64_t ret;
-	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_MSRS, &m, sizeof(m), &ret, err) < 0)
+	if (kvm_vcpu_ioctl(vm, vcpu, KVM_GET_MSRS, buf, sizeof(buf), &ret, err) < 0)
 		return -1;
 	if (ret != 1)
 		return vmsh_error(err, ret < 0 ? (int)-ret : EINVAL, "KVM_GET_MSRS(%#x) on vCPU %d", index, vcpu->index);
-	*value = m.e.data;
+	*value = m->entries[0].data;
 	return 0;
 }
 

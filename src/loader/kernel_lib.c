@@ -3,6 +3,7 @@
 #include "loader/kernel_lib.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,18 +294,20 @@ static int borrow_apply(struct kernel_lib *kl, size_t i, const struct borrow_vie
 	kl->saved_regs = v->regs;
 	kl->saved_sregs = v->sregs;
 	kl->saved_sregs_changed = p.sregs_changed;
-	kl->saved_mp = v->mp_state;
-	if (p.sregs_changed && kvm_vcpu_set_sregs(vm, c, &p.sregs, err) < 0)
+	/* Each write leaves a state the vCPU may run in should vmsh die
+	 * before the next (SIGKILL): runnable first (a halted vCPU just wakes
+	 * up early, as from any interrupt; sent to the stub while still halted
+	 * with interrupts off, nothing would ever wake it); then the registers
+	 * (a kernel-mode vCPU is then in the stub, which returns by itself);
+	 * the kernel segments last (between the two, a user-mode vCPU would
+	 * fetch the stub in user mode: a fault that costs that process a
+	 * SIGSEGV, where the other order would run user code in kernel mode). */
+	if (v->mp_state != KVM_MP_STATE_RUNNABLE && kvm_vcpu_set_mp_state(vm, c, KVM_MP_STATE_RUNNABLE, err) < 0)
 		return -1;
-	if (kvm_vcpu_set_regs(vm, c, &p.regs, err) < 0) {
-		if (p.sregs_changed)
-			kvm_vcpu_set_sregs(vm, c, &v->sregs, NULL);
-		return -1;
-	}
-	if (v->mp_state != KVM_MP_STATE_RUNNABLE && kvm_vcpu_set_mp_state(vm, c, KVM_MP_STATE_RUNNABLE, err) < 0) {
+	if (kvm_vcpu_set_regs(vm, c, &p.regs, err) < 0)
+		return -1; /* left runnable: an early wake-up */
+	if (p.sregs_changed && kvm_vcpu_set_sregs(vm, c, &p.sregs, err) < 0) {
 		kvm_vcpu_set_regs(vm, c, &v->regs, NULL);
-		if (p.sregs_changed)
-			kvm_vcpu_set_sregs(vm, c, &v->sregs, NULL);
 		return -1;
 	}
 	kl->entered_vcpu = c->index;
@@ -394,11 +397,13 @@ static bool in_spin(const struct kernel_lib *kl, uint64_t rip)
 static int borrow_restore(struct kernel_lib *kl, const struct kvm_vcpu_ref *c, struct vmsh_err *err)
 {
 	struct kvm_vm *vm = kl->vm;
+	/* the order matters should vmsh die in between (see borrow_apply):
+	 * segments back first (the stub then faults in user mode: SIGSEGV for
+	 * that process, not user code run in kernel mode), then the registers;
+	 * a halted vCPU is not put back to sleep: it wakes up early instead */
 	if (kl->saved_sregs_changed && kvm_vcpu_set_sregs(vm, c, &kl->saved_sregs, err) < 0)
 		return -1;
 	if (kvm_vcpu_set_regs(vm, c, &kl->saved_regs, err) < 0)
-		return -1;
-	if (kl->saved_mp != KVM_MP_STATE_RUNNABLE && kvm_vcpu_set_mp_state(vm, c, kl->saved_mp, err) < 0)
 		return -1;
 	return 0;
 }
@@ -571,6 +576,9 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	if (rc < 0)
 		return vmsh_err_prefix(err, "enter the kernel library");
 	kl->enter_ns = now_ns() - t0;
+	/* tests: die with a vCPU in the stub (its own way back must work) */
+	if (getenv("VMSH_TEST_DIE_IN_BORROW"))
+		raise(SIGKILL);
 	if (borrow_finish(kl, timeout_ms, err) < 0)
 		return vmsh_err_prefix(err, "enter the kernel library");
 	kl->borrow_ns = now_ns() - t0 - kl->enter_ns;

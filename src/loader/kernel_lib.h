@@ -55,7 +55,6 @@ struct kernel_lib {
 	struct kvm_regs saved_regs;
 	struct kvm_sregs saved_sregs;
 	bool saved_sregs_changed;
-	uint32_t saved_mp;
 	uint64_t borrow_ns;      /* from sending the vCPU to the stub to having it back */
 	char not_enterable[512]; /* why no vCPU could be borrowed (last try) */
 	uint64_t start_ns, enter_ns, done_ns;

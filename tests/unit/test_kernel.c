@@ -217,6 +217,58 @@ static void test_kernel_found_across_the_pti_hole_in_its_image(void **state)
 	assert_kernel(g);
 }
 
+/* A full search teaches a hint; with it the next search reads only the
+ * banner and the span, and finds the same kernel. */
+static void test_hint_learned_and_used(void **state)
+{
+	struct guest *g = *state;
+	build(g, USER_ENTRY_ONLY);
+	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
+	struct vmsh_err err = { 0 };
+	struct kernel_hint h;
+	int used = 7;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, NULL, 0, &g->k, &used, &h, &err), 0);
+	assert_int_equal(used, -1);
+	assert_string_equal(h.banner, BANNER);
+	assert_int_equal(h.banner_off, 0x30000);
+	assert_true(h.span_off <= 0x10000 && h.span_off + h.span_len >= 0x20000 && h.span_len < 0x30000);
+	assert_int_equal(h.n_syms, ARRAY_LEN(exported));
+	kernel_free(&g->k);
+
+	struct kernel_hint wrong = h;
+	memcpy(wrong.banner, "Linux version 6.1.0-99", 22); /* another build's */
+	struct kernel_hint hints[2] = { wrong, h };
+	struct kernel_hint again;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, hints, 2, &g->k, &used, &again, &err), 0);
+	g->have_k = true;
+	assert_int_equal(used, 1);
+	assert_int_equal(again.banner[0], 0); /* nothing new learned */
+	assert_kernel(g);
+}
+
+/* A hint that does not match what the guest holds there now is not used:
+ * the full search runs and the result is the guest's, not the hint's. */
+static void test_hint_not_matching_the_guest_falls_back_to_a_search(void **state)
+{
+	struct guest *g = *state;
+	build(g, USER_ENTRY_ONLY);
+	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
+	struct vmsh_err err = { 0 };
+	struct kernel_hint h;
+	int used;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, NULL, 0, &g->k, &used, &h, &err), 0);
+	kernel_free(&g->k);
+	struct kernel_hint bad[4] = { h, h, h, h };
+	bad[0].n_syms++;                  /* a table of another size */
+	bad[1].span_off += 0x1000;        /* a span without the table's start */
+	bad[2].banner_off += 1;           /* the banner elsewhere */
+	bad[3].span_len = KERNEL_HINT_MAX_SPAN + 1;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, bad, 4, &g->k, &used, &h, &err), 0);
+	g->have_k = true;
+	assert_int_equal(used, -1);
+	assert_kernel(g);
+}
+
 static void test_kernel_found_from_kernel_root(void **state)
 {
 	struct guest *g = *state;
@@ -302,6 +354,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_user_half_of_pti_pair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_found_across_the_pti_hole_in_its_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hint_learned_and_used, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hint_not_matching_the_guest_falls_back_to_a_search, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_kernel_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_read_virt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_half_wins_when_user_half_clones_text, setup, teardown),
