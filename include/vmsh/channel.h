@@ -56,6 +56,7 @@ struct vmsh_lib_record {
 	unsigned long long slot_id, slot_gpa, slot_size;
 	unsigned long long hva;         /* the hypervisor's mapping of the slot's memory */
 	unsigned long long chan_off;    /* offset of this channel in that memory */
+	unsigned long long borrow_off;  /* offset of the library's struct vmsh_borrow in it */
 };
 
 /* How a vCPU lent to the library gets back to what it was doing. vmsh

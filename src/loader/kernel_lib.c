@@ -183,6 +183,7 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 		.slot_size = kl->slot.size,
 		.hva = kl->mem.remote,
 		.chan_off = chan_va - kl->region.va,
+		.borrow_off = borrow_va - kl->region.va,
 	};
 	log_verbose("kernel library: %zu bytes at %#llx (gpa %#llx, slot %u), %u relocations",
 		    lib_size, (unsigned long long)kl->region.va, (unsigned long long)kl->slot.gpa, kl->slot.id,
@@ -800,6 +801,21 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	char w[VMSH_WHERE_LEN * 4 + 8];
 	esc_bytes(w, sizeof(w), c.where, sizeof(c.where));
 	unsigned state = (unsigned)(c.state & 0xff);
+	/* a vCPU that run sent to the entry stub may not have run it yet, or
+	 * its irq_work may be pending: that is work too */
+	struct vmsh_borrow b;
+	if (r->borrow_off > KLIB_MEM_SIZE - sizeof(b) || (r->borrow_off & 7) ||
+	    remote_read(vm->pid, m->start + r->borrow_off, &b, sizeof(b)) != (ssize_t)sizeof(b)) {
+		log_info("an earlier vmsh kernel library at %#llx has no readable entry state: left alone",
+			 (unsigned long long)m->start);
+		return -1;
+	}
+	if (b.state == VMSH_BORROW_RUNNING || b.state == VMSH_BORROW_SPINNING || (b.irq_work[1] & 3)) {
+		log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) still has a vCPU in its entry stub or "
+			 "an interrupt work queued: it stays; a later vmsh run removes it",
+			 (unsigned long long)r->region_va, r->slot_id);
+		return -1;
+	}
 	if (state == VMSH_LIB_ENTERED) {
 		log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) is still at work (it is %s): it stays "
 			 "until that finishes; a later vmsh run removes it then",
