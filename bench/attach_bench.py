@@ -89,9 +89,11 @@ def main():
         print(f"{'echo latency, median (ms)':28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f}")
         s_, v_ = (statistics.median(r["echo_ms"]["p90"] for r in res[n]) for n in ("ssh", "vmsh"))
         print(f"{'echo latency, p90 (ms)':28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f}")
-        rss = [r["peak_rss_kib"] for r in res["vmsh"]]
-        print(f"\nvmsh peak RSS while attached (KiB, per process, median): "
-              + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]))
+        for n, label in (("vmsh", "cold"), ("vmsh_warm", "warm")):
+            rss = [r["peak_rss_kib"] for r in res[n]]
+            print(f"\nvmsh ({label}) peak RSS while attached (KiB, per process, median): "
+                  + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]), end="")
+        print()
         rss = [r["peak_rss_kib"] for r in res["ssh"]]
         print(f"ssh client peak RSS (KiB, median): "
               + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]))
