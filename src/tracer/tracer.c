@@ -300,15 +300,16 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 {
 	pid_t *tids;
 	size_t n;
-	if (!t->stop_t0)
-		t->stop_t0 = now_ns();
 	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
 		return -1;
+	if (!t->stop_t0)
+		t->stop_t0 = now_ns(); /* counted until tracer_resume_others */
 	free(t->others);
 	t->others = calloc(n, sizeof(*t->others));
 	t->n_others = 0;
 	if (!t->others) {
 		free(tids);
+		t->stop_t0 = 0;
 		return vmsh_error(err, ENOMEM, "stop threads");
 	}
 	/* seize and interrupt all first, then collect the stops: the window in

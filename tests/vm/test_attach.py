@@ -19,6 +19,18 @@ def attach(host, vmsh_bin, guest, *cmd, opts=(), input=None, timeout=300):
     return host.exec(" ".join(shlex.quote(a) for a in argv), timeout, input=input)
 
 
+def attach_cycles(host, vmsh_bin, guest, n, opts=(), per_cycle=60):
+    """n attaches in a row on the KVM host, each `echo cycle-N` checked; the
+    first failure ends the run with its output."""
+    argv = " ".join(shlex.quote(a) for a in (vmsh_bin, "attach", *opts, str(guest.pid)))
+    script = (f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); "
+              f"out=$({argv} -- echo cycle-$i 2>&1) || "
+              f"{{ echo \"cycle $i failed: $out\"; exit 1; }}; "
+              f"[ \"$out\" = cycle-$i ] || {{ echo \"cycle $i: $out\"; exit 1; }}; done; echo ok $i")
+    out = host.check(script, per_cycle * n)
+    assert out.strip() == f"ok {n}", out
+
+
 def guest_traces(guest):
     """What vmsh could leave in the guest: helper files, vmsh devices, mounts."""
     return guest.console("ls -a /dev /run /tmp 2>/dev/null | grep -i vmsh; "
@@ -107,12 +119,7 @@ def test_attach_detach_cycles_leak_nothing(guest_factory, host, vmsh_bin):
     hyp0 = hypervisor_resources(host, guest.pid)
     fds0 = hyp0.split()[:2]
     n = int(os.environ.get("VMSH_TEST_CYCLES", harness.sized(10, 100)))
-    script = (f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); "
-              f"out=$({shlex.quote(vmsh_bin)} attach {guest.pid} -- echo cycle-$i 2>&1) || "
-              f"{{ echo \"cycle $i failed: $out\"; exit 1; }}; "
-              f"[ \"$out\" = cycle-$i ] || {{ echo \"cycle $i: $out\"; exit 1; }}; done; echo ok $i")
-    out = host.check(script, 60 * n)
-    assert out.strip() == f"ok {n}", out
+    attach_cycles(host, vmsh_bin, guest, n)
     mem1, res1 = guest_resources(guest)
     assert res1 == res0, (res0, res1)  # mounts, block devices, virtio and platform devices
     assert mem1 - mem0 < 8 * 1024, (mem0, mem1)  # KiB: page cache noise, no per-cycle leak

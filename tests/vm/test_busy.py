@@ -19,7 +19,7 @@ import conftest
 from vmshtest import harness
 import shlex
 
-from test_attach import guest_traces
+from test_attach import attach_cycles, guest_traces
 from test_inspect import hypervisor_state
 from test_library import warnings
 
@@ -156,12 +156,7 @@ def test_many_attaches_to_a_fully_busy_four_vcpu_guest(guest_factory, host, vmsh
     assert "SPINNER started 4" in guest.console("spinner start -k 2,3")
     time.sleep(harness.scaled(2))
     start = spinners(guest)
-    script = (f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); "
-              f"out=$({shlex.quote(vmsh_bin)} attach {' '.join(BUSY_TIMEOUT)} {guest.pid} -- echo cycle-$i 2>&1) || "
-              f"{{ echo \"cycle $i failed: $out\"; exit 1; }}; "
-              f"[ \"$out\" = cycle-$i ] || {{ echo \"cycle $i: $out\"; exit 1; }}; done; echo ok $i")
-    out = host.check(script, 120 * n)
-    assert out.strip() == f"ok {n}", out
+    attach_cycles(host, vmsh_bin, guest, n, opts=BUSY_TIMEOUT, per_cycle=120)
     now = spinners(guest)
     for cpu, s in now.items():
         assert s["errors"] == 0 and s["pid"] == start[cpu]["pid"] and s["rounds"] > start[cpu]["rounds"], (cpu, s)
