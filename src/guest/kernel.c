@@ -114,8 +114,7 @@ int kernel_root_of(const struct guest_kernel *k, uint64_t cr3, uint64_t *root)
 	uint64_t r = pt_root_from_cr3(cr3, k->pt.phys_mask);
 	uint64_t cand[2] = { r, r & ~0x1000ULL };
 	for (int c = 0; c < 2; c++) {
-		struct pt_ctx pt = k->pt;
-		pt.root = cand[c];
+		struct pt_ctx pt = pt_live(&k->pt, cand[c]);
 		struct pt_mapping m;
 		if (pt_translate(&pt, k->text_base, &m) == 0 && m.pa == k->phys_base) {
 			*root = cand[c];
@@ -284,6 +283,17 @@ static int locate(struct guest_mem *gm, const struct cpu_paging *c, struct guest
 		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
 				       "nothing is mapped at the kernel image addresses %#llx-%#llx: not a Linux guest?",
 				       (unsigned long long)KERNEL_MAP_START, (unsigned long long)KERNEL_MAP_END);
+	/* From here on the kernel half of this root is read from a copy: the
+	 * root may be a process's, and the process may exit while vmsh works.
+	 * The copy must still map the first leaf where the walk just found it
+	 * (the page could have been reused between the two reads). */
+	struct pt_mapping m;
+	if (pt_pin_root(&pt) < 0)
+		return vmsh_error(err, EIO, "read the page-table root at %#llx", (unsigned long long)pt.root);
+	if (pt_translate(&pt, first.va, &m) < 0 || m.pa != first.pa) {
+		free((void *)pt.top);
+		return vmsh_error(err, EAGAIN, "the vCPU's page tables changed while vmsh read them; try again");
+	}
 	k->pt = pt;
 	k->text_base = first.va;
 	k->phys_base = first.pa;
@@ -369,8 +379,11 @@ int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const s
 			*used = (int)i;
 		return 0;
 	}
-	if (map_image(k) < 0)
-		return vmsh_error(err, errno, "address space for the kernel image copy");
+	if (map_image(k) < 0) {
+		int e = errno;
+		kernel_free(k);
+		return vmsh_error(err, e, "address space for the kernel image copy");
+	}
 	int rc = parse_image(gm, k, err);
 	if (rc == 0 && learned)
 		learn(k, learned);
@@ -387,6 +400,8 @@ int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const s
 
 void kernel_free(struct guest_kernel *k)
 {
+	free((void *)k->pt.top);
+	k->pt.top = NULL;
 	ksymtab_free(&k->ksyms);
 	drop_image(k);
 	k->image_size = 0;

@@ -1,7 +1,38 @@
 /* pagetable.c - x86-64 page-table walker (see pagetable.h). */
 #include "guest/pagetable.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+int pt_read_table(const struct pt_ctx *ctx, uint64_t gpa, uint64_t page[512])
+{
+	if (ctx->top && gpa == ctx->top_gpa) {
+		memcpy(page, ctx->top, 4096);
+		return 0;
+	}
+	return ctx->read_page(ctx->opaque, gpa, page);
+}
+
+int pt_pin_root(struct pt_ctx *ctx)
+{
+	uint64_t *top = malloc(4096);
+	if (!top || ctx->read_page(ctx->opaque, ctx->root, top) < 0) {
+		free(top);
+		return -1;
+	}
+	ctx->top = top;
+	ctx->top_gpa = ctx->root;
+	return 0;
+}
+
+struct pt_ctx pt_live(const struct pt_ctx *ctx, uint64_t root)
+{
+	struct pt_ctx live = *ctx;
+	live.root = root;
+	live.top = NULL;
+	live.top_gpa = 0;
+	return live;
+}
 
 uint64_t pt_phys_mask(int bits)
 {
@@ -34,7 +65,7 @@ int pt_translate(const struct pt_ctx *ctx, uint64_t va, struct pt_mapping *m)
 	uint64_t page[512];
 	uint64_t nx = 0;
 	for (int level = ctx->levels; level >= 1; level--) {
-		if (ctx->read_page(ctx->opaque, table, page) < 0)
+		if (pt_read_table(ctx, table, page) < 0)
 			return -1;
 		unsigned shift = level_shift(level);
 		uint64_t e = page[(va >> shift) & 511];
@@ -73,7 +104,7 @@ static void walk_table(struct walk *w, uint64_t table, int level, uint64_t va_ba
 	if (w->stop || w->tables_left == 0)
 		return;
 	w->tables_left--;
-	if (w->ctx->read_page(w->ctx->opaque, table, page) < 0)
+	if (pt_read_table(w->ctx, table, page) < 0)
 		return;
 	unsigned shift = level_shift(level);
 	uint64_t span = 1ULL << shift;
@@ -118,7 +149,7 @@ long pt_for_each_leaf(const struct pt_ctx *ctx, uint64_t va_start, uint64_t va_e
 		.opaque = opaque,
 	};
 	uint64_t probe[512];
-	if (ctx->read_page(ctx->opaque, ctx->root, probe) < 0)
+	if (pt_read_table(ctx, ctx->root, probe) < 0)
 		return -1;
 	walk_table(&w, ctx->root, ctx->levels, 0, 0);
 	return w.leaves;

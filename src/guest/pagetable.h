@@ -18,7 +18,22 @@ struct pt_ctx {
 	uint64_t root;      /* CR3 with the flag bits masked off */
 	int levels;         /* 4 or 5 */
 	uint64_t phys_mask; /* address bits of an entry, from the guest's MAXPHYADDR */
+	/* Optional: a copy of the top-level table at top_gpa, used instead of
+	 * reading that page again (pt_pin_root). NULL: always read live. */
+	const uint64_t *top;
+	uint64_t top_gpa;
 };
+
+/* A table page: the pinned copy when it is the one asked for, else read. */
+int pt_read_table(const struct pt_ctx *ctx, uint64_t gpa, uint64_t page[512]);
+/* Copy ctx's root table into vmsh's memory (malloc'd; the caller frees
+ * ctx->top) and read through the copy from now on. The kernel half of a
+ * process's top-level table points at tables every address space shares,
+ * so the copy keeps translating kernel addresses after the process exits
+ * and its page is reused. 0, or -1 if the root cannot be read. */
+int pt_pin_root(struct pt_ctx *ctx);
+/* The same context reading root live, without the pinned copy. */
+struct pt_ctx pt_live(const struct pt_ctx *ctx, uint64_t root);
 
 #define PTE_PRESENT 0x1ULL
 #define PTE_RW 0x2ULL

@@ -19,7 +19,7 @@ static const uint64_t *read_level(const struct pt_ctx *pt, struct level_cache *c
 {
 	if (c->rc == 1 || c->gpa != gpa) {
 		c->gpa = gpa;
-		c->rc = pt->read_page(pt->opaque, gpa, c->page) < 0 ? -1 : 0;
+		c->rc = pt_read_table(pt, gpa, c->page) < 0 ? -1 : 0;
 	}
 	return c->rc == 0 ? c->page : NULL;
 }

@@ -95,8 +95,7 @@ static int find_region(struct kernel_lib *kl, struct vmsh_err *err)
 	if (tracer_stop_others(kl->vm->tr, err) < 0)
 		return -1;
 	int rc;
-	struct pt_ctx pt = k->pt;
-	pt.root = live_kernel_root(kl);
+	struct pt_ctx pt = pt_live(&k->pt, live_kernel_root(kl));
 	if (!pt.root) {
 		rc = vmsh_error(err, ESRCH, "no vCPU is on page tables that map the kernel at %#llx any more",
 				(unsigned long long)k->text_base);

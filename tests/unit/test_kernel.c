@@ -299,6 +299,30 @@ static void test_kernel_read_virt(void **state)
 	assert_int_equal(kernel_read_virt(&g->gm, &g->k, KTEXT, buf, 0), 0);
 }
 
+/* The root vmsh saw is a process's page table: the process exits while
+ * vmsh reads the kernel (seconds without a cache) and its top-level page is
+ * freed and reused. The kernel half vmsh read at the start stays usable:
+ * every address space shares the kernel's lower tables, and the RAM map,
+ * the library's region and the coredump read through it afterwards (seen
+ * as "iomem_resource ... does not look like a resource tree" on a guest
+ * with most RAM above 4 GiB). A root pinned that way is never taken for
+ * live: kernel_root_of reads the page as it is now. */
+static void test_kernel_reads_survive_the_root_page_being_reused(void **state)
+{
+	struct guest *g = *state;
+	build(g, USER_ENTRY_ONLY);
+	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
+	g->have_k = true;
+	memset(g->ram + g->kroot, 0, 0x1000); /* freed and zeroed for its next owner */
+	char buf[9] = { 0 };
+	assert_int_equal(kernel_read_virt(&g->gm, &g->k, IOMEM_RESOURCE_VA, buf, 8), 0);
+	assert_string_equal(buf, "IOMEMRES");
+	uint64_t root;
+	assert_int_equal(kernel_root_of(&g->k, g->kroot, &root), -1);
+}
+
 /* Without PCID, pti_clone_kernel_text() maps text and rodata into the user
  * PGD as well: both halves then have at least the 64 leaves kernel_leaves()
  * counts up to. The kernel half, which also maps data and bss, must win. */
@@ -359,6 +383,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_kernel_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_read_virt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_half_wins_when_user_half_clones_text, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kernel_reads_survive_the_root_page_being_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_kernel_mapping_is_nokernel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_banner_is_nokernel, setup, teardown),
 	};
