@@ -189,7 +189,8 @@ static void read_iomem(struct vm_info *info)
 	struct vmsh_err e = { 0 };
 	int n = iomem_read(&info->mem, &info->kernel, info->iomem, sizeof(info->iomem) / sizeof(info->iomem[0]), &e);
 	if (n <= 0) {
-		log_verbose("guest RAM map unavailable: %s", e.msg);
+		snprintf(info->ram_error, sizeof(info->ram_error), "%s", e.msg[0] ? e.msg : "no entries");
+		log_verbose("guest RAM map unavailable: %s", info->ram_error);
 		return;
 	}
 	info->n_iomem = n;
@@ -294,6 +295,11 @@ int vm_need_kernel(const struct vm *vm, struct vmsh_err *err)
 		return vmsh_error(err, 0, "memory slots unknown: %s", info->slots_error);
 	if (!info->mem_ok)
 		return vmsh_error(err, 0, "guest memory unknown: %s", info->mem_error);
+	/* Devices and the library's registers are placed, and guest buffers
+	 * reached, only where the guest's own map and the hypervisor agree:
+	 * without the map vmsh would stall the guest's drivers, not help */
+	if (info->n_iomem <= 0)
+		return vmsh_error(err, 0, "the guest's RAM map could not be read: %s", info->ram_error);
 	return 0;
 }
 

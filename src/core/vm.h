@@ -59,7 +59,8 @@ struct vm_info {
 	char mem_error[1024];
 
 	struct iomem_entry iomem[256];
-	int n_iomem;
+	int n_iomem;             /* 0: the guest's RAM map was not read (ram_error says why) */
+	char ram_error[1024];
 
 	struct guest_kernel kernel;
 	bool kernel_ok;          /* banner found */
@@ -93,8 +94,9 @@ void vm_let_go(struct vm *vm);
 int vm_hold(struct vm *vm, struct vmsh_err *err);
 /* Fill info.mem, info.kernel, info.iomem (or their *_error). */
 void vm_find_kernel(struct vm *vm);
-/* The guest kernel's symbols and memory are known (vm_find_kernel) and the
- * slots are: what acting on the guest needs; else an error saying why. */
+/* The guest kernel's symbols, its memory and its own RAM map are known
+ * (vm_find_kernel) and the slots are: what acting on the guest needs; else
+ * an error saying why. */
 int vm_need_kernel(const struct vm *vm, struct vmsh_err *err);
 void vm_detach(struct vm *vm);
 void vm_close(struct vm *vm);
