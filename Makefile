@@ -170,6 +170,7 @@ install: $(BUILD)/vmsh $(MAN_PAGES)
 	install -D -m 0755 -s $(BUILD)/vmsh $(DESTDIR)$(PREFIX)/bin/vmsh
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/man/man1 $(MAN_PAGES)
 	install -D -m 0644 tools/completion/vmsh.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vmsh
+	install -D -m 0644 tools/completion/_vmsh $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_vmsh
 
 # A Debian package (debian/): ../vmsh_VERSION_amd64.deb, built from a copy of
 # the tree so that the package build's clean step leaves build/ alone

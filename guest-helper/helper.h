@@ -25,11 +25,16 @@
 #define HELPER_PATH "/bin:/sbin:/usr/bin:/usr/sbin"
 
 /* The command line, validated. */
+/* where the guest's own root shows in the image */
+#define GUEST_ROOT_DIR "/var/lib/vmsh"
+
 struct helper_args {
 	const char *self;    /* --self: our own file, unlinked first thing */
 	const char *port;    /* --port: name of the virtio-console port */
 	const char *disk;    /* --disk: serial of the virtio-blk disk */
 	const char *fstype;  /* --fstype, default ext4 */
+	bool rw;             /* --rw: the image read-write as /; else read-only under an overlay in memory */
+	bool guest_root;     /* --guest-root: the command runs in the guest's root, not the image */
 	const char *term;    /* --term: TERM for the command (pty mode) */
 	pid_t target;        /* --target, default 1 */
 	bool pty;            /* --pty ROWSxCOLS (else --pipe) */
@@ -78,6 +83,7 @@ struct overlay_opts {
 	dev_t disk;
 	const char *disk_name; /* for messages: "vdb" */
 	const char *fstype;
+	bool rw;               /* the image itself as /, read-write */
 	overlay_warn_fn warn;  /* non-fatal problems */
 	void *warn_ctx;
 };
@@ -85,8 +91,11 @@ struct overlay_opts {
 /* Join the target's cgroup and its ipc, uts, net, pid (for children),
  * cgroup and mount namespaces. */
 int overlay_join_target(const struct overlay_opts *o, struct vmsh_err *err);
-/* In a new private mount namespace: the image as /, the guest's root at
- * /var/lib/vmsh, the guest's /proc /sys /dev, tmpfs on /tmp and /run.
+/* In a new private mount namespace: the image as / (read-only, under a
+ * writable overlayfs whose changes stay in guest memory; or, with rw, the
+ * image itself read-write), the guest's root at /var/lib/vmsh, the guest's
+ * /proc /sys /dev, tmpfs on /tmp and /run. Mount points the image lacks
+ * are made in the overlay (in the image with rw).
  * *outer_ns: the namespace it came from (an fd, -1 if none was opened), for
  * overlay_leave. */
 int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh_err *err);

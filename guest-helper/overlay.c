@@ -1,6 +1,7 @@
 /* overlay.c - the command's world inside the guest: the target process's
  * namespaces and cgroup, and a private mount namespace whose / is vmsh's
- * read-only image, with the guest's own root at /var/lib/vmsh and the
+ * image (read-only under a writable overlayfs in guest memory, or the image
+ * itself read-write), with the guest's own root at /var/lib/vmsh and the
  * guest's /proc, /sys and /dev bound in. Nothing here is visible to the
  * guest's own processes: every mount is made in our private namespace. */
 #include "helper.h"
@@ -19,7 +20,7 @@
 
 #include "common/cleanup.h"
 
-#define OLD_ROOT "/var/lib/vmsh"
+#define OLD_ROOT GUEST_ROOT_DIR
 
 static void warn(const struct overlay_opts *o, struct vmsh_err *e)
 {
@@ -236,24 +237,134 @@ static bool modprobe_running(void)
 	return found;
 }
 
-/* Mount the image read-only. "Unknown filesystem type" while the module is
- * still being loaded is waited out (up to a minute): a modprobe counts a
- * module someone else is loading (e.g. the library of a vmsh run that was
- * killed, on a busy guest where that takes seconds) as loaded and returns at
- * once, and may have left its dependencies to that other modprobe. */
-static int mount_image(const char *disk, const char *root, const char *fstype)
+/* mount(2), waiting out "unknown filesystem type" while the module is
+ * still being loaded (up to a minute): a modprobe counts a module someone
+ * else is loading (e.g. the library of a vmsh run that was killed, on a busy
+ * guest where that takes seconds) as loaded and returns at once, and may
+ * have left its dependencies to that other modprobe. */
+static int mount_waiting(const char *src, const char *dst, const char *fstype, unsigned long flags, const char *data)
 {
 	for (int i = 0; i < 600; i++) {
-		if (mount(disk, root, fstype, MS_RDONLY, NULL) == 0)
+		if (mount(src, dst, fstype, flags, data) == 0)
 			return 0;
 		if (errno != ENODEV)
 			return -1;
 		if (!module_coming(fstype) && !modprobe_running()) /* unknown, unless it went live just now */
-			return mount(disk, root, fstype, MS_RDONLY, NULL);
+			return mount(src, dst, fstype, flags, data);
 		usleep(100 * 1000);
 	}
 	errno = ENODEV;
 	return -1;
+}
+
+/* The directories the helper mounts on, outermost first. */
+static const char *const mount_points[] = { "var", "var/lib", "var/lib/vmsh", "proc", "sys", "dev", "tmp", "run" };
+
+/* Is every mount point a directory of the tree at root_fd (no symlinks)? */
+static bool has_mount_points(int root_fd)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(mount_points); i++) {
+		int fd = openat(root_fd, mount_points[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return false;
+		close(fd);
+	}
+	return true;
+}
+
+/* Make directory `name` in parent unless it is there; it must be a
+ * directory, not a symlink (path: for messages). */
+static int make_dir_at(int parent, const char *name, const char *path, struct vmsh_err *err)
+{
+	if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
+		return vmsh_error(err, errno, "make the mount point /%s in the image", path);
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return vmsh_error(err, errno == ELOOP ? ENOTDIR : errno,
+				  "the image's /%s (a symlink or not a directory) cannot be a mount point", path);
+	close(fd);
+	return 0;
+}
+
+/* Make the mount points the tree at root_fd lacks. Never through a symlink:
+ * one in the image could point anywhere in the guest's own file systems,
+ * which this namespace still shows (outermost first, so every parent was
+ * checked to be a directory before). */
+static int make_mount_points(int root_fd, struct vmsh_err *err)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(mount_points); i++) {
+		const char *p = mount_points[i], *slash = strrchr(p, '/');
+		int parent = root_fd;
+		if (slash) {
+			char dir[32];
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - p), p);
+			parent = openat(root_fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (parent < 0)
+				return vmsh_error(err, errno, "the image's /%s", dir);
+		}
+		int rc = make_dir_at(parent, slash ? slash + 1 : p, p, err);
+		if (parent != root_fd)
+			close(parent);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The command's root, assembled under the scratch tmpfs `stage`: the disk
+ * mounted at stage/img; read-write, that is the root; read-only, an
+ * overlayfs at stage/root with the image below and a tmpfs (stage/mem)
+ * above, so that / is writable and the image stays as it is. Mount points
+ * the image lacks are made in the root. Without overlayfs in the guest, an
+ * image that has them all is used read-only as it is. *root: the path. */
+static int assemble_root(const struct overlay_opts *o, const char *stage, char *root, size_t cap,
+			 struct vmsh_err *err)
+{
+	char disk[64], img[64], mem[64], upper[72], work[72], data[256];
+	snprintf(disk, sizeof(disk), "%s/disk", stage);
+	snprintf(img, sizeof(img), "%s/img", stage);
+	snprintf(mem, sizeof(mem), "%s/mem", stage);
+	snprintf(upper, sizeof(upper), "%s/upper", mem);
+	snprintf(work, sizeof(work), "%s/work", mem);
+	if (mkdir(img, 0700) < 0 || mknod(disk, S_IFBLK | 0600, o->disk) < 0)
+		return vmsh_error(err, errno, "prepare %s to mount /dev/%s", stage, o->disk_name);
+	int rc = mount_waiting(disk, img, o->fstype, o->rw ? 0 : MS_RDONLY, NULL);
+	int e = errno;
+	unlink(disk);
+	if (rc < 0)
+		return mount_error(err, e, o);
+	snprintf(root, cap, "%s", img);
+	if (o->rw) {
+		_cleanup_close_ int fd = open(img, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		return fd < 0 ? vmsh_error(err, errno, "open the image's root") : make_mount_points(fd, err);
+	}
+	snprintf(data, sizeof(data), "lowerdir=%s,upperdir=%s,workdir=%s", img, upper, work);
+	char over[64];
+	snprintf(over, sizeof(over), "%s/root", stage);
+	if (mkdir(mem, 0700) < 0 || mkdir(over, 0700) < 0)
+		return vmsh_error(err, errno, "prepare %s for the overlay", stage);
+	if (mount("vmsh-overlay", mem, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
+		return vmsh_error(err, errno, "mount a tmpfs for the overlay's changes");
+	if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0)
+		return vmsh_error(err, errno, "prepare the overlay's directories");
+	if (mount_waiting("vmsh-overlay", over, "overlay", 0, data) == 0) {
+		snprintf(root, cap, "%s", over);
+		_cleanup_close_ int fd = open(over, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		return fd < 0 ? vmsh_error(err, errno, "open the overlay's root") : make_mount_points(fd, err);
+	}
+	e = errno;
+	umount2(mem, MNT_DETACH);
+	_cleanup_close_ int fd = open(img, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0 && has_mount_points(fd)) {
+		struct vmsh_err w;
+		vmsh_error(&w, e, "no overlayfs in the guest: / is the image, read-only");
+		warn(o, &w);
+		return 0;
+	}
+	return vmsh_error(err, e,
+			  "the image on /dev/%s lacks /var/lib/vmsh, /proc, /sys, /dev, /tmp or /run, and the guest "
+			  "kernel cannot mount an overlayfs to add them (vmsh image build adds them to an image)",
+			  o->disk_name);
 }
 
 /* Make the image at `root` (our cwd) the root, the old root landing at OLD_ROOT. */
@@ -320,30 +431,16 @@ int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh
 	if (!stage)
 		return vmsh_error(err, errno, "no directory to mount the image on (tried /tmp, /run, /mnt, ...)");
 
-	char disk[64], root[64], old_stage[96];
-	snprintf(disk, sizeof(disk), "%s/disk", stage);
-	snprintf(root, sizeof(root), "%s/root", stage);
+	char root[64], old_stage[96];
 	snprintf(old_stage, sizeof(old_stage), OLD_ROOT "%s", stage);
-	if (mkdir(root, 0700) < 0 || mknod(disk, S_IFBLK | 0600, o->disk) < 0) {
-		vmsh_error(err, errno, "prepare %s to mount /dev/%s", stage, o->disk_name);
+	if (assemble_root(o, stage, root, sizeof(root), err) < 0)
 		goto fail;
-	}
-	if (mount_image(disk, root, o->fstype) < 0) {
-		mount_error(err, errno, o);
-		goto fail;
-	}
-	unlink(disk);
 	if (chdir(root) < 0) {
 		vmsh_error(err, errno, "chdir to the image");
-		goto fail_root;
-	}
-	if (!is_dir("." OLD_ROOT)) {
-		vmsh_error(err, 0, "the image on /dev/%s has no " OLD_ROOT " directory to show the guest's / at",
-			   o->disk_name);
-		goto fail_root;
+		goto fail;
 	}
 	if (switch_root(err) < 0)
-		goto fail_root;
+		goto fail;
 
 	/* The scratch tmpfs now sits on the guest's dir under OLD_ROOT: drop it. */
 	if (umount2(old_stage, MNT_DETACH) < 0) {
@@ -358,13 +455,11 @@ int overlay_mount_image(const struct overlay_opts *o, int *outer_ns, struct vmsh
 	mount_tmpfs(o, "/run", "mode=0755");
 	return 0;
 
-fail_root:
+fail:
 	if (chdir("/") < 0) {
 		/* unmounting below still works from anywhere */
 	}
-	umount2(root, MNT_DETACH);
-fail:
-	umount2(stage, MNT_DETACH);
+	umount2(stage, MNT_DETACH); /* with everything mounted under it */
 	return -1;
 }
 

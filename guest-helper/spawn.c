@@ -95,6 +95,15 @@ static void __attribute__((noreturn)) exec_command(const struct helper_args *a, 
 		_exit(126);
 	if (move_fd(in, 0) < 0 || move_fd(out, 1) < 0 || move_fd(errfd, 2) < 0)
 		_exit(126);
+	/* --guest-root: the guest's own root (with its own mounts below it),
+	 * not the image, like nsenter -t PID -a */
+	if (a->guest_root && (chroot(GUEST_ROOT_DIR) < 0 || chdir("/") < 0)) {
+		static const char msg[] = "vmsh-helper: cannot enter the guest's root\n";
+		if (write(2, msg, sizeof(msg) - 1) < 0) {
+			/* the exit code still tells */
+		}
+		_exit(126);
+	}
 
 	clearenv();
 	setenv("PATH", HELPER_PATH, 1);

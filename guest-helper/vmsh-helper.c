@@ -7,7 +7,7 @@
  *
  * Usage:
  *   vmsh-helper --self PATH --port NAME --disk SERIAL [--target PID]
- *               [--pty ROWSxCOLS [--term NAME] | --pipe] [--fstype TYPE]
+ *               [--pty ROWSxCOLS [--term NAME] | --pipe] [--fstype TYPE] [--rw] [--guest-root]
  *               [--test-fd N] -- CMD [ARGS...]
  *
  *   --self PATH    the helper's own file: unlinked first thing
@@ -17,6 +17,10 @@
  *   --pty RxC      run the command on a new pty of that size (default --pipe)
  *   --term NAME    TERM for the command in pty mode
  *   --fstype TYPE  filesystem of the image (default ext4)
+ *   --rw           the image read-write as / (default: read-only, changes in
+ *                  an overlay in guest memory)
+ *   --guest-root   the command runs with the guest's root as / (the image is
+ *                  mounted all the same: the helper's own namespace needs it)
  *   --test-fd N    test mode: the channel is fd N; no devices, namespaces or
  *                  mounts, the command runs as is (--port/--disk optional)
  *   --test-disk P  with --test-fd: do set up the overlay, from block device P
@@ -100,6 +104,14 @@ static int parse_args(int argc, char **argv, struct helper_args *a, struct vmsh_
 		}
 		if (strcmp(o, "--pipe") == 0) {
 			a->pty = false;
+			continue;
+		}
+		if (strcmp(o, "--rw") == 0) {
+			a->rw = true;
+			continue;
+		}
+		if (strcmp(o, "--guest-root") == 0) {
+			a->guest_root = true;
 			continue;
 		}
 		if (i + 1 >= argc)
@@ -209,6 +221,7 @@ static int setup_overlay(const struct helper_args *a, struct warn_ctx *w, int *o
 		.disk = disk.dev,
 		.disk_name = disk.name,
 		.fstype = a->fstype,
+		.rw = a->rw,
 		.warn = warn_host,
 		.warn_ctx = w,
 	};

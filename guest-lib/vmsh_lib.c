@@ -392,14 +392,24 @@ static int start_helper(void)
 /* The drivers vmsh's devices need, where they are modules: loaded through
  * the guest's own modprobe if the guest has them; a missing one shows on
  * the host as a device no driver acknowledges. */
+static int load_module(const char *name)
+{
+	step_in("waiting for request_module", name);
+	__request_module(1, "%s", name);
+	return host_gave_up() ? -ECANCELED : 0;
+}
+
 static int load_drivers(void)
 {
-	static const char *const mods[] = { "virtio_mmio", "virtio_blk", "virtio_console", "ext4" };
-	unsigned n = vmsh_channel.helper_len ? 4 : 3; /* ext4: for the tools image */
-	for (unsigned i = 0; i < n; i++) {
-		step_in("waiting for request_module", mods[i]);
-		__request_module(1, "%s", mods[i]);
-		if (host_gave_up())
+	static const char *const mods[] = { "virtio_mmio", "virtio_blk", "virtio_console" };
+	for (unsigned i = 0; i < sizeof(mods) / sizeof(mods[0]); i++)
+		if (load_module(mods[i]))
+			return -ECANCELED;
+	for (unsigned i = 0; vmsh_channel.helper_len && i < VMSH_MAX_MODULES; i++) {
+		char name[VMSH_MODULE_NAME];
+		__builtin_memcpy(name, vmsh_channel.modules[i], sizeof(name));
+		name[sizeof(name) - 1] = '\0';
+		if (name[0] && load_module(name))
 			return -ECANCELED;
 	}
 	return 0;

@@ -8,12 +8,14 @@ pkgs=(
 	gcc make pkg-config libjson-c-dev libseccomp-dev
 	# man pages, the Debian package (make man, make deb) and its checks
 	scdoc debhelper lintian
+	# the zsh completion's test
+	zsh
 	# unit tests
 	libcmocka-dev
 	# fuzz targets (make fuzz / check-fuzz): clang 14 with libFuzzer and the sanitizer runtimes
 	clang libclang-rt-14-dev
 	# devices: io_uring backend; images; benchmarks
-	liburing-dev e2fsprogs fio dbench dropbear-bin openssh-client
+	liburing-dev e2fsprogs squashfs-tools fio dbench dropbear-bin openssh-client
 	# end-to-end: hypervisor, guest images, orchestration
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
 	# the Debian-rootfs test guest (tools/guest/build-debian-rootfs.sh)

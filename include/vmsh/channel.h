@@ -38,6 +38,8 @@ enum vmsh_lib_go {
 
 #define VMSH_MAX_DEVS 2
 #define VMSH_HELPER_ARGV 2048
+#define VMSH_MAX_MODULES 2 /* drivers the helper's mounts need besides the devices' */
+#define VMSH_MODULE_NAME 32
 #define VMSH_WHERE_LEN 96
 
 /* Written by vmsh when it loads the library: what a later vmsh run needs to
@@ -120,6 +122,12 @@ struct vmsh_channel {
 	unsigned long long where_seq;
 	char where[VMSH_WHERE_LEN];
 	struct vmsh_lib_record rec;    /* host */
+	/* host: modules the helper's mounts need (the image's file system,
+	 * overlay), loaded by name like the devices' drivers: a guest's
+	 * modprobe may not know the fs-TYPE alias mount(2) would ask for.
+	 * NUL-terminated plain words, "" for none. (Last: a stale library of
+	 * an older vmsh keeps rec where a newer one reads it.) */
+	char modules[VMSH_MAX_MODULES][VMSH_MODULE_NAME];
 };
 
 #endif

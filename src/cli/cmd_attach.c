@@ -15,12 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/escape.h"
 #include "cli/commands.h"
+#include "cli/fsprobe.h"
 #include "cli/options.h"
+#include "cli/vmlist.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/signals.h"
@@ -33,19 +37,39 @@ extern const uint8_t vmsh_helper_start[], vmsh_helper_end[];
 extern const uint8_t vmsh_toolbox_start[], vmsh_toolbox_end[];
 
 #define SELF_PLACEHOLDER "/@SELF@" /* the library puts the helper's path there */
+#define OPT_TARGET 0x200                /* long only */
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: vmsh attach [-f IMAGE] [--target GUESTPID] [--escape KEY|none] [--pty|--pipe]\n"
-		"                   [--timeout MS] [--vm-fd FD] PID|NAME [-- CMD ARGS...]\n\n"
-		"Run CMD (default: a shell) inside the running VM, with IMAGE (an ext4 file system image;\n"
-		"default: vmsh's built-in busybox toolbox) as its root, the guest's root file system at\n"
-		"/var/lib/vmsh, and the guest's /proc, /sys and /dev. It joins the namespaces and cgroup of\n"
-		"guest process GUESTPID (default 1). Interactive when stdin is a terminal (Ctrl-] detaches),\n"
-		"pipes otherwise. Exits with CMD's status; 127 if CMD was not found, 126 if it could not be\n"
-		"run; 125 for every failure of vmsh itself, usage errors included. Nothing of vmsh stays\n"
-		"in the guest afterwards.\n");
+		"usage: vmsh attach [-f IMAGE [-w] | -g] [-t|-T] [--target GUESTPID] [-e ^X|none] [--timeout MS]\n"
+		"                   [--vm-fd FD] PID|NAME [-- CMD ARGS...]\n\n"
+		"Run CMD (default: a shell) inside the running VM, with IMAGE as its root, the guest's root\n"
+		"file system at /var/lib/vmsh, and the guest's /proc, /sys and /dev; what it writes under /\n"
+		"stays in guest memory (an overlay) unless --rw. It joins the namespaces and cgroup of guest\n"
+		"process GUESTPID. On a terminal (stdin and stdout) the command gets a\n"
+		"pty and Ctrl-] disconnects: the command is hung up (SIGHUP), as when an ssh connection drops.\n"
+		"Otherwise pipes: stdin, stdout and stderr apart and binary-safe.\n\n"
+		"options:\n"
+		"  -f, --file IMAGE      the command's root file system: ext2/3/4, squashfs, erofs, xfs,\n"
+		"                        btrfs or iso9660, as far as the guest kernel can mount it\n"
+		"                        (default: vmsh's built-in busybox toolbox)\n"
+		"  -w, --rw              IMAGE read-write: what the command writes under / lands in it\n"
+		"                        (default: read-only, changes kept in guest memory until exit)\n"
+		"  -g, --guest-root      the command runs with the guest's own root as /, its tools and\n"
+		"                        libraries, like nsenter -t 1 -a (default: IMAGE as /)\n"
+		"  -t, --pty             a pty even without a terminal here\n"
+		"  -T, --pipe            pipes even on a terminal\n"
+		"  -e, --escape ^X|none  the disconnect key (default: ^], Ctrl-])\n"
+		"      --target GUESTPID the guest process whose namespaces and cgroup the command joins\n"
+		"                        (default: 1)\n"
+		"      --timeout MS      how long each step may wait for the guest (default: 10000)\n"
+		"      --vm-fd FD        the hypervisor's VM fd, when it has more than one VM (default: its\n"
+		"                        only one)\n"
+		"  -h, --help            this help\n\n"
+		"exit status: CMD's; 127 if CMD was not found, 126 if it could not be run, 129 after a\n"
+		"disconnect, 128+N if vmsh was ended by signal N, 125 for every failure of vmsh itself\n"
+		"(usage errors included). Nothing of vmsh stays in the guest afterwards.\n");
 }
 
 /* The built-in image as a file the block device can serve. */
@@ -77,6 +101,33 @@ static int toolbox_file(char *path, size_t cap, struct vmsh_err *err)
 	return fd;
 }
 
+/* The user's image, checked before anything touches the VM: readable (and
+ * writable with rw), a file system vmsh knows (its type for the guest's
+ * mount), and not in use by another vmsh --rw (an flock shared for
+ * read-only use, exclusive for rw, held until vmsh exits). The fd, or -1
+ * after saying why. */
+static int open_image(const char *path, bool rw, const char **fstype)
+{
+	int fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "vmsh attach: image %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	*fstype = fs_probe_fd(fd);
+	if (!*fstype) {
+		fprintf(stderr, "vmsh attach: image %s: no file system vmsh knows (%s)\n", path, FS_PROBE_KNOWN);
+		close(fd);
+		return -1;
+	}
+	if (flock(fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+		fprintf(stderr, "vmsh attach: image %s is in use by another vmsh%s\n", path,
+			rw ? " (--rw needs it alone)" : " with --rw");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* The helper's command line for the library: what follows argv[0] (the
  * library sets that), and how many arguments. */
 static int helper_args(const struct relay_opts *ro, const char *id, char *buf, size_t cap, struct session_opts *o)
@@ -99,13 +150,36 @@ static int helper_args(const struct relay_opts *ro, const char *id, char *buf, s
 	return 0;
 }
 
+/* On a terminal, like telnet and virsh console: which VM, and the key that
+ * leaves. The name is the hypervisor's command line (whoever started the
+ * VM chose it): escaped. */
+static void banner(pid_t pid, const struct relay_opts *ro)
+{
+	if (!relay_wants_pty(ro) || !isatty(STDIN_FILENO) || !isatty(STDERR_FILENO) || log_level() < LOG_NORMAL)
+		return;
+	struct vm_entry e;
+	struct vmsh_err err = { 0 };
+	char name[ESC_SIZE(sizeof(e.name))] = "";
+	if (vm_entry_get(pid, &e, &err) == 0 && e.name[0])
+		esc_str(name, sizeof(name), e.name);
+	char key[32] = "none";
+	if (ro->escape != RELAY_ESCAPE_NONE)
+		snprintf(key, sizeof(key), "^%c", ro->escape + '@');
+	fprintf(stderr, "Connected to VM %s%s(pid %d). Escape character is %s.\n", name, name[0] ? " " : "",
+		(int)pid, key);
+}
+
 /* Relay the helper's command; its exit code, or ours if relaying failed. */
-static int relay(struct session *s, struct relay_opts *ro)
+static int relay(struct session *s, struct relay_opts *ro, pid_t pid)
 {
 	struct relay_result rr;
 	struct vmsh_err e = { 0 };
 	ro->gone_fd = session_hypervisor_pidfd(s);
-	if (relay_run(session_console_fd(s), ro, &rr, &e) < 0 || rr.outcome > RELAY_SIGNALED) {
+	banner(pid, ro);
+	int ran = relay_run(session_console_fd(s), ro, &rr, &e);
+	if (rr.outcome == RELAY_DISCONNECTED && log_level() >= LOG_NORMAL)
+		fprintf(stderr, "vmsh attach: disconnected; the command was hung up\n");
+	if (ran < 0 || rr.outcome > RELAY_SIGNALED) {
 		char safe[ESC_SIZE(sizeof(e.msg))];
 		if (e.msg[0])
 			fprintf(stderr, "vmsh attach: %s\n", esc_str(safe, sizeof(safe), e.msg));
@@ -118,6 +192,7 @@ static int relay(struct session *s, struct relay_opts *ro)
 struct attach_args {
 	struct relay_opts ro;
 	const char *image;     /* NULL: the built-in toolbox */
+	bool rw;               /* --rw */
 	struct vm_target t;
 };
 
@@ -126,10 +201,12 @@ static int parse_args(int argc, char **argv, struct attach_args *a)
 {
 	static const struct option opts[] = {
 		{ "file", required_argument, 0, 'f' },
-		{ "target", required_argument, 0, 'T' },
+		{ "rw", no_argument, 0, 'w' },
+		{ "guest-root", no_argument, 0, 'g' },
+		{ "target", required_argument, 0, OPT_TARGET },
 		{ "escape", required_argument, 0, 'e' },
-		{ "pty", no_argument, 0, 'P' },
-		{ "pipe", no_argument, 0, 'p' },
+		{ "pty", no_argument, 0, 't' },
+		{ "pipe", no_argument, 0, 'T' },
 		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
@@ -139,10 +216,12 @@ static int parse_args(int argc, char **argv, struct attach_args *a)
 	uint64_t num;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+f:T:e:Pph" VM_OPTSTRING, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+f:wge:tTh" VM_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
 		case 'f': a->image = optarg; break;
-		case 'T':
+		case 'w': a->rw = true; break;
+		case 'g': a->ro.guest_root = true; break;
+		case OPT_TARGET:
 			if (num_option("attach", "--target", optarg, 1, INT_MAX, &num) < 0)
 				return EXIT_VMSH_USAGE;
 			a->ro.target = (pid_t)num;
@@ -157,8 +236,8 @@ static int parse_args(int argc, char **argv, struct attach_args *a)
 				return EXIT_VMSH_USAGE;
 			}
 			break;
-		case 'P': a->ro.mode = RELAY_PTY; break;
-		case 'p': a->ro.mode = RELAY_PIPE; break;
+		case 't': a->ro.mode = RELAY_PTY; break;
+		case 'T': a->ro.mode = RELAY_PIPE; break;
 		case OPT_TIMEOUT:
 		case OPT_VM_FD:
 			if (vm_option("attach", c, optarg, &a->t) < 0)
@@ -176,8 +255,12 @@ static int parse_args(int argc, char **argv, struct attach_args *a)
 	if (optind < argc && !strcmp(argv[optind], "--"))
 		optind++;
 	a->ro.cmd = optind < argc ? argv + optind : NULL;
-	if (a->image && access(a->image, R_OK) < 0) {
-		fprintf(stderr, "vmsh attach: image %s: %s\n", a->image, strerror(errno));
+	if (a->ro.guest_root && a->image) {
+		fprintf(stderr, "vmsh attach: --guest-root runs the command in the guest's root: no -f IMAGE\n");
+		return EXIT_VMSH_USAGE;
+	}
+	if (a->rw && !a->image) {
+		fprintf(stderr, "vmsh attach: --rw needs an image of yours (-f IMAGE)\n");
 		return EXIT_VMSH_USAGE;
 	}
 	int rc = vm_target_resolve("attach", target, &a->t);
@@ -193,24 +276,30 @@ int cmd_attach(int argc, char **argv)
 	if (rc >= 0)
 		return rc == 0 ? 0 : EXIT_VMSH_FAILED;
 
-	/* what the session adds: the image as a read-only disk, a console
-	 * port, and the helper with the command's line */
+	/* what the session adds: the image as a disk (read-only unless
+	 * --rw), a console port, and the helper with the command's line */
 	char id[24], args[VMSH_HELPER_ARGV], path[64];
 	snprintf(id, sizeof(id), "vmsh-%d", (int)getpid());
-	struct session_opts o = { .id = id, .console = true, .disk = a.image, .disk_ro = true,
+	struct session_opts o = { .id = id, .console = true, .disk = path, .disk_ro = !a.rw,
 				  .timeout_ms = a.t.timeout_ms, .helper = vmsh_helper_start,
 				  .helper_len = (size_t)(vmsh_helper_end - vmsh_helper_start) };
-	if (helper_args(&a.ro, id, args, sizeof(args), &o) < 0)
-		return EXIT_VMSH_FAILED;
 	struct vmsh_err err = { 0 };
 	_cleanup_close_ int image_fd = -1;
-	if (!o.disk) {
-		if ((image_fd = toolbox_file(path, sizeof(path), &err)) < 0) {
-			report_error("attach", &err);
+	if (a.image) {
+		/* served through our fd: the file checked is the file served */
+		if ((image_fd = open_image(a.image, a.rw, &a.ro.fstype)) < 0)
 			return EXIT_VMSH_FAILED;
-		}
-		o.disk = path;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", image_fd);
+		a.ro.image_rw = a.rw;
+	} else if ((image_fd = toolbox_file(path, sizeof(path), &err)) < 0) {
+		report_error("attach", &err);
+		return EXIT_VMSH_FAILED;
 	}
+	if (helper_args(&a.ro, id, args, sizeof(args), &o) < 0)
+		return EXIT_VMSH_FAILED;
+	/* the library loads what the helper's mounts need, by module name */
+	o.modules[0] = fs_module(a.ro.fstype ? a.ro.fstype : "ext4");
+	o.modules[1] = a.rw ? NULL : "overlay";
 
 	/* Terminating signals wait until the guest is left as it was: the
 	 * relay takes them (signalfd), the session's removal always runs. */
@@ -226,7 +315,7 @@ int cmd_attach(int argc, char **argv)
 	bool opened = s != NULL;
 	if (opened)
 		/* 3. the command's input and output, until it ends */
-		rc = relay(s, &a.ro);
+		rc = relay(s, &a.ro, a.t.pid);
 	else
 		report_error("attach", &err);
 	/* 4. nothing of vmsh left in the guest or the hypervisor */

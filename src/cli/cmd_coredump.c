@@ -44,14 +44,22 @@ struct dump_run {
 	size_t n_segs, n_skipped;
 };
 
+#define OPT_STOP 0x200 /* long only: -s is inspect's --symbol */
+
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh coredump [--stop|--live] [--force] [--vm-fd FD] PID|NAME [FILE|-]\n\n"
+	fprintf(out, "usage: vmsh coredump [--stop|-l] [-F] [--vm-fd FD] PID|NAME [FILE|-]\n\n"
 		     "Write the running VM's RAM and vCPU registers as an ELF core file (default\n"
 		     "vmsh-NAME-YYYYmmdd-HHMMSS.core; - for standard output) that crash and gdb open with\n"
 		     "the guest's vmlinux. --stop keeps the VM stopped for the whole copy (a consistent\n"
 		     "image; the default); --live copies while the guest runs (a stop of milliseconds,\n"
-		     "memory may change during the copy). An existing FILE is replaced only with --force.\n");
+		     "memory may change during the copy). An existing FILE is replaced only with --force.\n\n"
+		     "options:\n"
+		     "      --stop      the VM stopped for the whole copy (the default)\n"
+		     "  -l, --live      copy while the guest runs\n"
+		     "  -F, --force     replace an existing FILE\n"
+		     "      --vm-fd FD  the hypervisor's VM fd, when it has more than one VM\n"
+		     "  -h, --help      this help\n");
 }
 
 static int read_guest(void *opaque, uint64_t gpa, void *buf, size_t len)
@@ -253,7 +261,7 @@ static int open_tmp(const char *path, char *tmp, size_t cap, struct vmsh_err *er
 int cmd_coredump(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "stop", no_argument, 0, 's' },
+		{ "stop", no_argument, 0, OPT_STOP },
 		{ "live", no_argument, 0, 'l' },
 		{ "force", no_argument, 0, 'F' },
 		VM_FD_OPTION,
@@ -264,9 +272,9 @@ int cmd_coredump(int argc, char **argv)
 	struct vm_target t = { .vm_fd = -1 };
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "slFh" VM_FD_OPTSTRING, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "lFh" VM_FD_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
-		case 's': run.stop = true; break;
+		case OPT_STOP: run.stop = true; break;
 		case 'l': run.stop = false; break;
 		case 'F': run.force = true; break;
 		case OPT_VM_FD:

@@ -36,13 +36,18 @@ static int add_entry(const char *path, const struct stat *st, int flag, struct F
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh image build [--size MIB] [--force] DIR IMAGE\n\n"
+	fprintf(out, "usage: vmsh image build [--size MIB] [-F] DIR IMAGE\n\n"
 		     "Make IMAGE, an ext4 file system with the contents of DIR, for `vmsh attach -f IMAGE`.\n"
 		     "Commands run with the image as their root (read-only), so DIR should hold what they\n"
 		     "need: static binaries, or binaries with their libraries. The directories the helper\n"
 		     "mounts on (var/lib/vmsh, proc, sys, dev, tmp, run) are added to the image (DIR is\n"
 		     "only read). An existing IMAGE is replaced only with --force, and only once the new\n"
-		     "one is complete. Needs mke2fs and debugfs (e2fsprogs).\n");
+		     "one is complete. Needs mke2fs and debugfs (e2fsprogs).\n\n"
+		     "options:\n"
+		     "      --size MIB  the file system's size (default: the contents and a quarter more,\n"
+		     "                  4 KiB per file, 16 MiB)\n"
+		     "  -F, --force     replace an existing IMAGE\n"
+		     "  -h, --help      this help\n");
 }
 
 static int run(char *const argv[], const char *what)
@@ -121,7 +126,7 @@ int cmd_image(int argc, char **argv)
 		return EXIT_VMSH_USAGE;
 	}
 	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (!strcmp(argv[i], "--force")) {
+		if (!strcmp(argv[i], "--force") || !strcmp(argv[i], "-F")) {
 			force = true;
 		} else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
 			if (parse_u64(argv[++i], 1, 1ULL << 24, &size_mib) < 0) {

@@ -16,13 +16,15 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: vmsh inspect [--json] [--vm-fd FD] [--symbol NAME]... PID|NAME\n\n"
+		"usage: vmsh inspect [-j] [-s NAME]... [--vm-fd FD] PID|NAME\n\n"
 		"Attach to the hypervisor process, read every vCPU's registers (the VM is stopped only\n"
 		"for that), find which memory slots it uses, detach, then read the guest's memory from\n"
 		"outside: its memory map, the Linux kernel's version, KASLR base and exported symbols.\n\n"
-		"  --json          machine-readable output (see README.md for the format)\n"
-		"  --vm-fd FD      the VM to inspect when the process runs several\n"
-		"  -s, --symbol N  print the address of exported kernel symbol N (repeatable)\n");
+		"options:\n"
+		"  -j, --json        machine-readable output (see README.md for the format)\n"
+		"  -s, --symbol NAME print the address of exported kernel symbol NAME (repeatable)\n"
+		"      --vm-fd FD    the hypervisor's VM fd, when it has more than one VM\n"
+		"  -h, --help        this help\n");
 }
 
 /* The --symbol names and what the guest kernel's table says of them. */
@@ -59,7 +61,7 @@ static const char *paging_of_vcpu(const struct vm_vcpu *v)
 
 static json_object *json_result(const struct symbols *o, const struct vm_info *r)
 {
-	json_object *root = json_object_new_object();
+	json_object *root = json_head();
 	json_object_object_add(root, "pid", json_object_new_int(r->pid));
 	json_object_object_add(root, "exe", json_object_new_string(r->exe));
 	json_object_object_add(root, "vm_fd", json_object_new_int(r->vm_fd));

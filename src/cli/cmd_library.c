@@ -19,7 +19,12 @@ static void usage(FILE *out)
 	fprintf(out, "usage: vmsh library [--cycles N] [--timeout MS] [--vm-fd FD] PID|NAME\n\n"
 		     "Load vmsh's kernel library into the running guest kernel, enter it once (it logs the\n"
 		     "kernel version and its load address to the guest's kernel log), and remove it: new\n"
-		     "memory slot, page-table entry, everything. --cycles repeats that N times.\n");
+		     "memory slot, page-table entry, everything. --cycles repeats that N times.\n\n"
+		     "options:\n"
+		     "  -n, --cycles N   load, enter and remove the library N times (default: 1)\n"
+		     "      --timeout MS how long each step may wait for the guest (default: 5000)\n"
+		     "      --vm-fd FD   the hypervisor's VM fd, when it has more than one VM\n"
+		     "  -h, --help       this help\n");
 }
 
 /* Load, enter and unload the library `cycles` times; *done counts them. */

@@ -11,10 +11,13 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh list [--json]\n\n"
+	fprintf(out, "usage: vmsh list [-j]\n\n"
 		     "List processes that run a KVM virtual machine: PID, owner (real uid), executable, vCPUs, guest RAM\n"
 		     "(from the command line, or the largest writable mapping, marked '~'), and the VM name\n"
-		     "given on the command line (qemu -name). No VM is stopped.\n");
+		     "given on the command line (qemu -name). No VM is stopped.\n\n"
+		     "options:\n"
+		     "  -j, --json  machine-readable output (see README.md for the format)\n"
+		     "  -h, --help  this help\n");
 }
 
 int cmd_list(int argc, char **argv)
@@ -42,7 +45,9 @@ int cmd_list(int argc, char **argv)
 		fprintf(stderr, "vmsh list: %zu processes could not be read: VMs among them are not listed "
 			"(run as root or with CAP_SYS_PTRACE)\n", unreadable);
 	if (json) {
-		json_object *arr = json_object_new_array();
+		json_object *top = json_head(), *arr = json_object_new_array();
+		json_object_object_add(top, "unreadable", json_object_new_int64((int64_t)unreadable));
+		json_object_object_add(top, "processes", arr);
 		for (size_t i = 0; i < n; i++) {
 			json_object *o = json_object_new_object();
 			json_object_object_add(o, "pid", json_object_new_int(vms[i].pid));
@@ -56,8 +61,8 @@ int cmd_list(int argc, char **argv)
 					       vms[i].ram_source ? json_object_new_string(vms[i].ram_source) : NULL);
 			json_object_array_add(arr, o);
 		}
-		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-		json_object_put(arr);
+		puts(json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(top);
 	} else {
 		printf("%-8s %-6s %-5s %-10s %-20s %s\n", "PID", "UID", "VCPUS", "RAM", "NAME", "EXECUTABLE");
 		for (size_t i = 0; i < n; i++) {

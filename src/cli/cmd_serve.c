@@ -21,6 +21,8 @@
 #include "core/session.h"
 #include "core/vm.h"
 
+enum { OPT_NO_CONSOLE = 0x200, OPT_CONSOLE_SOCKET }; /* long only */
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--no-console] [--console-socket PATH] [--timeout MS]\n"
@@ -30,7 +32,18 @@ static void usage(FILE *out)
 		     "sees the disk as /dev/vdX with serial ID (/sys/block/vdX/serial) and the port as\n"
 		     "/dev/vportNp0 named ID (/sys/class/virtio-ports/vportNp0/name). With --console-socket,\n"
 		     "the port's bytes go to and from one client at a time of a unix socket at PATH.\n"
-		     "The hypervisor is traced only while the guest's drivers set the devices up.\n");
+		     "The hypervisor is traced only while the guest's drivers set the devices up.\n\n"
+		     "options:\n"
+		     "  -r, --ro                    the disk read-only (default: read-write)\n"
+		     "  -i, --id ID                 the disk's serial and the port's name (default: vmsh-PID of\n"
+		     "                              this process)\n"
+		     "      --no-console            no console port\n"
+		     "      --console-socket PATH   relay the port through a unix socket at PATH (default: no\n"
+		     "                              relay)\n"
+		     "      --timeout MS            how long each step may wait for the guest (default: 10000)\n"
+		     "      --vm-fd FD              the hypervisor's VM fd, when it has more than one VM\n"
+		     "  -h, --help                  this help\n\n"
+		     "exit status: 0 once a signal ended serving, 2-7 and 125 as in vmsh(1).\n");
 }
 
 /* Serve until a terminating signal (blocked since before the VM was
@@ -68,8 +81,8 @@ int cmd_serve(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "ro", no_argument, 0, 'r' },
 		{ "id", required_argument, 0, 'i' },
-		{ "no-console", no_argument, 0, 'n' },
-		{ "console-socket", required_argument, 0, 's' },
+		{ "no-console", no_argument, 0, OPT_NO_CONSOLE },
+		{ "console-socket", required_argument, 0, OPT_CONSOLE_SOCKET },
 		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
@@ -81,12 +94,12 @@ int cmd_serve(int argc, char **argv)
 	const char *socket_path = NULL;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "ri:ns:h" VM_OPTSTRING, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ri:h" VM_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
 		case 'r': o.disk_ro = true; break;
 		case 'i': o.id = optarg; break;
-		case 'n': o.console = false; break;
-		case 's': socket_path = optarg; break;
+		case OPT_NO_CONSOLE: o.console = false; break;
+		case OPT_CONSOLE_SOCKET: socket_path = optarg; break;
 		case OPT_TIMEOUT:
 		case OPT_VM_FD:
 			if (vm_option("serve", c, optarg, &t) < 0)

@@ -34,4 +34,12 @@ struct vmsh_err;
 /* Print err on stderr and map its kind to an exit code. */
 int report_error(const char *cmd, const struct vmsh_err *err);
 
+/* vmsh's version (git describe style), from main.c. */
+const char *vmsh_version(void);
+/* The head of every --json output: {"format": JSON_FORMAT, "vmsh_version": ...}.
+ * The format number changes when a field changes meaning or goes away. */
+#define JSON_FORMAT 1
+struct json_object;
+struct json_object *json_head(void);
+
 #endif

@@ -43,6 +43,11 @@ static void usage(FILE *out)
 #define VMSH_VERSION "unknown"
 #endif
 
+const char *vmsh_version(void)
+{
+	return VMSH_VERSION;
+}
+
 static pid_t guarded_child;
 
 static void forward_signal(int sig)
@@ -109,7 +114,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else if (!strcmp(a, "--version")) {
-			printf("vmsh %s\n", VMSH_VERSION);
+			printf("vmsh %s\n", vmsh_version());
 			return 0;
 		} else {
 			fprintf(stderr, "vmsh: unknown option '%s'\n", a);

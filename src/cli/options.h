@@ -9,14 +9,15 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define OPT_TIMEOUT 't'
-#define OPT_VM_FD 0x100 /* long only */
+/* Long only: a short -t would clash with attach's -t (a pty, as in ssh). */
+#define OPT_TIMEOUT 0x101
+#define OPT_VM_FD 0x100
 /* getopt_long entries; the short letters go into each command's optstring */
 #define VM_FD_OPTION { "vm-fd", required_argument, 0, OPT_VM_FD }
 #define TIMEOUT_OPTION { "timeout", required_argument, 0, OPT_TIMEOUT }
 #define VM_OPTIONS TIMEOUT_OPTION, VM_FD_OPTION
 #define VM_FD_OPTSTRING ""
-#define VM_OPTSTRING "t:"
+#define VM_OPTSTRING ""
 
 struct vm_target {
 	pid_t pid;

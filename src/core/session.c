@@ -223,6 +223,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 		return vmsh_err_prefix(err, "the helper");
 	if (klib_set_helper_args(&s->kl, o->helper_args, o->helper_args_len, o->helper_argc, err) < 0)
 		return -1;
+	size_t n_mod = 0;
+	while (n_mod < VMSH_MAX_MODULES && o->modules[n_mod])
+		n_mod++;
+	if (klib_set_modules(&s->kl, o->modules, n_mod, err) < 0)
+		return -1;
 
 	if (add_pages(s, err) < 0)
 		return -1;

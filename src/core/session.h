@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "vmsh/channel.h" /* VMSH_MAX_MODULES */
 #include "core/vm.h"
 
 struct session;
@@ -38,6 +39,7 @@ struct session_opts {
 	const char *helper_args;   /* NUL-separated arguments after argv[0] */
 	size_t helper_args_len;
 	unsigned helper_argc;
+	const char *modules[VMSH_MAX_MODULES]; /* for the helper's mounts, NULL-terminated if fewer */
 	unsigned timeout_ms;       /* for each step that waits on the guest */
 };
 

@@ -111,6 +111,9 @@ int klib_reap_stale(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 /* The device work (klib_work.c): the helper's command line (NUL-separated
  * arguments after argv[0]) for VMSH_OP_DEVICES_ADD; */
 int klib_set_helper_args(struct kernel_lib *kl, const char *args, size_t len, unsigned argc, struct vmsh_err *err);
+/* Modules the library loads by name for the helper's mounts (at most
+ * VMSH_MAX_MODULES plain words). */
+int klib_set_modules(struct kernel_lib *kl, const char *const *names, size_t n, struct vmsh_err *err);
 /* ask for op on the devices whose register pages are at dev_gpa (NULL:
  * those of the last request) and enter the library (klib_start); */
 int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev_gpa, size_t n_devs,

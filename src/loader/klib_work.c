@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/signals.h"
+#include "vmsh/helper_proto.h" /* vmsh_plain_word */
 
 /* Linux's and KVM's bound on interrupt routes (KVM_MAX_IRQ_ROUTES) */
 #define MAX_GSI 4096
@@ -24,6 +25,19 @@ int klib_set_helper_args(struct kernel_lib *kl, const char *args, size_t len, un
 	if (len)
 		memcpy(kl->chan->helper_argv, args, len);
 	kl->chan->helper_argc = argc;
+	return 0;
+}
+
+int klib_set_modules(struct kernel_lib *kl, const char *const *names, size_t n, struct vmsh_err *err)
+{
+	if (n > VMSH_MAX_MODULES)
+		return vmsh_error(err, E2BIG, "%zu modules for the helper: the library takes %d", n, VMSH_MAX_MODULES);
+	memset(kl->chan->modules, 0, sizeof(kl->chan->modules));
+	for (size_t i = 0; i < n; i++) {
+		if (!vmsh_plain_word(names[i], VMSH_MODULE_NAME - 1))
+			return vmsh_error(err, EINVAL, "module name '%s'", names[i]);
+		memcpy(kl->chan->modules[i], names[i], strlen(names[i]));
+	}
 	return 0;
 }
 

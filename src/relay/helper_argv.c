@@ -72,6 +72,10 @@ int relay_helper_argv(const struct relay_opts *o, const char *self_path, const c
 		ADD("--fstype");
 		ADD(o->fstype);
 	}
+	if (o->image_rw)
+		ADD("--rw");
+	if (o->guest_root)
+		ADD("--guest-root");
 	ADD("--");
 	if (o->cmd && o->cmd[0]) {
 		for (char *const *a = o->cmd; *a; a++)

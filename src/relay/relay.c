@@ -101,14 +101,14 @@ void relay_opts_init(struct relay_opts *o)
 
 bool relay_wants_pty(const struct relay_opts *o)
 {
-	return o->mode == RELAY_PTY || (o->mode == RELAY_AUTO && isatty(0));
+	return o->mode == RELAY_PTY || (o->mode == RELAY_AUTO && isatty(0) && isatty(1));
 }
 
 const char *relay_outcome_name(enum relay_outcome o)
 {
 	switch (o) {
 	case RELAY_EXITED: return "exited";
-	case RELAY_DETACHED: return "detached";
+	case RELAY_DISCONNECTED: return "disconnected";
 	case RELAY_SIGNALED: return "signaled";
 	case RELAY_GUEST_ERROR: return "guest error";
 	case RELAY_LOST: return "connection lost";
@@ -123,7 +123,7 @@ int relay_exit_code(const struct relay_result *r)
 {
 	switch (r->outcome) {
 	case RELAY_EXITED: return r->status;
-	case RELAY_DETACHED: return 0;
+	case RELAY_DISCONNECTED: return 128 + SIGHUP;
 	case RELAY_SIGNALED: return 128 + r->signo;
 	default: return 125;
 	}
@@ -211,7 +211,7 @@ static void read_stdin(struct relay *R)
 	if (n <= 0) {
 		R->stdin_open = false;
 		if (R->raw) { /* our terminal hung up: nobody is left to type */
-			start_detach(R, RELAY_DETACHED, 0);
+			start_detach(R, RELAY_DISCONNECTED, 0);
 			return;
 		}
 		vmsh_frame_put_hdr(R->data, VMSH_F_STDIN_EOF, 0);
@@ -222,7 +222,7 @@ static void read_stdin(struct relay *R)
 		uint8_t *esc = memchr(p, R->o->escape, n);
 		if (esc) {
 			n = esc - p;
-			start_detach(R, RELAY_DETACHED, 0);
+			start_detach(R, RELAY_DISCONNECTED, 0);
 		}
 	}
 	if (n > 0 && !R->detaching) {
@@ -580,5 +580,5 @@ out:
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	free(R.data);
 	free(R.rx);
-	return r->outcome == RELAY_EXITED || r->outcome == RELAY_DETACHED ? 0 : -1;
+	return r->outcome == RELAY_EXITED || r->outcome == RELAY_DISCONNECTED ? 0 : -1;
 }

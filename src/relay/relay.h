@@ -2,14 +2,15 @@
  * the caller's terminal or pipes on one side, the framed byte stream of
  * include/vmsh/helper_proto.h (carried by the virtio console) on the other.
  *
- * Interactive (the command runs on a pty in the guest) when stdin is a
- * terminal, unless the options say otherwise: stdin goes raw, the window
- * size follows SIGWINCH, an escape key detaches. Pipe mode otherwise:
+ * Interactive (the command runs on a pty in the guest) when stdin and stdout
+ * are terminals, unless the options say otherwise: stdin goes raw, the window
+ * size follows SIGWINCH, an escape key disconnects (the command is hung up,
+ * as when an ssh connection drops). Pipe mode otherwise:
  * stdin -> the command's stdin, EOF included; its stdout and stderr -> our
  * fds 1 and 2, apart and binary-safe; SIGINT/SIGTERM/SIGHUP are forwarded
- * to the command (a second one, later than 500 ms, gives up and detaches).
+ * to the command (a second one, later than 500 ms, gives up and disconnects).
  *
- * Whatever ends the relay (exit, detach, error, a signal to vmsh), the
+ * Whatever ends the relay (exit, disconnect, error, a signal to vmsh), the
  * terminal is restored before relay_run returns. */
 #ifndef VMSH_RELAY_H
 #define VMSH_RELAY_H
@@ -21,7 +22,7 @@
 #include "common/err.h"
 
 enum relay_mode {
-	RELAY_AUTO = 0, /* pty when stdin is a terminal, else pipes */
+	RELAY_AUTO = 0, /* pty when stdin and stdout are terminals, else pipes */
 	RELAY_PTY,
 	RELAY_PIPE,
 };
@@ -31,9 +32,11 @@ enum relay_mode {
 
 struct relay_opts {
 	enum relay_mode mode;
-	int escape;           /* byte that detaches (raw terminal only), or RELAY_ESCAPE_NONE */
+	int escape;           /* byte that disconnects (raw terminal only), or RELAY_ESCAPE_NONE */
 	const char *term;     /* TERM for the command; NULL: our $TERM */
 	const char *fstype;   /* the image's filesystem; NULL: the helper's default (ext4) */
+	bool image_rw;        /* the image read-write as / (else read-only under an overlay in guest memory) */
+	bool guest_root;      /* the command in the guest's own root, not the image */
 	pid_t target;         /* guest process whose namespaces to join; 0: the helper's default (1) */
 	char *const *cmd;     /* NULL-terminated command; NULL or empty: /bin/sh */
 	int start_timeout_ms; /* how long the helper may take to send HELLO and READY; 0: no limit */
@@ -44,12 +47,12 @@ struct relay_opts {
 /* Defaults: AUTO, Ctrl-], 60 s start timeout, signals forwarded. */
 void relay_opts_init(struct relay_opts *o);
 
-/* Whether relay_run will ask for a pty (the mode, or AUTO: isatty(0)). */
+/* Whether relay_run will ask for a pty (the mode, or AUTO: isatty(0) and isatty(1)). */
 bool relay_wants_pty(const struct relay_opts *o);
 
 enum relay_outcome {
 	RELAY_EXITED,      /* the command exited: status */
-	RELAY_DETACHED,    /* the escape key, or the terminal hung up: the helper was told to leave */
+	RELAY_DISCONNECTED, /* the escape key, or our terminal hung up: the helper hung the command up */
 	RELAY_SIGNALED,    /* vmsh got a terminating signal (signo): the helper was told to leave */
 	RELAY_GUEST_ERROR, /* the helper reported an error (in err, prefixed "guest: ") */
 	RELAY_LOST,        /* the channel closed before EXIT */
@@ -71,12 +74,13 @@ struct relay_result {
 /* Relay until the command exits or something else ends the session.
  * chan_fd: a connected stream socket (any fd that poll()s works; sockets
  * are used with MSG_DONTWAIT, so its flags are left alone). Returns 0 for
- * RELAY_EXITED and RELAY_DETACHED, -1 with err filled otherwise; r is
+ * RELAY_EXITED and RELAY_DISCONNECTED, -1 with err filled otherwise; r is
  * always filled. */
 int relay_run(int chan_fd, const struct relay_opts *o, struct relay_result *r, struct vmsh_err *err);
 
-/* The exit status vmsh should give: the command's for RELAY_EXITED, 0 for a
- * detach, 128+N for a signal, 125 (vmsh failed) for the rest. */
+/* The exit status vmsh should give: the command's for RELAY_EXITED, 129
+ * (128 + SIGHUP: the command was hung up) for a disconnect, 128+N for a
+ * signal, 125 (vmsh failed) for the rest. */
 int relay_exit_code(const struct relay_result *r);
 const char *relay_outcome_name(enum relay_outcome o);
 

@@ -30,7 +30,9 @@ def vmsh(*args, user=None, timeout=60):
 def inspect_json(pid, *extra):
     r = vmsh("inspect", "--json", *extra, str(pid))
     assert r.returncode == EXIT_NOKERNEL, f"rc={r.returncode}\n{r.stderr}"
-    return json.loads(r.stdout)
+    j = json.loads(r.stdout)
+    assert j["format"] == 1 and j["vmsh_version"].startswith("0."), j
+    return j
 
 
 def test_slot_ids_are_found_exactly(testvmm):
@@ -112,7 +114,9 @@ def test_several_vms_need_a_choice(testvmm_two_vms):
 def test_list_shows_the_vm(testvmm):
     r = vmsh("list", "--json")
     assert r.returncode == 0, r.stderr
-    entry = [e for e in json.loads(r.stdout) if e["pid"] == testvmm.pid]
+    j = json.loads(r.stdout)
+    assert j["format"] == 1 and j["vmsh_version"].startswith("0.")
+    entry = [e for e in j["processes"] if e["pid"] == testvmm.pid]
     assert len(entry) == 1
     assert entry[0]["vcpus"] == len(testvmm.truth["vms"][0]["vcpu_fds"])
     assert entry[0]["exe"].endswith("testvmm")

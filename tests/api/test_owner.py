@@ -33,7 +33,7 @@ def test_list_shows_the_owner(testvmm_binary):
         header = r.stdout.splitlines()[0].split()
         assert "UID" in header, r.stdout
         assert line.split()[header.index("UID")] == str(NOBODY), r.stdout
-        j = [v for v in json.loads(vmsh("list", "--json").stdout) if v["pid"] == vmm.pid][0]
+        j = [v for v in json.loads(vmsh("list", "--json").stdout)["processes"] if v["pid"] == vmm.pid][0]
         assert j["uid"] == NOBODY
     finally:
         vmm.stop()

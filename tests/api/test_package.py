@@ -71,7 +71,8 @@ def test_package_fields_and_contents(deb):
     # the embedded static busybox and musl are declared
     assert "busybox (= " in info and "musl (= " in info, info
     files = run(["dpkg-deb", "-c", deb])
-    for f in ["./usr/bin/vmsh", "./usr/share/bash-completion/completions/vmsh", "./usr/share/doc/vmsh/copyright",
+    for f in ["./usr/bin/vmsh", "./usr/share/bash-completion/completions/vmsh",
+              "./usr/share/zsh/vendor-completions/_vmsh", "./usr/share/doc/vmsh/copyright",
               "./usr/share/man/man1/vmsh.1.gz"] + [f"./usr/share/man/man1/vmsh-{c}.1.gz" for c in COMMANDS]:
         assert f" {f}\n" in files + "\n", f"{f} missing:\n{files}"
 

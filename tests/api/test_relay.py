@@ -344,7 +344,7 @@ def test_pty_ctrl_c_interrupts_a_foreground_command():
     assert rc == 0
 
 
-def test_pty_escape_key_detaches_and_kills_the_command():
+def test_pty_escape_key_disconnects_and_hangs_the_command_up():
     word = unique_sleep()
     t = Term(SHELL)
     c = t.child
@@ -355,11 +355,11 @@ def test_pty_escape_key_detaches_and_kills_the_command():
         time.sleep(0.05)
     assert processes_with_arg(word)
     c.sendcontrol("]")
-    c.expect_exact("relay_pair: detached")
+    c.expect_exact("relay_pair: disconnected")
     rc, transcript = t.finish()
-    assert rc == 0
+    assert rc == 129  # 128 + SIGHUP: the command was hung up, as when ssh drops
     assert "relay_pair: helper exit 0" in transcript
-    assert wait_gone(word), "the command outlived the detach"
+    assert wait_gone(word), "the command outlived the disconnect"
 
 
 def test_pty_escape_none_passes_ctrl_bracket_through():
@@ -380,9 +380,9 @@ def test_pty_other_escape_key():
     time.sleep(0.3)
     c.sendcontrol("]")  # just a byte now
     c.sendcontrol("a")
-    c.expect_exact("relay_pair: detached")
+    c.expect_exact("relay_pair: disconnected")
     rc, _ = t.finish()
-    assert rc == 0
+    assert rc == 129
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -657,22 +657,35 @@ def test_helper_bad_command_line():
 APPLETS = "sh env ls cat mount touch stty echo id readlink sleep wc head tty".split()
 
 
-def make_image(path, with_old_root_dir=True):
+def make_image(path, mount_points=True, fs="ext4", var_link=None):
+    """A busybox image: with the helper's mount points or only bin/ (then
+    var may be a symlink to var_link); ext4 or squashfs."""
     root = path.parent / (path.name + ".d")
-    for d in ["bin", "proc", "sys", "dev", "tmp", "run", "root"] + (["var/lib/vmsh"] if with_old_root_dir else []):
+    dirs = ["bin", "proc", "sys", "dev", "tmp", "run", "root", "var/lib/vmsh"] if mount_points else ["bin"]
+    for d in dirs:
         (root / d).mkdir(parents=True, exist_ok=True)
+    if var_link:
+        (root / "var").symlink_to(var_link)
     busybox = "/bin/busybox"
     (root / "bin" / "busybox").write_bytes(open(busybox, "rb").read())
     (root / "bin" / "busybox").chmod(0o755)
     for a in APPLETS:
         (root / "bin" / a).symlink_to("busybox")
-    subprocess.run(["mkfs.ext4", "-q", "-d", str(root), str(path), "8M"], check=True, capture_output=True)
+    if fs == "squashfs":
+        subprocess.run(["mksquashfs", str(root), str(path), "-quiet", "-noappend"], check=True, capture_output=True)
+    else:
+        subprocess.run(["mkfs.ext4", "-q", "-d", str(root), str(path), "8M"], check=True, capture_output=True)
+
+
+def sha256(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 class LoopImage:
-    def __init__(self, path):
-        self.dev = subprocess.run(["losetup", "-f", "--show", "-r", str(path)], check=True, capture_output=True,
-                                  text=True).stdout.strip()
+    def __init__(self, path, rw=False):
+        self.path = path
+        self.dev = subprocess.run(["losetup", "-f", "--show", *([] if rw else ["-r"]), str(path)], check=True,
+                                  capture_output=True, text=True).stdout.strip()
 
     def detach(self):
         # fails if anything still has it mounted: the private namespace must be gone
@@ -684,15 +697,15 @@ class LoopImage:
 def image(tmp_path):
     if os.geteuid() != 0:
         pytest.fail("the overlay test needs root (loop devices, mount namespaces): run the tests as root")
-    for tool in ("mkfs.ext4", "losetup", "/bin/busybox"):
+    for tool in ("mkfs.ext4", "mksquashfs", "losetup", "/bin/busybox"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             pytest.fail(f"{tool} is missing (tools/install-deps.sh installs it)", pytrace=False)
     made = []
 
-    def make(with_old_root_dir=True):
-        p = tmp_path / f"img{len(made)}.ext4"
-        make_image(p, with_old_root_dir)
-        made.append(LoopImage(p))
+    def make(mount_points=True, fs="ext4", rw=False, var_link=None):
+        p = tmp_path / f"img{len(made)}.{fs}"
+        make_image(p, mount_points, fs, var_link)
+        made.append(LoopImage(p, rw))
         return made[-1]
 
     target = subprocess.Popen(["sleep", "600"])
@@ -720,8 +733,9 @@ def test_overlay_pipe_mode(image, flavour):
     before = open("/proc/mounts").read()
     script = ("echo PATH=$PATH; ls /; echo ==; ls -a /var/lib/vmsh; echo ==; readlink /proc/self/ns/mnt; "
               "touch /tmp/ok && echo tmp-writable; touch /run/ok && echo run-writable; "
-              "touch /forbidden 2>&1; test -c /dev/null && echo dev-ok; test -d /sys/class && echo sys-ok; "
-              "exit 3")
+              "touch /written && echo root-writable; test -c /dev/null && echo dev-ok; "
+              "test -d /sys/class && echo sys-ok; exit 3")
+    digest = sha256(img.path)
     r = relay(["sh", "-c", script], helper=HELPERS[flavour], extra=overlay_args(img, image.target))
     out = r.stdout.decode()
     assert r.returncode == 3, r.stderr
@@ -731,9 +745,10 @@ def test_overlay_pipe_mode(image, flavour):
     assert set(os.listdir("/")) <= set(old_root.split())  # the guest's own / at /var/lib/vmsh
     assert os.readlink("/proc/self/ns/mnt") not in rest  # a mount namespace of its own
     assert "tmp-writable" in rest and "run-writable" in rest
-    assert "Read-only file system" in rest
+    assert "root-writable" in rest  # an overlay in memory: the image stays as it was
     assert "dev-ok" in rest and "sys-ok" in rest
     assert open("/proc/mounts").read() == before, "the overlay leaked into our mount namespace"
+    assert sha256(img.path) == digest
     no_sanitizer_report(r.stderr)
 
 
@@ -751,13 +766,50 @@ def test_overlay_pty_mode(image):
     assert rc == 4
 
 
+@pytest.mark.parametrize("fs", ["ext4", "squashfs"])
+def test_overlay_image_without_mount_points(image, fs):
+    """Any image the kernel mounts, even without the directories the helper
+    mounts on: they are made in the overlay, the image is untouched."""
+    img = image(mount_points=False, fs=fs)
+    digest = sha256(img.path)
+    extra = overlay_args(img, image.target, "--helper-arg", "--fstype", "--helper-arg", fs)
+    r = relay(["sh", "-c", "ls -a /var/lib/vmsh; echo ==; ls /; mkdir /new && echo made"], extra=extra)
+    assert r.returncode == 0, r.stderr
+    guest_root, image_root = r.stdout.decode().split("==\n")
+    assert set(os.listdir("/")) <= set(guest_root.split())
+    assert {"bin", "var", "proc", "sys", "dev", "tmp", "run"} <= set(image_root.split()) and "made" in image_root
+    assert sha256(img.path) == digest
+
+
+def test_overlay_rw_writes_land_in_the_image(image):
+    img = image(mount_points=False, rw=True)
+    extra = overlay_args(img, image.target, "--helper-arg", "--rw")
+    r = relay(["sh", "-c", "echo kept > /root-file && ls /var/lib/vmsh >/dev/null && echo ok"], extra=extra)
+    assert r.returncode == 0 and b"ok" in r.stdout, r.stderr
+    out = subprocess.run(["debugfs", "-R", "cat /root-file", str(img.path)], capture_output=True, text=True)
+    assert out.stdout == "kept\n", out
+
+
+@pytest.mark.parametrize("rw", [False, True])
+def test_overlay_never_makes_mount_points_through_a_symlink(image, tmp_path, rw):
+    """An image whose /var is a symlink to an absolute path: making
+    /var/lib/vmsh through it would create directories in the guest's own
+    file system (what the helper's namespace still shows). Refused."""
+    outside = tmp_path / "outside"
+    img = image(mount_points=False, rw=rw, var_link=str(outside))
+    extra = overlay_args(img, image.target, *(["--helper-arg", "--rw"] if rw else []))
+    r = relay(["true"], extra=extra)
+    assert r.returncode == 125, r.stderr
+    assert b"/var (a symlink or not a directory) cannot be a mount point" in r.stderr, r.stderr
+    assert not outside.exists()
+
+
 @pytest.mark.parametrize("case,expect", [
     ("fstype", b"unknown filesystem type nosuchfs (is the nosuchfs module available?)"),
     ("target", b"no process"),
-    ("no-old-root-dir", b"has no /var/lib/vmsh directory"),
 ])
 def test_overlay_setup_errors(image, case, expect):
-    img = image(with_old_root_dir=case != "no-old-root-dir")
+    img = image()
     target = 0x7ffffff0 if case == "target" else image.target
     extra = overlay_args(img, target)
     if case == "fstype":

@@ -1,6 +1,6 @@
 """Drives `vmsh attach` on a pty (run on the KVM host by test_attach.py):
-prompt, the guest's root, window size and resize, Ctrl-C, detach with
-Ctrl-], and the terminal settings restored. Prints one JSON line.
+the banner, prompt, the guest's root, window size and resize, Ctrl-C,
+disconnect with Ctrl-] (exit status 129), and the terminal settings restored. Prints one JSON line.
 
 usage: attach_pty.py VMSH PID [kill-worker]
 kill-worker: at the prompt, SIGKILL vmsh's worker process (the one in raw
@@ -20,6 +20,8 @@ res = {}
 wrapper = f"stty -g > /run/stty-before; {vmsh} attach {pid}; st=$?; stty -g > /run/stty-after; exit $st"
 child = pexpect.spawn("sh", ["-c", wrapper], dimensions=(30, 100), timeout=120, encoding="utf-8")
 try:
+    child.expect(r"Connected to VM (.*) \(pid (\d+)\)\. Escape character is \^\]\.\r\n")
+    res["banner"] = [child.match.group(1), int(child.match.group(2))]
     child.expect(r"[#$] ")
     res["prompt"] = True
     if kill_worker:
@@ -67,10 +69,13 @@ try:
     res["ctrl_c"] = "SLEPT" not in child.before.replace("SL''EPT", "") and time.monotonic() - t0 < 30
     if not res["ctrl_c"]:
         res["ctrl_c_output"] = child.before
+    child.sendline("sleep 3000")  # in the foreground: hung up with the shell, as over ssh
+    time.sleep(1)
     child.sendcontrol("]")
+    child.expect(r"disconnected", timeout=120)
     child.expect(pexpect.EOF, timeout=120)
     child.close()
-    res["detached"] = True
+    res["disconnected"] = True
     res["exit_status"] = child.exitstatus
     res["stty_restored"] = open("/run/stty-before").read() == open("/run/stty-after").read()
 except Exception as e:

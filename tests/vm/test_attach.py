@@ -90,7 +90,11 @@ def test_interactive_shell_on_a_pty(guest, host, vmsh_bin):
     assert res["size"] == "30 100", res
     assert res["resized"] == "40 120", res
     assert res["ctrl_c"], res
-    assert res["detached"] and res["exit_status"] == 0, res
+    assert res["banner"] == [guest.name, guest.pid], res
+    # Ctrl-] disconnects: the shell and what it started are hung up, vmsh
+    # says so and exits 128 + SIGHUP
+    assert res["disconnected"] and res["exit_status"] == 129, res
+    assert guest.console("ps | grep -c '[s]leep 3000' || true").strip() == "0"
     assert res["stty_restored"], res
 
 
@@ -199,6 +203,56 @@ def test_image_built_from_a_directory(any_guest, host, vmsh_bin):
     # command's own statuses stay unambiguous
     r = attach(host, vmsh_bin, guest, "true", opts=("-f", "/run/no-such-image.img"))
     assert r.rc == 125 and "no-such-image" in r.stderr
+
+
+def test_any_image_read_only_with_an_overlay_or_read_write(any_guest, host, vmsh_bin):
+    """Issue 15: a squashfs image without the helper's mount points works
+    (they are made in an overlay in guest memory; / is writable and the
+    image stays as it was); an ext4 image with --rw gets what the command
+    writes under /, checked on the host after detach; a second --rw user of
+    the same image is refused before anything touches the VM."""
+    guest = any_guest
+    d = "/run/vmsh-anyimg"
+    host.check(f"rm -rf {d} {d}.sq {d}.ext4 && mkdir -p {d}/bin && cp /bin/busybox {d}/bin/ && "
+               f"for a in sh cat ls echo sleep; do ln -s busybox {d}/bin/$a; done && echo squashed > {d}/hello && "
+               f"mksquashfs {d} {d}.sq -quiet -noappend && mke2fs -q -t ext4 -d {d} {d}.ext4 16M && "
+               f"sha256sum {d}.sq > {d}.sum")
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "cat /hello; echo x > /scratch && cat /scratch; ls /var/lib/vmsh",
+               opts=("-f", f"{d}.sq"))
+    assert r.rc == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[:2] == ["squashed", "x"] and "init" in lines, r.stdout
+    host.check(f"sha256sum -c --quiet {d}.sum")  # the image as it was
+
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo landed > /written-by-vmsh; sleep 1",
+               opts=("-f", f"{d}.ext4", "--rw"))
+    assert r.rc == 0, r.stderr
+    assert host.check(f"debugfs -R 'cat /written-by-vmsh' {d}.ext4 2>/dev/null").strip() == "landed"
+    assert "lib" in host.check(f"debugfs -R 'ls -l /var' {d}.ext4 2>/dev/null")  # mount points made in it
+
+    # the image held --rw by one vmsh: a second one is refused at once
+    held = host.exec(f"flock -x {d}.ext4 sleep 20 & sleep 1; {shlex.quote(vmsh_bin)} attach -f {d}.ext4 -w "
+                     f"{guest.pid} -- true; echo rc=$?; kill %1", 60)
+    assert "rc=125" in held.stdout and "in use by another vmsh" in held.stderr, (held.stdout, held.stderr)
+    r = attach(host, vmsh_bin, guest, "true", opts=("-f", "/etc/hostname"))
+    assert r.rc == 125 and "no file system vmsh knows" in r.stderr, r.stderr
+    host.check(f"rm -rf {d} {d}.sq {d}.ext4 {d}.sum")
+
+
+def test_guest_root_runs_the_guests_own_tools(any_guest, host, vmsh_bin):
+    """--guest-root: the command sees the guest's / (its /init, its busybox),
+    not vmsh's toolbox, and still the guest's /proc."""
+    guest = any_guest
+    marker = guest.console("echo guest-own-$$ > /root/vmsh-marker && cat /root/vmsh-marker").strip()
+    init = guest.console("cat /proc/1/comm").strip()
+    r = attach(host, vmsh_bin, guest, "sh", "-c",
+               "cat /root/vmsh-marker; test -d /var/lib/vmsh/bin && echo toolbox-visible; cat /proc/1/comm",
+               opts=("--guest-root",))
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == [marker, init], r.stdout
+    r = attach(host, vmsh_bin, guest, "true", opts=("-g", "-f", "/etc/hostname"))
+    assert r.rc == 125 and "no -f IMAGE" in r.stderr, r.stderr
+    guest.console("rm -f /root/vmsh-marker")
 
 
 def test_precreated_helper_files_do_not_block_attach(guest, host, vmsh_bin):

@@ -121,7 +121,7 @@ def test_inspect_leaves_guest_and_hypervisor_as_they_were(guest, host, vmsh_bin)
 def test_list_names_the_vm(guest, host, vmsh_bin):
     r = run_vmsh(host, vmsh_bin, "list", "--json")
     assert r.rc == 0, r.stderr
-    mine = [e for e in json.loads(r.stdout) if e["pid"] == guest.pid]
+    mine = [e for e in json.loads(r.stdout)["processes"] if e["pid"] == guest.pid]
     assert len(mine) == 1
     assert mine[0]["name"] == guest.name
     assert mine[0]["vcpus"] >= 1 and mine[0]["ram_source"] == "cmdline"

@@ -32,7 +32,7 @@ _vmsh()
 	inspect) opts="--json --vm-fd --symbol" ;;
 	library) opts="--cycles --timeout --vm-fd" ;;
 	serve) opts="--ro --id --no-console --console-socket --timeout --vm-fd" ;;
-	attach) opts="--file --target --escape --pty --pipe --timeout --vm-fd" ;;
+	attach) opts="--file --rw --guest-root --pty --pipe --target --escape --timeout --vm-fd" ;;
 	coredump) opts="--stop --live --force --vm-fd" ;;
 	image) opts="build --size --force" ;;
 	help)
