@@ -22,7 +22,7 @@
 #include "common/err.h"
 
 #define HELPER_VERSION "vmsh-helper 1"
-#define HELPER_PATH "/bin:/sbin:/usr/bin:/usr/sbin"
+#define HELPER_PATH "/usr/local/sbin:/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin"
 
 /* The command line, validated. */
 /* where the guest's own root shows in the image */

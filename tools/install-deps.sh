@@ -20,7 +20,7 @@ pkgs=(
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
 	# the Debian-rootfs test guest (tools/guest/build-debian-rootfs.sh)
 	mmdebstrap
-	xz-utils zstd lz4 gzip python3 python3-pytest python3-pytest-xdist python3-pexpect util-linux procps
+	xz-utils zstd lz4 gzip python3 python3-apt python3-pytest python3-pytest-xdist python3-pexpect util-linux procps
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -120,10 +120,17 @@ static int open_image(const char *path, bool rw, const char **fstype)
 		return -1;
 	}
 	if (flock(fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
-		fprintf(stderr, "vmsh attach: image %s is in use by another vmsh%s\n", path,
-			rw ? " (--rw needs it alone)" : " with --rw");
-		close(fd);
-		return -1;
+		if (errno == EWOULDBLOCK) {
+			fprintf(stderr, "vmsh attach: image %s is in use by another vmsh%s\n", path,
+				rw ? " (--rw needs it alone)" : " with --rw");
+			close(fd);
+			return -1;
+		}
+		/* a file system without locks (some network ones): nothing to
+		 * guard with, which matters only for writing */
+		if (rw)
+			log_info("vmsh attach: image %s cannot be locked (%s): make sure nothing else uses it", path,
+				 strerror(errno));
 	}
 	return fd;
 }

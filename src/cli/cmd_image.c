@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "common/num.h"
+#include "vmsh/helper_proto.h" /* vmsh_plain_word */
 
 extern char **environ;
 
@@ -36,18 +37,27 @@ static int add_entry(const char *path, const struct stat *st, int flag, struct F
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh image build [--size MIB] [-F] DIR IMAGE\n\n"
-		     "Make IMAGE, an ext4 file system with the contents of DIR, for `vmsh attach -f IMAGE`.\n"
-		     "Commands run with the image as their root (read-only), so DIR should hold what they\n"
-		     "need: static binaries, or binaries with their libraries. The directories the helper\n"
-		     "mounts on (var/lib/vmsh, proc, sys, dev, tmp, run) are added to the image (DIR is\n"
-		     "only read). An existing IMAGE is replaced only with --force, and only once the new\n"
-		     "one is complete. Needs mke2fs and debugfs (e2fsprogs).\n\n"
+	fprintf(out, "usage: vmsh image build [--size MIB] [-F] DIR IMAGE\n"
+		     "       vmsh image build --package NAME[,NAME...]... [--from-dir DIR] [--suite SUITE]\n"
+		     "                        [--mirror URL] [--size MIB] [-F] IMAGE\n\n"
+		     "Make IMAGE, an ext4 file system for `vmsh attach -f IMAGE`: with the contents of DIR, or\n"
+		     "with Debian packages and everything they depend on (mmdebstrap, the essential set plus\n"
+		     "NAMEs, from SUITE of the mirror), with DIR's files on top. Commands run with the image\n"
+		     "as their root, so it should hold what they need: static binaries, binaries with their\n"
+		     "libraries, or packages. The directories the helper mounts on (var/lib/vmsh, proc, sys,\n"
+		     "dev, tmp, run) are added to the image (DIR is only read). An existing IMAGE is replaced\n"
+		     "only with --force, and only once the new one is complete; a failed build leaves nothing.\n"
+		     "Needs mke2fs and debugfs (e2fsprogs), and mmdebstrap for --package.\n\n"
 		     "options:\n"
-		     "      --size MIB  the file system's size (default: the contents and a quarter more,\n"
-		     "                  4 KiB per file, 16 MiB)\n"
-		     "  -F, --force     replace an existing IMAGE\n"
-		     "  -h, --help      this help\n");
+		     "      --package NAMES  Debian packages to install (repeatable, comma-separated)\n"
+		     "      --from-dir DIR   files copied over the packages' tree\n"
+		     "      --suite SUITE    the Debian release (default: this host's, else bookworm)\n"
+		     "      --mirror URL     the Debian mirror, e.g. a local one for offline builds (default:\n"
+		     "                       $VMSH_DEBIAN_MIRROR, else http://deb.debian.org/debian)\n"
+		     "      --size MIB       the file system's size (default: the contents and a quarter more,\n"
+		     "                       4 KiB per file, 16 MiB)\n"
+		     "  -F, --force          replace an existing IMAGE\n"
+		     "  -h, --help           this help\n");
 }
 
 static int run(char *const argv[], const char *what)
@@ -55,7 +65,8 @@ static int run(char *const argv[], const char *what)
 	pid_t pid;
 	int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
 	if (rc) {
-		fprintf(stderr, "vmsh image: cannot run %s: %s (install e2fsprogs)\n", argv[0], strerror(rc));
+		fprintf(stderr, "vmsh image: cannot run %s: %s (install %s)\n", argv[0], strerror(rc),
+			strcmp(argv[0], "mmdebstrap") ? "e2fsprogs" : argv[0]);
 		return -1;
 	}
 	int wst;
@@ -112,56 +123,83 @@ static int add_mount_points(const char *image)
 	return rc;
 }
 
-int cmd_image(int argc, char **argv)
+/* rm -rf, for the package tree (nftw: depth first, never across a link) */
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
 {
-	uint64_t size_mib = 0;
-	bool force = false;
-	int i = 1;
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		usage(stdout);
-		return 0;
+	(void)st;
+	(void)flag;
+	(void)f;
+	remove(path);
+	return 0;
+}
+
+/* The host's Debian release (VERSION_CODENAME of /etc/os-release), else bookworm. */
+static void host_suite(char *out, size_t cap)
+{
+	snprintf(out, cap, "bookworm");
+	FILE *f = fopen("/etc/os-release", "re");
+	if (!f)
+		return;
+	char line[256];
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "VERSION_CODENAME=", 17))
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		size_t l = strlen(line + 17);
+		if (l && l < cap && vmsh_plain_word(line + 17, 63))
+			memcpy(out, line + 17, l + 1);
 	}
-	if (argc < 2 || strcmp(argv[i++], "build")) {
-		usage(stderr);
-		return EXIT_VMSH_USAGE;
+	fclose(f);
+}
+
+struct build_opts {
+	uint64_t size_mib;
+	bool force;
+	char packages[4096]; /* comma-separated, "" for a DIR build */
+	const char *from_dir, *suite, *mirror;
+};
+
+/* The packages and their dependencies installed into tmp/root (mmdebstrap,
+ * essential variant, in root mode as root, else in a user namespace), with
+ * from_dir's files copied on top. 0, or -1 after saying why. */
+static int package_tree(const struct build_opts *b, const char *root)
+{
+	char include[4200], suite[64];
+	snprintf(include, sizeof(include), "--include=%s", b->packages);
+	if (b->suite)
+		snprintf(suite, sizeof(suite), "%s", b->suite);
+	else
+		host_suite(suite, sizeof(suite));
+	const char *mirror = b->mirror ? b->mirror : getenv("VMSH_DEBIAN_MIRROR");
+	char *args[] = { "mmdebstrap", "--quiet", "--variant=essential",
+			 geteuid() == 0 ? "--mode=root" : "--mode=unshare", include, "--format=directory", suite,
+			 (char *)root, (char *)(mirror ? mirror : "http://deb.debian.org/debian"), NULL };
+	if (run(args, "mmdebstrap (the packages and their dependencies)") < 0)
+		return -1;
+	if (b->from_dir) {
+		/* tar, not cp: DIR's bin/ lands in the tree's /bin, a symlink to
+		 * usr/bin since Debian merged /usr */
+		char *cp[] = { "sh", "-c", "tar -C \"$1\" -cf - . | tar -C \"$2\" --keep-directory-symlink -xpf -", "sh",
+			       (char *)b->from_dir, (char *)root, NULL };
+		if (run(cp, "copying --from-dir") < 0)
+			return -1;
 	}
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (!strcmp(argv[i], "--force") || !strcmp(argv[i], "-F")) {
-			force = true;
-		} else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
-			if (parse_u64(argv[++i], 1, 1ULL << 24, &size_mib) < 0) {
-				fprintf(stderr, "vmsh image: --size %s: want a whole number of MiB, 1 to 16777216\n",
-					argv[i]);
-				return EXIT_VMSH_USAGE;
-			}
-		} else {
-			usage(stderr);
-			return EXIT_VMSH_USAGE;
-		}
-	}
-	if (argc - i != 2) {
-		usage(stderr);
-		return EXIT_VMSH_USAGE;
-	}
-	const char *dir = argv[i], *out = argv[i + 1];
-	struct stat st;
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "vmsh image: %s is not a directory\n", dir);
-		return EXIT_VMSH_USAGE;
-	}
-	if (!force && lstat(out, &st) == 0) {
-		fprintf(stderr, "vmsh image: %s exists (--force replaces it once the new image is complete)\n", out);
-		return EXIT_VMSH_FAILED;
-	}
+	return 0;
+}
+
+/* IMAGE from the tree at dir: sized, made under a temporary name next to
+ * IMAGE, the mount points added, renamed over IMAGE at the end. */
+static int image_from_tree(const struct build_opts *b, const char *dir, const char *out)
+{
 	tree_bytes = 0;
 	tree_files = 0;
 	if (nftw(dir, add_entry, 64, FTW_PHYS) < 0) {
 		fprintf(stderr, "vmsh image: reading %s: %s\n", dir, strerror(errno));
 		return EXIT_VMSH_FAILED;
 	}
+	uint64_t size_mib = b->size_mib;
 	if (!size_mib) /* contents, inodes and journal, with room to spare */
 		size_mib = ((tree_bytes * 5 / 4 + tree_files * 4096ULL) >> 20) + 16;
-	/* a temporary file next to IMAGE, renamed over it at the end */
 	char tmp[4200];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", out) >= (int)sizeof(tmp)) {
 		fprintf(stderr, "vmsh image: %s: name too long\n", out);
@@ -183,6 +221,103 @@ int cmd_image(int argc, char **argv)
 		unlink(tmp);
 		return EXIT_VMSH_FAILED;
 	}
-	printf("%s: ext4, %llu MiB, %lu entries from %s\n", out, (unsigned long long)size_mib, tree_files, dir);
+	printf("%s: ext4, %llu MiB, %lu entries from %s\n", out, (unsigned long long)size_mib, tree_files,
+	       b->packages[0] ? b->packages : dir);
 	return 0;
+}
+
+static int add_packages(struct build_opts *b, const char *list)
+{
+	size_t used = strlen(b->packages);
+	for (const char *p = list; *p; p++)
+		if (!(*p == ',' || *p == '-' || *p == '.' || *p == '+' || *p == ':' || *p == '=' ||
+		      (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) {
+			fprintf(stderr, "vmsh image: --package %s: not a Debian package name\n", list);
+			return -1;
+		}
+	if (!list[0] || used + 1 + strlen(list) >= sizeof(b->packages)) {
+		fprintf(stderr, "vmsh image: --package: %s\n", list[0] ? "too many packages" : "empty");
+		return -1;
+	}
+	snprintf(b->packages + used, sizeof(b->packages) - used, "%s%s", used ? "," : "", list);
+	return 0;
+}
+
+int cmd_image(int argc, char **argv)
+{
+	struct build_opts b = { 0 };
+	int i = 1;
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc < 2 || strcmp(argv[i++], "build")) {
+		usage(stderr);
+		return EXIT_VMSH_USAGE;
+	}
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(o, "--force") || !strcmp(o, "-F")) {
+			b.force = true;
+			continue;
+		}
+		if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!v || (strcmp(o, "--size") && strcmp(o, "--package") && strcmp(o, "--from-dir") &&
+			   strcmp(o, "--suite") && strcmp(o, "--mirror"))) {
+			usage(stderr);
+			return EXIT_VMSH_USAGE;
+		}
+		i++;
+		if (!strcmp(o, "--size") && parse_u64(v, 1, 1ULL << 24, &b.size_mib) < 0) {
+			fprintf(stderr, "vmsh image: --size %s: want a whole number of MiB, 1 to 16777216\n", v);
+			return EXIT_VMSH_USAGE;
+		}
+		if (!strcmp(o, "--package") && add_packages(&b, v) < 0)
+			return EXIT_VMSH_USAGE;
+		if (!strcmp(o, "--from-dir"))
+			b.from_dir = v;
+		if (!strcmp(o, "--suite")) {
+			if (!vmsh_plain_word(v, 63)) {
+				fprintf(stderr, "vmsh image: --suite %s: not a release name\n", v);
+				return EXIT_VMSH_USAGE;
+			}
+			b.suite = v;
+		}
+		if (!strcmp(o, "--mirror"))
+			b.mirror = v;
+	}
+	bool packages = b.packages[0] != '\0';
+	if (argc - i != (packages ? 1 : 2) || (!packages && (b.from_dir || b.suite || b.mirror))) {
+		usage(stderr);
+		return EXIT_VMSH_USAGE;
+	}
+	const char *dir = packages ? b.from_dir : argv[i], *out = argv[argc - 1];
+	struct stat st;
+	if (dir && (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))) {
+		fprintf(stderr, "vmsh image: %s is not a directory\n", dir);
+		return EXIT_VMSH_USAGE;
+	}
+	if (!b.force && lstat(out, &st) == 0) {
+		fprintf(stderr, "vmsh image: %s exists (--force replaces it once the new image is complete)\n", out);
+		return EXIT_VMSH_FAILED;
+	}
+	if (!packages)
+		return image_from_tree(&b, dir, out);
+	/* the packages' tree in a scratch directory, removed whatever happens */
+	const char *tmpdir = getenv("TMPDIR");
+	char work[4200], root[4300];
+	snprintf(work, sizeof(work), "%s/vmsh-image-XXXXXX", tmpdir && tmpdir[0] == '/' ? tmpdir : "/var/tmp");
+	if (!mkdtemp(work)) {
+		fprintf(stderr, "vmsh image: scratch directory %s: %s\n", work, strerror(errno));
+		return EXIT_VMSH_FAILED;
+	}
+	snprintf(root, sizeof(root), "%s/root", work);
+	int rc = package_tree(&b, root) < 0 ? EXIT_VMSH_FAILED : image_from_tree(&b, root, out);
+	if (rc)
+		fprintf(stderr, "vmsh image: %s not written\n", out);
+	nftw(work, remove_entry, 64, FTW_DEPTH | FTW_PHYS);
+	return rc;
 }

@@ -74,3 +74,42 @@ def test_bad_size_is_a_usage_error(src, tmp_path, size):
     assert r.returncode == 2, r.stderr
     assert "size" in r.stderr
     assert not (tmp_path / "d.img").exists()
+
+
+def test_image_from_debian_packages_with_files_on_top(src, tmp_path):
+    """--package: Debian's essential set, the package and its dependencies
+    (mmdebstrap from the configured mirror), --from-dir's files on top, the
+    mount points; the scratch tree is gone afterwards."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    img = tmp_path / "p.img"
+    r = subprocess.run([VMSH, "image", "build", "--package", "busybox-static", "--from-dir", str(src), str(img)],
+                       capture_output=True, text=True, timeout=1200, env=dict(os.environ, TMPDIR=str(scratch)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "busybox-static" in r.stdout
+    usr_bin = debugfs_ls(img, "/usr/bin")  # /bin is a symlink to it (merged /usr)
+    assert "tool" in usr_bin and "busybox" in usr_bin
+    assert "dpkg" in debugfs_ls(img, "/var/lib")          # the essential set came along
+    assert "vmsh" in debugfs_ls(img, "/var/lib")
+    status = subprocess.run(["debugfs", "-R", "cat /var/lib/dpkg/status", str(img)], capture_output=True,
+                            text=True).stdout
+    assert "Package: busybox-static\nStatus: install ok installed" in status
+    assert os.listdir(scratch) == []
+
+
+def test_failed_package_build_leaves_nothing(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    img = tmp_path / "q.img"
+    r = subprocess.run([VMSH, "image", "build", "--package", "no-such-package-vmsh-test", str(img)],
+                       capture_output=True, text=True, timeout=1200, env=dict(os.environ, TMPDIR=str(scratch)))
+    assert r.returncode == 125, r.stderr[-2000:]
+    assert "mmdebstrap" in r.stderr and "not written" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["scratch"] and os.listdir(scratch) == []
+
+
+@pytest.mark.parametrize("args", [["--package", "Bad Name", "x.img"], ["--package", "a", "dir", "x.img"],
+                                  ["--from-dir", "d", "dir", "x.img"], ["--suite", "../x", "--package", "a", "x.img"]])
+def test_package_options_are_checked(tmp_path, args):
+    r = build(*args)
+    assert r.returncode == 2, r.stderr

@@ -739,7 +739,7 @@ def test_overlay_pipe_mode(image, flavour):
     r = relay(["sh", "-c", script], helper=HELPERS[flavour], extra=overlay_args(img, image.target))
     out = r.stdout.decode()
     assert r.returncode == 3, r.stderr
-    assert "PATH=/bin:/sbin:/usr/bin:/usr/sbin" in out
+    assert "PATH=/usr/local/sbin:/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin" in out
     image_root, old_root, rest = out.split("==\n")
     assert "lost+found" in image_root and "etc" not in image_root.split()
     assert set(os.listdir("/")) <= set(old_root.split())  # the guest's own / at /var/lib/vmsh

@@ -7,9 +7,14 @@ and a later run removes it once the work has finished.
 
 pc-6.1 and microvm-6.12 run in `make check`; the rest of the machine x
 kernel matrix is marked `matrix`."""
+import fcntl
+import hashlib
+import json
 import os
 import re
 import shlex
+import subprocess
+import tempfile
 
 import pytest
 
@@ -87,6 +92,60 @@ def test_attach_serve_and_package_scan(debian_guest, host, vmsh_bin):
     assert hypervisor_fds(host, g.pid) == before
     assert vmsh_memfds(host, g.pid) == 0
     assert_guest_clean(g, base)
+
+
+def scanner_image(vmsh_bin):
+    """The version-aware scanner's image (tools/pkgscan.py on python3 and
+    python3-apt from Debian, `vmsh image build --package`), built on this
+    host once per scanner version into the test cache (mmdebstrap: ~1 min)."""
+    src = open(os.path.join(ROOT, "tools", "pkgscan.py"), "rb").read()
+    key = hashlib.sha256(src + b"python3,python3-apt").hexdigest()[:16]
+    d = os.path.join(harness.CACHE, "images")
+    os.makedirs(d, exist_ok=True)
+    img = os.path.join(d, f"pkgscan-{key}.img")
+    with open(os.path.join(d, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(img):
+            with tempfile.TemporaryDirectory() as t:
+                os.makedirs(os.path.join(t, "usr/local/bin"))
+                tool = os.path.join(t, "usr/local/bin/vmsh-pkgscan")
+                with open(tool, "wb") as f:
+                    f.write(src)
+                os.chmod(tool, 0o755)
+                r = subprocess.run([vmsh_bin, "image", "build", "--package", "python3,python3-apt", "--from-dir", t,
+                                    img], capture_output=True, text=True, timeout=1800)
+                assert r.returncode == 0, r.stderr[-3000:]
+    return img
+
+
+def test_version_aware_scan_from_a_package_image(debian_guest, host, vmsh_bin):
+    """Issue 15: the scanner runs from an image built from Debian packages,
+    against the guest's own dpkg database and release, with tracker data
+    made from the guest's real versions: bash fixed in a newer version and
+    systemd unfixed are found, dpkg fixed in exactly its version and
+    coreutils never affected are not; exit status 1."""
+    g = debian_guest
+    img = scanner_image(vmsh_bin)
+    src = dict(l.split() for l in g.console("dpkg-query -W -f '${source:Package} ${source:Version}\\n' "
+                                            "bash dpkg coreutils systemd | sort -u", 120).splitlines())
+    assert set(src) == {"bash", "dpkg", "coreutils", "systemd"}, src
+
+    def entry(status, fixed=None):
+        r = {"status": status, "urgency": "high"}
+        if fixed:
+            r["fixed_version"] = fixed
+        return {"releases": {"bookworm": r}}
+    tracker = {"bash": {"CVE-2099-1001": entry("resolved", src["bash"] + "+vmsh1")},
+               "systemd": {"CVE-2099-1002": entry("open")},
+               "dpkg": {"CVE-2099-1003": entry("resolved", src["dpkg"])},
+               "coreutils": {"CVE-2099-1004": entry("resolved", "0")}}
+    r = host.exec(vmsh_cmd(vmsh_bin, "attach", *SETUP, "-f", img, g.pid, "--", "vmsh-pkgscan"), 900,
+                  input=json.dumps(tracker))
+    assert r.rc == 1, (r.stdout[-3000:], r.stderr)
+    hits = [l.split() for l in r.stdout.splitlines() if l.startswith("VULNERABLE ")]
+    assert {h[3] for h in hits} == {"bash", "systemd"}, r.stdout
+    assert ["bash", "CVE-2099-1001", "fixed-in", src["bash"] + "+vmsh1"] in [[h[3], *h[4:7]] for h in hits]
+    assert re.search(r"vmsh-pkgscan: \d+ packages installed \(bookworm\)", r.stdout), r.stdout
 
 
 STALL = """#!/bin/sh
