@@ -8,6 +8,8 @@ pkgs=(
 	gcc make pkg-config libjson-c-dev libseccomp-dev
 	# man pages, the Debian package (make man, make deb) and its checks
 	scdoc debhelper lintian
+	# the Ansible connection plugin and its tests
+	ansible-core
 	# the zsh completion's test
 	zsh
 	# unit tests
