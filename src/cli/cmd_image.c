@@ -318,6 +318,7 @@ int cmd_image(int argc, char **argv)
 	int rc = package_tree(&b, root) < 0 ? EXIT_VMSH_FAILED : image_from_tree(&b, root, out);
 	if (rc)
 		fprintf(stderr, "vmsh image: %s not written\n", out);
-	nftw(work, remove_entry, 64, FTW_DEPTH | FTW_PHYS);
+	/* never across a mount point: a failed mmdebstrap may leave /proc or /dev mounted in the tree */
+	nftw(work, remove_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	return rc;
 }

@@ -64,10 +64,13 @@ for d in /sys/class/virtio-ports/*; do
 done
 echo "VMSH-L1-READY kvm=$([ -c /dev/kvm ] && echo yes || echo no) port=$port"
 
+# vmsh's kernel cache (src/core/kcache.h) for the session, where a host
+# keeps it in /var/cache/vmsh (read-only here): each kernel build is searched
+# once per emulated host, as on a host vmsh runs on repeatedly.
 # PID 1 stays this loop (ash reaps orphans while it waits).
 while :; do
 	chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
+		HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 VMSH_CACHE_DIR=/run/vmsh-cache \
 		"$python" "$agent" --serve "$port"
 	echo "vmsh-l1-init: agent exited ($?), restarting"
 	sleep 1
