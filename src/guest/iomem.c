@@ -7,6 +7,7 @@
 #include "guest/iomem.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define RES_START 0
@@ -35,18 +36,33 @@ static int read_res(struct guest_mem *gm, const struct guest_kernel *k, uint64_t
 	return kernel_read_virt(gm, k, va, buf, RES_SIZE);
 }
 
-static const struct res_layout *detect_layout(struct guest_mem *gm, const struct guest_kernel *k, uint64_t root_va)
+/* The layout whose links hold on the root and its first child; NULL with
+ * the reason in why (what a failure needs to be understood: a root or a
+ * child that cannot be read, and where its translation led). */
+static const struct res_layout *detect_layout(struct guest_mem *gm, const struct guest_kernel *k, uint64_t root_va,
+					      char *why, size_t cap)
 {
 	uint8_t root[RES_SIZE], child[RES_SIZE];
-	if (read_res(gm, k, root_va, root) < 0)
+	snprintf(why, cap, "no layout fits");
+	if (read_res(gm, k, root_va, root) < 0) {
+		snprintf(why, cap, "the root is not readable");
 		return NULL;
+	}
 	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
 		const struct res_layout *l = &layouts[i];
 		uint64_t c = rd64(root + l->child);
 		if (rd64(root + l->parent) != 0 || c == 0)
 			continue;
-		if (read_res(gm, k, c, child) == 0 && rd64(child + l->parent) == root_va)
+		int rc = read_res(gm, k, c, child);
+		if (rc == 0 && rd64(child + l->parent) == root_va)
 			return l;
+		struct pt_mapping m = { 0 };
+		int tr = pt_translate(&k->pt, c, &m);
+		uint64_t pa = m.pa + (c - m.va);
+		snprintf(why, cap, "its first child %#llx %s (parent %#llx; %s %#llx%s)", (unsigned long long)c,
+			 rc ? "is not readable" : "does not point back", rc ? 0ULL : (unsigned long long)rd64(child + l->parent),
+			 tr ? "no translation, root" : "physical", tr ? (unsigned long long)k->pt.root : (unsigned long long)pa,
+			 tr || guest_mem_find(gm, pa) ? "" : ", not in the memory map");
 	}
 	return NULL;
 }
@@ -57,10 +73,11 @@ int iomem_read(struct guest_mem *gm, const struct guest_kernel *k, struct iomem_
 	uint64_t root_va;
 	if (ksymtab_lookup(&k->ksyms, "iomem_resource", &root_va) < 0)
 		return vmsh_error(err, ENOENT, "iomem_resource is not exported by the guest kernel");
-	const struct res_layout *l = detect_layout(gm, k, root_va);
+	char why[200];
+	const struct res_layout *l = detect_layout(gm, k, root_va, why, sizeof(why));
 	if (!l)
-		return vmsh_error(err, EINVAL, "iomem_resource at %#llx does not look like a resource tree",
-				  (unsigned long long)root_va);
+		return vmsh_error(err, EINVAL, "iomem_resource at %#llx does not look like a resource tree: %s",
+				  (unsigned long long)root_va, why);
 	/* iterative pre-order walk, bounded in entries and depth */
 	uint64_t stack[5];
 	int depth = 0;

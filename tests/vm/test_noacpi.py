@@ -66,7 +66,7 @@ def test_attach_and_serve_without_acpi(noacpi_guest, host, vmsh_bin):
     res = json.loads(host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}",
                                 600).strip().splitlines()[-1])
     assert res["prompt"] and res["guest_root"] and res["ps"], res
-    assert res["detached"] and res["exit_status"] == 0 and res["stty_restored"], res
+    assert res["disconnected"] and res["exit_status"] == 129 and res["stty_restored"], res
 
     # the device path: every byte of a served disk, through the interrupt line
     disk, digest = make_disk(host, "noacpi.img", 16)
