@@ -115,14 +115,14 @@ def hypervisor_resources(host, pid):
 
 @pytest.mark.soak
 def test_attach_detach_cycles_leak_nothing(guest_factory, host, vmsh_bin):
-    """10 attach/detach cycles in make check, 100 in make soak."""
+    """5 attach/detach cycles in make check, 100 in make soak."""
     guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-cycles")
     attach(host, vmsh_bin, guest, "true")  # first use loads the modules
     traces = guest_traces(guest)
     mem0, res0 = guest_resources(guest)
     hyp0 = hypervisor_resources(host, guest.pid)
     fds0 = hyp0.split()[:2]
-    n = int(os.environ.get("VMSH_TEST_CYCLES", harness.sized(10, 100)))
+    n = int(os.environ.get("VMSH_TEST_CYCLES", harness.sized(5, 100)))
     attach_cycles(host, vmsh_bin, guest, n)
     mem1, res1 = guest_resources(guest)
     assert res1 == res0, (res0, res1)  # mounts, block devices, virtio and platform devices

@@ -148,6 +148,10 @@ def test_version_aware_scan_from_a_package_image(debian_guest, host, vmsh_bin):
     assert re.search(r"vmsh-pkgscan: \d+ packages installed \(bookworm\)", r.stdout), r.stdout
 
 
+# ~50 s per Ansible command inside the emulated host (several attaches each,
+# python3 in a nested guest): check-matrix, not make check's 30 minutes; the
+# plugin itself is in make check (tests/api/test_ansible_plugin.py)
+@pytest.mark.matrix
 def test_ansible_manages_the_guest_through_vmsh(debian_guest, host, vmsh_bin):
     """Issue 15: Ansible's vmsh connection plugin (tools/ansible) runs tasks
     in a guest that has no network and no agent, from the hypervisor's

@@ -5,9 +5,10 @@ on a disk of the guest's own qemu (virtio-blk) is the control, in the same
 guest, one after the other; both throughputs are printed side by side (a
 figure, not a timed assertion: these machines are noisy).
 
-make check runs dbench for 20 s and fio over 4 x 6 MiB on pc-6.1 (also
-every machine x kernel in make check-matrix); make soak runs dbench for 2
-minutes and fio over 4 x 32 MiB."""
+A stress test: every machine x kernel runs in make check-matrix (dbench for
+20 s, fio over 4 x 6 MiB; ~4 min each inside the emulated host, too long
+for make check's 30 minutes); make soak runs dbench for 2 minutes and fio
+over 4 x 32 MiB."""
 import re
 import shlex
 
@@ -19,7 +20,7 @@ from vmshtest.devices import Served, make_disk, tracer_pid
 import conftest
 
 CONFIGS = [(m, k, f) for (m, k, f) in conftest.GUEST_CONFIGS if f == "amd64"]
-CHECK = {("pc", "6.1")}
+CHECK = set()  # see above: check-matrix and soak
 PARAMS = [pytest.param(m, k, id=f"{m}-{k}", marks=() if (m, k) in CHECK else pytest.mark.matrix)
           for (m, k, f) in CONFIGS]
 DISK_MB = 256

@@ -33,7 +33,7 @@ cache=${VMSH_TEST_CACHE:-/var/cache/vmsh-test}
 suite=bookworm
 mirror=${VMSH_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 label=vmsh-root
-pkgs=systemd,systemd-sysv,udev,kmod,initramfs-tools,e2fsprogs,procps,zstd,python3
+pkgs=systemd,systemd-sysv,udev,kmod,initramfs-tools,e2fsprogs,procps,zstd,python3,python3-apt
 
 log() { echo "build-debian-rootfs: $*" >&2; }
 [ -f "$kdir/release" ] && [ -d "$kdir/modules" ] || { log "$kdir is not a fetch-kernel.sh directory"; exit 2; }
