@@ -129,7 +129,7 @@ static int open_image(const char *path, bool rw, const char **fstype)
 		/* a file system without locks (some network ones): nothing to
 		 * guard with, which matters only for writing */
 		if (rw)
-			log_info("vmsh attach: image %s cannot be locked (%s): make sure nothing else uses it", path,
+			log_info("image %s cannot be locked (%s): make sure nothing else uses it", path,
 				 strerror(errno));
 	}
 	return fd;
