@@ -101,7 +101,9 @@ def test_failed_package_build_leaves_nothing(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     img = tmp_path / "q.img"
-    r = subprocess.run([VMSH, "image", "build", "--package", "no-such-package-vmsh-test", str(img)],
+    # a mirror that does not exist: mmdebstrap fails at once, as a missing package would later
+    r = subprocess.run([VMSH, "image", "build", "--package", "busybox-static", "--mirror",
+                        f"file://{tmp_path}/no-such-mirror", str(img)],
                        capture_output=True, text=True, timeout=1200, env=dict(os.environ, TMPDIR=str(scratch)))
     assert r.returncode == 125, r.stderr[-2000:]
     assert "mmdebstrap" in r.stderr and "not written" in r.stderr

@@ -80,6 +80,7 @@ def test_load_unload_cycles(any_guest, host, vmsh_bin):
     assert_guest_clean(g, base)
 
 
+@pytest.mark.matrix  # test_busy.py covers every vCPU in user code in make check
 def test_library_enters_a_guest_whose_vcpus_spin_in_user_mode(guest_factory, host, vmsh_bin):
     """Every vCPU spinning in user mode (shell loops): no vCPU is idle, vmsh
     borrows one that runs user code (tests/vm/test_busy.py has the full set)."""

@@ -68,7 +68,7 @@ def hugepages(host, n):
     return total
 
 
-CHECK = {"above-4g", "hugetlbfs", "sandbox"}
+CHECK = {"above-4g", "sandbox"}  # the rest in check-matrix (make check's 30 minutes)
 LAYOUTS = ["above-4g", "file-shared", "file-private", "hugetlbfs", "prealloc", "memfd", "sandbox"]
 
 
