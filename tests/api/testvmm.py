@@ -394,17 +394,32 @@ class TestVMM:
                 _detach(tid)
         return seized
 
+    def _seize_at_syscall(self, tid, saved, options, attempts=200):
+        """Seize and interrupt tid until it stops right after a syscall instruction (blocked in
+        KVM_RUN, ppoll, read). A vCPU thread can be caught in user mode between two KVM_RUN calls
+        (handling an exit, busiest on a 1-CPU host): let it go on and try again, as vmsh's tracer
+        waits for a syscall stop instead of guessing. Leaves tid seized, its registers in saved."""
+        for _ in range(attempts):
+            self._seize_and_stop(tid, options)
+            try:
+                _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved))
+                if self.read_hva(saved.rip - 2, 2) == b"\x0f\x05":
+                    return
+            except BaseException:
+                _detach(tid)
+                raise
+            _detach(tid)
+            time.sleep(0.005)
+        raise TestVMMError(f"thread {tid} is never stopped right after a syscall instruction")
+
     def inject_syscall(self, nr, *args, tid=None, suspend_seccomp=False):
         """Run one syscall in a thread (default: the main thread, which sits in ppoll) the way
         vmsh does: interrupt, point rip at the syscall instruction it is blocked behind, single-step,
         restore. Returns the raw result (negative errno on failure)."""
         tid = tid or self.pid
-        self._seize_and_stop(tid, PTRACE_O_SUSPEND_SECCOMP if suspend_seccomp else 0)
         saved, regs, restore = UserRegs(), UserRegs(), False
+        self._seize_at_syscall(tid, saved, PTRACE_O_SUSPEND_SECCOMP if suspend_seccomp else 0)
         try:
-            _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved))
-            if self.read_hva(saved.rip - 2, 2) != b"\x0f\x05":
-                raise TestVMMError(f"thread {tid} is not stopped right after a syscall instruction")
             regs = UserRegs.from_buffer_copy(saved)
             regs.rip, regs.rax, regs.orig_rax = saved.rip - 2, nr, 2**64 - 1  # orig_rax -1: no restart
             for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):

@@ -131,10 +131,15 @@ def config_params(configs):
 GUEST_CONFIG_PARAMS = config_params(GUEST_CONFIGS)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (make check-vm runs two emulated hosts, one per
     worker): keep the tests that share a pooled or module-scoped guest on one
-    worker, so that each guest boots once; the others are spread freely."""
+    worker, so that each guest boots once; the others are spread freely.
+    tryfirst: xdist's worker turns the mark into the "@group" node-id suffix
+    its loadgroup scheduler reads in its own hook of this name, so the mark
+    must be there before that runs (without it every group was ignored and a
+    pooled guest booted on both workers, up to 7 times per run)."""
     for item in items:
         group = _share_group(item)
         if group:
