@@ -6,6 +6,12 @@
  * kernel is found first (core/vm.h), which gives the KASLR offset and phys_base
  * for the VMCOREINFO note crash reads.
  *
+ *   (default) the registers and a copy-on-write image of guest RAM (a fork
+ *            run inside the hypervisor, core/snapshot.h) in one stop of
+ *            milliseconds; the copy is written from the image while the
+ *            guest runs: consistent and short. Where no such image can be
+ *            made (shared-memory RAM, not enough free memory), it says why
+ *            and falls back to --stop.
  *   --stop   the vCPUs stay stopped from the register read to the last byte:
  *            a consistent image, the VM paused for the whole copy
  *   --live   registers read in vm_open's brief stop, memory copied while the
@@ -26,6 +32,7 @@
 #include "cli/options.h"
 #include "cli/vmlist.h"
 #include "common/clock.h"
+#include "core/snapshot.h"
 #include "core/vm.h"
 #include "guest/elfcore.h"
 #include "tracer/tracer.h"
@@ -34,8 +41,14 @@
 #define KERNEL_MAP_START 0xffffffff80000000ULL /* __START_KERNEL_map */
 #define KERNEL_TEXT_DEFAULT 0xffffffff81000000ULL
 
+enum dump_mode { DUMP_SNAPSHOT, DUMP_STOP, DUMP_LIVE };
+
 struct dump_run {
-	bool stop, force, progress;
+	enum dump_mode mode;
+	bool mode_given;      /* on the command line: no fallback */
+	bool force, progress;
+	bool writing;         /* the file is being written (no fallback from here) */
+	char fallback[1100];  /* why the default snapshot could not be made */
 	const char *path;     /* final name, or "-" */
 	int fd;
 	struct core_stats st;
@@ -45,17 +58,21 @@ struct dump_run {
 };
 
 #define OPT_STOP 0x200 /* long only: -s is inspect's --symbol */
+#define OPT_SNAPSHOT 0x201
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh coredump [--stop|-l] [-F] [--vm-fd FD] PID|NAME [FILE|-]\n\n"
+	fprintf(out, "usage: vmsh coredump [--snapshot|--stop|-l] [-F] [--vm-fd FD] PID|NAME [FILE|-]\n\n"
 		     "Write the running VM's RAM and vCPU registers as an ELF core file (default\n"
 		     "vmsh-NAME-YYYYmmdd-HHMMSS.core; - for standard output) that crash and gdb open with\n"
-		     "the guest's vmlinux. --stop keeps the VM stopped for the whole copy (a consistent\n"
-		     "image; the default); --live copies while the guest runs (a stop of milliseconds,\n"
-		     "memory may change during the copy). An existing FILE is replaced only with --force.\n\n"
+		     "the guest's vmlinux. By default the VM stops for milliseconds: a copy-on-write image\n"
+		     "of its RAM is taken (a fork inside the hypervisor) and written while the guest runs;\n"
+		     "where none can be taken, vmsh says why and does --stop. --stop keeps the VM stopped\n"
+		     "for the whole copy; --live copies while the guest runs (memory may change during\n"
+		     "the copy). An existing FILE is replaced only with --force.\n\n"
 		     "options:\n"
-		     "      --stop      the VM stopped for the whole copy (the default)\n"
+		     "      --snapshot  a copy-on-write image, or an error (the default, with --stop as the fallback)\n"
+		     "      --stop      the VM stopped for the whole copy\n"
 		     "  -l, --live      copy while the guest runs\n"
 		     "  -F, --force     replace an existing FILE\n"
 		     "      --vm-fd FD  the hypervisor's VM fd, when it has more than one VM\n"
@@ -65,6 +82,17 @@ static void usage(FILE *out)
 static int read_guest(void *opaque, uint64_t gpa, void *buf, size_t len)
 {
 	return guest_mem_read(opaque, gpa, buf, len);
+}
+
+struct snap_source {
+	const struct vm_snapshot *snap;
+	const struct guest_mem *mem;
+};
+
+static int read_snapshot(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+	const struct snap_source *src = opaque;
+	return vm_snapshot_read(src->snap, src->mem, gpa, buf, len);
 }
 
 static void show_progress(void *opaque, uint64_t done, uint64_t total)
@@ -139,7 +167,7 @@ static size_t segments(struct vm_info *res, struct core_segment *segs, size_t ca
 }
 
 static int write_core(struct dump_run *run, struct vm_info *res, const struct core_vcpu *vcpus, size_t nv,
-		      struct vmsh_err *err)
+		      core_read_fn read, void *opaque, struct vmsh_err *err)
 {
 	struct core_segment segs[64];
 	size_t n = segments(res, segs, 64, &run->n_skipped);
@@ -153,10 +181,11 @@ static int write_core(struct dump_run *run, struct vm_info *res, const struct co
 	struct core_opts co = {
 		.segs = segs, .n_segs = n, .vcpus = vcpus, .n_vcpus = nv, .vmcoreinfo = info,
 		.ktext_vaddr = res->kernel.text_base, .ktext_paddr = res->kernel.phys_base,
-		.ktext_size = res->kernel.image_size & ~(PAGE - 1), .read = read_guest, .opaque = &res->mem,
+		.ktext_size = res->kernel.image_size & ~(PAGE - 1), .read = read, .opaque = opaque,
 		.progress = show_progress, .progress_opaque = run,
 	};
 	run->t0 = now_ns();
+	run->writing = true;
 	return core_write(run->fd, &co, &run->st, err);
 }
 
@@ -175,8 +204,6 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 {
 	struct kvm_vm *vm = &v->kvm;
 	struct vm_info *res = &v->info;
-	if (!res->kernel_ok)
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
 	if (vm_hold(v, err) < 0)
 		return -1;
 	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
@@ -195,7 +222,7 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 		vc[nv++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
 	}
 	if (rc == 0)
-		rc = write_core(run, res, vc, nv, err);
+		rc = write_core(run, res, vc, nv, read_guest, &res->mem, err);
 	tracer_resume_others(vm->tr);
 	run->stopped_ns = now_ns() - t0;
 	free(vc);
@@ -207,17 +234,88 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 static int dump_live(struct dump_run *run, struct vm *v, struct vmsh_err *err)
 {
 	struct vm_info *res = &v->info;
-	if (!res->kernel_ok)
-		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
 	struct core_vcpu *vc = calloc(res->n_vcpus ? res->n_vcpus : 1, sizeof(*vc));
 	if (!vc)
 		return vmsh_error(err, ENOMEM, "coredump");
 	size_t nv = 0;
 	vcpus_of(res, vc, &nv);
-	int rc = write_core(run, res, vc, nv, err);
+	int rc = write_core(run, res, vc, nv, read_guest, &res->mem, err);
 	free(vc);
 	run->stopped_ns = res->stopped_ns;
 	return rc;
+}
+
+/* The default: registers and a copy-on-write image in one short stop, the
+ * file written from the image while the guest runs. */
+static int dump_snapshot(struct dump_run *run, struct vm *v, struct vm_snapshot *snap, struct vmsh_err *err)
+{
+	struct kvm_vm *vm = &v->kvm;
+	struct vm_info *res = &v->info;
+	if (vm_hold(v, err) < 0)
+		return -1;
+	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
+	if (!vc)
+		return vmsh_error(err, ENOMEM, "coredump");
+	uint64_t t0 = now_ns();
+	if (tracer_stop_others(vm->tr, err) < 0) {
+		free(vc);
+		return -1;
+	}
+	size_t nv = 0;
+	int rc = 0;
+	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
+		struct vcpu_state st;
+		rc = kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, err);
+		vc[nv++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
+	}
+	if (rc == 0)
+		rc = vm_snapshot_take(v, snap, err);
+	tracer_resume_others(vm->tr);
+	run->stopped_ns = now_ns() - t0;
+	vm_let_go(v); /* the hypervisor's own threads all run while the file is written */
+	if (rc == 0) {
+		struct snap_source src = { snap, &res->mem };
+		rc = write_core(run, res, vc, nv, read_snapshot, &src, err);
+	}
+	free(vc);
+	return rc;
+}
+
+/* Which dump: the snapshot if it can be made, else (unless asked for it by
+ * name) --stop, saying why. */
+static int dump(struct dump_run *run, struct vm *v, struct vmsh_err *err)
+{
+	struct vm_info *res = &v->info;
+	if (!res->kernel_ok)
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, 0, "guest kernel not found: %s", res->kernel_error);
+	if (run->mode == DUMP_LIVE)
+		return dump_live(run, v, err);
+	if (run->mode == DUMP_SNAPSHOT) {
+		struct vm_snapshot snap;
+		struct vmsh_err e = { 0 };
+		int rc = vm_snapshot_prepare(v, &snap, &e);
+		if (rc == 0) {
+			rc = dump_snapshot(run, v, &snap, &e);
+			struct vmsh_err e2 = { 0 };
+			if (vm_snapshot_drop(v, &snap, &e2) < 0)
+				fprintf(stderr, "vmsh coredump: warning: %s\n", e2.msg);
+			if (rc == 0)
+				return 0;
+			if (run->writing) { /* failed while writing the file: not the snapshot's fault */
+				*err = e;
+				return -1;
+			}
+		}
+		if (run->mode_given) {
+			*err = e;
+			return vmsh_err_prefix(err, "no copy-on-write snapshot");
+		}
+		snprintf(run->fallback, sizeof(run->fallback), "%s", e.msg);
+		fprintf(stderr, "vmsh coredump: no copy-on-write snapshot (%s): the VM stays stopped for the whole copy\n",
+			e.msg);
+		run->mode = DUMP_STOP;
+	}
+	return dump_stopped(run, v, err);
 }
 
 static int default_path(pid_t pid, char *out, size_t cap)
@@ -261,6 +359,7 @@ static int open_tmp(const char *path, char *tmp, size_t cap, struct vmsh_err *er
 int cmd_coredump(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "snapshot", no_argument, 0, OPT_SNAPSHOT },
 		{ "stop", no_argument, 0, OPT_STOP },
 		{ "live", no_argument, 0, 'l' },
 		{ "force", no_argument, 0, 'F' },
@@ -268,14 +367,15 @@ int cmd_coredump(int argc, char **argv)
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
-	struct dump_run run = { .stop = true, .fd = -1 };
+	struct dump_run run = { .mode = DUMP_SNAPSHOT, .fd = -1 };
 	struct vm_target t = { .vm_fd = -1 };
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "lFh" VM_FD_OPTSTRING, opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_STOP: run.stop = true; break;
-		case 'l': run.stop = false; break;
+		case OPT_SNAPSHOT: run.mode = DUMP_SNAPSHOT; run.mode_given = true; break;
+		case OPT_STOP: run.mode = DUMP_STOP; run.mode_given = true; break;
+		case 'l': run.mode = DUMP_LIVE; run.mode_given = true; break;
 		case 'F': run.force = true; break;
 		case OPT_VM_FD:
 			if (vm_option("coredump", c, optarg, &t) < 0)
@@ -318,7 +418,7 @@ int cmd_coredump(int argc, char **argv)
 	struct vm vm;
 	int rc = vm_open_guest(&vm, t.pid, t.vm_fd, &err);
 	if (rc == 0)
-		rc = run.stop ? dump_stopped(&run, &vm, &err) : dump_live(&run, &vm, &err);
+		rc = dump(&run, &vm, &err);
 	vm_detach(&vm);
 	const struct vm_info *r = &vm.info;
 	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || rename(tmp, path) < 0))
@@ -339,7 +439,9 @@ int cmd_coredump(int argc, char **argv)
 		"Linux %s; VM stopped %.1f ms (%s), %.1f s in all\n",
 		to_stdout ? "standard output" : path, (unsigned long long)(run.st.ram_bytes >> 20), run.n_segs,
 		(unsigned long long)(run.st.zero_bytes >> 20), r->n_vcpus, release, run.stopped_ns / 1e6,
-		run.stop ? "for the whole copy" : "live copy: memory may have changed during it",
+		run.mode == DUMP_SNAPSHOT ? "copy-on-write snapshot"
+		: run.mode == DUMP_STOP  ? "for the whole copy"
+					 : "live copy: memory may have changed during it",
 		(now_ns() - t0) / 1e9);
 	if (run.n_skipped)
 		fprintf(stderr, "vmsh coredump: %zu memory ranges left out: not located in the hypervisor\n",

@@ -171,6 +171,61 @@ int procfs_read_maps(pid_t pid, struct proc_map **maps, size_t *n, struct vmsh_e
 	return 0;
 }
 
+/* "dc" as a whole word of a VmFlags line */
+static bool has_flag(const char *flags, const char *want)
+{
+	size_t l = strlen(want);
+	for (const char *p = flags; (p = strstr(p, want)); p += l)
+		if ((p == flags || p[-1] == ' ') && (p[l] == ' ' || p[l] == '\0' || p[l] == '\n'))
+			return true;
+	return false;
+}
+
+int procfs_parse_smaps(const char *text, struct proc_vma **vmas, size_t *n, struct vmsh_err *err)
+{
+	size_t cap = 64, cnt = 0;
+	struct proc_vma *v = malloc(cap * sizeof(*v));
+	if (!v)
+		return vmsh_error(err, ENOMEM, "parse smaps");
+	bool open_vma = false;
+	for (const char *line = text; line && *line;) {
+		const char *nl = strchr(line, '\n');
+		struct proc_map m;
+		unsigned long long kb;
+		if (procfs_parse_map_line(line, &m) == 0 && m.end > m.start) {
+			if (array_reserve(&v, &cap, cnt, sizeof(*v)) < 0) {
+				free(v);
+				return vmsh_error(err, ENOMEM, "parse smaps");
+			}
+			v[cnt++] = (struct proc_vma){ .start = m.start, .end = m.end, .shared = m.perms[3] == 's' };
+			open_vma = true;
+		} else if (open_vma && sscanf(line, "Rss: %llu kB", &kb) == 1 && kb <= (v[cnt - 1].end - v[cnt - 1].start) >> 10) {
+			v[cnt - 1].rss = kb << 10;
+		} else if (open_vma && !strncmp(line, "VmFlags:", 8)) {
+			size_t l = nl ? (size_t)(nl - line) : strlen(line);
+			char flags[256];
+			snprintf(flags, sizeof(flags), "%.*s", (int)(l < sizeof(flags) ? l : sizeof(flags) - 1), line + 8);
+			v[cnt - 1].dontfork = has_flag(flags, "dc");
+			v[cnt - 1].shared = v[cnt - 1].shared || has_flag(flags, "sh");
+			v[cnt - 1].hugetlb = has_flag(flags, "ht");
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+	*vmas = v;
+	*n = cnt;
+	return 0;
+}
+
+int procfs_read_smaps(pid_t pid, struct proc_vma **vmas, size_t *n, struct vmsh_err *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	_cleanup_free_ char *buf = NULL;
+	if (procfs_read_file(path, &buf, NULL, err) < 0)
+		return -1;
+	return procfs_parse_smaps(buf, vmas, n, err);
+}
+
 int procfs_task_flags(pid_t pid, pid_t tid, unsigned long *flags)
 {
 	char path[96];

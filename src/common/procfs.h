@@ -2,6 +2,7 @@
 #ifndef VMSH_PROCFS_H
 #define VMSH_PROCFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -29,6 +30,18 @@ struct proc_map {
 int procfs_read_maps(pid_t pid, struct proc_map **maps, size_t *n, struct vmsh_err *err);
 /* Parse one line of /proc/PID/maps; returns 0 on success. */
 int procfs_parse_map_line(const char *line, struct proc_map *m);
+
+/* A mapping as /proc/PID/smaps describes it: what vmsh needs of it. */
+struct proc_vma {
+	uint64_t start, end;
+	uint64_t rss;       /* resident bytes */
+	bool dontfork;      /* VmFlags "dc": left out of a fork (MADV_DONTFORK) */
+	bool shared;        /* "sh": MAP_SHARED */
+	bool hugetlb;       /* "ht": hugetlbfs pages */
+};
+/* Parse smaps text (NUL-terminated): *n mappings into a malloc'd array. */
+int procfs_parse_smaps(const char *text, struct proc_vma **vmas, size_t *n, struct vmsh_err *err);
+int procfs_read_smaps(pid_t pid, struct proc_vma **vmas, size_t *n, struct vmsh_err *err);
 
 /* The kernel task flags (field 9 of /proc/PID/task/TID/stat). */
 int procfs_task_flags(pid_t pid, pid_t tid, unsigned long *flags);

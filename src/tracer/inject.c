@@ -52,7 +52,7 @@ static int mem_fd(pid_t pid, int flags)
 
 /* Write through /proc/PID/mem, which (unlike process_vm_writev) may write
  * read-only pages of a traced process, copying private pages first. */
-static int poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
+int tracer_poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
 {
 	_cleanup_close_ int fd = mem_fd(pid, O_RDWR);
 	if (fd < 0)
@@ -60,7 +60,7 @@ static int poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
 	return pwrite(fd, buf, len, (off_t)addr) == (ssize_t)len ? 0 : -1;
 }
 
-static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
+int tracer_peek(pid_t pid, uint64_t addr, void *buf, size_t len)
 {
 	_cleanup_close_ int fd = mem_fd(pid, O_RDONLY);
 	if (fd < 0)
@@ -121,7 +121,7 @@ static void collect_sites(struct tracer *t)
 	log_debug("%zu places for injection stubs in process %d", t->n_sites, t->pid);
 }
 
-static int take_site(struct tracer *t, uint64_t *site)
+int tracer_take_site(struct tracer *t, uint64_t *site)
 {
 	for (size_t i = 0; i < t->n_sites; i++)
 		if (!t->site_used[i]) {
@@ -132,7 +132,7 @@ static int take_site(struct tracer *t, uint64_t *site)
 	return -1;
 }
 
-static void give_site(struct tracer *t, uint64_t site)
+void tracer_give_site(struct tracer *t, uint64_t site)
 {
 	for (size_t i = 0; i < t->n_sites; i++)
 		if (t->sites[i] == site)
@@ -295,10 +295,10 @@ static int setup_stub(struct tracer *t, struct inj_thread *th)
 	uint8_t stub[STUB_SITE_SIZE];
 	uint64_t site;
 	stub_build(&th->saved, stub);
-	if (take_site(t, &site) < 0)
+	if (tracer_take_site(t, &site) < 0)
 		return -1;
-	if (peek(t->pid, site, th->site_orig, STUB_SITE_SIZE) < 0 || poke(t->pid, site, stub, STUB_SITE_SIZE) < 0) {
-		give_site(t, site);
+	if (tracer_peek(t->pid, site, th->site_orig, STUB_SITE_SIZE) < 0 || tracer_poke(t->pid, site, stub, STUB_SITE_SIZE) < 0) {
+		tracer_give_site(t, site);
 		return -1;
 	}
 	th->site = th->stub = site;
@@ -317,10 +317,10 @@ static void teardown_thread(struct tracer *t, struct inj_thread *th)
 	}
 	th->scratch = 0;
 	if (th->site) {
-		if (poke(t->pid, th->site, th->site_orig, STUB_SITE_SIZE) < 0)
+		if (tracer_poke(t->pid, th->site, th->site_orig, STUB_SITE_SIZE) < 0)
 			log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
 				 (unsigned long long)th->site, t->pid, strerror(errno));
-		give_site(t, th->site);
+		tracer_give_site(t, th->site);
 		th->site = th->stub = 0;
 	}
 	if (th->area) {

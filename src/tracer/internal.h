@@ -14,6 +14,15 @@ bool tracer_is_kernel_worker(pid_t pid, pid_t tid);
 /* Deliver a held-back signal again, after the thread was let go. */
 void tracer_reraise(pid_t pid, pid_t tid, int sig);
 
+/* Bytes of the target through /proc/PID/mem (which may write read-only
+ * pages of a traced process): 0 or -1 with errno. */
+int tracer_poke(pid_t pid, uint64_t addr, const void *buf, size_t len);
+int tracer_peek(pid_t pid, uint64_t addr, void *buf, size_t len);
+/* A free place for a stub (STUB_SITE_SIZE bytes of never-run padding), and
+ * giving it back. */
+int tracer_take_site(struct tracer *t, uint64_t *site);
+void tracer_give_site(struct tracer *t, uint64_t site);
+
 /* Set up injection in the stopped injection thread: the stub and the
  * scratch area. On failure nothing is left changed. */
 int inject_setup(struct tracer *t, struct vmsh_err *err);

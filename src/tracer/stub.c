@@ -1,6 +1,7 @@
 /* stub.c - encoding of the injection stub (see stub.h). */
 #include "tracer/stub.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 /* data slots after the code, one u64 each; 0-15 are x86 register numbers */
@@ -39,11 +40,28 @@ static void emit_load(struct emitter *e, int reg, int d)
 	emit_slot(e, d);
 }
 
-void stub_build(const struct user_regs_struct *r, uint8_t site[STUB_SITE_SIZE])
+/* The process copy a clone made from the stub returns from the syscall
+ * with rax 0: it ends there (exit_group(0), a raw syscall: no atexit
+ * handler, no buffer flushed, nothing of the hypervisor's code run). */
+static void emit_child_exits(struct emitter *e)
+{
+	static const uint8_t code[] = {
+		0x48, 0x85, 0xc0,             /* test rax, rax */
+		0x75, 0x09,                   /* jnz  parent (+9) */
+		0xb8, 0xe7, 0x00, 0x00, 0x00, /* mov  eax, 231 (exit_group) */
+		0x31, 0xff,                   /* xor  edi, edi */
+		0x0f, 0x05,                   /* syscall */
+	};
+	emit(e, code, sizeof(code));
+}
+
+static void build(const struct user_regs_struct *r, uint8_t site[STUB_SITE_SIZE], bool fork)
 {
 	memset(site, 0xcc, STUB_CODE_MAX); /* int3 */
 	struct emitter e = { .p = site };
 	emit(&e, (const uint8_t[]){ 0x0f, 0x05 }, 2); /* syscall */
+	if (fork)
+		emit_child_exits(&e);
 	emit_load(&e, D_RSP, D_TMP_RSP);
 	emit(&e, (const uint8_t[]){ 0xff, 0x35 }, 2); /* push qword [rip + rflags] */
 	emit_slot(&e, D_RFLAGS);
@@ -64,4 +82,14 @@ void stub_build(const struct user_regs_struct *r, uint8_t site[STUB_SITE_SIZE])
 		[D_TMP_RSP] = (r->rsp - RED_ZONE - STUB_STACK_USE) & ~15ULL,
 	};
 	memcpy(site + STUB_CODE_MAX, v, sizeof(v));
+}
+
+void stub_build(const struct user_regs_struct *r, uint8_t site[STUB_SITE_SIZE])
+{
+	build(r, site, false);
+}
+
+void stub_build_fork(const struct user_regs_struct *r, uint8_t site[STUB_SITE_SIZE])
+{
+	build(r, site, true);
 }

@@ -28,5 +28,10 @@
 /* The stub for a thread whose registers (an interrupted syscall already set
  * up to restart) are `regs`: STUB_SITE_SIZE bytes, code first. */
 void stub_build(const struct user_regs_struct *regs, uint8_t site[STUB_SITE_SIZE]);
+/* The same for an injected clone/fork: right after the syscall, the copy
+ * (rax 0) calls exit_group(0); the caller (rax = the copy's pid, or an
+ * error) goes on as above. Should vmsh die at any point, the copy never runs
+ * a single instruction of the hypervisor's own. */
+void stub_build_fork(const struct user_regs_struct *regs, uint8_t site[STUB_SITE_SIZE]);
 
 #endif

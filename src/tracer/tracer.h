@@ -96,6 +96,21 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err);
 /* Let them run again, untraced. */
 void tracer_resume_others(struct tracer *t);
 
+/* A copy of the hypervisor's memory as it is at this instant: a fork run in
+ * the injection thread (fork.c). The child is stopped before it runs a
+ * single instruction and is traced by vmsh; its private memory is a
+ * copy-on-write image of the hypervisor's (MAP_SHARED memory is the same
+ * memory, and MADV_DONTFORK mappings are absent from it). */
+struct tracer_fork {
+	pid_t pid;    /* the copy, in vmsh's PID namespace; 0: none */
+	pid_t ns_pid; /* the same process as the hypervisor knows it */
+	bool ended;   /* killed, a zombie the hypervisor has to reap */
+};
+int tracer_fork_frozen(struct tracer *t, struct tracer_fork *c, struct vmsh_err *err);
+/* Kill the copy (any time) and, with t attached, make the hypervisor reap
+ * it. Call again once attached if it said it needs to be. */
+int tracer_fork_release(struct tracer *t, struct tracer_fork *c, struct vmsh_err *err);
+
 /* Restore the injection thread and detach everything. Safe to call twice. */
 void tracer_detach(struct tracer *t);
 
