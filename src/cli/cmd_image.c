@@ -60,13 +60,22 @@ static void usage(FILE *out)
 		     "  -h, --help           this help\n");
 }
 
+/* The Debian package that has the program. */
+static const char *package_of(const char *prog)
+{
+	if (!strcmp(prog, "mke2fs") || !strcmp(prog, "debugfs"))
+		return "e2fsprogs";
+	if (!strcmp(prog, "sh"))
+		return "dash";
+	return prog; /* mmdebstrap, tar */
+}
+
 static int run(char *const argv[], const char *what)
 {
 	pid_t pid;
 	int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
 	if (rc) {
-		fprintf(stderr, "vmsh image: cannot run %s: %s (install %s)\n", argv[0], strerror(rc),
-			strcmp(argv[0], "mmdebstrap") ? "e2fsprogs" : argv[0]);
+		fprintf(stderr, "vmsh image: cannot run %s: %s (install %s)\n", argv[0], strerror(rc), package_of(argv[0]));
 		return -1;
 	}
 	int wst;

@@ -2,7 +2,6 @@
 core that crash and gdb open with the guest's vmlinux (debug info from
 Debian's -dbg package), side by side with QEMU's own dump-guest-memory as
 the control; a guest that has panicked; no residue in the hypervisor."""
-import json
 import os
 import re
 import shlex
@@ -13,22 +12,8 @@ import pytest
 
 import conftest
 from vmshtest import harness
+from vmshtest.qmp import qmp
 from test_inspect import hypervisor_state
-
-QMP_CLIENT = r'''
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-json.loads(f.readline())
-for line in sys.argv[2:]:
-    f.write(line + "\n"); f.flush()
-    while True:
-        m = json.loads(f.readline())
-        if "return" in m or "error" in m:
-            break
-    print(json.dumps(m), flush=True)
-    if "error" in m:
-        sys.exit(1)
-'''
 
 # the slice make check runs; check-matrix adds the others
 SLICE = {("pc", "6.1")}
@@ -71,6 +56,33 @@ def kernel_offset(core):
     return int(m.group(1), 16)
 
 
+def core_bytes(core, gpa, n):
+    """n bytes of guest-physical memory at gpa from the dump's PT_LOADs
+    (p_paddr), read from the file as any ELF reader would."""
+    import struct
+    with open(core, "rb") as f:
+        eh = f.read(64)
+        assert eh[:4] == b"\x7fELF" and eh[4] == 2, "not an ELF64 file"
+        phoff, = struct.unpack_from("<Q", eh, 32)
+        phentsize, phnum = struct.unpack_from("<HH", eh, 54)
+        f.seek(phoff)
+        for _ in range(phnum):
+            p_type, _, off, _, paddr, filesz, _, _ = struct.unpack("<IIQQQQQQ", f.read(phentsize)[:56])
+            if p_type == 1 and paddr <= gpa and gpa + n <= paddr + filesz:
+                f.seek(off + gpa - paddr)
+                return f.read(n)
+    raise AssertionError(f"guest-physical {gpa:#x} is in no PT_LOAD of {core}")
+
+
+def dump_state(host, pid):
+    """The hypervisor as a dump must leave it: fds, threads, tracer (see
+    test_inspect), no child process of its own left (the snapshot's fork),
+    and the same mappings kept out of forks (MADV_DONTFORK on guest RAM)."""
+    children = host.check(f"cat /proc/{pid}/task/*/children; echo; "
+                          f"awk '/^[0-9a-f]+-[0-9a-f]+ / {{r=$1}} /^VmFlags:.* dc/ {{print r}}' /proc/{pid}/smaps")
+    return hypervisor_state(host, pid) + "---\n" + children
+
+
 def crash_reads(vmlinux, core, release):
     """Does Debian's crash open `core` at all (its RELEASE line)? crash 8.0.2
     (bookworm) cannot read Linux 6.12 (it fails on the first kernel
@@ -105,20 +117,16 @@ def check_core(guest, vmlinux, core, marker, sleeper, with_crash=True, with_gdb=
 
 @pytest.mark.parametrize("machine,kernel", CONFIGS)
 def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bin, machine, kernel):
-    qmp = f"{host.sockdir}/qmp-dump-{machine}-{kernel}.sock"
+    qsock = f"{host.sockdir}/qmp-dump-{machine}-{kernel}.sock"
     guest = guest_factory(machine=machine, kernel=kernel, smp=2, name=f"vmsh-dump-{machine}-{kernel}",
-                          extra_qemu_args=["-qmp", f"unix:{qmp},server=on,wait=off"])
+                          extra_qemu_args=["-qmp", f"unix:{qsock},server=on,wait=off"])
     vmlinux = vmlinux_dbg(guest.kernel)
     marker = f"vmsh-dump-marker-{os.getpid()}"
     guest.console(f"echo {marker} > /dev/kmsg; (sleep 4321 &); sleep 0.5")
     # the control first: QEMU's own dump of the same guest
-    client = os.path.join(host.logdir, "qmp.py")
-    with open(client, "w") as f:
-        f.write(QMP_CLIENT)
     qcore = os.path.join(host.logdir, f"qemu-{machine}-{kernel}.core")
-    cmd = json.dumps({"execute": "dump-guest-memory",
-                      "arguments": {"paging": False, "protocol": f"file:{qcore}"}})
-    host.check(f"python3 {client} {qmp} '{{\"execute\":\"qmp_capabilities\"}}' {shlex.quote(cmd)}", 900)
+    qmp(host, qsock, {"execute": "dump-guest-memory", "arguments": {"paging": False, "protocol": f"file:{qcore}"}},
+        timeout=900)
     release = guest.console("uname -r").strip()
     crash_ok, qout = crash_reads(vmlinux, qcore, release)
     if crash_ok:
@@ -127,11 +135,15 @@ def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bi
         check_core(guest, vmlinux, qcore, marker, "sleep", with_gdb=False)
     os.unlink(qcore)
 
-    before = hypervisor_state(host, guest.pid)
+    before = dump_state(host, guest.pid)
+    # QEMU keeps guest RAM out of forks: the snapshot has to lift that and put it back
+    assert re.search(r"^[0-9a-f]+-[0-9a-f]+$", before.split("---\n")[-1], re.M), before
     core = os.path.join(host.logdir, f"vmsh-{machine}-{kernel}.core")
     r = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 900)
     assert r.rc == 0, r.stderr
-    assert "VM stopped" in r.stderr and "MiB of guest RAM" in r.stderr, r.stderr
+    # the default: a copy-on-write snapshot (QEMU's RAM is private anonymous memory here)
+    assert "VM stopped" in r.stderr and "(copy-on-write snapshot)" in r.stderr, r.stderr
+    assert "MiB of guest RAM" in r.stderr, r.stderr
     assert not [f for f in os.listdir(host.logdir) if ".tmp-" in f], "temporary file left behind"
     if crash_ok:
         check_core(guest, vmlinux, core, marker, "sleep")
@@ -148,8 +160,13 @@ def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bi
         harness.log(f"crash cannot read {release}, QEMU's dump neither "
                     f"({[l for l in qout.splitlines() if unknown in l][0]!r}); vmsh's dump checked with gdb")
         check_core(guest, vmlinux, core, marker, "sleep", with_crash=False)
-    assert hypervisor_state(host, guest.pid) == before
+    assert dump_state(host, guest.pid) == before
     assert guest.console("echo alive").strip() == "alive"
+    # --stop: the VM stopped for the whole copy, the same dump
+    r = host.exec(f"{shlex.quote(vmsh_bin)} coredump --stop --force {guest.pid} {core}", 900)
+    assert r.rc == 0 and "(for the whole copy)" in r.stderr, r.stderr
+    check_core(guest, vmlinux, core, marker, "sleep", with_crash=False)
+    assert dump_state(host, guest.pid) == before
     # an existing file is not replaced without --force
     r2 = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {core}", 120)
     assert r2.rc != 0 and "--force" in r2.stderr, r2.stderr
@@ -160,12 +177,12 @@ def test_crash_and_gdb_open_the_dump_like_qemus_own(guest_factory, host, vmsh_bi
 
 
 @pytest.mark.soak
-def test_live_dumps_leave_no_residue_then_a_panicked_guest_dumps_too(guest_factory, host, vmsh_bin):
+def test_live_dumps_and_snapshots_leave_no_residue_then_a_panicked_guest_dumps_too(guest_factory, host, vmsh_bin):
     # panic=0: after the sysrq crash the kernel stays in its panic loop instead of rebooting
     guest = guest_factory(machine="pc", kernel="6.1", name="vmsh-dump-live", append="panic=0")
     vmlinux = vmlinux_dbg(guest.kernel)
     guest.console("echo vmsh-live-marker > /dev/kmsg; (sleep 4322 &); sleep 0.5")
-    before = hypervisor_state(host, guest.pid)
+    before = dump_state(host, guest.pid)
     n = harness.sized(2, 20)
     for i in range(n):
         core = os.path.join(host.logdir, f"live-{i}.core")
@@ -175,7 +192,15 @@ def test_live_dumps_leave_no_residue_then_a_panicked_guest_dumps_too(guest_facto
         if i == 0:
             check_core(guest, vmlinux, core, "vmsh-live-marker", "sleep")
         os.unlink(core)
-    assert hypervisor_state(host, guest.pid) == before
+    assert dump_state(host, guest.pid) == before
+    assert guest.console("echo alive").strip() == "alive"
+    # as many copy-on-write snapshots in a row
+    for i in range(n):
+        core = os.path.join(host.logdir, f"snap-{i}.core")
+        r = host.exec(f"{shlex.quote(vmsh_bin)} coredump --snapshot {guest.pid} {core}", 900)
+        assert r.rc == 0 and "(copy-on-write snapshot)" in r.stderr, r.stderr
+        os.unlink(core)
+    assert dump_state(host, guest.pid) == before
     assert guest.console("echo alive").strip() == "alive"
     # the guest panics: no guest cooperation is needed for a dump
     host._call("console_send", 30, path=guest.sock, data="echo c > /proc/sysrq-trigger\n")

@@ -16,6 +16,7 @@ import pytest
 from vmshtest import harness
 from vmshtest.devices import Served, make_disk
 from test_attach import attach
+from test_coredump import core_bytes
 from test_inspect import guest_ram, host_read, hypervisor_state, inspect_json
 from test_library import assert_guest_clean, warnings
 
@@ -69,6 +70,7 @@ def hugepages(host, n):
 
 
 CHECK = {"above-4g", "sandbox"}  # the rest in check-matrix (make check's 30 minutes)
+SHARED_RAM = {"file-shared", "hugetlbfs", "memfd"}
 LAYOUTS = ["above-4g", "file-shared", "file-private", "hugetlbfs", "prealloc", "memfd", "sandbox"]
 
 
@@ -110,6 +112,19 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
         assert host_read(host, guest.pid, int(r["hva"], 16) + gpa - g, 16) == value
         if layout == "above-4g":
             harness.log(f"above-4g: physmarker page at gpa {gpa:#x}")
+
+        # a dump: a copy-on-write snapshot where guest RAM is private memory; for
+        # shared RAM (a fork would not freeze it) the VM stopped for the copy,
+        # saying why; either way the planted value is in the file at its gpa
+        core = os.path.join(host.logdir, f"mem-{layout}.core")
+        r = host.exec(f"{shlex.quote(vmsh_bin)} coredump {guest.pid} {shlex.quote(core)}", 900)
+        assert r.rc == 0, r.stderr
+        if layout in SHARED_RAM:
+            assert "no copy-on-write snapshot" in r.stderr and "(for the whole copy)" in r.stderr, r.stderr
+        else:
+            assert "(copy-on-write snapshot)" in r.stderr, r.stderr
+        assert core_bytes(core, gpa, 16).hex() == value
+        os.unlink(core)
 
         # a command through attach
         r = attach(host, vmsh_bin, guest, "sh", "-c", "ls /var/lib/vmsh; cat /proc/meminfo | head -1")

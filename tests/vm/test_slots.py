@@ -5,36 +5,10 @@ qemu's slot and qemu abort()s.  vmsh takes its ids from the top of the
 range, so the guest gets its new memory and vmsh keeps serving."""
 import os
 
-from vmshtest.devices import Served, make_disk, scratch
+from vmshtest.devices import Served, make_disk
+from vmshtest.qmp import qmp
 from test_inspect import inspect_json
 from test_library import assert_guest_clean, warnings
-
-QMP_CLIENT = r'''
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-f = s.makefile("rw")
-def reply():
-    while True:
-        m = json.loads(f.readline())
-        if "return" in m or "error" in m:
-            return m
-json.loads(f.readline())  # greeting
-for line in sys.argv[2:]:
-    f.write(line + "\n"); f.flush()
-    m = reply()
-    print(json.dumps(m), flush=True)
-    if "error" in m:
-        sys.exit(1)
-'''
-
-
-def qmp(host, sock, *cmds):
-    client = f"{scratch(host)}/qmp.py"
-    host.check(f"cat > {client}", input=QMP_CLIENT)
-    args = " ".join("'" + c.replace("'", "'\\''") + "'" for c in cmds)
-    return host.check(f"python3 {client} {sock} '{{\"execute\":\"qmp_capabilities\"}}' {args}", 60)
-
 
 def memory_blocks(guest):
     return int(guest.console("ls -d /sys/devices/system/memory/memory* | wc -l"))

@@ -33,7 +33,7 @@ _vmsh()
 	library) opts="--cycles --timeout --vm-fd" ;;
 	serve) opts="--ro --id --no-console --console-socket --timeout --vm-fd" ;;
 	attach) opts="--file --rw --guest-root --pty --pipe --target --escape --timeout --vm-fd" ;;
-	coredump) opts="--stop --live --force --vm-fd" ;;
+	coredump) opts="--snapshot --stop --live --force --vm-fd" ;;
 	image) opts="build --size --force" ;;
 	help)
 		[[ $COMP_CWORD -eq $((i + 1)) ]] && COMPREPLY=($(compgen -W "list inspect library serve attach image coredump" -- "$cur"))
