@@ -253,6 +253,7 @@ static int dump_snapshot(struct dump_run *run, struct vm *v, struct vm_snapshot 
 	struct vm_info *res = &v->info;
 	if (vm_hold(v, err) < 0)
 		return -1;
+	vm_snapshot_reap_leftovers(v);
 	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
 	if (!vc)
 		return vmsh_error(err, ENOMEM, "coredump");

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -175,6 +176,86 @@ int vm_snapshot_take(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err)
 	}
 	s->taken = rc == 0;
 	return rc;
+}
+
+/* A process left by a killed vmsh: a zombie, exit signal 0, the
+ * hypervisor's name; *ns_pid its pid as the hypervisor knows it. */
+static bool leftover_copy(pid_t pid, pid_t child, pid_t *ns_pid)
+{
+	char path[64], *buf = NULL, *mine = NULL;
+	bool match = false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", child);
+	if (procfs_read_file(path, &buf, NULL, NULL) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	if (procfs_read_file(path, &mine, NULL, NULL) < 0) {
+		free(buf);
+		return false;
+	}
+	/* "pid (comm) state ..." - comm may hold spaces and parentheses */
+	char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+	mine[strcspn(mine, "\n")] = '\0';
+	if (open && close && close > open && (size_t)(close - open - 1) == strlen(mine) &&
+	    !strncmp(open + 1, mine, strlen(mine)) && close[1] == ' ' && close[2] == 'Z') {
+		/* exit_signal is field 38; after ") " the fields are numbered from 3 */
+		char *p = close + 2;
+		int field = 3;
+		while (field < 38 && (p = strchr(p, ' ')))
+			p++, field++;
+		match = p && field == 38 && strtol(p, NULL, 10) == 0;
+	}
+	free(buf);
+	free(mine);
+	if (!match)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/status", child);
+	if (procfs_read_file(path, &buf, NULL, NULL) < 0)
+		return false;
+	const char *ns = strstr(buf, "\nNSpid:");
+	*ns_pid = 0;
+	if (ns) {
+		const char *end = ns + 7 + strcspn(ns + 7, "\n");
+		const char *last = end;
+		while (last > ns + 7 && last[-1] != ' ' && last[-1] != '\t')
+			last--;
+		*ns_pid = (pid_t)strtol(last, NULL, 10);
+	}
+	free(buf);
+	return *ns_pid > 0;
+}
+
+int vm_snapshot_reap_leftovers(struct vm *vm)
+{
+	pid_t *tids;
+	size_t n;
+	int reaped = 0;
+	if (procfs_list_tasks(vm->info.pid, &tids, &n, NULL) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char path[96], *buf = NULL;
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", vm->info.pid, tids[i]);
+		if (procfs_read_file(path, &buf, NULL, NULL) < 0)
+			continue;
+		for (char *p = buf, *end; *p; p = end) {
+			long child = strtol(p, &end, 10);
+			if (end == p)
+				break;
+			pid_t ns_pid;
+			if (child > 0 && leftover_copy(vm->info.pid, (pid_t)child, &ns_pid)) {
+				uint64_t args[6] = { (uint64_t)ns_pid, 0, __WALL | WNOHANG, 0, 0, 0 };
+				int64_t ret;
+				struct vmsh_err e = { 0 };
+				if (tracer_syscall(&vm->tr, SYS_wait4, args, &ret, &e) == 0 && ret == ns_pid) {
+					log_info("reaped process %ld, a snapshot copy an earlier vmsh left in process %d",
+						 child, vm->info.pid);
+					reaped++;
+				}
+			}
+		}
+		free(buf);
+	}
+	free(tids);
+	return reaped;
 }
 
 int vm_snapshot_read(const struct vm_snapshot *s, const struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)

@@ -38,6 +38,11 @@ struct vm_snapshot {
 /* Outside any stop: can this VM's RAM be snapshotted, and at what cost? 0,
  * or -1 with the reason (then dump otherwise). */
 int vm_snapshot_prepare(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err);
+/* With the hypervisor held: reap the copies an earlier vmsh left behind
+ * when it was killed (zombie children of the hypervisor with no exit
+ * signal, named as it is: no hypervisor makes such children itself).
+ * Returns how many were reaped. */
+int vm_snapshot_reap_leftovers(struct vm *vm);
 /* Inside a stop window (the caller holds every thread with
  * tracer_stop_others): fork the hypervisor with its guest RAM in the fork,
  * then put its MADV_DONTFORK back. */

@@ -64,6 +64,12 @@ static void hv_main(int cmd, int out, bool shared)
 		if (c == 'B') { /* the guest writes its RAM */
 			memset(ram, 'B', RAM_LEN);
 			reply(out, "k", 1);
+		} else if (c == 'F') { /* a child of its own that ends at once (exit signal SIGCHLD) */
+			pid_t p = fork();
+			if (p == 0)
+				_exit(7);
+			int v = p;
+			reply(out, &v, sizeof(v));
 		} else if (c == 'W') { /* reap any child, as a hypervisor's SIGCHLD handler might */
 			int st = 0;
 			pid_t p = waitpid(-1, &st, __WALL | WNOHANG);
@@ -229,6 +235,55 @@ static void test_a_copy_let_go_only_exits(void **state)
 	hv_stop(&h);
 }
 
+static bool is_zombie(pid_t pid)
+{
+	char path[64], buf[512] = "";
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *close = strrchr(buf, ')');
+	return close && close[1] == ' ' && close[2] == 'Z';
+}
+
+/* ... and a later vmsh reaps what that left, never the hypervisor's own
+ * children. */
+static void test_a_later_run_reaps_the_copy_a_killed_vmsh_left(void **state)
+{
+	struct hv h = hv_start(false);
+	struct vm *vm = vm_of(&h);
+	struct vm_snapshot s;
+	take(vm, &s);
+	kvm_vm_release(&vm->kvm);
+	pid_t copy = s.copy.pid;
+	assert_int_equal(ptrace(PTRACE_DETACH, copy, 0, 0), 0);
+	for (int i = 0; i < 500 && !is_zombie(copy); i++)
+		usleep(2000);
+	assert_true(is_zombie(copy));
+	int own;
+	hv_ask(&h, 'F', &own, sizeof(own));
+	for (int i = 0; i < 500 && !is_zombie(own); i++)
+		usleep(2000);
+	assert_true(is_zombie(own));
+	struct vmsh_err err = { 0 };
+	assert_int_equal(vm_hold(vm, &err), 0);
+	assert_int_equal(vm_snapshot_reap_leftovers(vm), 1);
+	vm_let_go(vm);
+	assert_int_equal(kill(copy, 0), -1);
+	int v[2];
+	hv_ask(&h, 'W', v, sizeof(v)); /* its own child is still there for it */
+	assert_int_equal(v[0], own);
+	assert_true(WIFEXITED(v[1]) && WEXITSTATUS(v[1]) == 7);
+	s.copy.pid = 0;
+	s.copy.ended = false;
+	assert_int_equal(vm_snapshot_drop(vm, &s, &err), 0);
+	vm_free(vm);
+	hv_stop(&h);
+}
+
 static void test_shared_ram_is_refused_with_its_reason(void **state)
 {
 	struct hv h = hv_start(true);
@@ -277,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_smaps_flags_are_parsed),
 		cmocka_unit_test(test_the_image_stays_as_it_was_while_the_process_writes),
 		cmocka_unit_test(test_a_copy_let_go_only_exits),
+		cmocka_unit_test(test_a_later_run_reaps_the_copy_a_killed_vmsh_left),
 		cmocka_unit_test(test_shared_ram_is_refused_with_its_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
