@@ -192,6 +192,30 @@ def fetch_kernel(series="6.1", flavour="amd64"):
         return _KERNELS[key]
 
 
+_QEMUS = {}
+QEMU_VERSIONS = ("7.2", "10")  # the host's own (bookworm), and bookworm-backports'
+
+
+def qemu_argv0(version):
+    """The command that starts a test guest's QEMU: the host's own for "7.2"
+    (bookworm), or QEMU 10 from bookworm-backports, unpacked (cached) next to
+    it by fetch-qemu.sh, with its data and BIOS directories."""
+    if version in (None, "7.2"):
+        return [QEMU]
+    if version not in QEMU_VERSIONS:
+        raise ValueError(f"unknown QEMU {version!r} (want one of {QEMU_VERSIONS})")
+    with _PREP_LOCK:
+        if version not in _QEMUS:
+            p = subprocess.run([str(TOOLS / "fetch-qemu.sh"), version], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, VMSH_TEST_CACHE=CACHE))
+            if p.returncode != 0:
+                raise HarnessError(f"fetch-qemu.sh {version} failed:\n{p.stderr}")
+            d = p.stdout.strip().splitlines()[-1]
+            _QEMUS[version] = [os.path.join(d, "qemu-system-x86_64"), "-L", os.path.join(d, "share", "seabios"),
+                               "-L", os.path.join(d, "share", "qemu")]
+        return list(_QEMUS[version])
+
+
 def guest_cpu(host, kernel):
     """The guest's -cpu. Under emulation (TCG's EPYC), Linux 5.10 finds
     CPUID's XSAVE area size (832) inconsistent with its own sum for the same
@@ -572,7 +596,7 @@ class Guest:
     @classmethod
     def start(cls, host, machine="pc", kernel="6.1", flavour="amd64", mem="512M", smp=1,
               extra_qemu_args=(), modules=None, append="", name=None, timeout=180, prompt=None,
-              rootfs=None):
+              rootfs=None, qemu=None):
         """Boot a guest and wait for its ready marker.
 
         machine          pc | q35 | microvm
@@ -589,6 +613,8 @@ class Guest:
                          (build-debian-rootfs.sh); its disk is a qcow2
                          overlay in the log directory, so the cached image
                          stays as built. `modules` does not apply.
+        qemu             None/"7.2": the host's QEMU; "10": QEMU 10 from
+                         bookworm-backports (qemu_argv0)
         The kernel boots from its bzImage with KASLR on."""
         if machine not in MACHINE_ARGS:
             raise ValueError(f"unknown machine {machine!r} (want one of {MACHINES})")
@@ -621,7 +647,7 @@ class Guest:
             boot, MACHINE_APPEND[machine],
             "vmsh.modules=" + (",".join(modules) or "none") if modules is not None and not rootfs else "",
             append) if x)
-        argv = [QEMU, "-name", name, *MACHINE_ARGS[machine], "-accel", "kvm", "-cpu", guest_cpu(host, k),
+        argv = [*qemu_argv0(qemu), "-name", name, *MACHINE_ARGS[machine], "-accel", "kvm", "-cpu", guest_cpu(host, k),
                 "-m", str(mem), "-smp", str(smp), "-nodefaults", "-no-user-config",
                 "-display", "none", "-monitor", "none", "-no-reboot",
                 "-kernel", k.vmlinuz, "-initrd", initrd, "-append", cmdline,
