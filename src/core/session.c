@@ -138,7 +138,15 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 {
 	struct mmio_trap mt;
 	uint64_t t0 = now_ns();
-	if (mmio_trap_start(&mt, s->vm, skip, s->slot.gpa, s->slot.gpa + 2 * PAGE, on_mmio, s, err) < 0) {
+	/* the vCPU threads, if vm_open saw every one inside KVM_RUN */
+	pid_t tids[64];
+	size_t n = 0;
+	for (size_t i = 0; i < s->info->n_vcpus && n < 64; i++)
+		if (s->info->vcpus[i].tid > 0)
+			tids[n++] = s->info->vcpus[i].tid;
+	if (n != s->info->n_vcpus)
+		n = 0;
+	if (mmio_trap_start(&mt, s->vm, skip, tids, n, s->slot.gpa, s->slot.gpa + 2 * PAGE, on_mmio, s, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}

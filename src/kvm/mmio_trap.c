@@ -46,8 +46,8 @@ static int find_runs(struct mmio_trap *mt, const struct kvm_vm *vm, struct vmsh_
 	return 0;
 }
 
-int mmio_trap_start(struct mmio_trap *mt, const struct kvm_vm *vm, pid_t skip, uint64_t lo, uint64_t hi,
-		    mmio_handler h, void *opaque, struct vmsh_err *err)
+int mmio_trap_start(struct mmio_trap *mt, const struct kvm_vm *vm, pid_t skip, const pid_t *vcpu_tids,
+		    size_t n_tids, uint64_t lo, uint64_t hi, mmio_handler h, void *opaque, struct vmsh_err *err)
 {
 	memset(mt, 0, sizeof(*mt));
 	mt->pid = vm->pid;
@@ -57,7 +57,9 @@ int mmio_trap_start(struct mmio_trap *mt, const struct kvm_vm *vm, pid_t skip, u
 	mt->opaque = opaque;
 	if (find_runs(mt, vm, err) < 0)
 		return -1;
-	if (systrace_start(&mt->st, vm->pid, skip, err) < 0) {
+	if (n_tids != vm->n_vcpus)
+		n_tids = 0; /* not all known: follow every thread */
+	if (systrace_start(&mt->st, vm->pid, skip, vcpu_tids, n_tids, err) < 0) {
 		free(mt->runs);
 		mt->runs = NULL;
 		return -1;

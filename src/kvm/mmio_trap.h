@@ -38,9 +38,13 @@ struct mmio_trap {
 };
 
 /* Start trapping [lo, hi) of vm (the tracer may hold its injection thread,
- * which is skipped; vm must know its vCPUs). */
-int mmio_trap_start(struct mmio_trap *mt, const struct kvm_vm *vm, pid_t skip, uint64_t lo, uint64_t hi,
-		    mmio_handler h, void *opaque, struct vmsh_err *err);
+ * which is skipped; vm must know its vCPUs). vcpu_tids: the vCPUs' threads
+ * when every one is known (n_tids == vm's vCPUs): only they can return from
+ * KVM_RUN, so only they are followed and the hypervisor's other threads
+ * (its main loop, I/O) make their syscalls untraced; else (n_tids 0) every
+ * thread is followed. */
+int mmio_trap_start(struct mmio_trap *mt, const struct kvm_vm *vm, pid_t skip, const pid_t *vcpu_tids,
+		    size_t n_tids, uint64_t lo, uint64_t hi, mmio_handler h, void *opaque, struct vmsh_err *err);
 /* Handle exits for up to timeout_ms; returns the accesses handled or -1. */
 int mmio_trap_poll(struct mmio_trap *mt, unsigned timeout_ms, struct vmsh_err *err);
 /* Stop; an access caught on the way out is still handled. */

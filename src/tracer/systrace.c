@@ -22,7 +22,16 @@ static struct systrace_thread *find(struct systrace *st, pid_t tid)
 	return NULL;
 }
 
-int systrace_start(struct systrace *st, pid_t pid, pid_t skip, struct vmsh_err *err)
+static bool listed(const pid_t *only, size_t n_only, pid_t tid)
+{
+	for (size_t i = 0; i < n_only; i++)
+		if (only[i] == tid)
+			return true;
+	return n_only == 0;
+}
+
+int systrace_start(struct systrace *st, pid_t pid, pid_t skip, const pid_t *only, size_t n_only,
+		   struct vmsh_err *err)
 {
 	memset(st, 0, sizeof(*st));
 	st->pid = pid;
@@ -36,7 +45,7 @@ int systrace_start(struct systrace *st, pid_t pid, pid_t skip, struct vmsh_err *
 		return vmsh_error(err, ENOMEM, "trace threads");
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (tids[i] == skip || tracer_is_kernel_worker(pid, tids[i]))
+		if (tids[i] == skip || !listed(only, n_only, tids[i]) || tracer_is_kernel_worker(pid, tids[i]))
 			continue;
 		if (ptrace(PTRACE_SEIZE, tids[i], 0, PTRACE_O_TRACESYSGOOD) < 0) {
 			if (errno == ESRCH)

@@ -30,9 +30,11 @@ struct systrace {
 	unsigned long exits; /* syscall-exit stops seen */
 };
 
-/* Seize every thread of pid except `skip` and kernel workers, and follow
- * their syscalls. On failure nothing stays traced. */
-int systrace_start(struct systrace *st, pid_t pid, pid_t skip, struct vmsh_err *err);
+/* Seize every thread of pid except `skip` and kernel workers - or, if
+ * n_only > 0, only those of the threads only[] that still exist - and
+ * follow their syscalls. On failure nothing stays traced. */
+int systrace_start(struct systrace *st, pid_t pid, pid_t skip, const pid_t *only, size_t n_only,
+		   struct vmsh_err *err);
 /* Wait up to timeout_ms for a thread to return from a syscall: 1 and *tid,
  * *regs filled (the thread stays stopped until systrace_resume), 0 on
  * timeout, -1 if no thread is left. */

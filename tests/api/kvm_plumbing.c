@@ -71,7 +71,7 @@ static int trap(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f, struct 
 	kvm_vm_release(vm);
 	struct mmio_trap mt;
 	unsigned long writes = 0;
-	if (mmio_trap_start(&mt, vm, 0, gpa, gpa + 4096, count_write, &writes, &err) < 0)
+	if (mmio_trap_start(&mt, vm, 0, NULL, 0, gpa, gpa + 4096, count_write, &writes, &err) < 0)
 		return die(&err);
 	printf("trapping\n");
 	fflush(stdout);
