@@ -345,16 +345,59 @@ static int default_path(pid_t pid, char *out, size_t cap)
 	return snprintf(out, cap, "vmsh-%s-%s.core", name, stamp) >= (int)cap ? -1 : 0;
 }
 
-/* A temporary file next to the final name, renamed over it at the end. */
+/* The file being written: without a name until it is complete (O_TMPFILE
+ * in the destination's directory), so that a vmsh killed meanwhile leaves
+ * nothing; where the file system has no O_TMPFILE (9p, NFS), a temporary
+ * name next to the final one (tmp), removed on failure. 0600: the guest's
+ * secrets. */
 static int open_tmp(const char *path, char *tmp, size_t cap, struct vmsh_err *err)
 {
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	tmp[0] = '\0';
+	int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
 	if (snprintf(tmp, cap, "%s.tmp-XXXXXX", path) >= (int)cap)
 		return vmsh_error(err, ENAMETOOLONG, "%s", path);
-	int fd = mkstemp(tmp);
+	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return vmsh_error(err, errno, "create a temporary file next to %s", path);
-	fchmod(fd, 0600); /* guest memory: secrets of the guest */
+	fchmod(fd, 0600);
 	return fd;
+}
+
+/* Give the complete file its name (replacing what was there). */
+static int publish(int fd, const char *tmp, const char *path)
+{
+	if (tmp[0])
+		return rename(tmp, path);
+	char proc[64], name[4200];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	for (unsigned i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "%s.tmp-%u-%u", path, (unsigned)getpid(), i);
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) < 0) {
+			if (errno == EEXIST)
+				continue;
+			return -1;
+		}
+		if (rename(name, path) < 0) {
+			int e = errno;
+			unlink(name);
+			errno = e;
+			return -1;
+		}
+		return 0;
+	}
+	errno = EEXIST;
+	return -1;
 }
 
 int cmd_coredump(int argc, char **argv)
@@ -422,11 +465,11 @@ int cmd_coredump(int argc, char **argv)
 		rc = dump(&run, &vm, &err);
 	vm_detach(&vm);
 	const struct vm_info *r = &vm.info;
-	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || rename(tmp, path) < 0))
+	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || publish(run.fd, tmp, path) < 0))
 		rc = vmsh_error(&err, errno, "write %s", path);
 	if (!to_stdout) {
 		close(run.fd);
-		if (rc < 0)
+		if (rc < 0 && tmp[0])
 			unlink(tmp);
 	}
 	if (rc < 0) {
