@@ -206,6 +206,7 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 	struct vm_info *res = &v->info;
 	if (vm_hold(v, err) < 0)
 		return -1;
+	vm_snapshot_reap_leftovers(v);
 	struct core_vcpu *vc = calloc(vm->n_vcpus ? vm->n_vcpus : 1, sizeof(*vc));
 	if (!vc)
 		return vmsh_error(err, ENOMEM, "coredump");
@@ -274,6 +275,8 @@ static int dump_snapshot(struct dump_run *run, struct vm *v, struct vm_snapshot 
 	tracer_resume_others(vm->tr);
 	run->stopped_ns = now_ns() - t0;
 	vm_let_go(v); /* the hypervisor's own threads all run while the file is written */
+	if (rc == 0 && getenv("VMSH_TEST_STALL_AFTER_SNAPSHOT"))
+		pause(); /* tests: be killed here, with the copy made and nothing written */
 	if (rc == 0) {
 		struct snap_source src = { snap, &res->mem };
 		rc = write_core(run, res, vc, nv, read_snapshot, &src, err);
@@ -374,13 +377,22 @@ static int open_tmp(const char *path, char *tmp, size_t cap, struct vmsh_err *er
 	return fd;
 }
 
-/* Give the complete file its name (replacing what was there). */
-static int publish(int fd, const char *tmp, const char *path)
+/* Give the complete file its name: without force never over an existing
+ * file (one made since the start: EEXIST), with force replacing it. */
+static int publish(int fd, const char *tmp, const char *path, bool force)
 {
-	if (tmp[0])
-		return rename(tmp, path);
 	char proc[64], name[4200];
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (!force) {
+		if (tmp[0]) {
+			if (link(tmp, path) < 0)
+				return -1;
+			return unlink(tmp);
+		}
+		return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+	}
+	if (tmp[0])
+		return rename(tmp, path);
 	for (unsigned i = 0; i < 100; i++) {
 		snprintf(name, sizeof(name), "%s.tmp-%u-%u", path, (unsigned)getpid(), i);
 		if (linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) < 0) {
@@ -465,7 +477,7 @@ int cmd_coredump(int argc, char **argv)
 		rc = dump(&run, &vm, &err);
 	vm_detach(&vm);
 	const struct vm_info *r = &vm.info;
-	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || publish(run.fd, tmp, path) < 0))
+	if (rc == 0 && !to_stdout && (fsync(run.fd) < 0 || publish(run.fd, tmp, path, run.force) < 0))
 		rc = vmsh_error(&err, errno, "write %s", path);
 	if (!to_stdout) {
 		close(run.fd);

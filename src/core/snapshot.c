@@ -72,6 +72,63 @@ static uint64_t cgroup_room(pid_t pid, char *where, size_t cap)
 	return room;
 }
 
+/* The lines of /proc/PID/maps that overlap guest RAM, as one string (the
+ * rest of the hypervisor's mappings - malloc arenas, thread stacks - come
+ * and go at any time and do not matter here). */
+static char *ram_maps(pid_t pid, const struct guest_mem *gm, struct vmsh_err *err)
+{
+	char path[64], *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	if (procfs_read_file(path, &text, NULL, err) < 0)
+		return NULL;
+	size_t len = strlen(text), o = 0;
+	char *out = malloc(len + 1);
+	if (!out) {
+		free(text);
+		vmsh_error(err, ENOMEM, "snapshot");
+		return NULL;
+	}
+	for (char *line = text; *line;) {
+		char *nl = strchr(line, '\n');
+		size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
+		struct proc_map m;
+		if (procfs_parse_map_line(line, &m) == 0) {
+			struct proc_vma v = { .start = m.start, .end = m.end };
+			bool ram = false;
+			for (size_t i = 0; i < gm->n && !ram; i++)
+				ram = gm->r[i].verified && gm->r[i].hva && overlaps(&v, &gm->r[i]);
+			if (ram) {
+				memcpy(out + o, line, l);
+				o += l;
+			}
+		}
+		line += l;
+	}
+	out[o] = '\0';
+	free(text);
+	return out;
+}
+
+/* Devices that DMA into guest RAM (vfio, vDPA, iommufd) pin its pages: a
+ * fork would copy every pinned page at once (a long stop, all of RAM twice)
+ * or, on old kernels, leave the device writing to the copy's pages. */
+static int pinned_ram(pid_t pid, struct vmsh_err *err)
+{
+	struct proc_fd *fds;
+	size_t n;
+	if (procfs_list_fds(pid, &fds, &n, err) < 0)
+		return -1;
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *t = fds[i].target;
+		if (!strncmp(t, "/dev/vfio/", 10) || !strcmp(t, "/dev/iommu") || !strncmp(t, "/dev/vhost-vdpa", 15))
+			rc = vmsh_error(err, ENOTSUP, "the hypervisor has %.100s open: a device may hold guest RAM "
+					"pinned, which a fork would copy at once", t);
+	}
+	free(fds);
+	return rc;
+}
+
 int vm_snapshot_prepare(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err)
 {
 	const struct guest_mem *gm = &vm->info.mem;
@@ -89,10 +146,17 @@ int vm_snapshot_prepare(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *e
 	}
 	if (!usable)
 		return vmsh_error(err, ENOENT, "no guest RAM is located in the hypervisor");
+	if (tracer_fork_check(&vm->tr, err) < 0 || pinned_ram(vm->info.pid, err) < 0)
+		return -1;
+	if (!(s->maps = ram_maps(vm->info.pid, gm, err)))
+		return -1;
 	struct proc_vma *v;
 	size_t n;
-	if (procfs_read_smaps(vm->info.pid, &v, &n, err) < 0)
+	if (procfs_read_smaps(vm->info.pid, &v, &n, err) < 0) {
+		free(s->maps);
+		s->maps = NULL;
 		return -1;
+	}
 	s->dontfork = calloc(n ? n : 1, sizeof(*s->dontfork));
 	if (!s->dontfork) {
 		free(v);
@@ -131,6 +195,7 @@ int vm_snapshot_prepare(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *e
 	}
 	if (rc < 0) {
 		free(s->dontfork);
+		free(s->maps);
 		memset(s, 0, sizeof(*s));
 		return -1;
 	}
@@ -165,6 +230,23 @@ int vm_snapshot_take(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err)
 {
 	if (!s->prepared)
 		return vmsh_error(err, EINVAL, "snapshot not prepared");
+	/* what vm_snapshot_prepare saw must still be so, now that every thread
+	 * is stopped: else the mappings to lift MADV_DONTFORK on are not known */
+	char *now = ram_maps(vm->info.pid, &vm->info.mem, err);
+	if (!now)
+		return -1;
+	if (strcmp(now, s->maps)) {
+		/* name the first line that differs */
+		size_t i = 0, line = 0;
+		while (now[i] && now[i] == s->maps[i])
+			if (now[i++] == '\n')
+				line = i;
+		vmsh_error(err, EAGAIN, "the hypervisor's mappings of guest RAM changed since they were read (now: %.120s)",
+			   now + line);
+		free(now);
+		return -1;
+	}
+	free(now);
 	int rc = advise_all(vm, s, MADV_DOFORK, err);
 	if (rc == 0)
 		rc = tracer_fork_frozen(&vm->tr, &s->copy, err);
@@ -178,16 +260,18 @@ int vm_snapshot_take(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err)
 	return rc;
 }
 
-/* A process left by a killed vmsh: a zombie, exit signal 0, the
- * hypervisor's name; *ns_pid its pid as the hypervisor knows it. */
-static bool leftover_copy(pid_t pid, pid_t child, pid_t *ns_pid)
+/* A process left by a killed vmsh: a zombie child of thread tid with exit
+ * signal 0 and that thread's name; *ns_pid its pid as the hypervisor knows
+ * it. */
+static bool leftover_copy(pid_t pid, pid_t tid, pid_t child, pid_t *ns_pid)
 {
-	char path[64], *buf = NULL, *mine = NULL;
+	char path[96], *buf = NULL, *mine = NULL;
 	bool match = false;
 	snprintf(path, sizeof(path), "/proc/%d/stat", child);
 	if (procfs_read_file(path, &buf, NULL, NULL) < 0)
 		return false;
-	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	/* the copy has the name of the thread that forked it */
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", pid, tid);
 	if (procfs_read_file(path, &mine, NULL, NULL) < 0) {
 		free(buf);
 		return false;
@@ -241,7 +325,7 @@ int vm_snapshot_reap_leftovers(struct vm *vm)
 			if (end == p)
 				break;
 			pid_t ns_pid;
-			if (child > 0 && leftover_copy(vm->info.pid, (pid_t)child, &ns_pid)) {
+			if (child > 0 && leftover_copy(vm->info.pid, tids[i], (pid_t)child, &ns_pid)) {
 				uint64_t args[6] = { (uint64_t)ns_pid, 0, __WALL | WNOHANG, 0, 0, 0 };
 				int64_t ret;
 				struct vmsh_err e = { 0 };
@@ -301,6 +385,7 @@ int vm_snapshot_drop(struct vm *vm, struct vm_snapshot *s, struct vmsh_err *err)
 				 err ? err->msg : "");
 	}
 	free(s->dontfork);
+	free(s->maps);
 	memset(s, 0, sizeof(*s));
 	return rc;
 }

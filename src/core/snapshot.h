@@ -16,7 +16,8 @@
  * copies page tables. vm_snapshot_prepare refuses when that much memory is
  * not free - on the host (MemAvailable) and in the hypervisor's memory
  * cgroup (memory.max) - so that the hypervisor is never the one to pay for
- * it with an OOM kill. */
+ * it with an OOM kill; and where a device may hold guest RAM pinned (vfio,
+ * vDPA, iommufd), whose pages a fork copies at once. */
 #ifndef VMSH_CORE_SNAPSHOT_H
 #define VMSH_CORE_SNAPSHOT_H
 
@@ -32,6 +33,7 @@ struct vm_snapshot {
 	struct proc_vma *dontfork; /* guest RAM mappings kept out of forks by the hypervisor */
 	size_t n_dontfork;
 	uint64_t resident;         /* guest RAM resident in the hypervisor: the most copy-on-write costs */
+	char *maps;                /* the maps lines of guest RAM when read: the same at the fork */
 	bool prepared, taken;
 };
 

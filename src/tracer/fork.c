@@ -12,6 +12,7 @@
  * lets the child go: it exits at once and stays a zombie of the hypervisor
  * (a PID, no memory) until the hypervisor exits. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,9 +92,17 @@ static int wait_child_stop(pid_t child, struct vmsh_err *err)
 				continue;
 			return vmsh_error(err, errno, "waitpid the hypervisor's copy %d", child);
 		}
-		if (WIFSTOPPED(status))
-			return 0;
-		return vmsh_error(err, ECHILD, "the hypervisor's copy %d ended at once (status %#x)", child, status);
+		if (!WIFSTOPPED(status))
+			return vmsh_error(err, ECHILD, "the hypervisor's copy %d ended at once (status %#x)", child,
+					  status);
+		/* the copy has the hypervisor's signal handlers: with every signal
+		 * blocked, one sent to its process group or cgroup (Ctrl-C, a
+		 * service stop) can never run hypervisor code in it should vmsh die
+		 * and the kernel let it go - it only exits */
+		uint64_t all = ~0ULL;
+		if (ptrace(PTRACE_SETSIGMASK, child, sizeof(all), &all) < 0)
+			return vmsh_error(err, errno, "block the signals of the hypervisor's copy %d", child);
+		return 0;
 	}
 }
 
@@ -112,16 +121,55 @@ static void end_child(pid_t child)
 	}
 }
 
+int tracer_fork_check(const struct tracer *t, struct vmsh_err *err)
+{
+	if (!t->seccomp_suspended && seccomp_filtered(t->pid))
+		return vmsh_error(err, EPERM,
+				  "process %d has a seccomp filter vmsh cannot suspend (needs CAP_SYS_ADMIN): it might "
+				  "be killed for a fork", t->pid);
+	return 0;
+}
+
+#define ERESTARTNOINTR 513
+
+/* One clone from the fork stub at site: *child (vmsh's pid of the copy,
+ * 0 if none came) and *ret (the syscall's result: the copy's pid as the
+ * hypervisor knows it, or -errno). */
+static int inject_clone(struct tracer *t, struct inj_thread *th, uint64_t site, pid_t *child, long long *ret,
+			struct vmsh_err *err)
+{
+	struct user_regs_struct regs = th->saved;
+	regs.rip = site;
+	regs.rax = SYS_clone;
+	regs.orig_rax = (unsigned long long)-1;
+	/* a new process with no exit signal, sharing the fd table: the copy
+	 * holds no reference of its own to any of the hypervisor's files (a
+	 * socket the hypervisor closes still reaches EOF, a lock is still
+	 * dropped), and its end closes nothing */
+	regs.rdi = CLONE_FILES;
+	regs.rsi = regs.rdx = regs.r10 = regs.r8 = 0;
+	if (ptrace(PTRACE_SETREGS, th->tid, 0, &regs) < 0)
+		return vmsh_error(err, errno, "set registers of thread %d", th->tid);
+	if (ptrace(PTRACE_SYSCALL, th->tid, 0, 0) < 0 ||
+	    tracer_wait_stop(th->tid, true, PTRACE_SYSCALL, &th->pending_sig, err) < 0 ||
+	    run_clone(th, child, err) < 0 || ptrace(PTRACE_GETREGS, th->tid, 0, &regs) < 0) {
+		if (err && !err->msg[0])
+			vmsh_error(err, errno, "inject clone into thread %d", th->tid);
+		return -1;
+	}
+	t->injected_syscalls++;
+	*ret = (long long)regs.rax;
+	return 0;
+}
+
 int tracer_fork_frozen(struct tracer *t, struct tracer_fork *c, struct vmsh_err *err)
 {
 	struct inj_thread *th = &t->main;
 	memset(c, 0, sizeof(*c));
 	if (!t->attached || !th->saved_valid)
 		return vmsh_error(err, EINVAL, "fork the hypervisor: not attached");
-	if (!t->seccomp_suspended && seccomp_filtered(t->pid))
-		return vmsh_error(err, EPERM,
-				  "process %d has a seccomp filter vmsh cannot suspend (needs CAP_SYS_ADMIN): it might "
-				  "be killed for a fork", t->pid);
+	if (tracer_fork_check(t, err) < 0)
+		return -1;
 	uint8_t stub[STUB_SITE_SIZE], orig[STUB_SITE_SIZE];
 	uint64_t site;
 	stub_build_fork(&th->saved, stub);
@@ -133,43 +181,30 @@ int tracer_fork_frozen(struct tracer *t, struct tracer_fork *c, struct vmsh_err 
 	}
 	int rc = -1;
 	pid_t child = 0;
-	struct user_regs_struct regs = th->saved;
-	regs.rip = site;
-	regs.rax = SYS_clone;
-	regs.orig_rax = (unsigned long long)-1;
-	regs.rdi = 0; /* flags: a new process, no exit signal */
-	regs.rsi = regs.rdx = regs.r10 = regs.r8 = 0;
+	long long ret = -ERESTARTNOINTR;
 	if (ptrace(PTRACE_SETOPTIONS, th->tid, 0, base_options(t) | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK) < 0) {
 		vmsh_error(err, errno, "trace forks of thread %d", th->tid);
 		goto out_site;
 	}
-	if (ptrace(PTRACE_SETREGS, th->tid, 0, &regs) < 0) {
-		vmsh_error(err, errno, "set registers of thread %d", th->tid);
-		goto out_opts;
-	}
-	if (ptrace(PTRACE_SYSCALL, th->tid, 0, 0) < 0 ||
-	    tracer_wait_stop(th->tid, true, PTRACE_SYSCALL, &th->pending_sig, err) < 0 ||
-	    run_clone(th, &child, err) < 0 || ptrace(PTRACE_GETREGS, th->tid, 0, &regs) < 0) {
-		if (err && !err->msg[0])
-			vmsh_error(err, errno, "inject clone into thread %d", th->tid);
-		goto out_regs;
-	}
-	t->injected_syscalls++;
-	if ((long long)regs.rax < 0) {
-		vmsh_error(err, (int)-(long long)regs.rax, "fork inside process %d", t->pid);
+	/* a fork that meets a pending signal says "restart" (and forked nothing) */
+	for (int tries = 0; tries < 3 && ret == -ERESTARTNOINTR && !child; tries++)
+		if (inject_clone(t, th, site, &child, &ret, err) < 0)
+			goto out_regs;
+	if (child)
+		c->pid = child; /* from here, whatever fails, the copy is ended below */
+	if (ret < 0) {
+		vmsh_error(err, ret == -ERESTARTNOINTR ? EINTR : (int)-ret, "fork inside process %d", t->pid);
 		goto out_regs;
 	}
 	if (!child) {
 		vmsh_error(err, ECHILD, "fork inside process %d: no clone event", t->pid);
 		goto out_regs;
 	}
-	c->pid = child;
-	c->ns_pid = (pid_t)regs.rax;
+	c->ns_pid = (pid_t)ret;
 	rc = wait_child_stop(child, err);
 out_regs:
 	if (ptrace(PTRACE_SETREGS, th->tid, 0, &th->saved) < 0)
 		log_info("restoring registers of thread %d: %s", th->tid, strerror(errno));
-out_opts:
 	ptrace(PTRACE_SETOPTIONS, th->tid, 0, base_options(t));
 out_site:
 	if (tracer_poke(t->pid, site, orig, sizeof(orig)) < 0)
@@ -181,7 +216,7 @@ out_site:
 		th->pending_sig = 0;
 	}
 	if (rc < 0 && c->pid) {
-		/* the child exists but is of no use: end it (reaped by tracer_fork_release) */
+		/* the copy exists but is of no use: end it (reaped by tracer_fork_release) */
 		end_child(c->pid);
 		c->pid = 0;
 		c->ended = true;

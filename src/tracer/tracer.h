@@ -107,6 +107,9 @@ struct tracer_fork {
 	bool ended;   /* killed, a zombie the hypervisor has to reap */
 };
 int tracer_fork_frozen(struct tracer *t, struct tracer_fork *c, struct vmsh_err *err);
+/* Refused up front (before anything is changed): a seccomp filter vmsh
+ * could not suspend might kill the hypervisor for the fork. */
+int tracer_fork_check(const struct tracer *t, struct vmsh_err *err);
 /* Kill the copy (any time) and, with t attached, make the hypervisor reap
  * it. Call again once attached if it said it needs to be. */
 int tracer_fork_release(struct tracer *t, struct tracer_fork *c, struct vmsh_err *err);

@@ -5,6 +5,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 struct hv {
 	pid_t pid;
 	int cmd, reply;
+	int witness;  /* read end of a pipe whose only write end the stand-in holds */
 	uint64_t ram;
 };
 
@@ -41,7 +43,7 @@ static void reply(int fd, const void *p, size_t n)
 }
 
 /* The stand-in: answers one-letter commands on cmd. */
-static void hv_main(int cmd, int out, bool shared)
+static void hv_main(int cmd, int out, bool shared, int witness)
 {
 	uint8_t *ram = mmap(NULL, RAM_LEN, PROT_READ | PROT_WRITE, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
 			    -1, 0);
@@ -70,6 +72,13 @@ static void hv_main(int cmd, int out, bool shared)
 				_exit(7);
 			int v = p;
 			reply(out, &v, sizeof(v));
+		} else if (c == 'C') { /* close a file of its own */
+			close(witness);
+			reply(out, "k", 1);
+		} else if (c == 'R') { /* part of its RAM goes (as an unplug would) */
+			if (munmap(ram + RAM_LEN / 2, RAM_LEN / 2) < 0)
+				_exit(4);
+			reply(out, "k", 1);
 		} else if (c == 'W') { /* reap any child, as a hypervisor's SIGCHLD handler might */
 			int st = 0;
 			pid_t p = waitpid(-1, &st, __WALL | WNOHANG);
@@ -81,19 +90,22 @@ static void hv_main(int cmd, int out, bool shared)
 
 static struct hv hv_start(bool shared)
 {
-	int c[2], r[2];
+	int c[2], r[2], w[2];
 	assert_int_equal(pipe(c), 0);
 	assert_int_equal(pipe(r), 0);
+	assert_int_equal(pipe2(w, O_NONBLOCK), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		close(c[1]);
 		close(r[0]);
-		hv_main(c[0], r[1], shared);
+		close(w[0]);
+		hv_main(c[0], r[1], shared, w[1]);
 	}
 	close(c[0]);
 	close(r[1]);
-	struct hv h = { .pid = pid, .cmd = c[1], .reply = r[0] };
+	close(w[1]);
+	struct hv h = { .pid = pid, .cmd = c[1], .reply = r[0], .witness = w[0] };
 	assert_int_equal(read(h.reply, &h.ram, sizeof(h.ram)), sizeof(h.ram));
 	return h;
 }
@@ -112,6 +124,7 @@ static void hv_stop(struct hv *h)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	close(h->cmd);
 	close(h->reply);
+	close(h->witness);
 }
 
 /* A struct vm holding the stand-in: attached, one verified RAM range. */
@@ -284,6 +297,66 @@ static void test_a_later_run_reaps_the_copy_a_killed_vmsh_left(void **state)
 	hv_stop(&h);
 }
 
+/* The copy holds no file of the hypervisor's itself (it shares the fd
+ * table): a pipe the hypervisor closes reaches EOF while the copy lives;
+ * and every signal is blocked in it. */
+static void test_the_copy_holds_no_file_and_takes_no_signal(void **state)
+{
+	struct hv h = hv_start(false);
+	struct vm *vm = vm_of(&h);
+	struct vm_snapshot s;
+	take(vm, &s);
+	kvm_vm_release(&vm->kvm);
+	char k;
+	hv_ask(&h, 'C', &k, 1);
+	assert_int_equal(read(h.witness, &k, 1), 0); /* EOF: no write end left anywhere */
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", s.copy.pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	unsigned long long blocked = 0;
+	while (fgets(line, sizeof(line), f))
+		sscanf(line, "SigBlk: %llx", &blocked);
+	fclose(f);
+	assert_true(blocked & (1ULL << (SIGINT - 1)));
+	assert_true(blocked & (1ULL << (SIGTERM - 1)));
+	assert_true(blocked & (1ULL << (SIGHUP - 1)));
+	struct vmsh_err err = { 0 };
+	assert_int_equal(vm_snapshot_drop(vm, &s, &err), 0);
+	vm_free(vm);
+	hv_stop(&h);
+}
+
+/* The hypervisor unmaps part of guest RAM between the look at its mappings
+ * and the fork: refused, nothing changed, no copy made. */
+static void test_a_remap_before_the_fork_is_refused(void **state)
+{
+	struct hv h = hv_start(false);
+	struct vm *vm = vm_of(&h);
+	struct vm_snapshot s;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(vm_snapshot_prepare(vm, &s, &err), 0);
+	kvm_vm_release(&vm->kvm);
+	char k;
+	hv_ask(&h, 'R', &k, 1);
+	assert_true(dontfork(h.pid, h.ram));
+	assert_int_equal(vm_hold(vm, &err), 0);
+	assert_int_equal(tracer_stop_others(&vm->tr, &err), 0);
+	int rc = vm_snapshot_take(vm, &s, &err);
+	tracer_resume_others(&vm->tr);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err.msg, "mappings of guest RAM changed"));
+	assert_int_equal(s.copy.pid, 0);
+	assert_true(dontfork(h.pid, h.ram)); /* not touched */
+	assert_int_equal(vm_snapshot_drop(vm, &s, &err), 0);
+	vm_let_go(vm);
+	int v[2];
+	hv_ask(&h, 'W', v, sizeof(v));
+	assert_int_equal(v[0], -1);
+	vm_free(vm);
+	hv_stop(&h);
+}
+
 static void test_shared_ram_is_refused_with_its_reason(void **state)
 {
 	struct hv h = hv_start(true);
@@ -333,6 +406,8 @@ int main(void)
 		cmocka_unit_test(test_the_image_stays_as_it_was_while_the_process_writes),
 		cmocka_unit_test(test_a_copy_let_go_only_exits),
 		cmocka_unit_test(test_a_later_run_reaps_the_copy_a_killed_vmsh_left),
+		cmocka_unit_test(test_the_copy_holds_no_file_and_takes_no_signal),
+		cmocka_unit_test(test_a_remap_before_the_fork_is_refused),
 		cmocka_unit_test(test_shared_ram_is_refused_with_its_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

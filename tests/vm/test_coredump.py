@@ -208,13 +208,16 @@ def test_live_dumps_and_snapshots_leave_no_residue_then_a_panicked_guest_dumps_t
     # unfinished file had no name yet (O_TMPFILE on the host's tmpfs): nothing
     # is left of it; the next dump reaps the zombie
     core = f"{scratch(host)}/killed.core"
-    out = host.check(f"{shlex.quote(vmsh_bin)} coredump --snapshot {guest.pid} {core} 2>/dev/null & p=$!; "
-                     f"for i in $(seq 1200); do [ -n \"$(cat /proc/{guest.pid}/task/*/children)\" ] && break; "
-                     f"sleep 0.05; done; sleep 0.5; kill -9 $p; wait $p; echo status $?", 300)
+    # (VMSH_TEST_STALL_AFTER_SNAPSHOT: vmsh waits, the copy made, to be killed there)
+    out = host.check(f"VMSH_TEST_STALL_AFTER_SNAPSHOT=1 {shlex.quote(vmsh_bin)} coredump --snapshot {guest.pid} "
+                     f"{core} 2>/dev/null & p=$!; "
+                     f"for i in $(seq 2400); do [ -n \"$(cat /proc/{guest.pid}/task/*/children)\" ] && break; "
+                     f"sleep 0.05; done; sleep 0.2; kill -9 $p; wait $p; echo status $?", 300)
     assert "status 137" in out, out
     assert guest.console("echo alive").strip() == "alive"
-    left = host.check(f"for c in $(cat /proc/{guest.pid}/task/*/children); do "
-                      f"awk '{{print $3}}' /proc/$c/stat; done").split()
+    left = host.check(f"for i in $(seq 200); do s=$(for c in $(cat /proc/{guest.pid}/task/*/children); do "
+                      f"awk '{{print $3}}' /proc/$c/stat; done); [ \"$s\" = Z ] && break; sleep 0.05; done; "
+                      f"echo $s").split()
     assert left == ["Z"], left
     assert host.check(f"ls -a {scratch(host)} | grep -c '^killed.core' ; true").strip() == "0", \
         host.check(f"ls -la {scratch(host)}")
