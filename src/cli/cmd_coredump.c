@@ -198,6 +198,18 @@ static void vcpus_of(const struct vm_info *res, struct core_vcpu *out, size_t *n
 							  .sregs = res->vcpus[i].st.sregs };
 }
 
+/* Every vCPU's registers, inside a stop window. */
+static int read_registers(struct kvm_vm *vm, struct core_vcpu *vc, size_t *nv, struct vmsh_err *err)
+{
+	for (size_t i = 0; i < vm->n_vcpus; i++) {
+		struct vcpu_state st;
+		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, err) < 0)
+			return -1;
+		vc[(*nv)++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
+	}
+	return 0;
+}
+
 /* --stop: the hypervisor held again, every thread of it stopped, registers
  * read afresh, then the whole copy. */
 static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err)
@@ -216,12 +228,7 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 		return -1;
 	}
 	size_t nv = 0;
-	int rc = 0;
-	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
-		struct vcpu_state st;
-		rc = kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, err);
-		vc[nv++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
-	}
+	int rc = read_registers(vm, vc, &nv, err);
 	if (rc == 0)
 		rc = write_core(run, res, vc, nv, read_guest, &res->mem, err);
 	tracer_resume_others(vm->tr);
@@ -264,12 +271,7 @@ static int dump_snapshot(struct dump_run *run, struct vm *v, struct vm_snapshot 
 		return -1;
 	}
 	size_t nv = 0;
-	int rc = 0;
-	for (size_t i = 0; i < vm->n_vcpus && rc == 0; i++) {
-		struct vcpu_state st;
-		rc = kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, err);
-		vc[nv++] = (struct core_vcpu){ .index = vm->vcpus[i].index, .regs = st.regs, .sregs = st.sregs };
-	}
+	int rc = read_registers(vm, vc, &nv, err);
 	if (rc == 0)
 		rc = vm_snapshot_take(v, snap, err);
 	tracer_resume_others(vm->tr);

@@ -27,12 +27,6 @@
 #include "tracer/internal.h"
 #include "tracer/stub.h"
 
-#ifndef PTRACE_O_SUSPEND_SECCOMP
-#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
-#endif
-#ifndef PTRACE_EVENT_STOP
-#define PTRACE_EVENT_STOP 128
-#endif
 
 static long base_options(const struct tracer *t)
 {

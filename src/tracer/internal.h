@@ -2,7 +2,17 @@
 #ifndef VMSH_TRACER_INTERNAL_H
 #define VMSH_TRACER_INTERNAL_H
 
+#include <sys/ptrace.h>
+
 #include "tracer/tracer.h"
+
+/* older libc headers lack these */
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
 
 /* Wait until tid reaches the ptrace stop asked for (a syscall stop, or an
  * interrupt/event stop). Signals arriving on the way are delivered at once

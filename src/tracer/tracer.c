@@ -22,12 +22,6 @@
 #include "common/procfs.h"
 #include "tracer/internal.h"
 
-#ifndef PTRACE_O_SUSPEND_SECCOMP
-#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
-#endif
-#ifndef PTRACE_EVENT_STOP
-#define PTRACE_EVENT_STOP 128
-#endif
 
 /* kernel-internal restart codes, visible to a tracer in rax */
 #define ERESTARTSYS 512
