@@ -177,9 +177,9 @@ static uint64_t known_gpa(const struct vm_vcpu *v)
 	return (v->st.sregs.cs.base + v->st.regs.rip) & ~0xfffULL;
 }
 
-static int plausible_cb(struct guest_mem *gm, void *opaque)
+static int plausible_cb(struct guest_mem *gm, void *opaque, struct memmap_evidence *ev)
 {
-	return kernel_paging_plausible(gm, opaque);
+	return kernel_paging_plausible(gm, opaque, ev);
 }
 
 /* The guest's own RAM map (/proc/iomem's source) replaces the provisional
@@ -234,8 +234,13 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "not a running 64-bit Linux kernel");
 		return;
 	}
+	/* test hook: look for guest memory through another page-table root
+	 * (the kernel's own, say, which the vCPU holds only at times) */
+	const char *root = getenv("VMSH_TEST_BOOT_ROOT");
+	if (root)
+		c.cr3 = strtoull(root, NULL, 0);
 	uint64_t t0 = now_ns();
-	if (memmap_bootstrap(&info->mem, known_gpa(v), plausible_cb, &c, &e) < 0) {
+	if (memmap_bootstrap(&info->mem, root ? c.cr3 & pt_phys_mask(52) : known_gpa(v), plausible_cb, &c, &e) < 0) {
 		snprintf(info->mem_error, sizeof(info->mem_error), "%s", e.msg);
 		snprintf(info->kernel_error, sizeof(info->kernel_error), "guest memory not located");
 		return;

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include "common/log.h"
+#include "guest/memmap.h"
 
 #define CR0_PG (1ULL << 31)
 #define CR4_PAE (1ULL << 5)
@@ -83,7 +84,57 @@ static unsigned kernel_leaves(const struct pt_ctx *pt, struct pt_mapping *first)
 	return f.count;
 }
 
-int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c)
+/* What a bounded walk of the kernel half of a page table found: every
+ * present entry of the tables read (top level down to the 2 MiB level, the
+ * 4 KiB tables themselves not read) and how many point outside gm. */
+struct pt_refs {
+	unsigned tables;
+	unsigned tables_out; /* entries naming a table page: always RAM */
+	unsigned leaves_out; /* 1 GiB / 2 MiB leaves: RAM, or a device's memory */
+	uint64_t above_limit, low_end, high_end; /* see struct memmap_evidence */
+	bool first_only;
+};
+#define CHECK_TABLES 128
+
+static void note_outside(struct pt_refs *r, uint64_t pa, uint64_t len)
+{
+	const uint64_t four_gib = 1ULL << 32;
+	uint64_t size = r->above_limit > four_gib ? r->above_limit - four_gib : 0;
+	if (pa < four_gib && pa < size && pa + len > r->low_end)
+		r->low_end = pa + len;
+	if (pa >= four_gib && pa < r->above_limit && pa + len > r->high_end)
+		r->high_end = pa + len;
+}
+
+static void count_refs(const struct pt_ctx *pt, struct guest_mem *gm, uint64_t table, int level, int first,
+		       struct pt_refs *r)
+{
+	uint64_t e[512];
+	if (r->tables >= CHECK_TABLES || (r->first_only && r->tables_out + r->leaves_out) ||
+	    pt_read_table(pt, table, e) < 0)
+		return;
+	r->tables++;
+	for (int i = first; i < 512 && !(r->first_only && r->tables_out + r->leaves_out); i++) {
+		if (!(e[i] & PTE_PRESENT))
+			continue;
+		bool leaf = level == 1 || (level <= 3 && (e[i] & PTE_PS));
+		uint64_t align = leaf ? (level == 3 ? 1ULL << 30 : level == 2 ? 1ULL << 21 : 4096) : 4096;
+		uint64_t pa = e[i] & pt->phys_mask & ~(align - 1);
+		/* a large leaf maps RAM only, all of it in one range: one that
+		 * crosses the end of a range says the range is too short */
+		const struct guest_range *in = guest_mem_find(gm, pa);
+		if (!in || align - 1 > in->gpa + in->size - 1 - pa) {
+			note_outside(r, pa, align);
+			if (leaf)
+				r->leaves_out++;
+			else
+				r->tables_out++;
+		} else if (!leaf && level > 2)
+			count_refs(pt, gm, pa, level - 1, 0, r);
+	}
+}
+
+int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c, struct memmap_evidence *ev)
 {
 	struct pt_ctx pt;
 	if (kernel_paging_ctx(gm, c, &pt) < 0)
@@ -102,11 +153,26 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c)
 	if (!present || inside * 2 < present)
 		return 0;
 	struct pt_mapping m;
-	if (pt_translate(&pt, c->rip, &m) == 0 && guest_mem_find(gm, m.pa))
-		return 1;
-	/* the vCPU may be on a PTI user page table: try the kernel half */
-	pt.root &= ~0x1000ULL;
-	return kernel_leaves(&pt, NULL) > 0;
+	bool ok = pt_translate(&pt, c->rip, &m) == 0 && guest_mem_find(gm, m.pa);
+	if (!ok) {
+		/* the vCPU may be on a PTI user page table: try the kernel half */
+		pt.root &= ~0x1000ULL;
+		ok = kernel_leaves(&pt, NULL) > 0;
+	}
+	if (!ok)
+		return 0;
+	if (ev) {
+		/* the kernel half: tables every address space shares, and the
+		 * kernel's map of all RAM */
+		struct pt_refs r = { .above_limit = ev->above_limit, .first_only = ev->first_only };
+		count_refs(&pt, gm, pt.root, pt.levels, 256, &r);
+		log_debug("page tables against the map: %u tables read, %u table and %u leaf entries outside",
+			  r.tables, r.tables_out, r.leaves_out);
+		ev->outside = r.tables_out + r.leaves_out;
+		ev->low_end = r.low_end;
+		ev->high_end = r.high_end;
+	}
+	return 1;
 }
 
 int kernel_root_of(const struct guest_kernel *k, uint64_t cr3, uint64_t *root)

@@ -39,8 +39,11 @@ struct guest_kernel {
 
 /* Page-table context for the vCPU (root from CR3). -1 without paging. */
 int kernel_paging_ctx(struct guest_mem *gm, const struct cpu_paging *c, struct pt_ctx *pt);
-/* A cheap check that gm is consistent with the vCPU's page tables. */
-int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c);
+struct memmap_evidence;
+/* A cheap check that gm is consistent with the vCPU's page tables: 1 or 0.
+ * With ev, also counts the references of the kernel half of the tables
+ * (table pages, large leaves) that lie outside gm (memmap.h). */
+int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c, struct memmap_evidence *ev);
 
 int kernel_find(struct guest_mem *gm, const struct cpu_paging *c, struct guest_kernel *k, struct vmsh_err *err);
 

@@ -44,7 +44,7 @@ static void fill_backing(struct guest_range *r, const struct proc_map *m)
  * and most VMMs put RAM that does not fit below the 32-bit PCI hole: the
  * rest of the same mapping). 1 if check accepts it. */
 static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check,
-		      void *opaque, struct vmsh_err *err)
+		      void *opaque, struct memmap_evidence *ev, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
 	struct guest_range r[2] = {
@@ -60,17 +60,28 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
 			return vmsh_error(err, ENOMEM, "guest memory map");
 	}
 	gm->probing = true;
-	int ok = check(gm, opaque);
+	ev->above_limit = FOUR_GIB + size;
+	ev->outside = 0;
+	ev->low_end = ev->high_end = 0;
+	int ok = check(gm, opaque, ev);
 	gm->probing = false;
 	if (ok != 1)
 		return 0;
 	for (size_t i = 0; i < gm->n; i++)
 		gm->r[i].verified = true;
-	log_debug("guest memory: gpa 0 at %#llx (%s, %llu MiB below 4 GiB, %llu MiB above)",
+	log_debug("guest memory: gpa 0 at %#llx (%s, %llu MiB below 4 GiB, %llu MiB above): %u references outside",
 		  (unsigned long long)m->start, r[0].backing, (unsigned long long)(r[0].size >> 20),
-		  (unsigned long long)(r[1].size >> 20));
+		  (unsigned long long)(r[1].size >> 20), ev->outside);
 	return 1;
 }
+
+/* A layout the check accepted, possibly with references outside it. */
+struct candidate {
+	const struct proc_map *m;
+	uint64_t low;
+	bool found;
+	bool scan; /* its references say another split may be right */
+};
 
 /* Splits of RAM at the 32-bit hole that hypervisors use (qemu q35 2 and
  * 2.75 GiB, pc 3 and 3.5 GiB, kvmtool/crosvm/Firecracker 3.25 GiB), tried
@@ -89,27 +100,64 @@ static bool split_holds(uint64_t size, uint64_t low, uint64_t anchor_gpa)
 	return anchor_gpa - FOUR_GIB < size - low;
 }
 
+/* try_layout, and the verdict: 1 accept (nothing outside), 0 go on, -1
+ * error. The first layout that passes with references outside is kept in
+ * *fallback, with whether they could be RAM of this mapping under another
+ * split (below 4 GiB past its low part, or above 4 GiB within the
+ * mapping's length): only then is every split worth a look. The layouts
+ * tried after it stop at their first reference outside (a wrong split reads
+ * the part above 4 GiB shifted: garbage, found at once). */
+static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check, void *opaque,
+		   struct candidate *fallback, struct vmsh_err *err)
+{
+	struct memmap_evidence ev = { .first_only = fallback->found };
+	int rc = try_layout(gm, m, low, check, opaque, &ev, err);
+	if (rc <= 0 || ev.outside == 0)
+		return rc;
+	if (!fallback->found)
+		*fallback = (struct candidate){ .m = m, .low = low, .found = true,
+						.scan = ev.low_end > low || ev.high_end > FOUR_GIB };
+	return 0;
+}
+
 /* The mapping split at 4 GiB: find where its low part ends. The anchor may
  * be on either side (a process's page tables below, the kernel above). */
 static int try_splits(struct guest_mem *gm, const struct proc_map *m, uint64_t anchor_gpa, memmap_check_fn check,
-		      void *opaque, struct vmsh_err *err)
+		      void *opaque, struct candidate *fallback, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
 	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++) {
 		if (!split_holds(size, common_splits[i], anchor_gpa))
 			continue;
-		int rc = try_layout(gm, m, common_splits[i], check, opaque, err);
+		int rc = try_one(gm, m, common_splits[i], check, opaque, fallback, err);
 		if (rc != 0)
 			return rc;
 	}
 	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP) {
+		if (fallback->found && !fallback->scan)
+			return 0;
 		if (!split_holds(size, low, anchor_gpa))
 			continue;
-		int rc = try_layout(gm, m, low, check, opaque, err);
+		int rc = try_one(gm, m, low, check, opaque, fallback, err);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
+}
+
+/* One candidate mapping: the whole of it as low RAM, then split at 4 GiB
+ * (qemu's max-ram-below-4g with the vCPU's root below the split: the root
+ * passes several layouts, the kernel's map of RAM tells them apart). */
+static int try_mapping(struct guest_mem *gm, const struct proc_map *m, uint64_t anchor_gpa, memmap_check_fn check,
+		       void *opaque, struct candidate *fallback, struct vmsh_err *err)
+{
+	uint64_t size = m->end - m->start;
+	if (size > anchor_gpa) {
+		int rc = try_one(gm, m, size, check, opaque, fallback, err);
+		if (rc != 0)
+			return rc;
+	}
+	return try_splits(gm, m, anchor_gpa, check, opaque, fallback, err);
 }
 
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
@@ -121,14 +169,18 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 		return -1;
 	qsort(maps, n, sizeof(*maps), cmp_size_desc);
 	int rc = 0;
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	struct candidate fallback = { 0 };
+	for (size_t i = 0; i < n && rc == 0 && !fallback.found; i++) {
 		if (!memmap_is_candidate(&maps[i]))
 			continue;
-		uint64_t size = maps[i].end - maps[i].start;
-		if (size > anchor_gpa)
-			rc = try_layout(gm, &maps[i], size, check, opaque, err);
-		if (rc == 0)
-			rc = try_splits(gm, &maps[i], anchor_gpa, check, opaque, err);
+		rc = try_mapping(gm, &maps[i], anchor_gpa, check, opaque, &fallback, err);
+	}
+	if (rc == 0 && fallback.found) {
+		/* the best the evidence allows: nothing passed without leaving
+		 * something out (a device's memory the kernel maps, RAM of
+		 * another mapping such as a hotplugged DIMM) */
+		struct memmap_evidence ev = { 0 };
+		rc = try_layout(gm, fallback.m, fallback.low, check, opaque, &ev, err);
 	}
 	free(maps);
 	if (rc <= 0) {

@@ -8,12 +8,27 @@
 
 #include "guest/guestmem.h"
 
-/* Returns 1 if guest memory, as currently described by gm, looks right. */
-typedef int (*memmap_check_fn)(struct guest_mem *gm, void *opaque);
+/* What the check found besides its verdict: references the guest's own
+ * structures make (page-table pages, the kernel's map of RAM) that lie
+ * outside the map tried. A layout that leaves none out is preferred. */
+struct memmap_evidence {
+	bool first_only;      /* in: stop at the first reference outside */
+	uint64_t above_limit; /* in: 4 GiB + the mapping's size: no RAM of it lies beyond */
+	unsigned outside;     /* out: references outside the map */
+	uint64_t low_end;     /* out: end of the highest of them below 4 GiB and the mapping's size, or 0 */
+	uint64_t high_end;    /* out: end of the highest of them in [4 GiB, above_limit), or 0 */
+};
 
-/* Try each candidate mapping as "guest-physical 0 at its start"; keep the
- * first one for which check passes (a provisional range as long as the
- * mapping). anchor_gpa must lie inside it. */
+/* Returns 1 if guest memory, as currently described by gm, looks right
+ * (and fills ev), else 0. */
+typedef int (*memmap_check_fn)(struct guest_mem *gm, void *opaque, struct memmap_evidence *ev);
+
+/* Try each candidate mapping as "guest-physical 0 at its start", or split
+ * at the 4 GiB hole; keep the first one for which check passes and nothing
+ * it sees lies outside. A layout that passes but leaves references out (the
+ * whole mapping taken as low RAM while the kernel maps RAM above 4 GiB: the
+ * vCPU's root below the split says nothing about it) is kept only if the
+ * split those references point at fails. anchor_gpa must lie inside it. */
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
 		     struct vmsh_err *err);
 

@@ -16,6 +16,7 @@
 
 #include "guest/iomem.h"
 #include "guest/kernel.h"
+#include "guest/memmap.h"
 
 #define RAM (1u << 20)
 #define MAX_IOMEM 64
@@ -41,7 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct guest_range r = { .gpa = 0, .size = RAM, .hva = 0x1000, .local = ram.buf, .kind = "System RAM" };
 	if (guest_mem_add(&gm, &r) < 0)
 		abort();
-	(void)kernel_paging_plausible(&gm, &c);
+	struct memmap_evidence ev = { .above_limit = (1ULL << 32) + RAM };
+	if (kernel_paging_plausible(&gm, &c, &ev) == 1 && ev.high_end && (ev.high_end <= 1ULL << 32 || ev.high_end > ev.above_limit + (1ULL << 30)))
+		abort(); /* a reference outside the window asked for */
 	struct guest_kernel k;
 	struct vmsh_err err = { 0 };
 	int rc = kernel_find(&gm, &c, &k, &err);

@@ -196,7 +196,7 @@ static void test_kernel_found_from_user_half_of_pti_pair(void **state)
 	struct guest *g = *state;
 	build(g, USER_ENTRY_ONLY);
 	struct cpu_paging c = cpu(g->uroot | 0x801 | (1ULL << 63), UVA + 0x10);
-	assert_int_equal(kernel_paging_plausible(&g->gm, &c), 1);
+	assert_int_equal(kernel_paging_plausible(&g->gm, &c, NULL), 1);
 	struct vmsh_err err = { 0 };
 	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
 	g->have_k = true;
@@ -274,7 +274,7 @@ static void test_kernel_found_from_kernel_root(void **state)
 	struct guest *g = *state;
 	build(g, USER_ENTRY_ONLY);
 	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
-	assert_int_equal(kernel_paging_plausible(&g->gm, &c), 1);
+	assert_int_equal(kernel_paging_plausible(&g->gm, &c, NULL), 1);
 	struct vmsh_err err = { 0 };
 	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
 	g->have_k = true;
@@ -357,7 +357,7 @@ static void test_no_kernel_mapping_is_nokernel(void **state)
 	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), -1);
 	assert_int_equal(err.kind, VMSH_E_NOKERNEL);
 	assert_non_null(strstr(err.msg, "pae"));
-	assert_int_equal(kernel_paging_plausible(&g->gm, &c), 0);
+	assert_int_equal(kernel_paging_plausible(&g->gm, &c, NULL), 0);
 }
 
 static void test_no_banner_is_nokernel(void **state)

@@ -227,17 +227,33 @@ static void test_unverified_range_refused(void **state)
 struct probe {
 	uint64_t gpa[2];
 	uint8_t want[2][16];
+	uint64_t ref[2]; /* pages the guest's tables point at (0: none) */
+	bool not_whole;  /* the whole mapping as low RAM fails the check */
 };
 
 /* Stands in for the page-table check: guest memory is right if both pages
- * hold what was planted there. */
-static int probe_check(struct guest_mem *gm, void *opaque)
+ * hold what was planted there; ref outside the map is reported. */
+static int probe_check(struct guest_mem *gm, void *opaque, struct memmap_evidence *ev)
 {
 	const struct probe *p = opaque;
 	for (int i = 0; i < 2; i++) {
 		uint8_t got[16];
 		if (guest_mem_read(gm, p->gpa[i], got, sizeof(got)) < 0 || memcmp(got, p->want[i], sizeof(got)))
 			return 0;
+	}
+	if (p->not_whole && gm->n == 1 && gm->r[0].size == RAM_SIZE)
+		return 0;
+	ev->outside = 0;
+	ev->low_end = ev->high_end = 0;
+	for (int i = 0; i < 2; i++) {
+		uint64_t ref = p->ref[i];
+		if (!ref || guest_mem_find(gm, ref))
+			continue;
+		ev->outside++;
+		if (ref < FOUR_GIB && ref < ev->above_limit - FOUR_GIB)
+			ev->low_end = ref + 4096 > ev->low_end ? ref + 4096 : ev->low_end;
+		if (ref >= FOUR_GIB && ref < ev->above_limit)
+			ev->high_end = ref + 4096 > ev->high_end ? ref + 4096 : ev->high_end;
 	}
 	return 1;
 }
@@ -289,6 +305,49 @@ static void test_bootstrap_split_at_4gib(void **state)
 	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), -1);
 	assert_int_equal(f->gm.n, 0);
 	assert_non_null(strstr(err.msg, "consistent with the vCPU's page tables"));
+}
+
+/* RAM split with the vCPU's root and the kernel below the split (qemu's
+ * max-ram-below-4g, the kernel's own root): layouts other than the right
+ * one pass the root check too, but leave out RAM the kernel uses - at the
+ * top of the part above 4 GiB, or of the part below. The split that
+ * evidence points at wins. (The old code took the first passing layout; the
+ * guest's iomem tree, allocated at the top of RAM, could then not be read
+ * and `vmsh serve` refused: the above-4g CI failure.) */
+static void test_bootstrap_split_with_root_below(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t top_low = SPLIT - 4096, top_high = FOUR_GIB + (RAM_SIZE - SPLIT) - 4096;
+	struct probe p = { .gpa = { 2 * MIB + 0x80, 3 * MIB + 0x40 }, .ref = { top_low, top_high } };
+	plant(f, &p, 9);
+	struct vmsh_err err = { 0 };
+	/* the whole mapping as low RAM passes, RAM above 4 GiB left out */
+	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
+	assert_split_found(f);
+
+	/* the whole mapping fails (the kernel's root sees most of its tables
+	 * outside): the first split of the scan (4 MiB) passes, RAM below the
+	 * real split left out */
+	p.not_whole = true;
+	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
+	assert_split_found(f);
+	p.not_whole = false;
+
+	/* references nothing of this mapping can hold (a device's memory far
+	 * above RAM): the whole mapping stays low RAM, as the root says */
+	p.ref[0] = 0;
+	p.ref[1] = FOUR_GIB + 64 * MIB;
+	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
+	assert_int_equal(f->gm.n, 1);
+	assert_int_equal(f->gm.r[0].gpa, 0);
+	assert_int_equal(f->gm.r[0].size, RAM_SIZE);
+	assert_true(f->gm.r[0].verified);
+
+	/* nothing outside: the whole mapping at once */
+	p.ref[1] = 0;
+	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
+	assert_int_equal(f->gm.n, 1);
+	assert_int_equal(f->gm.r[0].size, RAM_SIZE);
 }
 
 /* What the split bootstrap leaves (see above). */
@@ -357,6 +416,7 @@ int main(void)
 		cmocka_unit_test(test_system_ram_unsorted),
 		cmocka_unit_test_setup_teardown(test_unverified_range_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_at_4gib, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bootstrap_split_with_root_below, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_split_layout, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
