@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include "common/log.h"
+#include "guest/kallsyms.h"
 #include "guest/memmap.h"
 
 #define CR0_PG (1ULL << 31)
@@ -313,7 +314,19 @@ static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh
 		if (rc == 0)
 			rc = ksymtab_own_names(&k->ksyms, k->image, k->image_size, &e);
 		if (rc < 0) {
-			*err = e;
+			/* a kernel built without modules exports nothing:
+			 * its own symbol table is all there is */
+			struct vmsh_err e2 = { 0 };
+			ksymtab_free(&k->ksyms);
+			if (kallsyms_parse(k->image, k->image_size, k->text_base, k->text_base, &k->ksyms, &e2) == 0) {
+				log_verbose("kernel: no export tables (%s); %zu symbols from kallsyms", e.msg,
+					    k->ksyms.n);
+				return 0;
+			}
+			vmsh_error(err, e.errnum ? e.errnum : ENOENT,
+				   "no symbols: %s (a kernel built without CONFIG_MODULES has no export tables), "
+				   "and %s",
+				   e.msg, e2.msg);
 			return 1; /* the banner without the symbols */
 		}
 		return 0;

@@ -32,6 +32,7 @@ const char *ksymtab_format_name(enum ksymtab_format f)
 	case KSYMTAB_ABS_NS: return "absolute+namespace";
 	case KSYMTAB_PREL32: return "prel32";
 	case KSYMTAB_PREL32_NS: return "prel32+namespace";
+	case KSYMTAB_KALLSYMS: return "kallsyms";
 	default: return "none";
 	}
 }

@@ -21,6 +21,7 @@ enum ksymtab_format {
 	KSYMTAB_ABS_NS,
 	KSYMTAB_PREL32,
 	KSYMTAB_PREL32_NS,
+	KSYMTAB_KALLSYMS, /* not an export table: kallsyms (kallsyms.h) */
 };
 
 struct ksym {

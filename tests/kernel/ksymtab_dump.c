@@ -2,8 +2,10 @@
  * as it is in memory, and print what they find, for comparison with the
  * kernel's own System.map (tests/kernel/test_real_kernels.py).
  *
- * usage: ksymtab_dump VMLINUX   ->  "banner <version>", "format <f>",
- *                                    then "<hex value> <name>" per symbol */
+ * usage: ksymtab_dump [--kallsyms] VMLINUX
+ *   ->  "banner <version>", "format <f>", then "<hex value> <name>" per
+ *   symbol: of the export tables, or with --kallsyms of the kallsyms tables
+ *   (the text base: the lowest kernel segment, where _text is linked) */
 #include <elf.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,15 +15,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "guest/kallsyms.h"
 #include "guest/kernel.h"
 #include "guest/ksymtab.h"
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s VMLINUX\n", argv[0]);
+	int kallsyms = argc == 3 && !strcmp(argv[1], "--kallsyms");
+	if (argc != 2 && !kallsyms) {
+		fprintf(stderr, "usage: %s [--kallsyms] VMLINUX\n", argv[0]);
 		return 2;
 	}
+	argv += kallsyms;
 	int fd = open(argv[1], O_RDONLY);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
@@ -61,7 +66,7 @@ int main(int argc, char **argv)
 		printf("banner %s\n", version);
 	struct ksymtab ks;
 	struct vmsh_err err = { 0 };
-	if (ksymtab_parse(img, hi - lo, lo, &ks, &err) < 0) {
+	if ((kallsyms ? kallsyms_parse(img, hi - lo, lo, lo, &ks, &err) : ksymtab_parse(img, hi - lo, lo, &ks, &err)) < 0) {
 		fprintf(stderr, "%s\n", err.msg);
 		return 1;
 	}
