@@ -106,7 +106,7 @@ LOADER_SAMPLES := $(BUILD)/unit/loader_sample_large.o $(BUILD)/unit/loader_sampl
 SAMPLE_CFLAGS := -O2 -ffreestanding -fno-pic -fno-stack-protector -fno-asynchronous-unwind-tables
 $(BUILD)/unit/loader_sample_large.o: tests/unit/loader_sample.c
 	@mkdir -p $(@D)
-	$(CC) $(SAMPLE_CFLAGS) -mcmodel=large -c -o $@ $<
+	$(CC) $(SAMPLE_CFLAGS) -mcmodel=large -DWEAK_IMPORT -c -o $@ $<
 $(BUILD)/unit/loader_sample_small.o: tests/unit/loader_sample.c
 	@mkdir -p $(@D)
 	$(CC) $(SAMPLE_CFLAGS:-fno-pic=-fpie) -mcmodel=small -c -o $@ $<

@@ -134,6 +134,10 @@ static int sym_value(const struct obj *o, const struct loaded_lib *lib, const st
 		const char *name = sym_name(st, s);
 		if (resolve(opaque, name, v) == 0)
 			return 0;
+		if (ELF64_ST_BIND(s->st_info) == STB_WEAK) {
+			*v = 0; /* the library checks for it */
+			return 0;
+		}
 		if (!strstr(missing, name) && strlen(missing) + strlen(name) + 3 < MISSING_LIST) {
 			if (missing[0])
 				strcat(missing, ", ");

@@ -18,3 +18,15 @@ long sample_get_bss(void)
 {
 	return bss_value;
 }
+
+#ifdef WEAK_IMPORT
+/* an import the kernel may lack (__request_module without modules): weak,
+ * left 0 by the loader when absent, checked before the call */
+extern long host_optional(long x) __attribute__((weak));
+
+long sample_optional(long x)
+{
+	long (*volatile f)(long) = host_optional;
+	return f ? f(x) : -1;
+}
+#endif

@@ -52,6 +52,20 @@ static int resolve_host(void *opaque, const char *name, uint64_t *addr)
 	return 0;
 }
 
+static long host_optional_impl(long x)
+{
+	return x * 3;
+}
+
+static int resolve_with_optional(void *opaque, const char *name, uint64_t *addr)
+{
+	if (!strcmp(name, "host_optional")) {
+		*addr = (uint64_t)(uintptr_t)host_optional_impl;
+		return 0;
+	}
+	return resolve_host(opaque, name, addr);
+}
+
 static int resolve_nothing(void *opaque, const char *name, uint64_t *addr)
 {
 	(void)opaque, (void)name, (void)addr;
@@ -108,6 +122,31 @@ static void test_small_model_object_runs(void **state)
 {
 	(void)state;
 	load_and_run("loader_sample_small.o");
+}
+
+/* A weak import the kernel lacks is 0 (the library checks before calling:
+ * __request_module in a kernel without modules); one it has is linked. */
+static void test_weak_import(void **state)
+{
+	(void)state;
+	struct file f = read_sample("loader_sample_large.o");
+	for (int have = 0; have < 2; have++) {
+		size_t room = 1 << 20;
+		uint8_t *where = mmap(NULL, room, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(where != MAP_FAILED);
+		struct loaded_lib lib;
+		struct vmsh_err err = { 0 };
+		assert_int_equal(elf_rel_load(f.data, f.len, (uint64_t)(uintptr_t)where,
+					      have ? resolve_with_optional : resolve_host, NULL, &lib, &err), 0);
+		memcpy(where, lib.image, lib.size);
+		uint64_t opt;
+		assert_int_equal(elf_rel_symbol(&lib, "sample_optional", &opt), 0);
+		long (*fn)(long) = (long (*)(long))(uintptr_t)opt;
+		assert_int_equal(fn(5), have ? 15 : -1);
+		elf_rel_free(&lib);
+		munmap(where, room);
+	}
+	free(f.data);
 }
 
 static void test_missing_imports_are_all_named(void **state)
@@ -216,6 +255,7 @@ int main(void)
 		cmocka_unit_test(test_large_model_object_runs),
 		cmocka_unit_test(test_small_model_object_runs),
 		cmocka_unit_test(test_missing_imports_are_all_named),
+		cmocka_unit_test(test_weak_import),
 		cmocka_unit_test(test_pc32_out_of_reach_is_refused),
 		cmocka_unit_test(test_malformed_objects_are_refused),
 		cmocka_unit_test(test_null_section_with_alloc_flag_is_not_copied),

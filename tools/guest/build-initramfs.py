@@ -123,10 +123,11 @@ class Modules:
             with open(path) as f:
                 self.builtin = {modname(l.strip()) for l in f if l.strip()}
 
-    def closure(self, names):
+    def closure(self, names, optional=()):
         """Module files for `names` and everything they depend on, in
         dependency order.  Built-in names are dropped; unknown names are an
-        error.  Returns (relpaths, loadable names)."""
+        error, except those in `optional` (a custom kernel may lack what
+        the guest only keeps at hand).  Returns (relpaths, loadable names)."""
         order, seen, loadable = [], set(), []
 
         def visit(rel):
@@ -142,7 +143,7 @@ class Modules:
             if n in self.by_name:
                 visit(self.by_name[n])
                 loadable.append(n)
-            elif n not in self.builtin:
+            elif n not in self.builtin and name not in optional:
                 raise SystemExit(f"build-initramfs: no module {name} in {self.dir}")
         return order, loadable
 
@@ -238,7 +239,7 @@ def build(kind, kernel_dir, load=None, extra=None):
         extra = [] if extra is None else extra
     else:
         raise SystemExit(f"build-initramfs: unknown kind {kind}")
-    files, loadable = mods.closure(list(load) + list(extra))
+    files, loadable = mods.closure(list(load) + list(extra), optional=extra)
     loadable = [n for n in loadable if n in {norm(m) for m in load}]
     busybox = find_busybox()
 
