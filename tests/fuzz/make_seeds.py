@@ -420,7 +420,56 @@ def relay_helper():
     put("relay_helper", "stdin-window", struct.pack("<BH", 0, 9) + chunks(b"".join(frame(STDIN, b"z" * 20000) for _ in range(3)) + frame(STDIN_EOF), [8192]))
 
 
-TARGETS = {"relay_host": relay_host, "relay_helper": relay_helper, "kernel": kernel, "pagetable": pagetable, "ksymtab": ksymtab, "banner": banner, "memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
+
+# ---- kallsyms -------------------------------------------------------------
+def kallsyms_image(layout, n=300):
+    """Tables as scripts/kallsyms.c writes them (see kallsyms.h), token i
+    being the character i except 1 = "ir", 2 = "_r", 3 = "sym"; layout
+    "5.10" (8-byte markers), "6.1" (seqs before the tokens), "6.12"
+    (offsets after the token index). Mapped at 0xffffffff81000000 = _text."""
+    base = 0xffffffff81000000
+    syms = [("_text", "T", base)] + [("sym_%04d" % i, "Tt"[i % 2], base + 0x40 * i) for i in range(1, n)]
+    syms[3] = ("iomem_resource", "D", base + 0xc0)
+    def tok(i):
+        return {1: b"ir", 2: b"_r", 3: b"sym"}.get(i, bytes([i]) if 0x20 <= i < 0x7f else b"~%02x" % i)
+    names, markers = bytearray(), []
+    for i, (name, typ, _) in enumerate(syms):
+        if i % 256 == 0:
+            markers.append(len(names))
+        enc = bytes([ord(typ)]) + name.replace("sym", "\x03").encode().replace(b"ir", b"\x01")
+        names += bytes([len(enc)]) + enc
+    tokens = b"".join(tok(i) + b"\0" for i in range(256))
+    index, off = bytearray(), 0
+    for i in range(256):
+        index += struct.pack("<H", off)
+        off += len(tok(i)) + 1
+    parts = {
+        "offsets": b"".join(struct.pack("<i", -(a - base) - 1) for _, _, a in syms),
+        "base": struct.pack("<Q", base),
+        "count": struct.pack("<I", len(syms)),
+        "names": bytes(names),
+        "markers": b"".join(struct.pack("<Q" if layout == "5.10" else "<I", m) for m in markers),
+        "seqs": b"".join(struct.pack(">I", i)[1:] for i in range(len(syms))),
+        "tokens": tokens,
+        "index": bytes(index),
+    }
+    order = {"5.10": ["offsets", "base", "count", "names", "markers", "tokens", "index"],
+             "6.1": ["offsets", "base", "count", "names", "markers", "seqs", "tokens", "index"],
+             "6.12": ["count", "names", "markers", "tokens", "index", "offsets", "base", "seqs"]}[layout]
+    img = bytearray(0x100)
+    for part in order:
+        img += b"\0" * (-len(img) % 8)
+        img += parts[part]
+    return bytes(img)
+
+
+def kallsyms():
+    for layout in ("5.10", "6.1", "6.12"):
+        put("kallsyms", "layout-" + layout, b"\0" + kallsyms_image(layout))
+    put("kallsyms", "wrong-text", b"\1" + kallsyms_image("6.1"))
+
+
+TARGETS = {"kallsyms": kallsyms, "relay_host": relay_host, "relay_helper": relay_helper, "kernel": kernel, "pagetable": pagetable, "ksymtab": ksymtab, "banner": banner, "memmap": memmap, "virtqueue": virtqueue, "virtio_console": virtio_console, "virtio_mmio": virtio_mmio}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or TARGETS:
