@@ -237,7 +237,11 @@ static void print_text(const struct symbols *o, const struct vm_info *r)
 	       (unsigned long long)(k->text_base - KERNEL_DEFAULT_TEXT), (unsigned long long)k->phys_base,
 	       k->pt.levels == 5 ? "5-level" : "4-level");
 	if (r->ksyms_ok)
-		printf("  %zu exported symbols (%s)\n", k->ksyms.n, ksymtab_format_name(k->ksyms.format));
+		if (k->ksyms.format == KSYMTAB_KALLSYMS)
+			printf("  no export tables (built without modules?): %zu global symbols from kallsyms\n",
+			       k->ksyms.n);
+		else
+			printf("  %zu exported symbols (%s)\n", k->ksyms.n, ksymtab_format_name(k->ksyms.format));
 	else
 		printf("  exported symbols: %s\n", safe(r->kernel_error));
 	for (size_t i = 0; i < o->n_symbols; i++) {
