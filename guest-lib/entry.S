@@ -15,8 +15,12 @@
  * the GS base for user mode, and iretq to the saved frame.
  *
  * vmsh_work_fn: the work item. After its body it marks the channel DONE by
- * tail-jumping into the kernel's memset, so that once vmsh sees DONE no
- * instruction of ours is still to run on that worker. */
+ * tail-jumping into the kernel's memcpy (one byte, from a constant of
+ * ours: read before the write), so that once vmsh sees DONE no
+ * instruction of ours is still to run on that worker. memcpy, not memset:
+ * a kernel built with few options may have no memset at all (every call
+ * inlined, arch/x86/lib's object not linked, nothing exported: seen on a
+ * tinyconfig kernel without modules). */
 #define OFF_STATE 8
 #define STATE_DONE 2
 
@@ -92,10 +96,14 @@ vmsh_work_fn:
 	call *%rax
 	pop %rbx
 	movabs $vmsh_channel+OFF_STATE, %rdi
-	mov $STATE_DONE, %esi
+	movabs $vmsh_state_done, %rsi
 	mov $1, %edx
-	movabs $memset, %rax
+	movabs $memcpy, %rax
 	jmp *%rax
 	.size vmsh_work_fn, .-vmsh_work_fn
+
+	.section .rodata
+vmsh_state_done:
+	.byte STATE_DONE
 
 	.section .note.GNU-stack,"",@progbits
