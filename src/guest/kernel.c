@@ -92,6 +92,7 @@ struct pt_refs {
 	unsigned tables;
 	unsigned tables_out; /* entries naming a table page: always RAM */
 	unsigned leaves_out; /* 1 GiB / 2 MiB leaves: RAM, or a device's memory */
+	unsigned inside;
 	uint64_t above_limit, low_end, high_end; /* see struct memmap_evidence */
 	bool first_only;
 };
@@ -130,8 +131,11 @@ static void count_refs(const struct pt_ctx *pt, struct guest_mem *gm, uint64_t t
 				r->leaves_out++;
 			else
 				r->tables_out++;
-		} else if (!leaf && level > 2)
-			count_refs(pt, gm, pa, level - 1, 0, r);
+		} else {
+			r->inside++;
+			if (!leaf && level > 2)
+				count_refs(pt, gm, pa, level - 1, 0, r);
+		}
 	}
 }
 
@@ -170,6 +174,7 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c, st
 		log_debug("page tables against the map: %u tables read, %u table and %u leaf entries outside",
 			  r.tables, r.tables_out, r.leaves_out);
 		ev->outside = r.tables_out + r.leaves_out;
+		ev->inside = r.inside;
 		ev->low_end = r.low_end;
 		ev->high_end = r.high_end;
 	}

@@ -61,7 +61,7 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
 	}
 	gm->probing = true;
 	ev->above_limit = FOUR_GIB + size;
-	ev->outside = 0;
+	ev->outside = ev->inside = 0;
 	ev->low_end = ev->high_end = 0;
 	int ok = check(gm, opaque, ev);
 	gm->probing = false;
@@ -75,12 +75,20 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
 	return 1;
 }
 
-/* A layout the check accepted, possibly with references outside it. */
-struct candidate {
-	const struct proc_map *m;
-	uint64_t low;
-	bool found;
-	bool scan; /* its references say another split may be right */
+/* What the search has seen: the best layout that leaves nothing outside
+ * (the one through which the kernel's tables show the most structure: a
+ * wrong split reads the part above 4 GiB shifted, where a table can read
+ * as zeros and so hide what it would leave out), and the first that passes
+ * with references outside, kept in case none is better. */
+struct search {
+	const struct proc_map *best_m;
+	uint64_t best_low;
+	unsigned best_inside;
+	bool best_found;
+	const struct proc_map *fb_m;
+	uint64_t fb_low;
+	bool fb_found;
+	bool fb_scan; /* its references say another split may be right */
 };
 
 /* Splits of RAM at the 32-bit hole that hypervisors use (qemu q35 2 and
@@ -100,64 +108,56 @@ static bool split_holds(uint64_t size, uint64_t low, uint64_t anchor_gpa)
 	return anchor_gpa - FOUR_GIB < size - low;
 }
 
-/* try_layout, and the verdict: 1 accept (nothing outside), 0 go on, -1
- * error. The first layout that passes with references outside is kept in
- * *fallback, with whether they could be RAM of this mapping under another
- * split (below 4 GiB past its low part, or above 4 GiB within the
- * mapping's length): only then is every split worth a look. The layouts
- * tried after it stop at their first reference outside (a wrong split reads
- * the part above 4 GiB shifted: garbage, found at once). */
+/* Try one layout and note what it shows in *s. The first layout that
+ * passes with references outside is walked whole (are they RAM this
+ * mapping could hold under another split: below 4 GiB past its low part,
+ * or above 4 GiB within the mapping's length? only then is every split
+ * worth a look); later ones stop at their first reference outside. */
 static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check, void *opaque,
-		   struct candidate *fallback, struct vmsh_err *err)
+		   struct search *s, struct vmsh_err *err)
 {
-	struct memmap_evidence ev = { .first_only = fallback->found };
+	struct memmap_evidence ev = { .first_only = s->fb_found };
 	int rc = try_layout(gm, m, low, check, opaque, &ev, err);
-	if (rc <= 0 || ev.outside == 0)
+	if (rc <= 0)
 		return rc;
-	if (!fallback->found)
-		*fallback = (struct candidate){ .m = m, .low = low, .found = true,
-						.scan = ev.low_end > low || ev.high_end > FOUR_GIB };
-	return 0;
-}
-
-/* The mapping split at 4 GiB: find where its low part ends. The anchor may
- * be on either side (a process's page tables below, the kernel above). */
-static int try_splits(struct guest_mem *gm, const struct proc_map *m, uint64_t anchor_gpa, memmap_check_fn check,
-		      void *opaque, struct candidate *fallback, struct vmsh_err *err)
-{
-	uint64_t size = m->end - m->start;
-	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++) {
-		if (!split_holds(size, common_splits[i], anchor_gpa))
-			continue;
-		int rc = try_one(gm, m, common_splits[i], check, opaque, fallback, err);
-		if (rc != 0)
-			return rc;
-	}
-	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP) {
-		if (fallback->found && !fallback->scan)
-			return 0;
-		if (!split_holds(size, low, anchor_gpa))
-			continue;
-		int rc = try_one(gm, m, low, check, opaque, fallback, err);
-		if (rc != 0)
-			return rc;
+	if (ev.outside == 0) {
+		if (!s->best_found || ev.inside > s->best_inside) {
+			s->best_m = m;
+			s->best_low = low;
+			s->best_inside = ev.inside;
+			s->best_found = true;
+		}
+	} else if (!s->fb_found) {
+		s->fb_m = m;
+		s->fb_low = low;
+		s->fb_found = true;
+		s->fb_scan = ev.low_end > low || ev.high_end > FOUR_GIB;
 	}
 	return 0;
 }
 
-/* One candidate mapping: the whole of it as low RAM, then split at 4 GiB
- * (qemu's max-ram-below-4g with the vCPU's root below the split: the root
- * passes several layouts, the kernel's map of RAM tells them apart). */
+/* One candidate mapping: the whole of it as low RAM and the usual splits
+ * at 4 GiB; where none of them leaves nothing out and the references say
+ * another split may be right, every 2 MiB (qemu's max-ram-below-4g with
+ * the vCPU's root below the split: the root passes several layouts, the
+ * kernel's map of RAM tells them apart). The anchor may be on either side
+ * of the split (a process's page tables below, the kernel above). */
 static int try_mapping(struct guest_mem *gm, const struct proc_map *m, uint64_t anchor_gpa, memmap_check_fn check,
-		       void *opaque, struct candidate *fallback, struct vmsh_err *err)
+		       void *opaque, struct search *s, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
-	if (size > anchor_gpa) {
-		int rc = try_one(gm, m, size, check, opaque, fallback, err);
-		if (rc != 0)
-			return rc;
-	}
-	return try_splits(gm, m, anchor_gpa, check, opaque, fallback, err);
+	if (size > anchor_gpa && try_one(gm, m, size, check, opaque, s, err) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++)
+		if (split_holds(size, common_splits[i], anchor_gpa) &&
+		    try_one(gm, m, common_splits[i], check, opaque, s, err) < 0)
+			return -1;
+	if (s->best_found || (s->fb_found && !s->fb_scan))
+		return 0;
+	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP)
+		if (split_holds(size, low, anchor_gpa) && try_one(gm, m, low, check, opaque, s, err) < 0)
+			return -1;
+	return 0;
 }
 
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
@@ -169,18 +169,19 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 		return -1;
 	qsort(maps, n, sizeof(*maps), cmp_size_desc);
 	int rc = 0;
-	struct candidate fallback = { 0 };
-	for (size_t i = 0; i < n && rc == 0 && !fallback.found; i++) {
+	struct search s = { 0 };
+	for (size_t i = 0; i < n && rc == 0 && !s.best_found && !s.fb_found; i++) {
 		if (!memmap_is_candidate(&maps[i]))
 			continue;
-		rc = try_mapping(gm, &maps[i], anchor_gpa, check, opaque, &fallback, err);
+		rc = try_mapping(gm, &maps[i], anchor_gpa, check, opaque, &s, err);
 	}
-	if (rc == 0 && fallback.found) {
-		/* the best the evidence allows: nothing passed without leaving
-		 * something out (a device's memory the kernel maps, RAM of
-		 * another mapping such as a hotplugged DIMM) */
+	if (rc == 0 && (s.best_found || s.fb_found)) {
+		/* the best layout; else the first that passed: nothing passed
+		 * without leaving something out (a device's memory the kernel
+		 * maps, RAM of another mapping such as a hotplugged DIMM) */
 		struct memmap_evidence ev = { 0 };
-		rc = try_layout(gm, fallback.m, fallback.low, check, opaque, &ev, err);
+		rc = s.best_found ? try_layout(gm, s.best_m, s.best_low, check, opaque, &ev, err)
+				  : try_layout(gm, s.fb_m, s.fb_low, check, opaque, &ev, err);
 	}
 	free(maps);
 	if (rc <= 0) {

@@ -15,6 +15,7 @@ struct memmap_evidence {
 	bool first_only;      /* in: stop at the first reference outside */
 	uint64_t above_limit; /* in: 4 GiB + the mapping's size: no RAM of it lies beyond */
 	unsigned outside;     /* out: references outside the map */
+	unsigned inside;      /* out: references inside it (how much structure it shows) */
 	uint64_t low_end;     /* out: end of the highest of them below 4 GiB and the mapping's size, or 0 */
 	uint64_t high_end;    /* out: end of the highest of them in [4 GiB, above_limit), or 0 */
 };
@@ -24,11 +25,12 @@ struct memmap_evidence {
 typedef int (*memmap_check_fn)(struct guest_mem *gm, void *opaque, struct memmap_evidence *ev);
 
 /* Try each candidate mapping as "guest-physical 0 at its start", or split
- * at the 4 GiB hole; keep the first one for which check passes and nothing
- * it sees lies outside. A layout that passes but leaves references out (the
- * whole mapping taken as low RAM while the kernel maps RAM above 4 GiB: the
- * vCPU's root below the split says nothing about it) is kept only if the
- * split those references point at fails. anchor_gpa must lie inside it. */
+ * at the 4 GiB hole; of the layouts for which check passes and nothing it
+ * sees lies outside, keep the one that shows the most references inside. A
+ * layout that passes but leaves references out (the whole mapping taken as
+ * low RAM while the kernel maps RAM above 4 GiB: the vCPU's root below the
+ * split says nothing about it) is kept only if no layout leaves nothing
+ * out. anchor_gpa must lie inside the mapping. */
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
 		     struct vmsh_err *err);
 

@@ -229,6 +229,10 @@ struct probe {
 	uint8_t want[2][16];
 	uint64_t ref[2]; /* pages the guest's tables point at (0: none) */
 	bool not_whole;  /* the whole mapping as low RAM fails the check */
+	/* the table holding those references, at a gpa above 4 GiB (0: none):
+	 * a layout that reads it shifted sees zeros there, not the refs */
+	uint64_t table;
+	uint8_t table_want[16];
 };
 
 /* Stands in for the page-table check: guest memory is right if both pages
@@ -243,12 +247,26 @@ static int probe_check(struct guest_mem *gm, void *opaque, struct memmap_evidenc
 	}
 	if (p->not_whole && gm->n == 1 && gm->r[0].size == RAM_SIZE)
 		return 0;
-	ev->outside = 0;
+	ev->outside = ev->inside = 0;
 	ev->low_end = ev->high_end = 0;
+	if (p->table) {
+		uint8_t got[16];
+		if (!guest_mem_find(gm, p->table)) {
+			ev->outside++;
+			return 1;
+		}
+		ev->inside++;
+		if (guest_mem_read(gm, p->table, got, sizeof(got)) < 0 || memcmp(got, p->table_want, sizeof(got)))
+			return 1; /* zeros: no references seen */
+	}
 	for (int i = 0; i < 2; i++) {
 		uint64_t ref = p->ref[i];
-		if (!ref || guest_mem_find(gm, ref))
+		if (!ref)
 			continue;
+		if (guest_mem_find(gm, ref)) {
+			ev->inside++;
+			continue;
+		}
 		ev->outside++;
 		if (ref < FOUR_GIB && ref < ev->above_limit - FOUR_GIB)
 			ev->low_end = ref + 4096 > ev->low_end ? ref + 4096 : ev->low_end;
@@ -332,6 +350,20 @@ static void test_bootstrap_split_with_root_below(void **state)
 	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
 	assert_split_found(f);
 	p.not_whole = false;
+
+	/* the references sit in a table above 4 GiB: a split too low (4 MiB,
+	 * the first the scan tries) reads that table shifted, as zeros, and
+	 * leaves nothing outside either; the right one shows more (the old
+	 * code took the first layout that left nothing out: a 4.5 GiB guest's
+	 * map was 2 GiB low instead of 3, and `vmsh serve` refused) */
+	p.not_whole = true;
+	p.table = FOUR_GIB + (RAM_SIZE - SPLIT) / 2;
+	memset(p.table_want, 0x5a, sizeof(p.table_want));
+	memcpy(f->ram + SPLIT + (p.table - FOUR_GIB), p.table_want, sizeof(p.table_want));
+	assert_int_equal(memmap_bootstrap(&f->gm, p.gpa[0], probe_check, &p, &err), 0);
+	assert_split_found(f);
+	p.not_whole = false;
+	p.table = 0;
 
 	/* references nothing of this mapping can hold (a device's memory far
 	 * above RAM): the whole mapping stays low RAM, as the root says */
