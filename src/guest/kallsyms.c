@@ -138,8 +138,8 @@ static size_t entry_size(const struct image *im, size_t off)
 		l = (l & 0x7f) | ((size_t)(im->p[off + 1] & 0x7f) << 7);
 		hdr = 2;
 	}
-	if (l == 0 || !has(im, off + hdr, l))
-		return 0;
+	if (l == 0 || l >= KSYM_NAME_LEN || !has(im, off + hdr, l))
+		return 0; /* no token stands for less than a character */
 	return hdr + l;
 }
 
@@ -161,12 +161,10 @@ static bool names_fit(struct image *im, const struct table *t)
 {
 	size_t off = t->names;
 	for (uint32_t i = 0; i < t->n; i++) {
-		if (!spend(im, 1))
-			return false;
 		if ((i & 0xff) == 0 && marker(im, t, i >> 8) != off - t->names)
 			return false;
 		size_t e = entry_size(im, off);
-		if (!e || off + e > t->markers)
+		if (!e || off + e > t->markers || !spend(im, e))
 			return false;
 		off += e;
 	}
@@ -194,12 +192,12 @@ static bool find_names(struct image *im, struct table *t, uint32_t lo, uint32_t 
 {
 	size_t count = ((size_t)hi + 255) / 256;
 	uint64_t last = marker(im, t, count - 1);
-	if (last + 8 + 2 > t->markers)
+	if (t->markers < 10 || last > t->markers - 10)
 		return false;
-	/* names start at least `last` bytes before the markers; after the last
-	 * marker come at most 255 more entries */
+	/* names start at least `last` bytes before the markers; from the last
+	 * marker on come at most 256 more entries */
 	size_t top = (t->markers - (size_t)last - 8 - 2) & ~(size_t)7;
-	size_t floor = top > 255 * (KSYM_NAME_LEN + 2) ? top - 255 * (KSYM_NAME_LEN + 2) : 0;
+	size_t floor = top > 256 * (KSYM_NAME_LEN + 2) ? top - 256 * (KSYM_NAME_LEN + 2) : 0;
 	for (size_t at = top;; at -= 8) {
 		if (!spend(im, 1))
 			return false;
@@ -269,14 +267,14 @@ static size_t expand(const struct image *im, const struct tokens *tk, size_t off
 {
 	size_t e = entry_size(im, off), hdr = im->p[off] & 0x80 ? 2 : 1, o = 0;
 	bool first = true;
-	for (size_t i = hdr; i < e; i++) {
+	for (size_t i = hdr; i < e && o + 1 < KSYM_NAME_LEN; i++) {
 		uint8_t tok = im->p[off + i];
 		const char *s = (const char *)im->p + tk->table + tk->off[tok];
-		for (size_t k = 0; k < tk->len[tok]; k++) {
+		for (size_t k = 0; k < tk->len[tok] && o + 1 < KSYM_NAME_LEN; k++) {
 			if (first) {
 				*type = s[k];
 				first = false;
-			} else if (o + 1 < KSYM_NAME_LEN)
+			} else
 				out[o++] = s[k];
 		}
 	}
@@ -349,6 +347,8 @@ int kallsyms_parse(const uint8_t *img, size_t len, uint64_t base_va, uint64_t te
 	uint32_t idx_text = UINT32_MAX;
 	for (uint32_t i = 0; i < t.n; i++) {
 		size_t l = expand(&im, &tk, off, name, &type);
+		if (!spend(&im, l + 1))
+			return vmsh_error(err, E2BIG, "kallsyms: gave up decoding the names (crafted?)");
 		if (idx_text == UINT32_MAX && !strcmp(name, "_text"))
 			idx_text = i;
 		if (isupper((unsigned char)type)) {

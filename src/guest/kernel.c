@@ -93,7 +93,7 @@ struct pt_refs {
 	unsigned tables_out; /* entries naming a table page: always RAM */
 	unsigned leaves_out; /* 1 GiB / 2 MiB leaves: RAM, or a device's memory */
 	unsigned inside;
-	uint64_t above_limit, low_end, high_end; /* see struct memmap_evidence */
+	uint64_t above_limit, hole_lo, low_end, high_end; /* see struct memmap_evidence */
 	bool first_only;
 };
 #define CHECK_TABLES 128
@@ -122,8 +122,13 @@ static void count_refs(const struct pt_ctx *pt, struct guest_mem *gm, uint64_t t
 		bool leaf = level == 1 || (level <= 3 && (e[i] & PTE_PS));
 		uint64_t align = leaf ? (level == 3 ? 1ULL << 30 : level == 2 ? 1ULL << 21 : 4096) : 4096;
 		uint64_t pa = e[i] & pt->phys_mask & ~(align - 1);
-		/* a large leaf maps RAM only, all of it in one range: one that
-		 * crosses the end of a range says the range is too short */
+		/* a leaf in the layout's own hole below 4 GiB or beyond all
+		 * the RAM this mapping could hold is a device's memory (a large
+		 * ioremap, q35's MMCONFIG) or another mapping's: no evidence */
+		if (leaf && ((pa >= r->hole_lo && pa < 1ULL << 32) || pa >= r->above_limit))
+			continue;
+		/* a large leaf of RAM lies in one range: one that crosses the
+		 * end of a range says the range is too short */
 		const struct guest_range *in = guest_mem_find(gm, pa);
 		if (!in || align - 1 > in->gpa + in->size - 1 - pa) {
 			note_outside(r, pa, align);
@@ -168,8 +173,14 @@ int kernel_paging_plausible(struct guest_mem *gm, const struct cpu_paging *c, st
 		return 0;
 	if (ev) {
 		/* the kernel half: tables every address space shares, and the
-		 * kernel's map of all RAM */
-		struct pt_refs r = { .above_limit = ev->above_limit, .first_only = ev->first_only };
+		 * kernel's map of all RAM - of the kernel's table of a PTI pair
+		 * (the user one holds only the entry code there) */
+		struct pt_ctx kpt = pt;
+		kpt.root &= ~0x1000ULL;
+		if (kpt.root != pt.root && kernel_leaves(&kpt, NULL) > 0)
+			pt = kpt;
+		struct pt_refs r = { .above_limit = ev->above_limit, .hole_lo = ev->hole_lo,
+				     .first_only = ev->first_only };
 		count_refs(&pt, gm, pt.root, pt.levels, 256, &r);
 		log_debug("page tables against the map: %u tables read, %u table and %u leaf entries outside",
 			  r.tables, r.tables_out, r.leaves_out);
@@ -424,6 +435,8 @@ static int try_hint(struct guest_mem *gm, struct guest_kernel *k, const struct k
 static void learn(const struct guest_kernel *k, struct kernel_hint *h)
 {
 	memset(h, 0, sizeof(*h));
+	if (k->ksyms.format == KSYMTAB_KALLSYMS)
+		return; /* hints name export tables (try_hint parses only those) */
 	size_t bl = strlen(k->banner);
 	const uint8_t *at = bl ? memmem(k->image, k->image_size, k->banner, bl) : NULL;
 	if (!at || k->ksyms.span_hi <= k->ksyms.span_lo || k->ksyms.span_hi - k->ksyms.span_lo > KERNEL_HINT_MAX_SPAN)

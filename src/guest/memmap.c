@@ -61,6 +61,7 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
 	}
 	gm->probing = true;
 	ev->above_limit = FOUR_GIB + size;
+	ev->hole_lo = r[0].size;
 	ev->outside = ev->inside = 0;
 	ev->low_end = ev->high_end = 0;
 	int ok = check(gm, opaque, ev);
@@ -87,8 +88,9 @@ struct search {
 	bool best_found;
 	const struct proc_map *fb_m;
 	uint64_t fb_low;
+	unsigned fb_outside, fb_inside;
 	bool fb_found;
-	bool fb_scan; /* its references say another split may be right */
+	bool fb_scan; /* references say another split may be right */
 };
 
 /* Splits of RAM at the 32-bit hole that hypervisors use (qemu q35 2 and
@@ -108,15 +110,18 @@ static bool split_holds(uint64_t size, uint64_t low, uint64_t anchor_gpa)
 	return anchor_gpa - FOUR_GIB < size - low;
 }
 
-/* Try one layout and note what it shows in *s. The first layout that
- * passes with references outside is walked whole (are they RAM this
- * mapping could hold under another split: below 4 GiB past its low part,
- * or above 4 GiB within the mapping's length? only then is every split
- * worth a look); later ones stop at their first reference outside. */
-static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check, void *opaque,
-		   struct search *s, struct vmsh_err *err)
+/* Try one layout and note what it shows in *s. `full`: walk the tables
+ * whole, and let a layout with references outside be the fallback (the
+ * fewest outside, then the most inside: a device's memory mapped with
+ * large pages is outside every layout, RAM left out only outside wrong
+ * ones), noting whether those references could be RAM this mapping holds
+ * under another split (below 4 GiB past its low part, or above 4 GiB
+ * within the mapping's length: only then is every split worth a look).
+ * Otherwise (the every-2-MiB scan) stop at the first reference outside. */
+static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, bool full, memmap_check_fn check,
+		   void *opaque, struct search *s, struct vmsh_err *err)
 {
-	struct memmap_evidence ev = { .first_only = s->fb_found };
+	struct memmap_evidence ev = { .first_only = !full };
 	int rc = try_layout(gm, m, low, check, opaque, &ev, err);
 	if (rc <= 0)
 		return rc;
@@ -127,11 +132,17 @@ static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low,
 			s->best_inside = ev.inside;
 			s->best_found = true;
 		}
-	} else if (!s->fb_found) {
+		return 0;
+	}
+	if (!full)
+		return 0;
+	s->fb_scan = s->fb_scan || ev.low_end > low || ev.high_end > FOUR_GIB;
+	if (!s->fb_found || ev.outside < s->fb_outside || (ev.outside == s->fb_outside && ev.inside > s->fb_inside)) {
 		s->fb_m = m;
 		s->fb_low = low;
+		s->fb_outside = ev.outside;
+		s->fb_inside = ev.inside;
 		s->fb_found = true;
-		s->fb_scan = ev.low_end > low || ev.high_end > FOUR_GIB;
 	}
 	return 0;
 }
@@ -146,16 +157,17 @@ static int try_mapping(struct guest_mem *gm, const struct proc_map *m, uint64_t 
 		       void *opaque, struct search *s, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
-	if (size > anchor_gpa && try_one(gm, m, size, check, opaque, s, err) < 0)
+	if (size > anchor_gpa && try_one(gm, m, size, true, check, opaque, s, err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++)
 		if (split_holds(size, common_splits[i], anchor_gpa) &&
-		    try_one(gm, m, common_splits[i], check, opaque, s, err) < 0)
+		    try_one(gm, m, common_splits[i], true, check, opaque, s, err) < 0)
 			return -1;
 	if (s->best_found || (s->fb_found && !s->fb_scan))
 		return 0;
+	/* the scan: whole walks only until something passes at all */
 	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP)
-		if (split_holds(size, low, anchor_gpa) && try_one(gm, m, low, check, opaque, s, err) < 0)
+		if (split_holds(size, low, anchor_gpa) && try_one(gm, m, low, !s->fb_found, check, opaque, s, err) < 0)
 			return -1;
 	return 0;
 }

@@ -14,6 +14,7 @@
 struct memmap_evidence {
 	bool first_only;      /* in: stop at the first reference outside */
 	uint64_t above_limit; /* in: 4 GiB + the mapping's size: no RAM of it lies beyond */
+	uint64_t hole_lo;     /* in: where the layout's low RAM ends: [hole_lo, 4 GiB) is its hole */
 	unsigned outside;     /* out: references outside the map */
 	unsigned inside;      /* out: references inside it (how much structure it shows) */
 	uint64_t low_end;     /* out: end of the highest of them below 4 GiB and the mapping's size, or 0 */

@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct guest_range r = { .gpa = 0, .size = RAM, .hva = 0x1000, .local = ram.buf, .kind = "System RAM" };
 	if (guest_mem_add(&gm, &r) < 0)
 		abort();
-	struct memmap_evidence ev = { .above_limit = (1ULL << 32) + RAM };
+	struct memmap_evidence ev = { .above_limit = (1ULL << 32) + RAM, .hole_lo = RAM };
 	if (kernel_paging_plausible(&gm, &c, &ev) == 1 && ev.high_end && (ev.high_end <= 1ULL << 32 || ev.high_end > ev.above_limit + (1ULL << 30)))
 		abort(); /* a reference outside the window asked for */
 	struct guest_kernel k;
