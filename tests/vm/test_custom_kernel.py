@@ -12,7 +12,7 @@ minutes and are cached: check-matrix. The same for Debian's cloud flavour
 (5.10, 6.1, 6.12: fewer drivers, a different config) on qemu pc."""
 import pytest
 
-from vmshtest.devices import Served, make_disk
+from vmshtest.devices import served_disk_round_trip
 from test_attach import attach
 from test_inspect import hypervisor_state, inspect_json
 from test_library import assert_guest_clean, warnings
@@ -50,17 +50,7 @@ def test_attach_and_serve_on_other_kernels(guest_factory, host, vmsh_bin, series
     r = attach(host, vmsh_bin, guest, "sh", "-c", "ls /var/lib/vmsh; uname -r")
     assert r.rc == 0 and "init" in r.stdout.split() and release in r.stdout, (r.stdout, r.stderr)
 
-    disk, digest = make_disk(host, f"kernel-{series}-{flavour}.img", 16)
-    with Served(host, vmsh_bin, guest, disk) as s:
-        assert s.dev, guest.console("ls /sys/block")
-        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
-        wrote = guest.console(f"dd if=/dev/urandom of=/tmp/w bs=1M count=4 2>/dev/null && dd if=/tmp/w "
-                              f"of=/dev/{s.dev} bs=1M seek=8 conv=fsync 2>/dev/null; sha256sum /tmp/w; rm /tmp/w",
-                              300).split()[0]
-    assert s.status == 0, s.text
-    got = host.check(f"dd if={disk} bs=1M skip=8 count=4 2>/dev/null | sha256sum").split()[0]
-    assert got == wrote
-    host.check(f"rm -f {disk}")
+    served_disk_round_trip(host, vmsh_bin, guest, f"kernel-{series}-{flavour}.img")
 
     assert hypervisor_state(host, guest.pid) == before
     assert_guest_clean(guest, base)

@@ -15,7 +15,7 @@ import shlex
 import pytest
 
 from vmshtest import harness
-from vmshtest.devices import Served, make_disk
+from vmshtest.devices import served_disk_round_trip
 from test_attach import attach
 from test_coredump import core_bytes
 from test_inspect import guest_ram, host_read, hypervisor_state, inspect_json, kallsyms
@@ -165,16 +165,7 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
         assert r.rc == 0 and "init" in r.stdout.split(), (r.stdout, r.stderr)
 
         # the devices' DMA: a served disk read and written byte for byte
-        disk, digest = make_disk(host, f"mem-{layout}.img", 16)
-        with Served(host, vmsh_bin, guest, disk) as s:
-            assert s.dev, guest.console("ls /sys/block")
-            assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
-            wrote = guest.console(f"dd if=/dev/urandom of=/tmp/w bs=1M count=4 2>/dev/null && dd if=/tmp/w of=/dev/{s.dev} bs=1M "
-                                  f"seek=8 conv=fsync 2>/dev/null; sha256sum /tmp/w; rm /tmp/w", 300).split()[0]
-        assert s.status == 0, s.text
-        got = host.check(f"dd if={disk} bs=1M skip=8 count=4 2>/dev/null | sha256sum").split()[0]
-        assert got == wrote
-        host.check(f"rm -f {disk}")
+        served_disk_round_trip(host, vmsh_bin, guest, f"mem-{layout}.img")
 
         assert hypervisor_state(host, guest.pid) == before
         assert_guest_clean(guest, base)
