@@ -88,6 +88,15 @@ extern int platform_device_add_resources(struct platform_device *pdev, const str
 extern int platform_device_add(struct platform_device *pdev);
 extern void platform_device_put(struct platform_device *pdev);
 extern void platform_device_unregister(struct platform_device *pdev);
+struct device;
+extern char platform_bus_type[];
+extern struct device *bus_find_device(const void *bus, struct device *start, const void *data,
+				      int (*match)(struct device *dev, const void *data));
+extern struct resource *platform_get_resource(struct platform_device *dev, unsigned int type, unsigned int num);
+extern void put_device(struct device *dev);
+/* struct platform_device begins {const char *name; int id; bool id_auto;
+ * struct device dev; ...} in every kernel vmsh supports (5.10 on) */
+#define PDEV_DEV_OFFSET 16
 extern struct file *filp_open(const char *filename, int flags, unsigned short mode);
 extern int filp_close(struct file *filp, void *id);
 extern ssize_t kernel_write(struct file *file, const void *buf, size_t count, long long *pos);
@@ -300,6 +309,35 @@ static void remove_devices(void)
 	vmsh_gsi = -1;
 }
 
+/* Is dev the platform device whose registers are at *data? Called by the
+ * kernel for each device on the platform bus. */
+static int match_dead(struct device *dev, const void *data)
+{
+	struct platform_device *pdev = (struct platform_device *)((char *)dev - PDEV_DEV_OFFSET);
+	struct resource *r = platform_get_resource(pdev, IORESOURCE_MEM, 0);
+	return r && r->start == *(const unsigned long long *)data;
+}
+
+/* An earlier vmsh run killed outright left its devices here; the host
+ * serves them again while their drivers let go (their requests fail). */
+static void remove_dead(void)
+{
+	long long removed = 0;
+	for (unsigned long long i = 0; i < vmsh_channel.n_dead && i < VMSH_MAX_DEVS; i++) {
+		unsigned long long gpa = vmsh_channel.dead_gpa[i];
+		step_in("unregistering an earlier vmsh's device", (void *)0);
+		struct device *dev = bus_find_device(platform_bus_type, (void *)0, &gpa, match_dead);
+		if (!dev)
+			continue;
+		platform_device_unregister((struct platform_device *)((char *)dev - PDEV_DEV_OFFSET));
+		put_device(dev);
+		removed++;
+	}
+	if (removed)
+		_printk("vmsh: %lld devices of an earlier vmsh removed\n", removed);
+	vmsh_channel.dead_removed = removed;
+}
+
 static const char *helper_dirs[] = { "/dev/", "/run/", "/tmp/" };
 
 /* The host proposes the file's name in helper_path (random, so that no
@@ -467,6 +505,7 @@ static void devices_add(void)
 		return;
 	}
 	vmsh_channel.phase = VMSH_PHASE_REGISTERING;
+	remove_dead();
 	for (unsigned long long i = 0; i < vmsh_channel.n_devs && i < VMSH_MAX_DEVS; i++) {
 		step_in("registering virtio-mmio device", i ? "console" : "block");
 		rc = add_device((int)i);

@@ -128,6 +128,13 @@ struct vmsh_channel {
 	 * NUL-terminated plain words, "" for none. (Last: a stale library of
 	 * an older vmsh keeps rec where a newer one reads it.) */
 	char modules[VMSH_MAX_MODULES][VMSH_MODULE_NAME];
+	/* host: devices an earlier vmsh run killed outright left in the guest
+	 * (register pages of each), which vmsh serves again for the moment:
+	 * unregistered before the new ones are added (VMSH_OP_DEVICES_ADD).
+	 * library: how many it found and unregistered. */
+	unsigned long long n_dead;
+	unsigned long long dead_gpa[VMSH_MAX_DEVS];
+	long long dead_removed;
 };
 
 #endif

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "devices/adopt.h"
 #include "devices/blk_dev.h"
 #include "devices/blk_uring.h"
 #include "devices/console_dev.h"
@@ -44,13 +45,22 @@ struct session {
 	bool con_init;
 	struct vdev blk;
 	bool blk_init;
-	struct vdev *devs[2];
+	struct vdev *devs[2 * VMSH_MAX_DEVS]; /* ours, then an earlier run's taken over */
 	size_t n_devs;
 	struct dev_server srv;
 	bool srv_init;
 	int con_fds[2]; /* [0] ours (server side), [1] the caller's */
 	struct vq_mem mem;
+	/* devices of an earlier run killed outright, taken over to be removed */
+	struct hv_ledger_dead dead;
+	struct vdev adopted[VMSH_MAX_DEVS];
+	bool adopted_ok[VMSH_MAX_DEVS]; /* every queue taken over: the library may remove it */
+	size_t n_adopted;
 };
+
+/* our devices' records in the ledger's area: the block device, the console */
+_Static_assert(VMSH_MAX_DEVS * sizeof(struct vdev_record) <= HV_LEDGER_AREA, "the ledger's area");
+_Static_assert(2 * VMSH_MAX_DEVS <= SERVER_MAX_DEVS, "the server serves ours and the taken-over ones");
 
 static int gread(void *opaque, uint64_t gpa, void *buf, size_t len)
 {
@@ -67,16 +77,17 @@ static uint8_t *gptr(void *opaque, uint64_t gpa, size_t len)
 	return guest_mem_ptr(opaque, gpa, len);
 }
 
-static void on_mmio(void *opaque, struct mmio_access *a)
+static bool on_mmio(void *opaque, struct mmio_access *a)
 {
 	struct session *s = opaque;
 	for (size_t i = 0; i < s->n_devs; i++) {
 		struct vdev *d = s->devs[i];
 		if (a->gpa >= d->gpa && a->gpa < d->gpa + PAGE) {
 			vdev_mmio(d, (uint32_t)(a->gpa - d->gpa), a->is_write, a->data, a->len);
-			return;
+			return true;
 		}
 	}
+	return false; /* between our pages: the hypervisor's */
 }
 
 struct reap_view {
@@ -146,7 +157,12 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 			tids[n++] = s->info->vcpus[i].tid;
 	if (n != s->info->n_vcpus)
 		n = 0;
-	if (mmio_trap_start(&mt, s->vm, skip, tids, n, s->slot.gpa, s->slot.gpa + 2 * PAGE, on_mmio, s, err) < 0) {
+	uint64_t lo = UINT64_MAX, hi = 0; /* our pages, an earlier run's too */
+	for (size_t i = 0; i < s->n_devs; i++) {
+		lo = s->devs[i]->gpa < lo ? s->devs[i]->gpa : lo;
+		hi = s->devs[i]->gpa + PAGE > hi ? s->devs[i]->gpa + PAGE : hi;
+	}
+	if (mmio_trap_start(&mt, s->vm, skip, tids, n, lo, hi, on_mmio, s, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
@@ -173,6 +189,61 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 	if (rc == 0 && klib_wait(&s->kl, 0, err) < 0)
 		rc = -1;
 	return rc;
+}
+
+/* Take over the devices of the earlier run whose ledger the reaper kept:
+ * served again (to be ended) alongside ours, removed by our library. */
+static void adopt_dead(struct session *s, uint64_t *dead_gpa, size_t *n_dead)
+{
+	*n_dead = 0;
+	struct hv_ledger_dead *dl = &s->dead;
+	struct vdev_record *recs = (struct vdev_record *)dl->page->area;
+	for (size_t i = 0; i < VMSH_MAX_DEVS; i++) {
+		struct vdev_record *r = &recs[i];
+		uint64_t gpa = r->gpa;
+		if (!r->on || gpa < dl->regs_gpa || gpa - dl->regs_gpa > dl->regs_size - PAGE || (gpa & (PAGE - 1)))
+			continue;
+		struct vmsh_err e = { 0 };
+		struct vdev *d = &s->adopted[s->n_adopted];
+		if (vdev_adopt(d, r, &s->mem, dl->regs + (gpa - dl->regs_gpa), gpa, &e) < 0) {
+			log_info("an earlier session's device: %s", e.msg);
+			continue;
+		}
+		bool ok = true;
+		for (unsigned q = 0; q < d->regs.n_queues; q++)
+			ok = ok && (!d->regs.q[q].ready || (d->vq_live[q] && !d->vq[q].broken));
+		s->adopted_ok[s->n_adopted++] = ok;
+		s->devs[s->n_devs++] = d;
+		if (ok)
+			dead_gpa[(*n_dead)++] = gpa;
+		else
+			log_info("an earlier session's device at %#llx stays in the guest: its queues could not be taken "
+				 "over", (unsigned long long)gpa);
+	}
+}
+
+/* Interrupt lines: ours for our devices, an earlier run's devices keep
+ * theirs (checked: a line a later connect would refuse is not taken). */
+static int connect_lines(struct session *s, struct vmsh_err *err)
+{
+	for (size_t i = 0; i < s->n_devs; i++) {
+		struct vdev *d = s->devs[i];
+		if (i < s->n_devs - s->n_adopted) { /* ours come first */
+			if (vdev_connect_irq(d, s->vm, s->st->gsi, err) < 0)
+				return -1;
+			continue;
+		}
+		if (!d->rec->gsi_on || d->rec->gsi >= 1024)
+			continue;
+		struct vmsh_err e = { 0 };
+		if (vdev_connect_irq(d, s->vm, d->rec->gsi, &e) < 0) {
+			log_info("an earlier session's device: %s", e.msg);
+			continue;
+		}
+		vdev_notify_driver(d); /* what the dead run held is completed */
+		vdev_kick(d, ~0u);
+	}
+	return 0;
 }
 
 static const char *status_problem(uint32_t st, const char *driver)
@@ -216,10 +287,14 @@ static int setup(struct session *s, struct vmsh_err *err)
 		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
 	struct reap_view view = { .info = info, .lib_at_work = left > 0 };
 	struct vmsh_err e = { 0 };
-	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, &view, &reaped, &left, &e) < 0)
+	/* an earlier session's devices still in the guest are taken over to be
+	 * removed - not while an earlier library may still be at work */
+	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, &view, &reaped, &left,
+			   view.lib_at_work ? NULL : &s->dead, &e) < 0)
 		log_info("looking for what earlier sessions left in the hypervisor: %s", e.msg);
 	if (hv_ledger_open(vm, &s->ledger, err) < 0)
 		return -1;
+	struct vdev_record *recs = hv_ledger_area(&s->ledger);
 	uint64_t t_lib = now_ns();
 	if (klib_load(&s->kl, vm, &info->mem, &info->kernel, info->iomem, (size_t)info->n_iomem, &info->slots,
 		      vm_gpa_limit(info), err) < 0)
@@ -242,6 +317,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	s->st->dev_gpa = s->slot.gpa;
 	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .opaque = &info->mem };
 	blk_dev_init(&s->blk, &s->disk, &s->mem, s->pages.local, s->slot.gpa);
+	vdev_keep_record(&s->blk, &recs[0]);
 	s->blk_init = true;
 	s->devs[s->n_devs++] = &s->blk;
 	if (o->console) {
@@ -251,8 +327,15 @@ static int setup(struct session *s, struct vmsh_err *err)
 				     err) < 0)
 			return -1;
 		s->con_init = true;
+		vdev_keep_record(&s->con.dev, &recs[1]);
 		s->devs[s->n_devs++] = &s->con.dev;
 	}
+	uint64_t dead_gpa[VMSH_MAX_DEVS];
+	size_t n_dead = 0;
+	if (s->dead.on)
+		adopt_dead(s, dead_gpa, &n_dead);
+	if (klib_set_dead(&s->kl, dead_gpa, n_dead, err) < 0)
+		return -1;
 	for (size_t i = 0; i < s->n_devs; i++)
 		if (vdev_connect(s->devs[i], vm, err) < 0)
 			return -1;
@@ -268,9 +351,10 @@ static int setup(struct session *s, struct vmsh_err *err)
 		return vmsh_error(err, EINTR, "interrupted");
 	/* the library: load drivers, choose the interrupt line, wait for us */
 	uint64_t gpas[VMSH_MAX_DEVS];
-	for (size_t i = 0; i < s->n_devs; i++)
+	size_t n_own = s->n_devs - s->n_adopted; /* ours come first in devs */
+	for (size_t i = 0; i < n_own; i++)
 		gpas[i] = s->devs[i]->gpa;
-	if (klib_request(&s->kl, VMSH_OP_DEVICES_ADD, gpas, s->n_devs, o->timeout_ms, err) < 0)
+	if (klib_request(&s->kl, VMSH_OP_DEVICES_ADD, gpas, n_own, o->timeout_ms, err) < 0)
 		return -1;
 	s->devices_added = true;
 	/* Let the hypervisor run free while the library works: its work waits
@@ -292,11 +376,9 @@ static int setup(struct session *s, struct vmsh_err *err)
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
-	for (size_t i = 0; i < s->n_devs; i++) {
-		if (vdev_connect_irq(s->devs[i], vm, s->st->gsi, err) < 0) {
-			klib_go(&s->kl, VMSH_GO_GIVE_UP);
-			return -1;
-		}
+	if (connect_lines(s, err) < 0) {
+		klib_go(&s->kl, VMSH_GO_GIVE_UP);
+		return -1;
 	}
 	if (term_signal_pending()) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
@@ -324,6 +406,9 @@ static int setup(struct session *s, struct vmsh_err *err)
 			return vmsh_error(err, ENODEV, "the console device: %s", p);
 	}
 	s->st->setup_ns = now_ns() - t0;
+	const char *die = getenv("VMSH_TEST_DIE_AT_BLK_REQUEST");
+	if (die)
+		__atomic_store_n(&s->disk.test_die_at, (unsigned)strtoul(die, NULL, 10), __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -346,8 +431,13 @@ static void teardown(struct session *s)
 			kvm_vm_release(vm);
 		klib_wait(&s->kl, 5000, NULL);
 	}
+	/* an earlier run's devices we took over: gone from the guest if our
+	 * library says it removed them all (the guest's word: at worst their
+	 * pages go while it still has them, which only the guest feels) */
+	bool dead_gone = s->n_adopted && s->kl_loaded && klib_dead_removed(&s->kl) == s->n_adopted;
 	if (kvm_vm_reacquire(vm, &e) < 0) {
 		log_info("cannot attach again to remove the devices: %s", e.msg);
+		hv_ledger_dead_end(vm, &s->dead, 0, false);
 		hv_ledger_close(vm, &s->ledger, true);
 		return;
 	}
@@ -384,6 +474,7 @@ static void teardown(struct session *s)
 		server_stop(&s->srv);
 	for (size_t i = 0; i < s->n_devs; i++)
 		vdev_disconnect(s->devs[i], vm);
+	hv_ledger_dead_end(vm, &s->dead, s->info->kernel.pt.root, dead_gone);
 	if (in_use) {
 		/* The guest still has our devices: keep what it may touch (the
 		 * register pages, the library) rather than pull it away. */
@@ -412,6 +503,8 @@ static void teardown(struct session *s)
 
 static void free_local(struct session *s)
 {
+	for (size_t i = 0; i < s->n_adopted; i++)
+		vdev_destroy(&s->adopted[i]);
 	s->st->blk_interrupts = s->blk.interrupts;
 	if (s->blk_init)
 		vdev_destroy(&s->blk);

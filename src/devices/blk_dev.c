@@ -1,6 +1,7 @@
 /* blk_dev.c - the virtio-blk device kind (see blk_dev.h). */
 #include "devices/blk_dev.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,8 +9,12 @@
 
 static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *c)
 {
+	struct blk_disk *disk = d->kind_data;
+	unsigned die = __atomic_load_n(&disk->test_die_at, __ATOMIC_RELAXED);
+	if (die && __atomic_sub_fetch(&disk->test_die_at, 1, __ATOMIC_RELAXED) == 0)
+		raise(SIGKILL); /* killed outright, holding this request */
 	uint8_t status;
-	int64_t written = virtio_blk_handle(d->kind_data, &d->mem, c, &status);
+	int64_t written = virtio_blk_handle(disk, &d->mem, c, &status);
 	if (written < 0) {
 		vq->broken = true;
 		snprintf(vq->why, sizeof(vq->why), "request %u has no status byte", c->head);

@@ -20,6 +20,19 @@ static void on_driver_ok(void *opaque)
 			continue;
 		}
 		d->vq_live[i] = true;
+		if (d->rec && i < VDEV_REC_QUEUES) {
+			struct vdev_record_queue *r = &d->rec->q[i];
+			r->num = q->num;
+			r->desc = q->desc;
+			r->avail = q->avail;
+			r->used = q->used;
+			vq_log_start(&d->vq[i], &r->log);
+			__atomic_store_n(&r->ready, d->vq[i].log != NULL, __ATOMIC_RELEASE);
+		}
+	}
+	if (d->rec) {
+		d->rec->driver_features = d->regs.driver_features;
+		__atomic_store_n(&d->rec->status, d->regs.status, __ATOMIC_RELEASE);
 	}
 	d->driver_ok = d->ever_driver_ok = true;
 }
@@ -27,6 +40,8 @@ static void on_driver_ok(void *opaque)
 static void on_reset(void *opaque)
 {
 	struct vdev *d = opaque;
+	for (unsigned i = 0; d->rec && i < VDEV_REC_QUEUES; i++)
+		__atomic_store_n(&d->rec->q[i].ready, 0, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++) {
 		if (d->vq_live[i])
 			vq_free(&d->vq[i]);
@@ -70,6 +85,16 @@ void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, ui
 	vmmio_init(&d->regs, device_id, features | (1ULL << VIRTIO_F_EVENT_IDX) | (1ULL << VIRTIO_F_INDIRECT_DESC),
 		   n_queues, queue_max, &ops, d);
 	render(d);
+}
+
+void vdev_keep_record(struct vdev *d, struct vdev_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->device_id = d->regs.device_id;
+	rec->gpa = d->gpa;
+	rec->n_queues = d->regs.n_queues < VDEV_REC_QUEUES ? d->regs.n_queues : VDEV_REC_QUEUES;
+	__atomic_store_n(&rec->on, 1, __ATOMIC_RELEASE);
+	d->rec = rec;
 }
 
 /* Interrupt the guest through the irqfd (once it is bound), outside d->lock:
@@ -134,6 +159,10 @@ int vdev_connect_irq(struct vdev *d, struct kvm_vm *vm, uint32_t gsi, struct vms
 		return vmsh_err_prefix(err, "interrupt line %u for the %s device", gsi, d->kind->name);
 	d->gsi = gsi;
 	d->irq_on = true;
+	if (d->rec) {
+		d->rec->gsi = gsi;
+		__atomic_store_n(&d->rec->gsi_on, 1, __ATOMIC_RELEASE);
+	}
 	return 0;
 }
 
@@ -166,6 +195,8 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
 		memcpy(&v, data, len > 4 ? 4 : len);
 		vmmio_write(&d->regs, off, len, v);
 		d->max_status |= d->regs.status;
+		if (d->rec)
+			__atomic_store_n(&d->rec->status, d->regs.status, __ATOMIC_RELEASE);
 		render(d);
 	} else {
 		uint32_t v = vmmio_read(&d->regs, off, len);
@@ -190,6 +221,20 @@ unsigned vdev_kick(struct vdev *d, unsigned queues)
 	if (irq)
 		signal_irq(d);
 	return more;
+}
+
+void vdev_notify_driver(struct vdev *d)
+{
+	pthread_mutex_lock(&d->lock);
+	bool raise = d->driver_ok;
+	if (raise) {
+		vmmio_raise(&d->regs, 1);
+		render(d);
+		d->interrupts++;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (raise)
+		signal_irq(d);
 }
 
 void vdev_acked(struct vdev *d)

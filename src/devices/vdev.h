@@ -22,6 +22,26 @@
 
 struct vdev;
 
+/* What a later vmsh run needs to take the device over should this one die
+ * outright (kept in the hypervisor's ledger, out of the guest's reach; see
+ * adopt.h): every field is stored after what it describes exists. */
+#define VDEV_REC_QUEUES 4
+struct vdev_record_queue {
+	uint16_t num;
+	uint8_t ready, pad[5];
+	uint64_t desc, avail, used;
+	struct vq_log log;
+};
+struct vdev_record {
+	uint32_t on;            /* the device may be in the guest */
+	uint32_t device_id;
+	uint64_t gpa;
+	uint32_t gsi, gsi_on;
+	uint32_t status, n_queues;
+	uint64_t driver_features;
+	struct vdev_record_queue q[VDEV_REC_QUEUES];
+};
+
 struct vdev_kind {
 	const char *name;
 	/* queues were notified (mask of queue indices, ~0u: all) or host data
@@ -55,10 +75,13 @@ struct vdev {
 	struct kvm_eventfd ack, irq;
 	bool notify_on[VIRTIO_MMIO_MAX_QUEUES], ack_on, irq_on;
 	uint32_t gsi;
+	struct vdev_record *rec; /* NULL: not kept */
 };
 
 void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, uint32_t device_id, uint64_t features,
 	       unsigned n_queues, uint16_t queue_max, const struct vq_mem *mem, uint8_t *page, uint64_t gpa);
+/* Keep the device's state in *rec from now on (before the guest has it). */
+void vdev_keep_record(struct vdev *d, struct vdev_record *rec);
 /* Config space contents changed (and the driver is told when running). */
 void vdev_set_config(struct vdev *d, const uint8_t *cfg, size_t len, bool notify_driver);
 void vdev_destroy(struct vdev *d);
@@ -77,6 +100,8 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
  * driver as needed (lock taken inside). Returns the queues left with work:
  * kick them again after serving everything else. */
 unsigned vdev_kick(struct vdev *d, unsigned queues);
+/* Tell the driver to look at its used rings (an interrupt). */
+void vdev_notify_driver(struct vdev *d);
 /* The guest acknowledged an interrupt. */
 void vdev_acked(struct vdev *d);
 /* Status bits the driver set, for diagnostics: ACKNOWLEDGE (virtio_mmio

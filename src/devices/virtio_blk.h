@@ -55,6 +55,9 @@ struct blk_disk {
 	bool read_only;
 	char id[BLK_ID_BYTES];
 	struct blk_backend be;
+	/* test hook: the process dies (SIGKILL) holding the Nth request from
+	 * here on, 0: never (VMSH_TEST_DIE_AT_BLK_REQUEST, core/session.c) */
+	unsigned test_die_at;
 };
 
 /* Feature bits this disk offers (with the transport's own added by it). */

@@ -161,22 +161,20 @@ static int walk_indirect(struct virtqueue *vq, struct vq_chain *c, const struct 
 	return rc < 0 ? -1 : 0;
 }
 
-int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
+static void log_set(struct vq_log *l, uint16_t head, bool on)
 {
-	vq->can_unpop = false;
+	uint64_t bit = 1ULL << (head % 64), *w = &l->inflight[head / 64];
+	__atomic_store_n(w, on ? *w | bit : *w & ~bit, __ATOMIC_RELEASE);
+}
+
+static bool log_has(const struct vq_log *l, uint16_t head)
+{
+	return head < VQ_LOG_MAX && (l->inflight[head / 64] >> (head % 64)) & 1;
+}
+
+int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
+{
 	if (vq->broken)
-		return -1;
-	uint16_t avail_idx;
-	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
-		return -1;
-	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
-	if (pending == 0)
-		return 0;
-	if (pending > vq->size)
-		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* ring entries after the index */
-	uint16_t head;
-	if (rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) < 0)
 		return -1;
 	if (head >= vq->size)
 		return broken(vq, "available head %u out of %u", head, vq->size);
@@ -206,7 +204,34 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
 		i = d.next;
 	}
 	chain->bufs = vq->scratch;
+	return 0;
+}
+
+int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
+{
+	vq->can_unpop = false;
+	if (vq->broken)
+		return -1;
+	uint16_t avail_idx;
+	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+		return -1;
+	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+	if (pending == 0)
+		return 0;
+	if (pending > vq->size)
+		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* ring entries after the index */
+	uint16_t head;
+	if (rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) < 0)
+		return -1;
+	if (vq_chain_at(vq, head, chain) < 0)
+		return -1;
 	vq->last_avail++;
+	if (vq->log) { /* held first, then taken: see vq_take_over */
+		log_set(vq->log, head, true);
+		__atomic_store_n(&vq->log->last_avail, vq->last_avail, __ATOMIC_RELEASE);
+	}
+	vq->popped = head;
 	vq->can_unpop = true;
 	return 1;
 }
@@ -217,6 +242,10 @@ int vq_unpop(struct virtqueue *vq)
 		return -1;
 	vq->can_unpop = false;
 	vq->last_avail--;
+	if (vq->log) {
+		__atomic_store_n(&vq->log->last_avail, vq->last_avail, __ATOMIC_RELEASE);
+		log_set(vq->log, vq->popped, false);
+	}
 	return 0;
 }
 
@@ -232,7 +261,74 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 		return -1;
 	__atomic_thread_fence(__ATOMIC_RELEASE); /* the entry before the index */
 	vq->used_idx++;
-	return wr(vq, vq->used + 2, &vq->used_idx, 2);
+	if (wr(vq, vq->used + 2, &vq->used_idx, 2) < 0)
+		return -1;
+	if (vq->log) { /* returned first, then crossed out: see vq_take_over */
+		log_set(vq->log, head, false);
+		__atomic_store_n(&vq->log->used_idx, vq->used_idx, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+void vq_log_start(struct virtqueue *vq, struct vq_log *log)
+{
+	vq->log = NULL;
+	if (vq->size > VQ_LOG_MAX || !log)
+		return;
+	memset(log, 0, sizeof(*log));
+	log->last_avail = vq->last_avail;
+	log->used_idx = vq->used_idx;
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	vq->log = log;
+}
+
+int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, size_t *n)
+{
+	*n = 0;
+	if (vq->broken)
+		return -1;
+	if (vq->size > VQ_LOG_MAX)
+		return broken(vq, "queue of %u entries was not kept", vq->size);
+	struct vq_log l = *log;
+	vq->last_avail = l.last_avail;
+	vq->used_idx = l.used_idx;
+	/* returned to the guest (its used index shows it) but not crossed out
+	 * when the other run died: not held any more */
+	uint16_t used;
+	if (rd(vq, vq->used + 2, &used, 2) < 0)
+		return -1;
+	uint16_t ahead = (uint16_t)(used - l.used_idx);
+	if (ahead > 1)
+		return broken(vq, "used index %u is %u ahead of the %u noted", used, ahead, l.used_idx);
+	if (ahead) {
+		uint32_t id;
+		if (rd(vq, vq->used + 4 + 8ULL * (l.used_idx % vq->size), &id, 4) < 0)
+			return -1;
+		if (id < VQ_LOG_MAX)
+			l.inflight[id / 64] &= ~(1ULL << (id % 64));
+		vq->used_idx = used;
+	}
+	/* held but not noted as taken (died between the two stores): the
+	 * next available entry is that chain */
+	uint16_t avail_idx, head;
+	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+		return -1;
+	if (avail_idx != vq->last_avail &&
+	    rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) == 0 && log_has(&l, head))
+		vq->last_avail++;
+	for (unsigned h = vq->size; h < VQ_LOG_MAX; h++) /* beyond the queue: nothing held there */
+		l.inflight[h / 64] &= ~(1ULL << (h % 64));
+	for (unsigned h = 0; h < vq->size; h++)
+		if (log_has(&l, (uint16_t)h))
+			inflight[(*n)++] = (uint16_t)h;
+	/* the repaired state, then kept from here (the held bits before the
+	 * indices: a death in between repairs the same way again) */
+	for (unsigned w = 0; w < VQ_LOG_MAX / 64; w++)
+		__atomic_store_n(&log->inflight[w], l.inflight[w], __ATOMIC_RELEASE);
+	__atomic_store_n(&log->last_avail, vq->last_avail, __ATOMIC_RELEASE);
+	__atomic_store_n(&log->used_idx, vq->used_idx, __ATOMIC_RELEASE);
+	vq->log = log;
+	return 0;
 }
 
 bool vq_should_notify(struct virtqueue *vq, uint16_t old)

@@ -44,6 +44,18 @@ struct vq_chain {
 	uint64_t readable_len, writable_len;
 };
 
+/* What a later vmsh run needs to take the queue over if this one dies
+ * (kept in the hypervisor's ledger, which the guest cannot reach): where
+ * the rings stand on the device's side and which chains the device holds.
+ * Only for queues of up to VQ_LOG_MAX entries. Each store is ordered so
+ * that a death between two of them leaves a state vq_take_over repairs. */
+#define VQ_LOG_MAX 256
+struct vq_log {
+	uint16_t last_avail, used_idx;
+	uint32_t pad;
+	uint64_t inflight[VQ_LOG_MAX / 64]; /* heads taken and not returned */
+};
+
 struct virtqueue {
 	uint16_t size;          /* power of two, <= VQ_MAX_SIZE */
 	uint64_t desc, avail, used; /* guest-physical ring addresses */
@@ -52,10 +64,12 @@ struct virtqueue {
 	uint16_t used_idx;      /* next used entry to write */
 	bool broken;
 	bool can_unpop;         /* the last vq_pop took a chain vq_unpop may give back */
+	uint16_t popped;        /* its head */
 	char why[128];          /* first violation, for the log */
 	struct vq_mem mem;
 	struct vq_buf *scratch; /* chain storage */
 	size_t scratch_cap;
+	struct vq_log *log;     /* NULL: not kept */
 };
 
 /* Set up after the driver wrote the ring addresses and enabled the queue.
@@ -63,6 +77,16 @@ struct virtqueue {
 int vq_init(struct virtqueue *vq, const struct vq_mem *mem, uint16_t size, uint64_t desc, uint64_t avail,
 	    uint64_t used, bool event_idx);
 void vq_free(struct virtqueue *vq);
+/* Keep the queue's state in *log from now on (queues of up to VQ_LOG_MAX). */
+void vq_log_start(struct virtqueue *vq, struct vq_log *log);
+/* Take over a queue a dead vmsh served (vq_init'ed with the same rings)
+ * from its log, and keep the log from here. Chains it had returned to the
+ * guest but not yet crossed out are not held any more; a chain it took
+ * without noting so is taken. inflight (VQ_LOG_MAX entries) receives the
+ * heads it held (the caller completes them), *n their count. -1: broken. */
+int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, size_t *n);
+/* The chain starting at head (for a held chain vq_take_over named). */
+int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain);
 
 /* Take the next available chain: 1 and *chain filled (valid until the next
  * vq_pop), 0 if none is available, -1 if the queue is (now) broken. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -55,6 +56,11 @@ void hv_ledger_close(struct kvm_vm *vm, struct hv_ledger *l, bool keep)
 		close(l->lock_fd);
 	l->lock_fd = -1;
 	l->open = false;
+}
+
+void *hv_ledger_area(struct hv_ledger *l)
+{
+	return l->open ? ((struct hv_ledger_page *)l->mem.local)->area : NULL;
 }
 
 static struct hv_ledger_fd *find_fd(struct hv_ledger_page *p, int64_t fd)
@@ -234,8 +240,65 @@ static int reap_ledger(struct kvm_vm *vm, struct hv_ledger_page *p, const struct
 	return slot_gone && mem_gone;
 }
 
+/* Map a left ledger and its register memory into vmsh for a later run to
+ * take its devices over: only when its slot and memory are still there as
+ * recorded and it recorded devices. */
+static bool keep_for_adoption(struct kvm_vm *vm, int fd, uint64_t remote, const struct hv_ledger_page *p,
+			      const struct proc_map *maps, size_t n, struct hv_ledger_dead *d)
+{
+	bool any = false;
+	for (size_t i = 0; i < sizeof(p->area) && !any; i++)
+		any = p->area[i] != 0;
+	if (!any || !p->slot.on || !p->mem.on || p->mem.size != p->slot.size || p->mem.hva != p->slot.hva ||
+	    p->mem.size > (1u << 20) || !is_vmsh_mapping(maps, n, p->mem.hva, p->mem.size))
+		return false;
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)vm->pid, (unsigned long long)p->mem.hva,
+		 (unsigned long long)(p->mem.hva + p->mem.size));
+	int rfd = open(path, O_RDWR | O_CLOEXEC);
+	if (rfd < 0)
+		return false;
+	void *regs = mmap(NULL, p->mem.size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+	close(rfd);
+	void *page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (regs == MAP_FAILED || page == MAP_FAILED) {
+		if (regs != MAP_FAILED)
+			munmap(regs, p->mem.size);
+		if (page != MAP_FAILED)
+			munmap(page, PAGE);
+		return false;
+	}
+	*d = (struct hv_ledger_dead){ .on = true, .fd = fd, .remote = remote, .page = page, .regs = regs,
+				      .regs_gpa = p->slot.gpa, .regs_size = p->mem.size };
+	if (((struct hv_ledger_page *)page)->version == 1)
+		memset(((struct hv_ledger_page *)page)->area, 0, HV_LEDGER_AREA);
+	return true;
+}
+
+void hv_ledger_dead_end(struct kvm_vm *vm, struct hv_ledger_dead *d, uint64_t probe_gpa, bool gone)
+{
+	if (!d->on)
+		return;
+	munmap(d->regs, d->regs_size);
+	if (gone) {
+		struct proc_map *maps = NULL;
+		size_t n = 0;
+		struct vmsh_err e = { 0 };
+		if (procfs_read_maps(vm->pid, &maps, &n, &e) == 0 &&
+		    reap_ledger(vm, d->page, maps, n, probe_gpa, NULL, NULL)) {
+			struct shared_mem lm = { .fd = -1, .remote = d->remote, .size = PAGE };
+			shared_mem_destroy(vm, &lm);
+			log_verbose("an earlier session's devices left the guest: its leftovers removed");
+		}
+		free(maps);
+	}
+	munmap(d->page, PAGE);
+	close(d->fd);
+	d->on = false;
+}
+
 int hv_ledger_reap(struct kvm_vm *vm, uint64_t probe_gpa, hv_range_busy_fn busy, void *opaque, unsigned *reaped,
-		   unsigned *left, struct vmsh_err *err)
+		   unsigned *left, struct hv_ledger_dead *adopt, struct vmsh_err *err)
 {
 	*reaped = *left = 0;
 	struct proc_map *maps = NULL;
@@ -258,7 +321,9 @@ int hv_ledger_reap(struct kvm_vm *vm, uint64_t probe_gpa, hv_range_busy_fn busy,
 		}
 		struct hv_ledger_page p;
 		bool valid = pread(fd, &p, sizeof(p), 0) == (ssize_t)sizeof(p) && p.magic == HV_LEDGER_MAGIC &&
-			     p.version == HV_LEDGER_VERSION;
+			     (p.version == 1 || p.version == HV_LEDGER_VERSION);
+		if (valid && p.version == 1) /* an older vmsh's: no area */
+			memset(p.area, 0, sizeof(p.area));
 		/* without its magic the ledger was being created: it names nothing */
 		int done = valid ? reap_ledger(vm, &p, maps, n, probe_gpa, busy, opaque) : 1;
 		if (done) {
@@ -271,6 +336,8 @@ int hv_ledger_reap(struct kvm_vm *vm, uint64_t probe_gpa, hv_range_busy_fn busy,
 			if (pwrite(fd, &p, sizeof(p), 0) != (ssize_t)sizeof(p))
 				log_info("updating a dead session's ledger failed: %s", strerror(errno));
 			(*left)++;
+			if (adopt && !adopt->on && keep_for_adoption(vm, fd, m->start, &p, maps, n, adopt))
+				continue; /* the fd (and lock) are the caller's now */
 		}
 		close(fd);
 	}

@@ -30,7 +30,8 @@
 #include "kvm/kvm.h"
 
 #define HV_LEDGER_MAGIC 0x72676c64686d7376ULL /* "vshmdlgr" */
-#define HV_LEDGER_VERSION 1
+#define HV_LEDGER_VERSION 2 /* 1: the same without the area */
+#define HV_LEDGER_AREA 1024
 #define HV_LEDGER_MAX_FDS 24
 #define HV_LEDGER_NAME "vmsh-ledger"
 
@@ -56,6 +57,21 @@ struct hv_ledger_page {
 	struct {
 		uint64_t on, hva, size;
 	} mem;
+	/* the session's own record of its devices, for a later run to take
+	 * them over (devices/adopt.h); all zero: none */
+	uint8_t area[HV_LEDGER_AREA] __attribute__((aligned(8)));
+};
+_Static_assert(sizeof(struct hv_ledger_page) <= 4096, "the ledger is one page");
+
+/* A dead session's ledger kept by a later run (locked) to take its devices
+ * over: the ledger and the devices' register memory, mapped into vmsh. */
+struct hv_ledger_dead {
+	bool on;
+	int fd;                      /* the ledger's memfd, locked */
+	uint64_t remote;             /* the ledger's mapping in the hypervisor */
+	struct hv_ledger_page *page; /* ours of it */
+	uint8_t *regs;               /* ours of the register memory */
+	uint64_t regs_gpa, regs_size;
 };
 
 struct hv_ledger {
@@ -71,6 +87,9 @@ int hv_ledger_open(struct kvm_vm *vm, struct hv_ledger *l, struct vmsh_err *err)
  * purpose (devices the guest still has): leave the ledger there, unlocked,
  * for a later run; else remove it. */
 void hv_ledger_close(struct kvm_vm *vm, struct hv_ledger *l, bool keep);
+
+/* The area of the open ledger where the session keeps its devices' state. */
+void *hv_ledger_area(struct hv_ledger *l);
 
 /* Recording, done by hv_shared.c for every eventfd and registration while a
  * ledger is open; slots and memory are recorded by whoever owns them (not
@@ -95,8 +114,14 @@ typedef bool (*hv_range_busy_fn)(void *opaque, uint64_t gpa, uint64_t size);
 /* Undo what dead sessions' ledgers name (tracer attached). probe_gpa: a
  * guest-physical address known to lie in guest RAM (for the slot probe).
  * *reaped: ledgers removed completely; *left: ledgers that keep something
- * (said why). */
+ * (said why). adopt (may be NULL): the first left one whose devices are in
+ * the guest and recorded in its area is kept for the caller to take over
+ * (adopt->on), its register memory mapped into vmsh. */
 int hv_ledger_reap(struct kvm_vm *vm, uint64_t probe_gpa, hv_range_busy_fn busy, void *opaque, unsigned *reaped,
-		   unsigned *left, struct vmsh_err *err);
+		   unsigned *left, struct hv_ledger_dead *adopt, struct vmsh_err *err);
+/* Done with a kept ledger: gone (its devices left the guest) - remove its
+ * slot, memory and the ledger itself from the hypervisor (tracer attached);
+ * else let it go as it is, for a later run. */
+void hv_ledger_dead_end(struct kvm_vm *vm, struct hv_ledger_dead *d, uint64_t probe_gpa, bool gone);
 
 #endif

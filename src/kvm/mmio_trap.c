@@ -103,7 +103,10 @@ static bool handle_exit(struct mmio_trap *mt, pid_t tid, struct user_regs_struct
 	}
 	struct mmio_access a = { .gpa = mmio.phys_addr, .len = mmio.len, .is_write = mmio.is_write != 0 };
 	memcpy(a.data, mmio.data, 8);
-	mt->handler(mt->opaque, &a);
+	if (!mt->handler(mt->opaque, &a)) {
+		mt->other_exits++;
+		return false;
+	}
 	if (!a.is_write && remote_write(mt->pid, run + RUN_MMIO + 8, a.data, 8) != 8)
 		log_info("thread %d: answering an MMIO read failed", tid);
 	/* KVM finishes the access when the hypervisor enters again; the

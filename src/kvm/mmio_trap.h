@@ -24,7 +24,9 @@ struct mmio_access {
 	uint8_t data[8];    /* written bytes, or the handler's answer to a read */
 };
 
-typedef void (*mmio_handler)(void *opaque, struct mmio_access *a);
+/* true: the access was the handler's; false: not (the hypervisor's, as
+ * if never trapped) */
+typedef bool (*mmio_handler)(void *opaque, struct mmio_access *a);
 
 struct mmio_trap {
 	pid_t pid;

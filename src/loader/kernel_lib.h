@@ -126,9 +126,14 @@ int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned t
 		    struct vmsh_err *err);
 /* let the work waiting in VMSH_PHASE_WAIT_HOST go on, or give up; */
 void klib_go(struct kernel_lib *kl, enum vmsh_lib_go go);
-/* the interrupt line it chose (valid from VMSH_PHASE_WAIT_HOST), checked;
- * whether it registered anything the guest may use. */
+/* the interrupt line it chose (valid from VMSH_PHASE_WAIT_HOST), checked; */
 int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err);
+/* Devices an earlier run killed outright left in the guest (their register
+ * pages): the next VMSH_OP_DEVICES_ADD unregisters them first. */
+int klib_set_dead(struct kernel_lib *kl, const uint64_t *gpa, size_t n, struct vmsh_err *err);
+/* How many of those the library says it unregistered (guest's word). */
+unsigned klib_dead_removed(const struct kernel_lib *kl);
+/* Whether it registered anything the guest may use. */
 bool klib_registered_any(const struct kernel_lib *kl);
 /* Undo klib_load; safe after a partial load. */
 void klib_unload(struct kernel_lib *kl);

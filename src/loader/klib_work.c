@@ -111,6 +111,25 @@ int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, str
 	return 0;
 }
 
+int klib_set_dead(struct kernel_lib *kl, const uint64_t *gpa, size_t n, struct vmsh_err *err)
+{
+	struct vmsh_channel *c = kl->chan;
+	if (n > VMSH_MAX_DEVS)
+		return vmsh_error(err, E2BIG, "%zu earlier devices: the library takes %d at most", n, VMSH_MAX_DEVS);
+	for (size_t i = 0; i < n; i++)
+		c->dead_gpa[i] = gpa[i];
+	c->n_dead = n;
+	c->dead_removed = 0;
+	return 0;
+}
+
+unsigned klib_dead_removed(const struct kernel_lib *kl)
+{
+	const volatile struct vmsh_channel *c = kl->chan;
+	long long n = c->dead_removed;
+	return n > 0 && n <= (long long)c->n_dead ? (unsigned)n : 0;
+}
+
 bool klib_registered_any(const struct kernel_lib *kl)
 {
 	const volatile struct vmsh_channel *c = kl->chan;

@@ -46,12 +46,13 @@ static void release(struct tracer *tr, struct kvm_vm *vm, struct kvm_fds *f)
 	kvm_fds_free(f);
 }
 
-static void count_write(void *opaque, struct mmio_access *a)
+static bool count_write(void *opaque, struct mmio_access *a)
 {
 	if (a->is_write)
 		(*(unsigned long *)opaque)++;
 	else
 		memset(a->data, 0xa5, sizeof(a->data));
+	return true;
 }
 
 /* The set-up path: a read-only slot, the VMM untraced but for its KVM_RUN

@@ -317,6 +317,98 @@ static void test_unpop_gives_the_chain_back(void **state)
 	teardown(f);
 }
 
+/* The log names exactly the chains the device holds: taken and not yet
+ * returned, an unpopped one not; a later run's take-over finds them. */
+static void test_log_names_the_held_chains(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	struct vq_log log;
+	memset(&log, 0xee, sizeof(log));
+	vq_log_start(&f->vq, &log);
+	struct vq_chain c;
+	for (unsigned h = 0; h < 4; h++) {
+		set_desc(f, h, DATA + 0x1000 * h, 64, VIRTQ_DESC_F_WRITE, 0);
+		make_avail(f, (uint16_t)h);
+	}
+	for (unsigned h = 0; h < 4; h++)
+		assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(vq_unpop(&f->vq), 0); /* 3 given back */
+	assert_int_equal(vq_push(&f->vq, 1, 64), 0);
+	assert_int_equal(log.last_avail, 3);
+	assert_int_equal(log.used_idx, 1);
+	assert_int_equal(log.inflight[0], (1u << 0) | (1u << 2));
+
+	/* a later run takes the queue over from the log */
+	struct virtqueue vq2;
+	assert_int_equal(vq_init(&vq2, &f->mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	uint16_t held[VQ_LOG_MAX];
+	size_t n;
+	assert_int_equal(vq_take_over(&vq2, &log, held, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(held[0], 0);
+	assert_int_equal(held[1], 2);
+	assert_int_equal(vq_chain_at(&vq2, held[1], &c), 0);
+	assert_int_equal(c.bufs[0].gpa, DATA + 0x2000);
+	assert_int_equal(vq_push(&vq2, 0, 0), 0);
+	assert_int_equal(vq_push(&vq2, 2, 0), 0);
+	assert_int_equal(log.inflight[0], 0);
+	assert_int_equal(vq_pop(&vq2, &c), 1); /* the one given back */
+	assert_int_equal(c.head, 3);
+	assert_int_equal(log.inflight[0], 1u << 3);
+	assert_int_equal(used_idx(f), 3);
+	vq_free(&vq2);
+	teardown(f);
+}
+
+/* A death between two stores of the log is repaired by the take-over:
+ * a chain returned but not crossed out is not held any more; a chain held
+ * but not counted as taken is not taken again. */
+static void test_take_over_repairs_a_death_between_two_stores(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	struct vq_log log;
+	vq_log_start(&f->vq, &log);
+	struct vq_chain c;
+	for (unsigned h = 0; h < 3; h++) {
+		set_desc(f, h, DATA + 0x1000 * h, 64, VIRTQ_DESC_F_WRITE, 0);
+		make_avail(f, (uint16_t)h);
+	}
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(vq_push(&f->vq, 0, 64), 0);
+	/* died after returning head 0 to the guest, before crossing it out */
+	struct vq_log dead = log;
+	dead.inflight[0] |= 1u << 0;
+	dead.used_idx = 0;
+	/* ... and after holding head 2 without counting it as taken */
+	dead.inflight[0] |= 1u << 2;
+	struct virtqueue vq2;
+	assert_int_equal(vq_init(&vq2, &f->mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	uint16_t held[VQ_LOG_MAX];
+	size_t n;
+	assert_int_equal(vq_take_over(&vq2, &dead, held, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(held[0], 1);
+	assert_int_equal(held[1], 2);
+	assert_int_equal(vq2.used_idx, 1);
+	assert_int_equal(vq2.last_avail, 3);
+	assert_int_equal(dead.used_idx, 1);
+	assert_int_equal(dead.last_avail, 3);
+	assert_int_equal(vq_pop(&vq2, &c), 0); /* head 2 is not taken twice */
+	/* a used index the guest moved further than one is refused */
+	uint16_t far = 5;
+	memcpy(f->m.buf + USED + 2, &far, 2);
+	struct virtqueue vq3;
+	assert_int_equal(vq_init(&vq3, &f->mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	assert_int_equal(vq_take_over(&vq3, &log, held, &n), -1);
+	assert_true(vq3.broken);
+	vq_free(&vq3);
+	vq_free(&vq2);
+	teardown(f);
+}
+
 static void test_device_can_break_the_queue(void **state)
 {
 	(void)state;
@@ -386,6 +478,8 @@ int main(void)
 		cmocka_unit_test(test_indirect_tables),
 		cmocka_unit_test(test_event_idx),
 		cmocka_unit_test(test_unpop_gives_the_chain_back),
+		cmocka_unit_test(test_log_names_the_held_chains),
+		cmocka_unit_test(test_take_over_repairs_a_death_between_two_stores),
 		cmocka_unit_test(test_device_can_break_the_queue),
 		cmocka_unit_test(test_bad_setup),
 		cmocka_unit_test(test_random_rings_never_crash),
