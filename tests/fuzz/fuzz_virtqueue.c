@@ -9,11 +9,19 @@
  * size (the backend checks, ASan sees the exact-size disk buffer), never
  * changes a read-only disk; and everything ends (pops are bounded).
  *
+ * With flag 16 the queue's log is kept (vq_log_start), every second chain
+ * popped is held (never returned), and after the pops
+ * a later run takes the queue over from it (vq_take_over, as after a vmsh
+ * killed outright), the log's held set flipped by a mask first (a log that
+ * does not match the rings): every head it names is below the queue size,
+ * named once, and its chain lies inside guest RAM.
+ *
  * Input: a 16-byte header, then the RAM image from gpa 0.
  *   u8  log2 queue size (mod 9: 1..256)      u8  flags: 1 EVENT_IDX, 2 read-only disk,
- *   u16 desc / 16, u16 avail / 2, u16 used / 4    4 zero-copy (vq_mem.ptr), 8 vectored backend
- *   u16 unpop mask (pop i is given back once if bit i%16 is set)
- *   u16 disk sectors (mod 257)   u32 reserved */
+ *   u16 desc / 16, u16 avail / 2, u16 used / 4    4 zero-copy (vq_mem.ptr), 8 vectored backend,
+ *   u16 unpop mask (pop i is given back once      16 take-over
+ *       if bit i%16 is set)
+ *   u16 disk sectors (mod 257)   u32 held-set mask for the take-over */
 #include "fuzz.h"
 
 #include "devices/virtio_blk.h"
@@ -92,6 +100,40 @@ static void check_chain(const struct fuzz_ram *ram, const struct vq_chain *c)
 	FUZZ_CHECK(r == c->readable_len && w == c->writable_len && r + w <= VQ_MAX_CHAIN_BYTES, "chain totals");
 }
 
+/* A later run takes the queue over from the log the first one kept. */
+static void take_over(const struct fuzz_ram *ram, const struct vq_mem *mem, const struct virtqueue *vq,
+		      struct vq_log *log, uint32_t flip)
+{
+	if (!vq->log)
+		return;
+	log->inflight[0] ^= flip;
+	struct virtqueue vq2;
+	if (vq_init(&vq2, mem, vq->size, vq->desc, vq->avail, vq->used, vq->event_idx) == 0) {
+		uint16_t held[VQ_LOG_MAX];
+		size_t n = 0;
+		bool seen[VQ_LOG_MAX] = { false };
+		if (vq_take_over(&vq2, log, held, &n) == 0) {
+			FUZZ_CHECK(n <= vq2.size, "%zu held heads in a queue of %u", n, vq2.size);
+			for (size_t k = 0; k < n; k++) {
+				FUZZ_CHECK(held[k] < vq2.size && !seen[held[k]], "held head %u", held[k]);
+				seen[held[k]] = true;
+				struct vq_chain c;
+				if (vq_chain_at(&vq2, held[k], &c) < 0 || vq_push(&vq2, held[k], 0) < 0)
+					break;
+				check_chain(ram, &c);
+			}
+			struct vq_chain c;
+			for (unsigned i = 0; vq_pop(&vq2, &c) == 1; i++) {
+				FUZZ_CHECK(i < vq2.size + 1u, "more than %u pops after a take-over", i);
+				check_chain(ram, &c);
+				if (vq_push(&vq2, c.head, 0) < 0)
+					break;
+			}
+		}
+	}
+	vq_free(&vq2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz f = { data, size };
@@ -100,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint64_t desc = 16ULL * fz_u16(&f), avail = 2ULL * fz_u16(&f), used = 4ULL * fz_u16(&f);
 	uint16_t unpop_mask = fz_u16(&f);
 	uint64_t sectors = fz_u16(&f) % 257;
-	(void)fz_u32(&f);
+	uint32_t held_flip = fz_u32(&f);
 	size_t img_len;
 	const uint8_t *img = fz_rest(&f, &img_len);
 
@@ -126,7 +168,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		disk.be.rwv = drwv;
 
 	struct virtqueue vq;
+	struct vq_log log;
 	if (vq_init(&vq, &mem, qsize, desc, avail, used, flags & 1) == 0) {
+		if (flags & 16)
+			vq_log_start(&vq, &log);
 		uint16_t old = vq.used_idx;
 		struct vq_chain c;
 		int r;
@@ -138,6 +183,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				FUZZ_CHECK(vq_unpop(&vq) == 0, "unpop refused");
 				continue;
 			}
+			if ((flags & 16) && (i & 1))
+				continue; /* held when the run "dies" */
 			uint8_t status;
 			int64_t written = virtio_blk_handle(&disk, &mem, &c, &status);
 			if (written < 0) {
@@ -152,6 +199,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(r != -1 || vq.broken, "vq_pop failed on a queue that is not broken");
 		vq_set_avail_event(&vq, vq.last_avail);
 		(void)vq_should_notify(&vq, old);
+		if (flags & 16)
+			take_over(&ram, &mem, &vq, &log, held_flip);
 	}
 	vq_free(&vq);
 	free(d.bytes);

@@ -129,8 +129,8 @@ def blk_req(r, typ, sector, data, status, hdr, data_writable=True, indirect_at=N
 
 
 def virtqueue():
-    def hdr(qlog, flags, r, unpop=0, sectors=64):
-        return struct.pack("<BBHHHHHI", qlog, flags, r.desc // 16, r.avail // 2, r.used // 4, unpop, sectors, 0)
+    def hdr(qlog, flags, r, unpop=0, sectors=64, flip=0):
+        return struct.pack("<BBHHHHHI", qlog, flags, r.desc // 16, r.avail // 2, r.used // 4, unpop, sectors, flip)
 
     r = Ring(256)
     blk_req(r, 0, 0, [(0x5000, 512)], 0x6000, 0x4000)                     # read sector 0
@@ -139,6 +139,10 @@ def virtqueue():
     blk_req(r, 8, 0, [(0x5600, 20)], 0x6003, 0x4030)                      # get id
     put("virtqueue", "linux-blk-mixed", hdr(8, 0, r) + r.ram)
     put("virtqueue", "linux-blk-mixed-zerocopy-ro", hdr(8, 2 | 4 | 8, r) + r.ram)
+    # a later run takes the queue over (after a vmsh killed outright); the
+    # second with a log that names heads the first run never held
+    put("virtqueue", "linux-blk-mixed-take-over", hdr(8, 16, r, unpop=0x1) + r.ram)
+    put("virtqueue", "linux-blk-take-over-wrong-log", hdr(8, 16 | 1, r, flip=0x8000000f) + r.ram)
     r = Ring(128)
     seg = struct.pack("<QII", 2, 4, 0) + struct.pack("<QII", 10, 1, 1)
     blk_req(r, 11, 0, [(0x5000, 16)], 0x6000, 0x4000, False, payload=seg[:16])   # discard
