@@ -2,6 +2,7 @@
 #include "core/session.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,10 @@ struct session {
 	/* devices of an earlier run killed outright, taken over to be removed */
 	struct hv_ledger_dead dead;
 	struct vdev adopted[VMSH_MAX_DEVS];
-	bool adopted_ok[VMSH_MAX_DEVS]; /* every queue taken over: the library may remove it */
 	size_t n_adopted;
+	/* test hook: die the moment the console's driver reports DRIVER_OK
+	 * (VMSH_TEST_DIE_AT_CONSOLE_READY) */
+	bool test_die_at_console_ready;
 };
 
 /* our devices' records in the ledger's area: the block device, the console */
@@ -84,6 +87,8 @@ static bool on_mmio(void *opaque, struct mmio_access *a)
 		struct vdev *d = s->devs[i];
 		if (a->gpa >= d->gpa && a->gpa < d->gpa + PAGE) {
 			vdev_mmio(d, (uint32_t)(a->gpa - d->gpa), a->is_write, a->data, a->len);
+			if (s->test_die_at_console_ready && d == &s->con.dev && (vdev_status(d) & VIRTIO_STATUS_DRIVER_OK))
+				raise(SIGKILL); /* killed outright while the guest's console driver sets up */
 			return true;
 		}
 	}
@@ -212,9 +217,10 @@ static void adopt_dead(struct session *s, uint64_t *dead_gpa, size_t *n_dead)
 		bool ok = true;
 		for (unsigned q = 0; q < d->regs.n_queues; q++)
 			ok = ok && (!d->regs.q[q].ready || (d->vq_live[q] && !d->vq[q].broken));
-		s->adopted_ok[s->n_adopted++] = ok;
+		s->n_adopted++;
 		s->devs[s->n_devs++] = d;
-		if (ok)
+		vdev_kick(d, ~0u); /* no interrupt yet: a driver spinning for the host polls */
+		if (ok) /* every queue taken over: the library may remove it */
 			dead_gpa[(*n_dead)++] = gpa;
 		else
 			log_info("an earlier session's device at %#llx stays in the guest: its queues could not be taken "
@@ -287,10 +293,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 		log_verbose("earlier vmsh kernel libraries: %u removed, %u still in the guest", reaped, left);
 	struct reap_view view = { .info = info, .lib_at_work = left > 0 };
 	struct vmsh_err e = { 0 };
-	/* an earlier session's devices still in the guest are taken over to be
-	 * removed - not while an earlier library may still be at work */
-	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, &view, &reaped, &left,
-			   view.lib_at_work ? NULL : &s->dead, &e) < 0)
+	/* an earlier session's devices still in the guest are taken over */
+	if (hv_ledger_reap(vm, info->kernel.pt.root, range_busy, &view, &reaped, &left, &s->dead, &e) < 0)
 		log_info("looking for what earlier sessions left in the hypervisor: %s", e.msg);
 	if (hv_ledger_open(vm, &s->ledger, err) < 0)
 		return -1;
@@ -330,10 +334,21 @@ static int setup(struct session *s, struct vmsh_err *err)
 		vdev_keep_record(&s->con.dev, &recs[1]);
 		s->devs[s->n_devs++] = &s->con.dev;
 	}
+	/* An earlier run's devices are served from here on: what their drivers
+	 * wait for is completed now - a console killed during its set-up has
+	 * a vCPU spinning for its control message (preemption off, its
+	 * library's work stuck in the probe). They are removed only when no
+	 * earlier library is at work any more (it may still be registering
+	 * them); else by a later run. */
 	uint64_t dead_gpa[VMSH_MAX_DEVS];
 	size_t n_dead = 0;
 	if (s->dead.on)
 		adopt_dead(s, dead_gpa, &n_dead);
+	if (view.lib_at_work && n_dead) {
+		log_info("an earlier vmsh's library is still at work in the guest: its devices are served for now, "
+			 "removed by a later run");
+		n_dead = 0;
+	}
 	if (klib_set_dead(&s->kl, dead_gpa, n_dead, err) < 0)
 		return -1;
 	for (size_t i = 0; i < s->n_devs; i++)
@@ -535,6 +550,7 @@ struct session *session_open(struct vm *vm, const struct session_opts *o, struct
 	*s = (struct session){ .o = o, .st = st, .vm = &vm->kvm, .info = &vm->info, .con_fds = { -1, -1 } };
 	s->pages.fd = -1;
 	s->ledger = (struct hv_ledger){ .lock_fd = -1, .mem = { .fd = -1 } };
+	s->test_die_at_console_ready = getenv("VMSH_TEST_DIE_AT_CONSOLE_READY") != NULL;
 	if (setup(s, err) < 0) {
 		session_close(s);
 		return NULL;

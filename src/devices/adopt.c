@@ -45,9 +45,17 @@ static unsigned drain(struct vdev *d, unsigned queues)
 		uint16_t old = vq->used_idx;
 		struct vq_chain c;
 		unsigned n = 0;
-		for (; n < BUDGET && vq_pop(vq, &c) == 1; n++)
-			if (end_chain(d, vq, &c) < 0)
+		for (int r; n < BUDGET; n++) {
+			if ((r = vq_pop(vq, &c)) == 0) {
+				/* with EVENT_IDX the driver notifies only when it
+				 * passes the index asked for here (the dead run's
+				 * is stale): ask, then look once more */
+				vq_set_avail_event(vq, vq->last_avail);
+				r = vq_pop(vq, &c);
+			}
+			if (r != 1 || end_chain(d, vq, &c) < 0)
 				break;
+		}
 		if (n == BUDGET)
 			d->more |= 1u << q;
 		if (vq->used_idx != old && vq_should_notify(vq, old))

@@ -68,9 +68,11 @@ static uint64_t q_avail(unsigned q) { return q_desc(q) + 0x400; }
 static uint64_t q_used(unsigned q) { return q_desc(q) + 0x800; }
 
 /* What the guest's virtio_mmio driver does to set a device up. */
-static void driver_setup(struct vdev *d, unsigned n_queues)
+static void driver_setup(struct vdev *d, unsigned n_queues, bool event_idx)
 {
 	wr32(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr32(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	wr32(d, VIRTIO_MMIO_DRIVER_FEATURES, event_idx ? 1u << VIRTIO_F_EVENT_IDX : 0);
 	wr32(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr32(d, VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
 	wr32(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
@@ -126,7 +128,7 @@ static uint8_t blk_status(struct fx *f, uint16_t h)
 	return f->m.buf[DATA + 0x1000ULL * h + 0x400];
 }
 
-static struct fx *setup(uint32_t device_id, unsigned n_queues)
+static struct fx *setup_idx(uint32_t device_id, unsigned n_queues, bool event_idx)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	f->m.buf = calloc(1, MEM_SIZE);
@@ -136,8 +138,13 @@ static struct fx *setup(uint32_t device_id, unsigned n_queues)
 	uint8_t cfg[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 	vdev_set_config(&f->live, cfg, sizeof(cfg), false);
 	vdev_keep_record(&f->live, &f->rec);
-	driver_setup(&f->live, n_queues);
+	driver_setup(&f->live, n_queues, event_idx);
 	return f;
+}
+
+static struct fx *setup(uint32_t device_id, unsigned n_queues)
+{
+	return setup_idx(device_id, n_queues, false);
 }
 
 static void teardown(struct fx *f)
@@ -224,6 +231,25 @@ static void test_console_buffers_sent_are_consumed_received_left(void **state)
 	teardown(f);
 }
 
+/* With EVENT_IDX the driver notifies only when its index passes the one
+ * the device asked for: the later run must ask anew (the dead run's is
+ * stale), else the driver's next requests wait for ever. */
+static void test_the_later_run_asks_for_notifications(void **state)
+{
+	(void)state;
+	struct fx *f = setup_idx(VIRTIO_ID_BLOCK, 1, true);
+	blk_request(f, 0);
+	blk_request(f, 3);
+	struct vq_chain c;
+	assert_int_equal(vq_pop(&f->live.vq[0], &c), 1);
+	assert_int_equal(vdev_adopt(&f->later, &f->rec, &f->mem, f->page, GPA, NULL), 0);
+	vdev_kick(&f->later, ~0u);
+	uint16_t avail_event;
+	memcpy(&avail_event, f->m.buf + q_used(0) + 4 + 8 * QSIZE, 2);
+	assert_int_equal(avail_event, 2);
+	teardown(f);
+}
+
 /* A record that is not one vmsh writes is refused with nothing touched. */
 static void test_a_foreign_record_is_refused(void **state)
 {
@@ -252,6 +278,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_block_requests_held_by_the_dead_run_fail),
 		cmocka_unit_test(test_console_buffers_sent_are_consumed_received_left),
+		cmocka_unit_test(test_the_later_run_asks_for_notifications),
 		cmocka_unit_test(test_a_foreign_record_is_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -361,3 +361,40 @@ def test_vmsh_killed_holding_a_disk_request_is_taken_over_and_removed(guest_fact
     r = attach(host, vmsh_bin, guest, "sh", "-c", "echo again")
     assert r.rc == 0 and r.stdout == "again\n", (r.stdout, r.stderr)
     assert inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"] == slots0
+
+
+@pytest.mark.parametrize("machine,kernel", configs())
+def test_vmsh_killed_while_the_console_driver_sets_up_costs_no_vcpu_after_the_next_run(guest_factory, host,
+                                                                                         vmsh_bin, machine,
+                                                                                         kernel):
+    """vmsh SIGKILLed the moment the guest's console driver reports its
+    device ready (a test hook): the driver then sends its first control
+    message and spins, preemption off, until the host takes it - a vCPU
+    lost while nobody serves the device (one of the guest's two CPUs busy,
+    measured). The next run takes the dead session's devices over and
+    consumes that message at once: the vCPU is back; since the dead run's
+    library was still at work (stuck in that probe), the devices are
+    removed by the run after."""
+    from test_attach import attach
+    from test_inspect import inspect_json
+    guest = guest_factory(machine=machine, kernel=kernel, name="vmsh-killed-setup", smp=2)
+    slots0 = inspect_json(host, vmsh_bin, guest.pid)["memslots"]["ids"]
+    fds0 = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
+    mmio0 = guest_mmio_devices(guest)
+    out = os.path.join(host.logdir, f"killed-setup-{machine}-{kernel}.log")
+    pid = host.spawn(["env", "VMSH_TEST_DIE_AT_CONSOLE_READY=1", vmsh_bin, "attach", "--pipe", str(guest.pid), "--",
+                      "echo", "never"], out)
+    try:
+        assert wait_exit(host, pid, harness.scaled(240)), "vmsh did not die at its test hook"
+    finally:
+        host.kill(pid, 9, 10)
+    assert tracer_pid(host, guest.pid) == 0
+    busy = busy_fraction(guest)
+    assert busy > 0.35, f"the guest's CPUs are only {busy:.0%} busy: no vCPU waits for the dead console?"
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
+    assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
+    busy = busy_fraction(guest)
+    assert busy < 0.3, f"the guest's CPUs are {busy:.0%} busy after the next run"
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo again")
+    assert r.rc == 0 and r.stdout == "again\n", (r.stdout, r.stderr)
+    assert_dead_session_gone(host, vmsh_bin, guest, fds0, slots0, mmio0)
