@@ -327,11 +327,11 @@ static void remove_dead(void)
 		unsigned long long gpa = vmsh_channel.dead_gpa[i];
 		step_in("unregistering an earlier vmsh's device", (void *)0);
 		struct device *dev = bus_find_device(platform_bus_type, (void *)0, &gpa, match_dead);
+		removed++; /* not there (never registered, or gone): gone too */
 		if (!dev)
 			continue;
 		platform_device_unregister((struct platform_device *)((char *)dev - PDEV_DEV_OFFSET));
 		put_device(dev);
-		removed++;
 	}
 	if (removed)
 		_printk("vmsh: %lld devices of an earlier vmsh removed\n", removed);

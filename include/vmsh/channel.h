@@ -125,13 +125,15 @@ struct vmsh_channel {
 	/* host: modules the helper's mounts need (the image's file system,
 	 * overlay), loaded by name like the devices' drivers: a guest's
 	 * modprobe may not know the fs-TYPE alias mount(2) would ask for.
-	 * NUL-terminated plain words, "" for none. (Last: a stale library of
-	 * an older vmsh keeps rec where a newer one reads it.) */
+	 * NUL-terminated plain words, "" for none. (New fields go at the end:
+	 * a stale library of an older vmsh keeps rec where a newer one reads
+	 * it.) */
 	char modules[VMSH_MAX_MODULES][VMSH_MODULE_NAME];
 	/* host: devices an earlier vmsh run killed outright left in the guest
 	 * (register pages of each), which vmsh serves again for the moment:
 	 * unregistered before the new ones are added (VMSH_OP_DEVICES_ADD).
-	 * library: how many it found and unregistered. */
+	 * library: how many are gone from the guest (unregistered now, or not
+	 * there any more). */
 	unsigned long long n_dead;
 	unsigned long long dead_gpa[VMSH_MAX_DEVS];
 	long long dead_removed;

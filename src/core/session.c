@@ -55,7 +55,9 @@ struct session {
 	/* devices of an earlier run killed outright, taken over to be removed */
 	struct hv_ledger_dead dead;
 	struct vdev adopted[VMSH_MAX_DEVS];
+	bool removable[VMSH_MAX_DEVS]; /* every queue taken over, its line connected */
 	size_t n_adopted;
+	size_t n_dead; /* of those, sent to the library to be removed */
 	/* test hook: die the moment the console's driver reports DRIVER_OK
 	 * (VMSH_TEST_DIE_AT_CONSOLE_READY) */
 	bool test_die_at_console_ready;
@@ -198,9 +200,8 @@ static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struc
 
 /* Take over the devices of the earlier run whose ledger the reaper kept:
  * served again (to be ended) alongside ours, removed by our library. */
-static void adopt_dead(struct session *s, uint64_t *dead_gpa, size_t *n_dead)
+static void adopt_dead(struct session *s)
 {
-	*n_dead = 0;
 	struct hv_ledger_dead *dl = &s->dead;
 	struct vdev_record *recs = (struct vdev_record *)dl->page->area;
 	for (size_t i = 0; i < VMSH_MAX_DEVS; i++) {
@@ -215,17 +216,34 @@ static void adopt_dead(struct session *s, uint64_t *dead_gpa, size_t *n_dead)
 			continue;
 		}
 		bool ok = true;
-		for (unsigned q = 0; q < d->regs.n_queues; q++)
-			ok = ok && (!d->regs.q[q].ready || (d->vq_live[q] && !d->vq[q].broken));
-		s->n_adopted++;
-		s->devs[s->n_devs++] = d;
-		vdev_kick(d, ~0u); /* no interrupt yet: a driver spinning for the host polls */
-		if (ok) /* every queue taken over: the library may remove it */
-			dead_gpa[(*n_dead)++] = gpa;
-		else
+		for (unsigned q = 0; q < r->n_queues && q < VDEV_REC_QUEUES; q++)
+			ok = ok && (!r->q[q].ready || (d->vq_live[q] && !d->vq[q].broken));
+		if (!ok)
 			log_info("an earlier session's device at %#llx stays in the guest: its queues could not be taken "
 				 "over", (unsigned long long)gpa);
+		s->removable[s->n_adopted++] = ok;
+		s->devs[s->n_devs++] = d;
+		vdev_kick(d, ~0u); /* no interrupt yet: a driver spinning for the host polls */
 	}
+}
+
+/* The earlier run's devices our library is to remove: every one taken over
+ * whole, with its line - the driver must learn of the requests completed
+ * for it, or removing it waits for them for ever. None while an earlier
+ * library is still at work (it may still be registering them). */
+static int send_dead(struct session *s, bool lib_at_work, struct vmsh_err *err)
+{
+	uint64_t gpa[VMSH_MAX_DEVS];
+	s->n_dead = 0;
+	for (size_t i = 0; i < s->n_adopted; i++)
+		if (s->removable[i])
+			gpa[s->n_dead++] = s->adopted[i].gpa;
+	if (lib_at_work && s->n_dead) {
+		log_info("an earlier vmsh's library is still at work in the guest: its devices are served for now, "
+			 "removed by a later run");
+		s->n_dead = 0;
+	}
+	return klib_set_dead(&s->kl, gpa, s->n_dead, err);
 }
 
 /* Interrupt lines: ours for our devices, an earlier run's devices keep
@@ -239,11 +257,14 @@ static int connect_lines(struct session *s, struct vmsh_err *err)
 				return -1;
 			continue;
 		}
-		if (!d->rec->gsi_on || d->rec->gsi >= 1024)
+		if (!d->rec->gsi_on || d->rec->gsi >= 1024) {
+			s->removable[i - (s->n_devs - s->n_adopted)] = false;
 			continue;
+		}
 		struct vmsh_err e = { 0 };
 		if (vdev_connect_irq(d, s->vm, d->rec->gsi, &e) < 0) {
 			log_info("an earlier session's device: %s", e.msg);
+			s->removable[i - (s->n_devs - s->n_adopted)] = false;
 			continue;
 		}
 		vdev_notify_driver(d); /* what the dead run held is completed */
@@ -340,17 +361,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	 * library's work stuck in the probe). They are removed only when no
 	 * earlier library is at work any more (it may still be registering
 	 * them); else by a later run. */
-	uint64_t dead_gpa[VMSH_MAX_DEVS];
-	size_t n_dead = 0;
 	if (s->dead.on)
-		adopt_dead(s, dead_gpa, &n_dead);
-	if (view.lib_at_work && n_dead) {
-		log_info("an earlier vmsh's library is still at work in the guest: its devices are served for now, "
-			 "removed by a later run");
-		n_dead = 0;
-	}
-	if (klib_set_dead(&s->kl, dead_gpa, n_dead, err) < 0)
-		return -1;
+		adopt_dead(s);
 	for (size_t i = 0; i < s->n_devs; i++)
 		if (vdev_connect(s->devs[i], vm, err) < 0)
 			return -1;
@@ -391,7 +403,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
-	if (connect_lines(s, err) < 0) {
+	if (connect_lines(s, err) < 0 || send_dead(s, view.lib_at_work, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
 	}
@@ -449,9 +461,12 @@ static void teardown(struct session *s)
 	/* an earlier run's devices we took over: gone from the guest if our
 	 * library says it removed them all (the guest's word: at worst their
 	 * pages go while it still has them, which only the guest feels) */
-	bool dead_gone = s->n_adopted && s->kl_loaded && klib_dead_removed(&s->kl) == s->n_adopted;
+	bool dead_gone = s->n_adopted && s->n_dead == s->n_adopted && s->kl_loaded &&
+			 klib_dead_removed(&s->kl) == s->n_dead;
 	if (kvm_vm_reacquire(vm, &e) < 0) {
 		log_info("cannot attach again to remove the devices: %s", e.msg);
+		if (s->srv_init) /* it uses the pages and records unmapped below */
+			server_stop(&s->srv);
 		hv_ledger_dead_end(vm, &s->dead, 0, false);
 		hv_ledger_close(vm, &s->ledger, true);
 		return;

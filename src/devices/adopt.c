@@ -68,7 +68,8 @@ static const struct vdev_kind dead_blk = { .name = "earlier block", .process = d
 static const struct vdev_kind dead_con = { .name = "earlier console", .process = drain };
 
 /* A queue as the dead run left it: the chains it held completed. */
-static int take_queue(struct vdev *d, unsigned i, struct vdev_record_queue *r, bool event_idx, unsigned *irq)
+static int take_queue(struct vdev *d, unsigned i, const struct vdev_record_queue *r, struct vq_log *log,
+		      bool event_idx)
 {
 	struct virtqueue *vq = &d->vq[i];
 	if (vq_init(vq, &d->mem, r->num, r->desc, r->avail, r->used, event_idx) < 0)
@@ -76,16 +77,13 @@ static int take_queue(struct vdev *d, unsigned i, struct vdev_record_queue *r, b
 	d->vq_live[i] = true;
 	uint16_t held[VQ_LOG_MAX];
 	size_t n;
-	if (vq_take_over(vq, &r->log, held, &n) < 0)
+	if (vq_take_over(vq, log, held, &n) < 0)
 		return -1;
-	uint16_t old = vq->used_idx;
 	for (size_t k = 0; k < n && guest_sends(d, i); k++) {
 		struct vq_chain c;
 		if (vq_chain_at(vq, held[k], &c) < 0 || end_chain(d, vq, &c) < 0)
 			return -1;
 	}
-	if (vq->used_idx != old)
-		*irq |= 1u << i;
 	return 0;
 }
 
@@ -112,21 +110,24 @@ int vdev_adopt(struct vdev *d, struct vdev_record *rec, const struct vq_mem *mem
 	d->regs.driver_features = r.driver_features;
 	d->regs.status = r.status & ~(uint32_t)VIRTIO_STATUS_NEEDS_RESET;
 	d->max_status = d->regs.status;
-	unsigned irq = 0; /* the driver is told once the line is connected (vdev_notify_driver) */
+	/* Every queue the driver enabled is served, whether or not vmsh saw
+	 * its DRIVER_OK (a kill can lose that write: the driver goes on). The
+	 * driver is told about completed requests once the line is connected
+	 * (vdev_notify_driver). */
 	bool running = r.status & VIRTIO_STATUS_DRIVER_OK;
-	for (unsigned i = 0; running && i < r.n_queues; i++) {
-		struct vdev_record_queue *q = &rec->q[i];
+	for (unsigned i = 0; i < r.n_queues; i++) {
 		if (!r.q[i].ready)
 			continue;
 		d->regs.q[i] = (struct vmmio_queue){ .num_max = VQ_LOG_MAX, .num = r.q[i].num, .ready = true,
 						     .desc = r.q[i].desc, .avail = r.q[i].avail, .used = r.q[i].used };
-		if (take_queue(d, i, q, vmmio_feature(&d->regs, VIRTIO_F_EVENT_IDX), &irq) < 0)
+		running = true;
+		/* the checked copy's rings; the live log, kept up to date */
+		if (take_queue(d, i, &r.q[i], &rec->q[i].log, vmmio_feature(&d->regs, VIRTIO_F_EVENT_IDX)) < 0)
 			log_info("%s device at %#llx, queue %u: %s (left as it is)", blk ? "an earlier block" :
 				 "an earlier console", (unsigned long long)gpa, i, d->vq[i].why);
 	}
 	d->driver_ok = running;
 	d->rec = rec;
-	memcpy(scratch, page, sizeof(scratch));
 	d->page = page;
 	pthread_mutex_unlock(&d->lock);
 	vdev_set_config(d, cfg, sizeof(cfg), false); /* renders the page, a word at a time */

@@ -20,20 +20,13 @@ static void on_driver_ok(void *opaque)
 			continue;
 		}
 		d->vq_live[i] = true;
-		if (d->rec && i < VDEV_REC_QUEUES) {
-			struct vdev_record_queue *r = &d->rec->q[i];
-			r->num = q->num;
-			r->desc = q->desc;
-			r->avail = q->avail;
-			r->used = q->used;
-			vq_log_start(&d->vq[i], &r->log);
-			__atomic_store_n(&r->ready, d->vq[i].log != NULL, __ATOMIC_RELEASE);
-		}
+		/* its rings are in the record since the driver enabled it
+		 * (record_sync); from here it also notes what it takes */
+		if (d->rec && i < d->rec->n_queues)
+			vq_log_start(&d->vq[i], &d->rec->q[i].log);
 	}
-	if (d->rec) {
+	if (d->rec)
 		d->rec->driver_features = d->regs.driver_features;
-		__atomic_store_n(&d->rec->status, d->regs.status, __ATOMIC_RELEASE);
-	}
 	d->driver_ok = d->ever_driver_ok = true;
 }
 
@@ -187,6 +180,34 @@ void vdev_disconnect(struct vdev *d, struct kvm_vm *vm)
 		kvm_eventfd_close(vm, &d->irq);
 }
 
+/* The record follows the driver: a queue's rings as soon as it enables it
+ * (a later run must serve a queue the driver uses even if vmsh died before
+ * it saw DRIVER_OK: the driver goes on as if the write had been taken), off
+ * when it disables it; the status. */
+static void record_sync(struct vdev *d)
+{
+	struct vdev_record *rec = d->rec;
+	for (unsigned i = 0; i < rec->n_queues; i++) {
+		const struct vmmio_queue *q = &d->regs.q[i];
+		struct vdev_record_queue *r = &rec->q[i];
+		if (!q->ready) {
+			__atomic_store_n(&r->ready, 0, __ATOMIC_RELEASE);
+			continue;
+		}
+		if (r->ready)
+			continue;
+		if (!d->vq_live[i]) /* before DRIVER_OK nothing was taken yet */
+			memset(&r->log, 0, sizeof(r->log));
+		r->num = q->num;
+		r->desc = q->desc;
+		r->avail = q->avail;
+		r->used = q->used;
+		__atomic_store_n(&r->ready, 1, __ATOMIC_RELEASE);
+	}
+	rec->driver_features = d->regs.driver_features;
+	__atomic_store_n(&rec->status, d->regs.status, __ATOMIC_RELEASE);
+}
+
 void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], unsigned len)
 {
 	pthread_mutex_lock(&d->lock);
@@ -196,7 +217,7 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
 		vmmio_write(&d->regs, off, len, v);
 		d->max_status |= d->regs.status;
 		if (d->rec)
-			__atomic_store_n(&d->rec->status, d->regs.status, __ATOMIC_RELEASE);
+			record_sync(d);
 		render(d);
 	} else {
 		uint32_t v = vmmio_read(&d->regs, off, len);

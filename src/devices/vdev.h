@@ -28,7 +28,8 @@ struct vdev;
 #define VDEV_REC_QUEUES 4
 struct vdev_record_queue {
 	uint16_t num;
-	uint8_t ready, pad[5];
+	uint8_t ready;          /* the driver enabled it: rings below (from then on) */
+	uint8_t pad[5];
 	uint64_t desc, avail, used;
 	struct vq_log log;
 };

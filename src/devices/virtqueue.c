@@ -163,6 +163,8 @@ static int walk_indirect(struct virtqueue *vq, struct vq_chain *c, const struct 
 
 static void log_set(struct vq_log *l, uint16_t head, bool on)
 {
+	if (head >= VQ_LOG_MAX)
+		return; /* never: logged queues are that small, heads below their size */
 	uint64_t bit = 1ULL << (head % 64), *w = &l->inflight[head / 64];
 	__atomic_store_n(w, on ? *w | bit : *w & ~bit, __ATOMIC_RELEASE);
 }
@@ -316,6 +318,8 @@ int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, s
 	if (avail_idx != vq->last_avail &&
 	    rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) == 0 && log_has(&l, head))
 		vq->last_avail++;
+	if (vq->broken)
+		return -1;
 	for (unsigned h = vq->size; h < VQ_LOG_MAX; h++) /* beyond the queue: nothing held there */
 		l.inflight[h / 64] &= ~(1ULL << (h % 64));
 	for (unsigned h = 0; h < vq->size; h++)

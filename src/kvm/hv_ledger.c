@@ -250,7 +250,7 @@ static bool keep_for_adoption(struct kvm_vm *vm, int fd, uint64_t remote, const 
 	for (size_t i = 0; i < sizeof(p->area) && !any; i++)
 		any = p->area[i] != 0;
 	if (!any || !p->slot.on || !p->mem.on || p->mem.size != p->slot.size || p->mem.hva != p->slot.hva ||
-	    p->mem.size > (1u << 20) || !is_vmsh_mapping(maps, n, p->mem.hva, p->mem.size))
+	    p->mem.size < PAGE || p->mem.size > (1u << 20) || !is_vmsh_mapping(maps, n, p->mem.hva, p->mem.size))
 		return false;
 	char path[96];
 	snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", (int)vm->pid, (unsigned long long)p->mem.hva,
@@ -270,8 +270,6 @@ static bool keep_for_adoption(struct kvm_vm *vm, int fd, uint64_t remote, const 
 	}
 	*d = (struct hv_ledger_dead){ .on = true, .fd = fd, .remote = remote, .page = page, .regs = regs,
 				      .regs_gpa = p->slot.gpa, .regs_size = p->mem.size };
-	if (((struct hv_ledger_page *)page)->version == 1)
-		memset(((struct hv_ledger_page *)page)->area, 0, HV_LEDGER_AREA);
 	return true;
 }
 
@@ -321,9 +319,7 @@ int hv_ledger_reap(struct kvm_vm *vm, uint64_t probe_gpa, hv_range_busy_fn busy,
 		}
 		struct hv_ledger_page p;
 		bool valid = pread(fd, &p, sizeof(p), 0) == (ssize_t)sizeof(p) && p.magic == HV_LEDGER_MAGIC &&
-			     (p.version == 1 || p.version == HV_LEDGER_VERSION);
-		if (valid && p.version == 1) /* an older vmsh's: no area */
-			memset(p.area, 0, sizeof(p.area));
+			     p.version == HV_LEDGER_VERSION;
 		/* without its magic the ledger was being created: it names nothing */
 		int done = valid ? reap_ledger(vm, &p, maps, n, probe_gpa, busy, opaque) : 1;
 		if (done) {

@@ -30,7 +30,9 @@
 #include "kvm/kvm.h"
 
 #define HV_LEDGER_MAGIC 0x72676c64686d7376ULL /* "vshmdlgr" */
-#define HV_LEDGER_VERSION 2 /* 1: the same without the area */
+/* Version 1 throughout: the area was added at the end (an older vmsh reads
+ * the page without it; a page an older vmsh wrote has it all zero). */
+#define HV_LEDGER_VERSION 1
 #define HV_LEDGER_AREA 1024
 #define HV_LEDGER_MAX_FDS 24
 #define HV_LEDGER_NAME "vmsh-ledger"

@@ -131,7 +131,8 @@ int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, str
 /* Devices an earlier run killed outright left in the guest (their register
  * pages): the next VMSH_OP_DEVICES_ADD unregisters them first. */
 int klib_set_dead(struct kernel_lib *kl, const uint64_t *gpa, size_t n, struct vmsh_err *err);
-/* How many of those the library says it unregistered (guest's word). */
+/* How many of those the library says are gone from the guest (its word,
+ * at most VMSH_MAX_DEVS). */
 unsigned klib_dead_removed(const struct kernel_lib *kl);
 /* Whether it registered anything the guest may use. */
 bool klib_registered_any(const struct kernel_lib *kl);

@@ -126,8 +126,8 @@ int klib_set_dead(struct kernel_lib *kl, const uint64_t *gpa, size_t n, struct v
 unsigned klib_dead_removed(const struct kernel_lib *kl)
 {
 	const volatile struct vmsh_channel *c = kl->chan;
-	long long n = c->dead_removed;
-	return n > 0 && n <= (long long)c->n_dead ? (unsigned)n : 0;
+	long long n = c->dead_removed; /* the guest's word: bounded, compared by the caller with its own count */
+	return n > 0 && n <= VMSH_MAX_DEVS ? (unsigned)n : 0;
 }
 
 bool klib_registered_any(const struct kernel_lib *kl)

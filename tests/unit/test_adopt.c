@@ -68,7 +68,7 @@ static uint64_t q_avail(unsigned q) { return q_desc(q) + 0x400; }
 static uint64_t q_used(unsigned q) { return q_desc(q) + 0x800; }
 
 /* What the guest's virtio_mmio driver does to set a device up. */
-static void driver_setup(struct vdev *d, unsigned n_queues, bool event_idx)
+static void driver_setup_until(struct vdev *d, unsigned n_queues, bool event_idx, bool driver_ok)
 {
 	wr32(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
 	wr32(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
@@ -84,8 +84,14 @@ static void driver_setup(struct vdev *d, unsigned n_queues, bool event_idx)
 		wr32(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)q_used(q));
 		wr32(d, VIRTIO_MMIO_QUEUE_READY, 1);
 	}
-	wr32(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK |
-					    VIRTIO_STATUS_DRIVER_OK);
+	if (driver_ok)
+		wr32(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+						    VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+}
+
+static void driver_setup(struct vdev *d, unsigned n_queues, bool event_idx)
+{
+	driver_setup_until(d, n_queues, event_idx, true);
 }
 
 static void set_desc(struct fx *f, unsigned q, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
@@ -250,6 +256,29 @@ static void test_the_later_run_asks_for_notifications(void **state)
 	teardown(f);
 }
 
+/* vmsh killed as the driver wrote DRIVER_OK: the write is lost (the
+ * hypervisor drops it), the driver goes on and queues requests. The later
+ * run must serve the queue the driver enabled all the same, or removing
+ * the device waits for those requests for ever. */
+static void test_a_lost_driver_ok_still_gets_its_queues_served(void **state)
+{
+	(void)state;
+	struct fx *f = calloc(1, sizeof(*f));
+	f->m.buf = calloc(1, MEM_SIZE);
+	f->page = calloc(1, 4096);
+	f->mem = (struct vq_mem){ .read = gread, .write = gwrite, .opaque = &f->m };
+	vdev_init(&f->live, &live_kind, NULL, VIRTIO_ID_BLOCK, 0, 1, 256, &f->mem, f->page, GPA);
+	vdev_keep_record(&f->live, &f->rec);
+	driver_setup_until(&f->live, 1, false, false);
+	assert_int_equal(f->rec.q[0].ready, 1);
+	blk_request(f, 0);
+	assert_int_equal(vdev_adopt(&f->later, &f->rec, &f->mem, f->page, GPA, NULL), 0);
+	vdev_kick(&f->later, ~0u);
+	assert_int_equal(blk_status(f, 0), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(used_idx(f, 0), 1);
+	teardown(f);
+}
+
 /* A record that is not one vmsh writes is refused with nothing touched. */
 static void test_a_foreign_record_is_refused(void **state)
 {
@@ -279,6 +308,7 @@ int main(void)
 		cmocka_unit_test(test_block_requests_held_by_the_dead_run_fail),
 		cmocka_unit_test(test_console_buffers_sent_are_consumed_received_left),
 		cmocka_unit_test(test_the_later_run_asks_for_notifications),
+		cmocka_unit_test(test_a_lost_driver_ok_still_gets_its_queues_served),
 		cmocka_unit_test(test_a_foreign_record_is_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
