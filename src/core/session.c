@@ -82,6 +82,11 @@ static uint8_t *gptr(void *opaque, uint64_t gpa, size_t len)
 	return guest_mem_ptr(opaque, gpa, len);
 }
 
+static bool gcontains(void *opaque, uint64_t gpa, uint64_t len)
+{
+	return guest_mem_contains(opaque, gpa, len);
+}
+
 static bool on_mmio(void *opaque, struct mmio_access *a)
 {
 	struct session *s = opaque;
@@ -340,7 +345,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (add_pages(s, err) < 0)
 		return -1;
 	s->st->dev_gpa = s->slot.gpa;
-	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .opaque = &info->mem };
+	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .ptr = gptr, .contains = gcontains,
+				  .opaque = &info->mem };
 	blk_dev_init(&s->blk, &s->disk, &s->mem, s->pages.local, s->slot.gpa);
 	vdev_keep_record(&s->blk, &recs[0]);
 	s->blk_init = true;

@@ -91,14 +91,24 @@ void vq_free(struct virtqueue *vq)
 	vq->scratch = NULL;
 }
 
+static bool buf_inside(struct virtqueue *vq, uint64_t gpa, uint32_t len)
+{
+	if (gpa + len < gpa)
+		return false;
+	if (vq->mem.contains)
+		return vq->mem.contains(vq->mem.opaque, gpa, len);
+	uint8_t probe;
+	return vq->mem.read(vq->mem.opaque, gpa, &probe, 1) == 0 &&
+	       vq->mem.read(vq->mem.opaque, gpa + len - 1, &probe, 1) == 0;
+}
+
 static int add_buf(struct virtqueue *vq, struct vq_chain *c, const struct vring_desc *d, size_t max)
 {
 	if (c->n >= max)
 		return broken(vq, "descriptor chain longer than %zu (loop?)", max);
 	if (d->len == 0)
 		return broken(vq, "zero-length descriptor");
-	uint8_t probe;
-	if (d->addr + d->len < d->addr || rd(vq, d->addr, &probe, 1) < 0 || rd(vq, d->addr + d->len - 1, &probe, 1) < 0)
+	if (!buf_inside(vq, d->addr, d->len))
 		return broken(vq, "buffer %#llx+%u outside guest memory", (unsigned long long)d->addr, d->len);
 	bool w = d->flags & VIRTQ_DESC_F_WRITE;
 	if (!w && c->n > c->n_readable)

@@ -21,6 +21,10 @@ struct vq_mem {
 	/* optional: vmsh's own pointer to [gpa, gpa+len) if it maps all of it
 	 * (zero-copy I/O), else NULL */
 	uint8_t *(*ptr)(void *opaque, uint64_t gpa, size_t len);
+	/* optional: does [gpa, gpa+len) lie in guest memory (no access)? Else
+	 * a buffer's first and last byte are read to check it (two syscalls
+	 * per buffer where guest memory is another process's) */
+	bool (*contains)(void *opaque, uint64_t gpa, uint64_t len);
 	void *opaque;
 };
 

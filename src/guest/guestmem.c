@@ -81,6 +81,23 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 	return NULL;
 }
 
+bool guest_mem_contains(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
+{
+	if (gpa + len < gpa)
+		return false;
+	while (len) {
+		const struct guest_range *r = guest_mem_find(gm, gpa);
+		if (!r || !r->verified)
+			return false;
+		uint64_t in = r->size - (gpa - r->gpa);
+		if (in >= len)
+			return true;
+		gpa += in;
+		len -= in;
+	}
+	return true;
+}
+
 /* Copy between buf and guest memory, range by range. */
 static int xfer(struct guest_mem *gm, uint64_t gpa, uint8_t *buf, size_t len, bool write)
 {

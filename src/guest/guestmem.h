@@ -44,6 +44,10 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len);
 /* Write len bytes at gpa (same rules as guest_mem_read). */
 int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len);
+/* Does [gpa, gpa+len) lie in verified ranges (readable and writable by the
+ * rules above)? A table lookup, no access: a range whose host memory went
+ * away still fails at the access itself. */
+bool guest_mem_contains(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 /* Map the ranges whose host memory is a shared mapping (memfd, file,
  * hugetlbfs) into vmsh too (through /proc/PID/map_files), so that reads and
  * writes there are plain copies. Ranges that cannot be mapped keep using

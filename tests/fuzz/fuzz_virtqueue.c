@@ -19,8 +19,8 @@
  * Input: a 16-byte header, then the RAM image from gpa 0.
  *   u8  log2 queue size (mod 9: 1..256)      u8  flags: 1 EVENT_IDX, 2 read-only disk,
  *   u16 desc / 16, u16 avail / 2, u16 used / 4    4 zero-copy (vq_mem.ptr), 8 vectored backend,
- *   u16 unpop mask (pop i is given back once      16 take-over
- *       if bit i%16 is set)
+ *   u16 unpop mask (pop i is given back once      16 take-over, 32 buffers checked by
+ *       if bit i%16 is set)                           vq_mem.contains (no probe reads)
  *   u16 disk sectors (mod 257)   u32 held-set mask for the take-over */
 #include "fuzz.h"
 
@@ -83,6 +83,11 @@ static int drwv(void *o, bool write, uint64_t off, const struct iovec *iov, int 
 	return 0;
 }
 
+static bool ram_contains(void *o, uint64_t gpa, uint64_t len)
+{
+	return fuzz_ram_inside(o, gpa, len);
+}
+
 static void check_chain(const struct fuzz_ram *ram, const struct vq_chain *c)
 {
 	uint64_t r = 0, w = 0;
@@ -122,9 +127,11 @@ static void take_over(const struct fuzz_ram *ram, const struct vq_mem *mem, cons
 					break;
 				check_chain(ram, &c);
 			}
+			/* bounded here as a device bounds a wake-up: rings that
+			 * overlap let each push make more available (a guest that
+			 * keeps adding requests), not a vmsh bug */
 			struct vq_chain c;
-			for (unsigned i = 0; vq_pop(&vq2, &c) == 1; i++) {
-				FUZZ_CHECK(i < vq2.size + 1u, "more than %u pops after a take-over", i);
+			for (unsigned i = 0; i < 2u * vq2.size + 2 && vq_pop(&vq2, &c) == 1; i++) {
 				check_chain(ram, &c);
 				if (vq_push(&vq2, c.head, 0) < 0)
 					break;
@@ -151,6 +158,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct vq_mem mem = { .read = fuzz_ram_read, .write = fuzz_ram_write, .opaque = &ram };
 	if (flags & 4)
 		mem.ptr = fuzz_ram_ptr;
+	if (flags & 32)
+		mem.contains = ram_contains;
 
 	struct disk d = { .size = sectors * BLK_SECTOR, .read_only = flags & 2 };
 	d.bytes = malloc(d.size ? d.size : 1);

@@ -217,6 +217,28 @@ static void test_unverified_range_refused(void **state)
 	assert_null(guest_mem_find(&f->gm, 0x100000));
 }
 
+/* guest_mem_contains: what the virtqueues check buffers against (no
+ * access) - verified ranges only, across adjacent ranges, never wrapping. */
+static void test_contains(void **state)
+{
+	struct fixture *f = *state;
+	guest_mem_clear(&f->gm);
+	struct guest_range a = { .gpa = 0x100000, .size = 0x1000, .hva = (uintptr_t)f->decoy, .verified = true };
+	struct guest_range b = { .gpa = 0x101000, .size = 0x1000, .hva = (uintptr_t)f->decoy, .verified = true };
+	struct guest_range c = { .gpa = 0x200000, .size = 0x1000, .hva = (uintptr_t)f->decoy, .verified = false };
+	assert_int_equal(guest_mem_add(&f->gm, &a), 0);
+	assert_int_equal(guest_mem_add(&f->gm, &b), 0);
+	assert_int_equal(guest_mem_add(&f->gm, &c), 0);
+	assert_true(guest_mem_contains(&f->gm, 0x100000, 0x1000));
+	assert_true(guest_mem_contains(&f->gm, 0x100800, 0x1000)); /* across a and b */
+	assert_true(guest_mem_contains(&f->gm, 0x101fff, 1));
+	assert_false(guest_mem_contains(&f->gm, 0x101fff, 2));    /* past b */
+	assert_false(guest_mem_contains(&f->gm, 0xfffff, 2));      /* before a */
+	assert_false(guest_mem_contains(&f->gm, 0x200000, 1));     /* unverified */
+	assert_false(guest_mem_contains(&f->gm, 0x100000, UINT64_MAX)); /* wraps */
+	assert_false(guest_mem_contains(&f->gm, UINT64_MAX, 2));
+}
+
 /* ---- RAM split at 4 GiB, the kernel's page tables above it ---- */
 
 #define SPLIT (6 * MIB) /* not one of the common splits: found by the 2 MiB search */
@@ -446,6 +468,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refine_random_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_honest_layout, setup, teardown),
 		cmocka_unit_test(test_system_ram_unsorted),
+		cmocka_unit_test_setup_teardown(test_contains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unverified_range_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_at_4gib, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_with_root_below, setup, teardown),

@@ -409,6 +409,32 @@ static void test_take_over_repairs_a_death_between_two_stores(void **state)
 	teardown(f);
 }
 
+static bool inside_first_page_only(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)o;
+	return gpa >= DATA && gpa + len <= DATA + 0x1000;
+}
+
+/* With a contains callback the buffers are checked by it, not by reading
+ * their first and last byte (two syscalls each for another process's
+ * memory): a readable buffer it rejects breaks the queue. */
+static void test_contains_checks_the_buffers(void **state)
+{
+	(void)state;
+	struct fx *f = setup(false);
+	f->vq.mem.contains = inside_first_page_only;
+	struct vq_chain c;
+	set_desc(f, 0, DATA, 16, 0, 0);
+	make_avail(f, 0);
+	assert_int_equal(vq_pop(&f->vq, &c), 1);
+	assert_int_equal(vq_push(&f->vq, 0, 0), 0);
+	set_desc(f, 1, DATA + 0xff0, 32, 0, 0); /* readable, but past what contains allows */
+	make_avail(f, 1);
+	assert_int_equal(vq_pop(&f->vq, &c), -1);
+	assert_true(f->vq.broken);
+	teardown(f);
+}
+
 static void test_device_can_break_the_queue(void **state)
 {
 	(void)state;
@@ -480,6 +506,7 @@ int main(void)
 		cmocka_unit_test(test_unpop_gives_the_chain_back),
 		cmocka_unit_test(test_log_names_the_held_chains),
 		cmocka_unit_test(test_take_over_repairs_a_death_between_two_stores),
+		cmocka_unit_test(test_contains_checks_the_buffers),
 		cmocka_unit_test(test_device_can_break_the_queue),
 		cmocka_unit_test(test_bad_setup),
 		cmocka_unit_test(test_random_rings_never_crash),
