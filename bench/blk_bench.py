@@ -4,7 +4,7 @@ guest's own disk with and without vmsh attached: fio in the guest, side by
 side in one run, interleaved.
 
 usage: python3 -m bench.blk_bench [--machine pc] [--kernel 6.1] [--runtime 5] [--size 256]
-                                  [--rounds 5] [--memfd] [--json FILE]
+                                  [--rounds 5] [--memfd] [--json FILE] [--count-syscalls]
 
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM - one vCPU by default: with two, a guest's qemu died mid-benchmark on
@@ -30,7 +30,9 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from vmshtest import harness
@@ -47,19 +49,50 @@ JOBS = [
 ]
 
 
-def run_job(guest, chroot, dev, job, runtime, size_mb):
-    """One fio job; its result as fio's terse line (version 3: read
-    bandwidth KiB/s and IOPS in fields 7 and 8, write in 48 and 49) - a
-    few hundred bytes over the serial console instead of fio's JSON."""
+def fio_terse(guest, chroot, dev, job, runtime, size_mb):
+    """One fio job; its result as fio's terse line (version 3), split: a few
+    hundred bytes over the serial console instead of fio's JSON."""
     name, rw, bs, qd, metric = job
     out = guest.console(
         f"{chroot} /usr/bin/fio --name={name} --filename=/dev/{dev} --rw={rw} --bs={bs} --iodepth={qd} "
         f"--ioengine=libaio --direct=1 --size={size_mb}M --time_based --runtime={runtime} --ramp_time=1 "
         f"--output-format=terse --terse-version=3 2>/dev/null", runtime * 4 + 120)
-    line = next(ln for ln in out.splitlines() if ln.startswith("3;"))
-    f = line.split(";")
-    bw_kib, iops = (f[6], f[7]) if "read" in rw else (f[47], f[48])
-    return float(bw_kib) * 1024 / 1e6 if metric == "bw" else float(iops)
+    return next(ln for ln in out.splitlines() if ln.startswith("3;")).split(";")
+
+
+def run_job(guest, chroot, dev, job, runtime, size_mb):
+    """MB/s or IOPS of one fio job (terse v3: read KiB/s and IOPS in fields
+    6 and 7, write in 47 and 48)."""
+    f = fio_terse(guest, chroot, dev, job, runtime, size_mb)
+    bw_kib, iops = (f[6], f[7]) if "read" in job[1] else (f[47], f[48])
+    return float(bw_kib) * 1024 / 1e6 if job[4] == "bw" else float(iops)
+
+
+def count_syscalls(host, guest, chroot, dev, pid, job, runtime, size_mb):
+    """Host syscalls of process `pid` (every thread, strace -c -f) per guest
+    I/O request of one fio job, in a run of its own (strace slows
+    everything; the count per request is what it gives). Returns
+    (per request, per request without ioctl, the five most frequent)."""
+    out = f"{scratch(host)}/strace-{pid}-{job[0]}.txt"
+    log = os.path.join(host.logdir, f"strace-{pid}-{job[0]}.log")
+    st = host.spawn(["strace", "-c", "-f", "-p", str(pid), "-o", out], log)
+    time.sleep(2)  # attached to every thread
+    f = fio_terse(guest, chroot, dev, job, runtime, size_mb)
+    host.kill(st, signal.SIGINT, 30)
+    kib = float(f[5]) + float(f[46])  # read and written, KiB (after the ramp)
+    ios = kib / (int(job[2].rstrip("k")))
+    calls, by_name = 0, {}
+    for line in host.read_file(out).decode().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            n = int(parts[3])
+            by_name[parts[-1]] = n
+            calls += n
+    # the ramp second's requests are in strace's count but not fio's: a
+    # slight overestimate, the same for both sides
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
+    no_ioctl = calls - by_name.get("ioctl", 0)
+    return calls / max(ios, 1), no_ioctl / max(ios, 1), top
 
 
 def quartiles(xs):
@@ -89,6 +122,8 @@ def main():
     ap.add_argument("--jobs", default=",".join(j[0] for j in JOBS), help="comma-separated subset of the jobs")
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--l1-smp", type=int, default=1, help="vCPUs of the emulated KVM host")
+    ap.add_argument("--count-syscalls", action="store_true",
+                    help="afterwards, count host syscalls per request (strace) of vmsh and of qemu")
     ap.add_argument("--memfd", action="store_true",
                     help="guest RAM in a shared memfd (vmsh then does zero-copy I/O) instead of anonymous memory")
     a = ap.parse_args()
@@ -127,34 +162,52 @@ def main():
                 f"{host.mode} KVM host ({os.environ['VMSH_L1_SMP']} vCPUs), {platform.node()} "
                 f"({os.cpu_count()} CPUs); fio {a.runtime}s per job, {a.rounds} interleaved rounds, "
                 f"backing file on tmpfs; median [interquartile range]")
-        print("\n" + head)
-        print(f"{'job':20s} {'qemu-blk':>20s} {'vmsh-blk':>20s} {'ratio':>6s} {'own+vmsh':>20s} {'ratio':>6s}"
-              f" {'self-check':>10s}")
         noisy = []
-        for name, _, _, _, metric in jobs:
-            unit = "MB/s" if metric == "bw" else "IOPS"
-            q = res["qemu-blk"][name] + res["qemu-blk-again"][name]
-            qm = quartiles(q)[0]
-            v, o = res["vmsh-blk"][name], res["own+vmsh"][name]
-            a1, a2 = quartiles(res["qemu-blk"][name])[0], quartiles(res["qemu-blk-again"][name])[0]
-            drift = abs(a1 - a2) / ((a1 + a2) / 2)
-            if drift > 0.05:
-                noisy.append((name, drift))
-            print(f"{name:20s} {fmt(q, unit):>20s} {fmt(v, unit):>20s} {quartiles(v)[0] / qm:6.2f}"
-                  f" {fmt(o, unit):>20s} {quartiles(o)[0] / qm:6.2f} {drift:9.1%}{'!' if drift > 0.05 else ' '}"
-                  f"  ({unit})")
-        print("qemu-blk: both of its passes pooled; ratios: median / qemu-blk median; self-check: the"
-              " medians of qemu-blk and qemu-blk again, |a - b| / mean")
-        if noisy:
-            print("TOO NOISY TO DECIDE a few-percent question for: " +
-                  ", ".join(f"{n} (the same configuration differed by {d:.1%})" for n, d in noisy))
-        else:
-            print("self-check passed: the same configuration agreed within 5 % on every job")
-        print(f"\nvmsh serve (last round): {serve_lines[-1]}")
+        if a.rounds:
+            print("\n" + head)
+            print(f"{'job':20s} {'qemu-blk':>20s} {'vmsh-blk':>20s} {'ratio':>6s} {'own+vmsh':>20s} {'ratio':>6s}"
+                  f" {'self-check':>10s}")
+            for name, _, _, _, metric in jobs:
+                unit = "MB/s" if metric == "bw" else "IOPS"
+                q = res["qemu-blk"][name] + res["qemu-blk-again"][name]
+                qm = quartiles(q)[0]
+                v, o = res["vmsh-blk"][name], res["own+vmsh"][name]
+                a1, a2 = quartiles(res["qemu-blk"][name])[0], quartiles(res["qemu-blk-again"][name])[0]
+                drift = abs(a1 - a2) / ((a1 + a2) / 2)
+                if drift > 0.05:
+                    noisy.append((name, drift))
+                print(f"{name:20s} {fmt(q, unit):>20s} {fmt(v, unit):>20s} {quartiles(v)[0] / qm:6.2f}"
+                      f" {fmt(o, unit):>20s} {quartiles(o)[0] / qm:6.2f} {drift:9.1%}{'!' if drift > 0.05 else ' '}"
+                      f"  ({unit})")
+            print("qemu-blk: both of its passes pooled; ratios: median / qemu-blk median; self-check: the"
+                  " medians of qemu-blk and qemu-blk again, |a - b| / mean")
+            if noisy:
+                print("TOO NOISY TO DECIDE a few-percent question for: " +
+                      ", ".join(f"{n} (the same configuration differed by {d:.1%})" for n, d in noisy))
+            else:
+                print("self-check passed: the same configuration agreed within 5 % on every job")
+        if serve_lines:
+            print(f"\nvmsh serve (last round): {serve_lines[-1]}")
+        counts = {}
+        if a.count_syscalls:
+            cjobs = [j for j in JOBS if j[0] in ("rand-read-4k-qd1", "rand-write-4k-qd1", "rand-read-4k-qd16")]
+            with Served(host, vmsh, g, backing, ident="benchcount") as s:
+                worker = host.check(f"pgrep -P {s.pid}").split()[0]
+                for job in cjobs:
+                    counts[job[0]] = {"vmsh": count_syscalls(host, g, chroot, s.dev, worker, job, a.runtime, a.size)}
+            for job in cjobs:
+                counts[job[0]]["qemu"] = count_syscalls(host, g, chroot, own, g.pid, job, a.runtime, a.size)
+            print("\nhost syscalls per guest request (strace -c -f, a run of its own; qemu: the guest's whole"
+                  " qemu process, 'w/o ioctl' leaves out its vCPUs' KVM_RUN)")
+            print(f"{'job':20s} {'vmsh':>8s} {'qemu':>8s} {'qemu w/o ioctl':>15s}   vmsh's most frequent")
+            for name, c in counts.items():
+                v, q = c["vmsh"], c["qemu"]
+                print(f"{name:20s} {v[0]:8.1f} {q[0]:8.1f} {q[1]:15.1f}   "
+                      + ", ".join(f"{k} {n}" for k, n in v[2]))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"head": head, "results": res, "rounds": a.rounds, "runtime": a.runtime,
-                           "noisy": noisy}, f, indent=1)
+                           "noisy": noisy, "syscalls": counts}, f, indent=1)
     finally:
         host.close()
 
