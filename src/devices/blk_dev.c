@@ -14,13 +14,15 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
 	if (die && __atomic_sub_fetch(&disk->test_die_at, 1, __ATOMIC_RELAXED) == 0)
 		raise(SIGKILL); /* killed outright, holding this request */
 	uint8_t status;
-	int64_t written = virtio_blk_handle(disk, &d->mem, c, &status);
+	uint64_t status_gpa;
+	int64_t written = virtio_blk_serve(disk, &d->mem, c, &status, &status_gpa);
 	if (written < 0) {
 		vq->broken = true;
 		snprintf(vq->why, sizeof(vq->why), "request %u has no status byte", c->head);
 		return;
 	}
-	vq_push(vq, c->head, (uint32_t)written);
+	/* the status byte, the used entry and the index in one write */
+	vq_push_after(vq, c->head, (uint32_t)written, status_gpa, &status, 1);
 }
 
 /* Requests per wake-up: a vCPU that keeps bumping avail.idx gets this many

@@ -78,9 +78,9 @@ void server_unwatch(struct dev_server *s, int fd)
 
 static void drain(int fd)
 {
-	uint64_t v;
-	while (read(fd, &v, sizeof(v)) == sizeof(v))
-		;
+	uint64_t v; /* one read takes an eventfd's whole count */
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_info("device server: eventfd read: %s", strerror(errno));
 }
 
 /* Devices left with work after their budget: one more budget each, after

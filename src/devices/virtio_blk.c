@@ -129,14 +129,14 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 	return VIRTIO_BLK_S_OK;
 }
 
-int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
-		   uint8_t *status_out)
+int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+			 uint8_t *status_out, uint64_t *status_gpa)
 {
 	/* the status byte is the last byte of the last buffer, device-writable */
 	if (c->n < 2 || !c->bufs[c->n - 1].device_writes)
 		return -1;
 	const struct vq_buf *last = &c->bufs[c->n - 1];
-	uint64_t status_gpa = last->gpa + last->len - 1;
+	uint64_t st_gpa = last->gpa + last->len - 1;
 	uint8_t status = VIRTIO_BLK_S_IOERR;
 	int64_t written = 1;
 
@@ -208,7 +208,18 @@ int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem,
 		break;
 	}
 out:
-	if (mem->write(mem->opaque, status_gpa, &status, 1) < 0)
+	*status_out = status;
+	*status_gpa = st_gpa;
+	return written;
+}
+
+int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+			  uint8_t *status_out)
+{
+	uint8_t status;
+	uint64_t gpa;
+	int64_t written = virtio_blk_serve(disk, mem, c, &status, &gpa);
+	if (written < 0 || mem->write(mem->opaque, gpa, &status, 1) < 0)
 		return -1;
 	if (status_out)
 		*status_out = status;

@@ -71,5 +71,10 @@ size_t virtio_blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap);
  * marks the queue broken). The status byte says how it went. */
 int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
 		   uint8_t *status_out);
+/* The same without writing the status byte: *status_gpa and *status_out
+ * say what to write where (vq_push_after then writes it together with the
+ * used entry). -1 as above. */
+int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
+			 uint8_t *status_out, uint64_t *status_gpa);
 
 #endif

@@ -58,6 +58,39 @@ static int wr(struct virtqueue *vq, uint64_t gpa, const void *buf, size_t len)
 	return 0;
 }
 
+/* Pieces in array order: one vectored call where the memory has one, else
+ * one by one with a fence between (a later piece never overtakes). */
+static int rdv(struct virtqueue *vq, const struct vq_iov *v, size_t n)
+{
+	if (vq->mem.readv) {
+		if (vq->mem.readv(vq->mem.opaque, v, n) < 0)
+			return broken(vq, "ring read outside guest memory at %#llx", (unsigned long long)v[0].gpa);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rd(vq, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	}
+	return 0;
+}
+
+static int wrv(struct virtqueue *vq, const struct vq_iov *v, size_t n)
+{
+	if (vq->mem.writev) {
+		if (vq->mem.writev(vq->mem.opaque, v, n) < 0)
+			return broken(vq, "ring write outside guest memory at %#llx", (unsigned long long)v[0].gpa);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			__atomic_thread_fence(__ATOMIC_RELEASE);
+		if (wr(vq, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int vq_init(struct virtqueue *vq, const struct vq_mem *mem, uint16_t size, uint64_t desc, uint64_t avail,
 	    uint64_t used, bool event_idx)
 {
@@ -80,15 +113,25 @@ int vq_init(struct virtqueue *vq, const struct vq_mem *mem, uint16_t size, uint6
 		return -1;
 	vq->scratch_cap = size;
 	vq->scratch = calloc(vq->scratch_cap, sizeof(*vq->scratch));
-	if (!vq->scratch)
+	vq->heads = calloc(size, sizeof(*vq->heads));
+	if (size <= VQ_DESC_CACHE)
+		vq->descs = calloc(size, sizeof(struct vring_desc));
+	if (!vq->scratch || !vq->heads || (size <= VQ_DESC_CACHE && !vq->descs)) {
+		vq_free(vq);
 		return broken(vq, "out of memory");
+	}
 	return 0;
 }
 
 void vq_free(struct virtqueue *vq)
 {
 	free(vq->scratch);
+	free(vq->heads);
+	free(vq->descs);
 	vq->scratch = NULL;
+	vq->heads = NULL;
+	vq->descs = NULL;
+	vq->descs_valid = false;
 }
 
 static bool buf_inside(struct virtqueue *vq, uint64_t gpa, uint32_t len)
@@ -184,7 +227,18 @@ static bool log_has(const struct vq_log *l, uint16_t head)
 	return head < VQ_LOG_MAX && (l->inflight[head / 64] >> (head % 64)) & 1;
 }
 
-int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
+/* Descriptor i: from the copy the last look at the rings took (chains it
+ * saw made available), else read now. */
+static int desc_at(struct virtqueue *vq, uint16_t i, struct vring_desc *d, bool copy)
+{
+	if (copy && vq->descs_valid) {
+		*d = ((const struct vring_desc *)vq->descs)[i];
+		return 0;
+	}
+	return rd(vq, vq->desc + 16ULL * i, d, sizeof(*d));
+}
+
+static int chain_walk(struct virtqueue *vq, uint16_t head, struct vq_chain *chain, bool copy)
 {
 	if (vq->broken)
 		return -1;
@@ -198,7 +252,7 @@ int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
 		struct vring_desc d;
 		if (steps >= vq->size)
 			return broken(vq, "descriptor chain loops");
-		if (rd(vq, vq->desc + 16ULL * i, &d, sizeof(d)) < 0)
+		if (desc_at(vq, i, &d, copy) < 0)
 			return -1;
 		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
 			if (chain->n || (d.flags & VIRTQ_DESC_F_NEXT))
@@ -219,24 +273,58 @@ int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
 	return 0;
 }
 
+int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
+{
+	return chain_walk(vq, head, chain, false);
+}
+
+/* Look at the avail ring again: its index, then in one read the entries
+ * added since and (small queues) the descriptor table - both after the
+ * index, so every chain the index announces is complete in the copies. */
+static int refresh(struct virtqueue *vq)
+{
+	uint16_t avail_idx;
+	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+		return -1;
+	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+	if (pending > vq->size)
+		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
+	if (pending == 0) {
+		vq->avail_seen = avail_idx;
+		return 0;
+	}
+	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* ring entries after the index */
+	struct vq_iov v[3];
+	size_t n = 0;
+	uint16_t from = vq->last_avail % vq->size;
+	uint16_t first = pending < vq->size - from ? pending : (uint16_t)(vq->size - from);
+	v[n++] = (struct vq_iov){ vq->avail + 4 + 2ULL * from, &vq->heads[from], 2ULL * first };
+	if (first < pending) /* wrapped: the rest from the start of the ring */
+		v[n++] = (struct vq_iov){ vq->avail + 4, &vq->heads[0], 2ULL * (pending - first) };
+	if (vq->descs)
+		v[n++] = (struct vq_iov){ vq->desc, vq->descs, 16ULL * vq->size };
+	vq->descs_valid = false;
+	if (rdv(vq, v, n) < 0)
+		return -1;
+	vq->descs_valid = vq->descs != NULL;
+	vq->avail_seen = avail_idx;
+	return 0;
+}
+
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain)
 {
 	vq->can_unpop = false;
 	if (vq->broken)
 		return -1;
-	uint16_t avail_idx;
-	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+	/* the copies are used up (or do not match where the queue stands):
+	 * look again */
+	uint16_t seen = (uint16_t)(vq->avail_seen - vq->last_avail);
+	if ((seen == 0 || seen > vq->size) && refresh(vq) < 0)
 		return -1;
-	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
-	if (pending == 0)
+	if (vq->last_avail == vq->avail_seen)
 		return 0;
-	if (pending > vq->size)
-		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* ring entries after the index */
-	uint16_t head;
-	if (rd(vq, vq->avail + 4 + 2ULL * (vq->last_avail % vq->size), &head, 2) < 0)
-		return -1;
-	if (vq_chain_at(vq, head, chain) < 0)
+	uint16_t head = vq->heads[vq->last_avail % vq->size];
+	if (chain_walk(vq, head, chain, true) < 0)
 		return -1;
 	vq->last_avail++;
 	if (vq->log) { /* held first, then taken: see vq_take_over */
@@ -261,7 +349,7 @@ int vq_unpop(struct virtqueue *vq)
 	return 0;
 }
 
-int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
+int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_t gpa, const void *src, size_t len)
 {
 	vq->can_unpop = false;
 	if (vq->broken)
@@ -269,17 +357,27 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 	struct {
 		uint32_t id, len;
 	} e = { head, written };
-	if (wr(vq, vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e)) < 0)
+	uint16_t idx = (uint16_t)(vq->used_idx + 1);
+	/* in this order: the piece (a status byte), the entry, the index */
+	struct vq_iov v[3];
+	size_t n = 0;
+	if (len)
+		v[n++] = (struct vq_iov){ gpa, (void *)src, len };
+	v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e) };
+	v[n++] = (struct vq_iov){ vq->used + 2, &idx, 2 };
+	if (wrv(vq, v, n) < 0)
 		return -1;
-	__atomic_thread_fence(__ATOMIC_RELEASE); /* the entry before the index */
-	vq->used_idx++;
-	if (wr(vq, vq->used + 2, &vq->used_idx, 2) < 0)
-		return -1;
+	vq->used_idx = idx;
 	if (vq->log) { /* returned first, then crossed out: see vq_take_over */
 		log_set(vq->log, head, false);
 		__atomic_store_n(&vq->log->used_idx, vq->used_idx, __ATOMIC_RELEASE);
 	}
 	return 0;
+}
+
+int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
+{
+	return vq_push_after(vq, head, written, 0, NULL, 0);
 }
 
 void vq_log_start(struct virtqueue *vq, struct vq_log *log)
@@ -330,6 +428,8 @@ int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, s
 		vq->last_avail++;
 	if (vq->broken)
 		return -1;
+	vq->avail_seen = vq->last_avail; /* nothing seen by this run yet */
+	vq->descs_valid = false;
 	for (unsigned h = vq->size; h < VQ_LOG_MAX; h++) /* beyond the queue: nothing held there */
 		l.inflight[h / 64] &= ~(1ULL << (h % 64));
 	for (unsigned h = 0; h < vq->size; h++)

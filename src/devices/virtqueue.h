@@ -15,9 +15,19 @@
 
 /* Guest-physical memory access; 0 on success, -1 if [gpa, gpa+len) is not
  * entirely guest RAM. */
+struct vq_iov {
+	uint64_t gpa;
+	void *buf;
+	size_t len;
+};
 struct vq_mem {
 	int (*read)(void *opaque, uint64_t gpa, void *buf, size_t len);
 	int (*write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
+	/* optional: n pieces in one go, in array order (each complete before
+	 * the next begins: the driver never sees a used entry after its index).
+	 * Without them the pieces go through read/write one by one. */
+	int (*readv)(void *opaque, const struct vq_iov *v, size_t n);
+	int (*writev)(void *opaque, const struct vq_iov *v, size_t n);
 	/* optional: vmsh's own pointer to [gpa, gpa+len) if it maps all of it
 	 * (zero-copy I/O), else NULL */
 	uint8_t *(*ptr)(void *opaque, uint64_t gpa, size_t len);
@@ -33,6 +43,7 @@ struct vq_mem {
 #define VIRTQ_DESC_F_INDIRECT 4
 #define VQ_MAX_SIZE 32768
 #define VQ_MAX_CHAIN_BYTES (64u << 20) /* one request never moves more */
+#define VQ_DESC_CACHE 256 /* queues up to this size: the descriptor table read whole (4 KiB at most) */
 
 struct vq_buf {
 	uint64_t gpa;
@@ -73,6 +84,15 @@ struct virtqueue {
 	struct vq_mem mem;
 	struct vq_buf *scratch; /* chain storage */
 	size_t scratch_cap;
+	/* What the last look at the avail ring saw (one read of the index, one
+	 * of the new entries and, for queues of up to VQ_DESC_CACHE entries,
+	 * the whole descriptor table): chains are taken from these copies
+	 * until they are used up. vmsh's own copies: the guest changing its
+	 * rings meanwhile changes nothing here. */
+	uint16_t avail_seen;    /* avail.idx then; entries [last_avail, avail_seen) are in heads */
+	uint16_t *heads;        /* size entries, at their ring positions */
+	void *descs;            /* size descriptors, or NULL (larger queues: read one by one) */
+	bool descs_valid;
 	struct vq_log *log;     /* NULL: not kept */
 };
 
@@ -107,6 +127,10 @@ int vq_break(struct virtqueue *vq, const char *fmt, ...) __attribute__((format(p
 /* Return a chain as used, with `written` bytes written into its device-
  * writable buffers. -1 if the queue is broken. */
 int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
+/* The same, with `len` bytes of `src` written to guest address `gpa` first
+ * (a request's status byte), all in one vectored write where the memory
+ * offers one: the piece, the used entry, then the used index. */
+int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_t gpa, const void *src, size_t len);
 /* After pushes: should the driver be interrupted? (EVENT_IDX aware; old is
  * used_idx before the pushes). */
 bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);

@@ -147,6 +147,85 @@ int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t 
 	return xfer(gm, gpa, (uint8_t *)buf, len, true);
 }
 
+/* The pieces collected for one process_vm_readv/writev. */
+struct remote_batch {
+	struct iovec loc[GUEST_IOV_BATCH], rem[GUEST_IOV_BATCH];
+	size_t n, bytes;
+};
+
+static int batch_flush(struct guest_mem *gm, struct remote_batch *b, bool write)
+{
+	if (!b->n)
+		return 0;
+	ssize_t done = write ? remote_writev(gm->pid, b->loc, b->rem, b->n) : remote_readv(gm->pid, b->loc, b->rem, b->n);
+	if (!write) {
+		gm->reads++;
+		gm->bytes_read += done > 0 ? (uint64_t)done : 0;
+	}
+	bool whole = done == (ssize_t)b->bytes;
+	b->n = b->bytes = 0;
+	if (!whole) {
+		if (done >= 0)
+			errno = EFAULT;
+		return -1;
+	}
+	return 0;
+}
+
+static int xferv(struct guest_mem *gm, const struct guest_iov *v, size_t n, bool write)
+{
+	struct remote_batch b = { .n = 0 };
+	for (size_t i = 0; i < n; i++) {
+		uint64_t gpa = v[i].gpa;
+		uint8_t *buf = v[i].buf;
+		size_t len = v[i].len;
+		if (gpa + len < gpa) {
+			errno = EFAULT;
+			return -1;
+		}
+		while (len) {
+			const struct guest_range *r = guest_mem_find(gm, gpa);
+			if (!r || (write && !r->verified)) {
+				errno = EFAULT;
+				return -1;
+			}
+			uint64_t off = gpa - r->gpa;
+			size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
+			if (r->local) {
+				/* in order: what is collected goes first */
+				if (batch_flush(gm, &b, write) < 0)
+					return -1;
+				if (write)
+					memcpy(r->local + off, buf, chunk);
+				else
+					memcpy(buf, r->local + off, chunk);
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			} else {
+				if (b.n == GUEST_IOV_BATCH && batch_flush(gm, &b, write) < 0)
+					return -1;
+				b.loc[b.n] = (struct iovec){ .iov_base = buf, .iov_len = chunk };
+				b.rem[b.n] = (struct iovec){ .iov_base = (void *)(uintptr_t)(r->hva + off), .iov_len = chunk };
+				b.n++;
+				b.bytes += chunk;
+			}
+			buf += chunk;
+			gpa += chunk;
+			len -= chunk;
+		}
+	}
+	return batch_flush(gm, &b, write);
+}
+
+int guest_mem_readv(struct guest_mem *gm, const struct guest_iov *v, size_t n)
+{
+	return xferv(gm, v, n, false);
+}
+
+int guest_mem_writev(struct guest_mem *gm, const struct guest_iov *v, size_t n)
+{
+	return xferv(gm, v, n, true);
+}
+
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
 {
 	return guest_mem_read(gm, gpa & ~0xfffULL, page, 4096);

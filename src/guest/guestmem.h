@@ -44,6 +44,21 @@ const struct guest_range *guest_mem_find(const struct guest_mem *gm, uint64_t gp
 int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len);
 /* Write len bytes at gpa (same rules as guest_mem_read). */
 int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len);
+/* One piece of a vectored access: len bytes at gpa, from or into buf. */
+struct guest_iov {
+	uint64_t gpa;
+	void *buf;
+	size_t len;
+};
+/* Read or write n pieces (same rules as guest_mem_read/write) in array
+ * order: each piece is complete before the next begins, so the guest never
+ * sees a later piece before an earlier one (a ring entry before its index).
+ * Pieces in process memory go in as few process_vm_readv/writev calls as
+ * possible (one for up to GUEST_IOV_BATCH of them). -1 if any piece is
+ * refused; the pieces before it may have been transferred. */
+#define GUEST_IOV_BATCH 64
+int guest_mem_readv(struct guest_mem *gm, const struct guest_iov *v, size_t n);
+int guest_mem_writev(struct guest_mem *gm, const struct guest_iov *v, size_t n);
 /* Does [gpa, gpa+len) lie in verified ranges (readable and writable by the
  * rules above)? A table lookup, no access: a range whose host memory went
  * away still fails at the access itself. */

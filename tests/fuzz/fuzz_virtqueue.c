@@ -20,7 +20,9 @@
  *   u8  log2 queue size (mod 9: 1..256)      u8  flags: 1 EVENT_IDX, 2 read-only disk,
  *   u16 desc / 16, u16 avail / 2, u16 used / 4    4 zero-copy (vq_mem.ptr), 8 vectored backend,
  *   u16 unpop mask (pop i is given back once      16 take-over, 32 buffers checked by
- *       if bit i%16 is set)                           vq_mem.contains (no probe reads)
+ *       if bit i%16 is set)                           vq_mem.contains (no probe reads),
+ *                                                  64 vectored ring access (vq_mem.readv/
+ *                                                     writev; status byte with the used entry)
  *   u16 disk sectors (mod 257)   u32 held-set mask for the take-over */
 #include "fuzz.h"
 
@@ -141,6 +143,22 @@ static void take_over(const struct fuzz_ram *ram, const struct vq_mem *mem, cons
 	vq_free(&vq2);
 }
 
+static int ram_readv(void *o, const struct vq_iov *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fuzz_ram_read(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	return 0;
+}
+
+static int ram_writev(void *o, const struct vq_iov *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fuzz_ram_write(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz f = { data, size };
@@ -160,6 +178,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mem.ptr = fuzz_ram_ptr;
 	if (flags & 32)
 		mem.contains = ram_contains;
+	if (flags & 64) {
+		mem.readv = ram_readv;
+		mem.writev = ram_writev;
+	}
 
 	struct disk d = { .size = sectors * BLK_SECTOR, .read_only = flags & 2 };
 	d.bytes = malloc(d.size ? d.size : 1);
@@ -195,14 +217,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if ((flags & 16) && (i & 1))
 				continue; /* held when the run "dies" */
 			uint8_t status;
-			int64_t written = virtio_blk_handle(&disk, &mem, &c, &status);
+			uint64_t status_gpa = 0;
+			int64_t written = flags & 64 ? virtio_blk_serve(&disk, &mem, &c, &status, &status_gpa)
+						     : virtio_blk_handle(&disk, &mem, &c, &status);
 			if (written < 0) {
 				vq_break(&vq, "request %u has no status byte", c.head);
 				break;
 			}
 			FUZZ_CHECK((uint64_t)written <= c.writable_len, "%lld bytes written into %llu writable",
 				   (long long)written, (unsigned long long)c.writable_len);
-			if (vq_push(&vq, c.head, (uint32_t)written) < 0)
+			if ((flags & 64 ? vq_push_after(&vq, c.head, (uint32_t)written, status_gpa, &status, 1)
+					: vq_push(&vq, c.head, (uint32_t)written)) < 0)
 				break;
 		}
 		FUZZ_CHECK(r != -1 || vq.broken, "vq_pop failed on a queue that is not broken");

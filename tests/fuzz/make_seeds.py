@@ -144,6 +144,9 @@ def virtqueue():
     put("virtqueue", "linux-blk-mixed-take-over", hdr(8, 16, r, unpop=0x1) + r.ram)
     put("virtqueue", "linux-blk-take-over-wrong-log", hdr(8, 16 | 1, r, flip=0x8000000f) + r.ram)
     put("virtqueue", "linux-blk-mixed-contains", hdr(8, 32, r) + r.ram)
+    # vmsh's own access: vectored ring reads and writes, a take-over on top
+    put("virtqueue", "linux-blk-mixed-vectored", hdr(8, 32 | 64 | 1, r) + r.ram)
+    put("virtqueue", "linux-blk-vectored-take-over", hdr(8, 16 | 32 | 64, r, unpop=0x1) + r.ram)
     r = Ring(128)
     seg = struct.pack("<QII", 2, 4, 0) + struct.pack("<QII", 10, 1, 1)
     blk_req(r, 11, 0, [(0x5000, 16)], 0x6000, 0x4000, False, payload=seg[:16])   # discard

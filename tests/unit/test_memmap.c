@@ -239,6 +239,57 @@ static void test_contains(void **state)
 	assert_false(guest_mem_contains(&f->gm, UINT64_MAX, 2));
 }
 
+/* Vectored access: pieces across ranges and from a mapped (local) range,
+ * in order; one unknown or (for writes) unverified piece refuses, and
+ * wrapping pieces are refused. Over process_vm_readv/writev on this
+ * process's own memory. */
+static void test_vectored_access(void **state)
+{
+	struct fixture *f = *state;
+	guest_mem_clear(&f->gm);
+	uint8_t *local = f->ram + 8 * MIB; /* stands in for a shared mapping of vmsh's own */
+	struct guest_range a = { .gpa = 0x100000, .size = 0x1000, .hva = (uintptr_t)f->decoy, .verified = true };
+	struct guest_range b = { .gpa = 0x101000, .size = 0x1000, .hva = (uintptr_t)f->decoy + 0x10000, .verified = true };
+	struct guest_range c = { .gpa = 0x200000, .size = 0x1000, .hva = (uintptr_t)f->decoy + 0x20000, .verified = false };
+	struct guest_range d = { .gpa = 0x300000, .size = 0x1000, .hva = (uintptr_t)local, .verified = true, .local = local };
+	assert_int_equal(guest_mem_add(&f->gm, &a), 0);
+	assert_int_equal(guest_mem_add(&f->gm, &b), 0);
+	assert_int_equal(guest_mem_add(&f->gm, &c), 0);
+	assert_int_equal(guest_mem_add(&f->gm, &d), 0);
+	uint8_t x[32], y[4] = { 1, 2, 3, 4 }, z = 9;
+	for (int i = 0; i < 32; i++)
+		x[i] = (uint8_t)(0x40 + i);
+	/* 32 bytes across a and b, 4 into the local range, 1 at the start of a */
+	struct guest_iov w[] = { { 0x100ff0, x, 32 }, { 0x300010, y, 4 }, { 0x100000, &z, 1 } };
+	assert_int_equal(guest_mem_writev(&f->gm, w, 3), 0);
+	assert_memory_equal(f->decoy + 0xff0, x, 16);
+	assert_memory_equal(f->decoy + 0x10000, x + 16, 16);
+	assert_memory_equal(local + 0x10, y, 4);
+	assert_int_equal(f->decoy[0], 9);
+	uint8_t rx[32] = { 0 }, ry[4] = { 0 };
+	struct guest_iov r[] = { { 0x100ff0, rx, 32 }, { 0x300010, ry, 4 } };
+	assert_int_equal(guest_mem_readv(&f->gm, r, 2), 0);
+	assert_memory_equal(rx, x, 32);
+	assert_memory_equal(ry, y, 4);
+	/* an unverified range is read only while probing, never written */
+	struct guest_iov u[] = { { 0x100000, &z, 1 }, { 0x200000, &z, 1 } };
+	assert_int_equal(guest_mem_writev(&f->gm, u, 2), -1);
+	struct guest_iov gap[] = { { 0x102000, rx, 1 } }; /* in no range */
+	assert_int_equal(guest_mem_readv(&f->gm, gap, 1), -1);
+	struct guest_iov wrap[] = { { UINT64_MAX - 1, rx, 4 } };
+	assert_int_equal(guest_mem_readv(&f->gm, wrap, 1), -1);
+	/* more pieces than one call takes: in order, all there */
+	struct guest_iov many[GUEST_IOV_BATCH * 2 + 3];
+	uint8_t vals[GUEST_IOV_BATCH * 2 + 3];
+	for (size_t i = 0; i < GUEST_IOV_BATCH * 2 + 3; i++) {
+		vals[i] = (uint8_t)i;
+		many[i] = (struct guest_iov){ 0x100000 + i, &vals[i], 1 };
+	}
+	assert_int_equal(guest_mem_writev(&f->gm, many, GUEST_IOV_BATCH * 2 + 3), 0);
+	for (size_t i = 0; i < GUEST_IOV_BATCH * 2 + 3; i++)
+		assert_int_equal(f->decoy[i], (uint8_t)i);
+}
+
 /* ---- RAM split at 4 GiB, the kernel's page tables above it ---- */
 
 #define SPLIT (6 * MIB) /* not one of the common splits: found by the 2 MiB search */
@@ -469,6 +520,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refine_honest_layout, setup, teardown),
 		cmocka_unit_test(test_system_ram_unsorted),
 		cmocka_unit_test_setup_teardown(test_contains, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vectored_access, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unverified_range_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_at_4gib, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_with_root_below, setup, teardown),

@@ -13,8 +13,10 @@
 #define USED 0x3000
 #define DATA 0x10000
 
+struct vcount;
 struct gmem {
 	uint8_t *buf;
+	unsigned char count_space[256]; /* a struct vcount (below) */
 };
 
 static int gread(void *o, uint64_t gpa, void *b, size_t len)
@@ -33,6 +35,54 @@ static int gwrite(void *o, uint64_t gpa, const void *b, size_t len)
 		return -1;
 	memcpy(m->buf + gpa, b, len);
 	return 0;
+}
+
+/* Vectored accesses, counted and logged (the order of the pieces). */
+struct vcount {
+	unsigned reads, readvs, writes, writevs;
+	uint64_t order[16];
+	size_t n_order;
+};
+
+static struct vcount *counts(void *o);
+
+static int greadv(void *o, const struct vq_iov *v, size_t n)
+{
+	counts(o)->readvs++;
+	for (size_t i = 0; i < n; i++)
+		if (gread(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	return 0;
+}
+
+static int gwritev(void *o, const struct vq_iov *v, size_t n)
+{
+	struct vcount *c = counts(o);
+	c->writevs++;
+	for (size_t i = 0; i < n; i++) {
+		if (c->n_order < 16)
+			c->order[c->n_order++] = v[i].gpa;
+		if (gwrite(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static bool ccontains(void *o, uint64_t gpa, uint64_t len)
+{
+	return gpa < MEM_SIZE && len <= MEM_SIZE - gpa;
+}
+
+static int cread(void *o, uint64_t gpa, void *b, size_t len)
+{
+	counts(o)->reads++;
+	return gread(o, gpa, b, len);
+}
+
+static int cwrite(void *o, uint64_t gpa, const void *b, size_t len)
+{
+	counts(o)->writes++;
+	return gwrite(o, gpa, b, len);
 }
 
 struct fx {
@@ -56,6 +106,12 @@ static void make_avail(struct fx *f, uint16_t head)
 	memcpy(f->m.buf + AVAIL + 4 + 2 * (f->avail_idx % QSIZE), &head, 2);
 	f->avail_idx++;
 	memcpy(f->m.buf + AVAIL + 2, &f->avail_idx, 2);
+}
+
+static struct vcount *counts(void *o)
+{
+	_Static_assert(sizeof(struct vcount) <= sizeof(((struct gmem *)0)->count_space), "room");
+	return (struct vcount *)(void *)((struct gmem *)o)->count_space;
 }
 
 static struct fx *setup(bool event_idx)
@@ -464,6 +520,90 @@ static void test_bad_setup(void **state)
 	free(m.buf);
 }
 
+/* With vectored access (vmsh's own, over process_vm_readv/writev): a
+ * request costs one look at the index, one read of its entry and the whole
+ * descriptor table, and one write of its status byte, used entry and index
+ * in that order; what the guest changes in its table after the look does
+ * not reach the chain being served. */
+static void test_vectored_access_reads_and_writes_a_request_at_once(void **state)
+{
+	struct fx *f = setup(true);
+	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
+				 .contains = ccontains, .opaque = &f->m };
+	vq_free(&f->vq);
+	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	struct vcount *c = counts(&f->m);
+	memset(c, 0, sizeof(*c));
+	set_desc(f, 0, DATA, 16, VIRTQ_DESC_F_NEXT, 1);
+	set_desc(f, 1, DATA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	set_desc(f, 2, DATA + 0x400, 1, VIRTQ_DESC_F_WRITE, 0);
+	make_avail(f, 0);
+	struct vq_chain ch;
+	assert_int_equal(vq_pop(&f->vq, &ch), 1);
+	assert_int_equal(c->reads, 1);  /* the index */
+	assert_int_equal(c->readvs, 1); /* the entry and the table */
+	assert_int_equal(ch.n, 3);
+	/* the guest rewrites descriptor 1 now: the chain taken is the one announced */
+	set_desc(f, 1, 0xdead0000, 4096, VIRTQ_DESC_F_WRITE, 0);
+	assert_int_equal(ch.bufs[1].gpa, DATA + 0x100);
+	assert_int_equal(ch.bufs[1].len, 512);
+	uint8_t status = 0;
+	assert_int_equal(vq_push_after(&f->vq, ch.head, 513, DATA + 0x400, &status, 1), 0);
+	assert_int_equal(c->writevs, 1);
+	assert_int_equal(c->writes, 0);
+	assert_int_equal(c->n_order, 3);
+	assert_int_equal(c->order[0], DATA + 0x400); /* status */
+	assert_int_equal(c->order[1], USED + 4);     /* entry */
+	assert_int_equal(c->order[2], USED + 2);     /* index last */
+	assert_int_equal(used_idx(f), 1);
+	/* nothing new: one look at the index */
+	assert_int_equal(vq_pop(&f->vq, &ch), 0);
+	assert_int_equal(c->reads, 2);
+	assert_int_equal(c->readvs, 1);
+	/* two more at once: one look, one read for both, the table as it is now */
+	set_desc(f, 1, DATA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	set_desc(f, 3, DATA + 0x800, 16, VIRTQ_DESC_F_NEXT, 4);
+	set_desc(f, 4, DATA + 0x900, 1, VIRTQ_DESC_F_WRITE, 0);
+	make_avail(f, 0);
+	make_avail(f, 3);
+	assert_int_equal(vq_pop(&f->vq, &ch), 1);
+	assert_int_equal(ch.head, 0);
+	assert_int_equal(vq_pop(&f->vq, &ch), 1);
+	assert_int_equal(ch.head, 3);
+	assert_int_equal(ch.n, 2);
+	assert_int_equal(c->reads, 3);
+	assert_int_equal(c->readvs, 2);
+	teardown(f);
+}
+
+/* The entries of a wrapped avail ring come in two pieces of one read. */
+static void test_vectored_read_of_a_wrapped_ring(void **state)
+{
+	struct fx *f = setup(false);
+	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
+				 .contains = ccontains, .opaque = &f->m };
+	vq_free(&f->vq);
+	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	set_desc(f, 0, DATA, 16, 0, 0);
+	struct vq_chain ch;
+	for (int i = 0; i < QSIZE - 2; i++) { /* to two entries before the end */
+		make_avail(f, 0);
+		assert_int_equal(vq_pop(&f->vq, &ch), 1);
+		assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+	}
+	for (uint16_t h = 0; h < 4; h++) {
+		set_desc(f, h, DATA + 0x100 * h, 16 + h, 0, 0);
+		make_avail(f, h);
+	}
+	for (uint16_t h = 0; h < 4; h++) {
+		assert_int_equal(vq_pop(&f->vq, &ch), 1);
+		assert_int_equal(ch.head, h);
+		assert_int_equal(ch.bufs[0].len, 16 + h);
+	}
+	assert_int_equal(vq_pop(&f->vq, &ch), 0);
+	teardown(f);
+}
+
 static void test_random_rings_never_crash(void **state)
 {
 	(void)state;
@@ -509,6 +649,8 @@ int main(void)
 		cmocka_unit_test(test_contains_checks_the_buffers),
 		cmocka_unit_test(test_device_can_break_the_queue),
 		cmocka_unit_test(test_bad_setup),
+		cmocka_unit_test(test_vectored_access_reads_and_writes_a_request_at_once),
+		cmocka_unit_test(test_vectored_read_of_a_wrapped_ring),
 		cmocka_unit_test(test_random_rings_never_crash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
