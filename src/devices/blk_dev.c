@@ -52,6 +52,8 @@ static unsigned blk_process(struct vdev *d, unsigned queues)
 		/* nothing left: ask to be notified for the next request, then
 		 * look once more (it may have come in between) */
 		vq_set_avail_event(vq, vq->last_avail);
+		if (vq_event_armed(vq))
+			break; /* asked with the last completion, and looked since */
 		if ((r = vq_pop(vq, &c)) == 1) {
 			handle(d, vq, &c);
 			continue;

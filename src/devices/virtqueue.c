@@ -283,9 +283,18 @@ int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain)
  * index, so every chain the index announces is complete in the copies. */
 static int refresh(struct virtqueue *vq)
 {
-	uint16_t avail_idx;
-	if (rd(vq, vq->avail + 2, &avail_idx, 2) < 0)
+	/* after vmsh's last stores (the used index, avail_event): the driver's
+	 * side of the notification protocol pairs with this full barrier */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	uint16_t avail_idx, used_event;
+	struct vq_iov look[2] = { { vq->avail + 2, &avail_idx, 2 }, { vq->avail + 4 + 2ULL * vq->size, &used_event, 2 } };
+	if (rdv(vq, look, vq->event_idx ? 2 : 1) < 0)
 		return -1;
+	if (vq->event_idx) { /* read after every push so far: good for vq_should_notify */
+		vq->used_event = used_event;
+		vq->used_event_fresh = true;
+		vq->event_looked = vq->avail_event_set;
+	}
 	uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
 	if (pending > vq->size)
 		return broken(vq, "driver made %u buffers available in a queue of %u", pending, vq->size);
@@ -358,15 +367,27 @@ int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_
 		uint32_t id, len;
 	} e = { head, written };
 	uint16_t idx = (uint16_t)(vq->used_idx + 1);
-	/* in this order: the piece (a status byte), the entry, the index */
-	struct vq_iov v[3];
+	/* in this order: the piece (a status byte), the entry, the index; and
+	 * with every chain seen taken, the request to be notified of the next
+	 * (what the device does once the queue is empty anyway) */
+	struct vq_iov v[4];
 	size_t n = 0;
 	if (len)
 		v[n++] = (struct vq_iov){ gpa, (void *)src, len };
 	v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e) };
 	v[n++] = (struct vq_iov){ vq->used + 2, &idx, 2 };
+	uint16_t want = vq->last_avail;
+	bool event = vq->event_idx && vq->last_avail == vq->avail_seen && !(vq->avail_event_set && vq->avail_event == want);
+	if (event)
+		v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * vq->size, &want, 2 };
+	vq->used_event_fresh = false;
 	if (wrv(vq, v, n) < 0)
 		return -1;
+	if (event) {
+		vq->avail_event = want;
+		vq->avail_event_set = true;
+		vq->event_looked = false;
+	}
 	vq->used_idx = idx;
 	if (vq->log) { /* returned first, then crossed out: see vq_take_over */
 		log_set(vq->log, head, false);
@@ -430,6 +451,9 @@ int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, s
 		return -1;
 	vq->avail_seen = vq->last_avail; /* nothing seen by this run yet */
 	vq->descs_valid = false;
+	vq->avail_event_set = false;
+	vq->used_event_fresh = false;
+	vq->event_looked = false;
 	for (unsigned h = vq->size; h < VQ_LOG_MAX; h++) /* beyond the queue: nothing held there */
 		l.inflight[h / 64] &= ~(1ULL << (h % 64));
 	for (unsigned h = 0; h < vq->size; h++)
@@ -456,8 +480,8 @@ bool vq_should_notify(struct virtqueue *vq, uint16_t old)
 			return false;
 		return !(flags & 1); /* VIRTQ_AVAIL_F_NO_INTERRUPT */
 	}
-	uint16_t used_event;
-	if (rd(vq, vq->avail + 4 + 2ULL * vq->size, &used_event, 2) < 0)
+	uint16_t used_event = vq->used_event;
+	if (!vq->used_event_fresh && rd(vq, vq->avail + 4 + 2ULL * vq->size, &used_event, 2) < 0)
 		return false;
 	/* vring_need_event(): did we cross used_event? */
 	return (uint16_t)(vq->used_idx - used_event - 1) < (uint16_t)(vq->used_idx - old);
@@ -467,7 +491,20 @@ int vq_set_avail_event(struct virtqueue *vq, uint16_t idx)
 {
 	if (vq->broken || !vq->event_idx)
 		return vq->broken ? -1 : 0;
-	return wr(vq, vq->used + 4 + 8ULL * vq->size, &idx, 2);
+	if (vq->avail_event_set && vq->avail_event == idx)
+		return 0; /* written with the last push */
+	if (wr(vq, vq->used + 4 + 8ULL * vq->size, &idx, 2) < 0)
+		return -1;
+	vq->avail_event = idx;
+	vq->avail_event_set = true;
+	vq->event_looked = false;
+	return 0;
+}
+
+bool vq_event_armed(const struct virtqueue *vq)
+{
+	return !vq->broken && vq->event_idx && vq->avail_event_set && vq->avail_event == vq->last_avail &&
+	       vq->event_looked && vq->last_avail == vq->avail_seen;
 }
 
 /* ---- moving bytes between a chain's buffers and vmsh's memory ---- */

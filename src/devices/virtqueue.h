@@ -93,6 +93,14 @@ struct virtqueue {
 	uint16_t *heads;        /* size entries, at their ring positions */
 	void *descs;            /* size descriptors, or NULL (larger queues: read one by one) */
 	bool descs_valid;
+	/* EVENT_IDX: the avail_event vmsh last wrote, and the used_event the
+	 * driver showed in the last look after vmsh's last push (both saved
+	 * a syscall per request where guest memory is another process's) */
+	uint16_t avail_event;
+	bool avail_event_set;
+	uint16_t used_event;
+	bool used_event_fresh;
+	bool event_looked;      /* the ring was looked at after avail_event was written */
 	struct vq_log *log;     /* NULL: not kept */
 };
 
@@ -136,6 +144,10 @@ int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_
 bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);
 /* With EVENT_IDX: ask for a notification when entry `idx` is made available. */
 int vq_set_avail_event(struct virtqueue *vq, uint16_t idx);
+/* Asked to be notified of the next entry (avail_event is last_avail) and
+ * looked at the ring after asking: nothing can have slipped by unnoticed,
+ * a device need not look again before it sleeps. */
+bool vq_event_armed(const struct virtqueue *vq);
 
 /* Copy len bytes from the chain's buffers [first, last), starting at byte
  * `at` of them, to dst; or from src into them. -1 if guest memory refused

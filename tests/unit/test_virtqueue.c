@@ -540,8 +540,8 @@ static void test_vectored_access_reads_and_writes_a_request_at_once(void **state
 	make_avail(f, 0);
 	struct vq_chain ch;
 	assert_int_equal(vq_pop(&f->vq, &ch), 1);
-	assert_int_equal(c->reads, 1);  /* the index */
-	assert_int_equal(c->readvs, 1); /* the entry and the table */
+	assert_int_equal(c->reads, 0);
+	assert_int_equal(c->readvs, 2); /* the index (and used_event), then the entry and the table */
 	assert_int_equal(ch.n, 3);
 	/* the guest rewrites descriptor 1 now: the chain taken is the one announced */
 	set_desc(f, 1, 0xdead0000, 4096, VIRTQ_DESC_F_WRITE, 0);
@@ -551,15 +551,26 @@ static void test_vectored_access_reads_and_writes_a_request_at_once(void **state
 	assert_int_equal(vq_push_after(&f->vq, ch.head, 513, DATA + 0x400, &status, 1), 0);
 	assert_int_equal(c->writevs, 1);
 	assert_int_equal(c->writes, 0);
-	assert_int_equal(c->n_order, 3);
-	assert_int_equal(c->order[0], DATA + 0x400); /* status */
-	assert_int_equal(c->order[1], USED + 4);     /* entry */
-	assert_int_equal(c->order[2], USED + 2);     /* index last */
+	assert_int_equal(c->n_order, 4);
+	assert_int_equal(c->order[0], DATA + 0x400);        /* status */
+	assert_int_equal(c->order[1], USED + 4);            /* entry */
+	assert_int_equal(c->order[2], USED + 2);            /* index after them */
+	assert_int_equal(c->order[3], USED + 4 + 8 * QSIZE); /* avail_event: the queue is empty */
 	assert_int_equal(used_idx(f), 1);
-	/* nothing new: one look at the index */
+	uint16_t ae;
+	memcpy(&ae, f->m.buf + USED + 4 + 8 * QSIZE, 2);
+	assert_int_equal(ae, 1);
+	assert_false(vq_event_armed(&f->vq)); /* asked, not looked since */
+	/* nothing new: one look, and the device may sleep without asking again */
 	assert_int_equal(vq_pop(&f->vq, &ch), 0);
-	assert_int_equal(c->reads, 2);
-	assert_int_equal(c->readvs, 1);
+	assert_int_equal(c->readvs, 3);
+	assert_true(vq_event_armed(&f->vq));
+	assert_int_equal(vq_set_avail_event(&f->vq, f->vq.last_avail), 0);
+	assert_int_equal(c->writes + c->writevs, 1); /* already asked */
+	/* the driver's used_event came with the look */
+	unsigned before = c->reads + c->readvs;
+	(void)vq_should_notify(&f->vq, 0);
+	assert_int_equal(c->reads + c->readvs, before);
 	/* two more at once: one look, one read for both, the table as it is now */
 	set_desc(f, 1, DATA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
 	set_desc(f, 3, DATA + 0x800, 16, VIRTQ_DESC_F_NEXT, 4);
@@ -568,11 +579,37 @@ static void test_vectored_access_reads_and_writes_a_request_at_once(void **state
 	make_avail(f, 3);
 	assert_int_equal(vq_pop(&f->vq, &ch), 1);
 	assert_int_equal(ch.head, 0);
+	assert_false(vq_event_armed(&f->vq));
 	assert_int_equal(vq_pop(&f->vq, &ch), 1);
 	assert_int_equal(ch.head, 3);
 	assert_int_equal(ch.n, 2);
-	assert_int_equal(c->reads, 3);
-	assert_int_equal(c->readvs, 2);
+	assert_int_equal(c->reads, 0);
+	assert_int_equal(c->readvs, 5);
+	/* a push with chains still seen and not taken does not ask to be notified */
+	assert_int_equal(f->vq.last_avail, f->vq.avail_seen);
+	teardown(f);
+}
+
+/* Notification protocol with the used_event read along with the index:
+ * after a push, vq_should_notify reads used_event anew unless a look came
+ * after the push - a stale value would lose an interrupt the guest waits for. */
+static void test_used_event_is_never_stale(void **state)
+{
+	struct fx *f = setup(true);
+	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
+				 .contains = ccontains, .opaque = &f->m };
+	vq_free(&f->vq);
+	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	set_desc(f, 0, DATA, 16, 0, 0);
+	uint16_t ue = 100; /* the driver wants no interrupt for a while */
+	memcpy(f->m.buf + AVAIL + 4 + 2 * QSIZE, &ue, 2);
+	make_avail(f, 0);
+	struct vq_chain ch;
+	assert_int_equal(vq_pop(&f->vq, &ch), 1); /* looked: used_event 100 */
+	ue = 0; /* the driver changes its mind: interrupt at the next used entry */
+	memcpy(f->m.buf + AVAIL + 4 + 2 * QSIZE, &ue, 2);
+	assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+	assert_true(vq_should_notify(&f->vq, 0)); /* read anew after the push */
 	teardown(f);
 }
 
@@ -651,6 +688,7 @@ int main(void)
 		cmocka_unit_test(test_bad_setup),
 		cmocka_unit_test(test_vectored_access_reads_and_writes_a_request_at_once),
 		cmocka_unit_test(test_vectored_read_of_a_wrapped_ring),
+		cmocka_unit_test(test_used_event_is_never_stale),
 		cmocka_unit_test(test_random_rings_never_crash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
