@@ -35,7 +35,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 PYTEST ?= /usr/bin/python3 -m pytest
 
-.PHONY: FORCE install man deb all san check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak clean fixtures
+.PHONY: FORCE install man deb all san check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak eval eval-quick clean fixtures
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
@@ -150,6 +150,12 @@ check-matrix: $(BUILD)/san/vmsh
 	$(VM_PYTEST) tests/vm
 soak: $(BUILD)/san/vmsh
 	VMSH_SOAK=1 $(VM_PYTEST) -m soak tests/vm
+
+# The paper's evaluation (bench/eval.py): eval/results/<date>-<host>/report.md
+eval: $(BUILD)/vmsh
+	VMSH_BIN=$(abspath $(BUILD)/vmsh) /usr/bin/python3 -m bench.eval $(EVAL_ARGS)
+eval-quick: $(BUILD)/vmsh
+	VMSH_BIN=$(abspath $(BUILD)/vmsh) /usr/bin/python3 -m bench.eval --quick $(EVAL_ARGS)
 
 check-kernel: $(BUILD)/ksymtab_dump
 	$(PYTEST) -v tests/kernel

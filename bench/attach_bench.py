@@ -14,7 +14,9 @@ KVM) with qemu user networking (loopback port forward only) runs dropbear
 (Debian's dropbear-bin, from the tools image) on its own network. Each run
 measures an ssh session (public-key login as root, a shell) and a `vmsh
 attach` session (the guest's devices are added and removed each time),
-alternating. Prints medians. Not a pass/fail test."""
+alternating, and keystroke echo on the guest's second serial port (a shell
+there, qemu's chardev socket; no start-to-prompt: the shell is already
+running). Prints medians. Not a pass/fail test."""
 import argparse
 import json
 import os
@@ -30,21 +32,18 @@ from vmshtest import tools_image
 PORT = 10022
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--machine", default="pc")
-    ap.add_argument("--kernel", default="6.1")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--samples", type=int, default=30)
-    a = ap.parse_args()
-    vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
+def measure(host, vmsh, machine="pc", kernel="6.1", runs=5, samples=30, log=print):
+    """Every measurement: {"runs": {kind: [attach_latency result, ...]},
+    "stops": [(ms, windows), ...]} for kinds ssh, vmsh (cold), vmsh_warm
+    and serial."""
     img = tools_image.build()
-    host = harness.make_host()
+    sersock = f"/run/vmsh-bench-serial-{os.getpid()}.sock"
+    net = ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{PORT}-:22",
+           "-device", ("virtio-net-device" if machine == "microvm" else "virtio-net-pci") + ",netdev=n0",
+           "-chardev", f"socket,id=ser1,path={sersock},server=on,wait=off", "-serial", "chardev:ser1"]
+    g = harness.Guest.start(host, machine, kernel, name="vmsh-bench-attach",
+                            extra_qemu_args=tools_image.qemu_args(machine, img) + net)
     try:
-        net = ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{PORT}-:22",
-               "-device", ("virtio-net-device" if a.machine == "microvm" else "virtio-net-pci") + ",netdev=n0"]
-        g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench-attach",
-                                extra_qemu_args=tools_image.qemu_args(a.machine, img) + net)
         chroot = tools_image.mount_in_guest(g)
         g.console("modprobe virtio_net; ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && "
                   "ip route add default via 10.0.2.2", 60)
@@ -55,7 +54,10 @@ def main():
                   f"chmod 700 /mnt/tools/root/.ssh && {chroot} /usr/bin/dropbearkey -t ed25519 "
                   f"-f /etc/dropbear/dropbear_ed25519_host_key >/dev/null && "
                   f"{chroot} /usr/sbin/dropbear -r /etc/dropbear/dropbear_ed25519_host_key -p 22 -E 2>/dev/null", 60)
-        host.check(f"cat > /run/attach_latency.py", input=open(os.path.join(REPO, "bench", "attach_latency.py")).read())
+        # a shell on the second serial port, again whenever one ends
+        g.console("(while :; do setsid sh -i </dev/ttyS1 >/dev/ttyS1 2>&1; done) >/dev/null 2>&1 &")
+        for f in ("attach_latency.py", "serial_relay.py"):
+            host.check(f"cat > /run/{f}", input=open(os.path.join(REPO, "bench", f)).read())
         ssh = (f"ssh -i /run/bench-key -p {PORT} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                f"-o LogLevel=ERROR -tt root@127.0.0.1")
         # vmsh cold: no kernel cache (VMSH_CACHE_DIR=off), the whole image is
@@ -63,42 +65,64 @@ def main():
         cache = "/run/vmsh-bench-cache"
         host.check(f"rm -rf {cache} && VMSH_CACHE_DIR={cache} {vmsh} inspect {g.pid} >/dev/null")
         kinds = (("ssh", ssh), ("vmsh", f"env VMSH_CACHE_DIR=off {vmsh} attach {g.pid}"),
-                 ("vmsh_warm", f"env VMSH_CACHE_DIR={cache} {vmsh} attach {g.pid}"))
+                 ("vmsh_warm", f"env VMSH_CACHE_DIR={cache} {vmsh} attach {g.pid}"),
+                 ("serial", f"python3 /run/serial_relay.py {sersock}"))
         res = {k: [] for k, _ in kinds}
         stops = []
-        for _ in range(a.runs):
+        for i in range(runs):
             for name, cmd in kinds:
-                out = host.check(f"python3 /run/attach_latency.py {a.samples} {cmd}", 600)
+                keep = "--keep " if name == "serial" else ""  # its shell outlives the session
+                out = host.check(f"python3 /run/attach_latency.py {keep}{samples} {cmd}", 600)
                 res[name].append(json.loads(out.strip().splitlines()[-1]))
             r = host.exec(f"VMSH_CACHE_DIR={cache} {vmsh} -v attach {g.pid} -- true", 300)
             m = re.search(r"vCPUs stopped ([\d.]+) ms in (\d+) windows", r.stderr)
             if m:
                 stops.append((float(m.group(1)), int(m.group(2))))
-        print(f"\nattach_bench: {a.machine}, Linux {a.kernel} guest, {host.mode} KVM host, {platform.node()} "
-              f"({os.cpu_count()} CPUs); {a.runs} sessions each, {a.samples} keystrokes per session")
-        print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh, cold':>11s} {'vmsh, warm':>11s} {'cold/ssh':>9s} "
-              f"{'warm/ssh':>9s}")
-        for key, label in (("to_prompt_ms", "start to prompt (ms)"),):
-            s_, v_, w_ = (statistics.median(r[key] for r in res[n]) for n in ("ssh", "vmsh", "vmsh_warm"))
-            print(f"{label:28s} {s_:16.1f} {v_:11.1f} {w_:11.1f} {v_ / s_:9.2f} {w_ / s_:9.2f}")
-        if stops:
-            print(f"VM stop time per attach (all vCPUs held, median of {len(stops)}): "
-                  f"{statistics.median(x[0] for x in stops):.1f} ms in {statistics.median(x[1] for x in stops):.0f} "
-                  f"windows")
-        s_, v_ = (statistics.median(r["echo_ms"]["median"] for r in res[n]) for n in ("ssh", "vmsh"))
-        print(f"{'echo latency, median (ms)':28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f}")
-        s_, v_ = (statistics.median(r["echo_ms"]["p90"] for r in res[n]) for n in ("ssh", "vmsh"))
-        print(f"{'echo latency, p90 (ms)':28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f}")
-        for n, label in (("vmsh", "cold"), ("vmsh_warm", "warm")):
-            rss = [r["peak_rss_kib"] for r in res[n]]
-            print(f"\nvmsh ({label}) peak RSS while attached (KiB, per process, median): "
-                  + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]), end="")
-        print()
-        rss = [r["peak_rss_kib"] for r in res["ssh"]]
-        print(f"ssh client peak RSS (KiB, median): "
-              + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]))
+            log(f"attach_bench: run {i + 1}/{runs} done")
+        return {"runs": res, "stops": stops, "machine": machine, "kernel": kernel, "samples": samples,
+                "kvm_host": host.mode}
+    finally:
+        g.stop()
+        host.run(f"rm -f {sersock}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--machine", default="pc")
+    ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=30)
+    a = ap.parse_args()
+    vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
+    host = harness.make_host()
+    try:
+        d = measure(host, vmsh, a.machine, a.kernel, a.runs, a.samples,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         host.close()
+    res, stops = d["runs"], d["stops"]
+    print(f"\nattach_bench: {a.machine}, Linux {a.kernel} guest, {d['kvm_host']} KVM host, {platform.node()} "
+          f"({os.cpu_count()} CPUs); {a.runs} sessions each, {a.samples} keystrokes per session")
+    print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh, cold':>11s} {'vmsh, warm':>11s} {'cold/ssh':>9s} "
+          f"{'warm/ssh':>9s}")
+    s_, v_, w_ = (statistics.median(r["to_prompt_ms"] for r in res[n]) for n in ("ssh", "vmsh", "vmsh_warm"))
+    print(f"{'start to prompt (ms)':28s} {s_:16.1f} {v_:11.1f} {w_:11.1f} {v_ / s_:9.2f} {w_ / s_:9.2f}")
+    if stops:
+        print(f"VM stop time per attach (all vCPUs held, median of {len(stops)}): "
+              f"{statistics.median(x[0] for x in stops):.1f} ms in {statistics.median(x[1] for x in stops):.0f} "
+              f"windows")
+    print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh':>14s} {'vmsh/ssh':>11s} {'serial':>10s}")
+    for key, label in (("median", "echo latency, median (ms)"), ("p90", "echo latency, p90 (ms)")):
+        s_, v_, c_ = (statistics.median(r["echo_ms"][key] for r in res[n]) for n in ("ssh", "vmsh", "serial"))
+        print(f"{label:28s} {s_:16.2f} {v_:14.2f} {v_ / s_:11.2f} {c_:10.2f}")
+    for n, label in (("vmsh", "cold"), ("vmsh_warm", "warm")):
+        rss = [r["peak_rss_kib"] for r in res[n]]
+        print(f"\nvmsh ({label}) peak RSS while attached (KiB, per process, median): "
+              + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]), end="")
+    print()
+    rss = [r["peak_rss_kib"] for r in res["ssh"]]
+    print(f"ssh client peak RSS (KiB, median): "
+          + ", ".join(f"{k} {statistics.median(x.get(k, 0) for x in rss):.0f}" for k in rss[0]))
 
 
 if __name__ == "__main__":

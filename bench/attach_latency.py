@@ -10,8 +10,9 @@ import time
 import pexpect
 
 PROMPT = r"[#$] (\x1b\[6n)?"  # busybox ash asks for the cursor position after its prompt
-samples = int(sys.argv[1])
-argv = sys.argv[2:]
+keep = sys.argv[1] == "--keep"  # the shell outlives the session (a serial port): no exit, no EOF
+samples = int(sys.argv[1 + keep])
+argv = sys.argv[2 + keep:]
 res = {}
 t0 = time.monotonic()
 child = pexpect.spawn(argv[0], argv[1:], dimensions=(24, 80), timeout=120, encoding="utf-8")
@@ -47,8 +48,11 @@ for i in range(samples):
     child.expect(r"\x08")  # the line editor moves back over it
     time.sleep(0.05)
 res["echo_ms"] = {"median": statistics.median(lat), "p90": sorted(lat)[int(0.9 * (len(lat) - 1))],
-                  "min": min(lat), "n": len(lat)}
-child.sendline("exit")
-child.expect(pexpect.EOF)
-child.close()
+                  "min": min(lat), "n": len(lat), "samples": lat}
+if keep:
+    child.close(force=True)
+else:
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
 print(json.dumps(res))

@@ -38,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from vmshtest import harness
 from vmshtest import tools_image
 from vmshtest.devices import Served, scratch
+from bench.evaluation.stats import quartiles
 
 JOBS = [
     ("seq-read-256k", "read", "256k", 4, "bw"),
@@ -49,23 +50,32 @@ JOBS = [
 ]
 
 
-def fio_terse(guest, chroot, dev, job, runtime, size_mb):
-    """One fio job; its result as fio's terse line (version 3), split: a few
-    hundred bytes over the serial console instead of fio's JSON."""
+def fio_terse(guest, chroot, dev, job, runtime, size_mb, direct=True):
+    """One fio job on /dev/DEV (or on the file DEV names when it starts with
+    a /); its result as fio's terse line (version 3), split: a few hundred
+    bytes over the serial console instead of fio's JSON."""
     name, rw, bs, qd, metric = job
+    target = dev if dev.startswith("/") else f"/dev/{dev}"
     out = guest.console(
-        f"{chroot} /usr/bin/fio --name={name} --filename=/dev/{dev} --rw={rw} --bs={bs} --iodepth={qd} "
-        f"--ioengine=libaio --direct=1 --size={size_mb}M --time_based --runtime={runtime} --ramp_time=1 "
-        f"--output-format=terse --terse-version=3 2>/dev/null", runtime * 4 + 120)
-    return next(ln for ln in out.splitlines() if ln.startswith("3;")).split(";")
+        f"{chroot} /usr/bin/fio --name={name} --filename={target} --rw={rw} --bs={bs} --iodepth={qd} "
+        f"--ioengine=libaio --direct={int(direct)} --size={size_mb}M --time_based --runtime={runtime} "
+        f"--ramp_time=1 --output-format=terse --terse-version=3 2>&1", runtime * 4 + 120)
+    try:
+        return next(ln for ln in out.splitlines() if ln.startswith("3;")).split(";")
+    except StopIteration:
+        raise RuntimeError(f"fio {name} on {target}: no result:\n{out[-2000:]}") from None
 
 
-def run_job(guest, chroot, dev, job, runtime, size_mb):
-    """MB/s or IOPS of one fio job (terse v3: read KiB/s and IOPS in fields
-    6 and 7, write in 47 and 48)."""
-    f = fio_terse(guest, chroot, dev, job, runtime, size_mb)
+def job_result(f, job):
+    """MB/s or IOPS of one fio job from its terse v3 fields (read KiB/s and
+    IOPS in fields 6 and 7, write in 47 and 48)."""
     bw_kib, iops = (f[6], f[7]) if "read" in job[1] else (f[47], f[48])
     return float(bw_kib) * 1024 / 1e6 if job[4] == "bw" else float(iops)
+
+
+def run_job(guest, chroot, dev, job, runtime, size_mb, direct=True):
+    """MB/s or IOPS of one fio job."""
+    return job_result(fio_terse(guest, chroot, dev, job, runtime, size_mb, direct), job)
 
 
 def count_syscalls(host, guest, chroot, dev, pid, job, runtime, size_mb):
@@ -93,18 +103,6 @@ def count_syscalls(host, guest, chroot, dev, pid, job, runtime, size_mb):
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
     no_ioctl = calls - by_name.get("ioctl", 0)
     return calls / max(ios, 1), no_ioctl / max(ios, 1), top
-
-
-def quartiles(xs):
-    """(median, q1, q3) of a small sample (linear interpolation)."""
-    v = sorted(xs)
-
-    def q(p):
-        k = (len(v) - 1) * p
-        lo = int(k)
-        hi = min(lo + 1, len(v) - 1)
-        return v[lo] + (v[hi] - v[lo]) * (k - lo)
-    return q(0.5), q(0.25), q(0.75)
 
 
 def fmt(xs, unit):

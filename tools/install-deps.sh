@@ -17,7 +17,9 @@ pkgs=(
 	# fuzz targets (make fuzz / check-fuzz): clang 14 with libFuzzer and the sanitizer runtimes
 	clang libclang-rt-14-dev
 	# devices: io_uring backend; images; benchmarks
-	liburing-dev e2fsprogs squashfs-tools fio dbench dropbear-bin openssh-client strace
+	liburing-dev e2fsprogs squashfs-tools fio dbench dropbear-bin openssh-client strace stress-ng sqlite3
+	# make eval: its plots
+	python3-matplotlib
 	# end-to-end: hypervisor, guest images, orchestration
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
 	# the Debian-rootfs test guest (tools/guest/build-debian-rootfs.sh)

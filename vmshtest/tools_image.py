@@ -1,5 +1,5 @@
 """An ext4 image with tools the busybox test guests lack (fio, dbench and
-its load file, dropbear, with every shared library they need), for tests and benchmarks that run them in a
+its load file, dropbear, stress-ng, sqlite3, with every shared library they need), for tests and benchmarks that run them in a
 guest: attach it as a disk of the guest's own hypervisor, mount it, chroot.
 Built once per content into the test cache (no root needed: mke2fs -d)."""
 import hashlib
@@ -10,8 +10,10 @@ import subprocess
 import tempfile
 
 CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
-TOOLS = ["/usr/bin/fio", "/usr/bin/dbench", "/usr/sbin/dropbear", "/usr/bin/dropbearkey"]
-PACKAGES = {"fio": "fio", "dbench": "dbench", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin"}
+TOOLS = ["/usr/bin/fio", "/usr/bin/dbench", "/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/stress-ng",
+         "/usr/bin/sqlite3"]
+PACKAGES = {"fio": "fio", "dbench": "dbench", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin",
+            "stress-ng": "stress-ng", "sqlite3": "sqlite3"}
 DATA = ["/usr/share/dbench/client.txt"]  # dbench's default load file
 BUSYBOX = "/bin/busybox"  # static: the shell of ssh sessions into the tools chroot
 SERIAL = "vmshtools"

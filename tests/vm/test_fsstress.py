@@ -9,13 +9,11 @@ A stress test: every machine x kernel runs in make check-matrix (dbench for
 20 s, fio over 4 x 6 MiB; ~4 min each inside the emulated host, too long
 for make check's 30 minutes); make soak runs dbench for 2 minutes and fio
 over 4 x 32 MiB."""
-import re
-import shlex
-
 import pytest
 
 from vmshtest import harness, tools_image
 from vmshtest.devices import Served, make_disk, tracer_pid
+from vmshtest.fsstress import CLIENTS, fsck, stress
 
 import conftest
 
@@ -24,42 +22,7 @@ CHECK = set()  # see above: check-matrix and soak
 PARAMS = [pytest.param(m, k, id=f"{m}-{k}", marks=() if (m, k) in CHECK else pytest.mark.matrix)
           for (m, k, f) in CONFIGS]
 DISK_MB = 256
-CLIENTS = 4
 CTL_SERIAL = "vmshctl"
-
-
-def mounted(guest, path):
-    return guest.console(f"grep -c ' {path} ' /proc/mounts || true").strip() != "0"
-
-
-def stress(guest, chroot, dev, name, secs, job_mb):
-    """Mount ext4 on /dev/DEV inside the tools chroot, run dbench and fio
-    --verify on it, unmount. Returns (dbench MB/s, fio KiB/s written)."""
-    inside = f"/tmp/{name}"
-    outside = f"/mnt/tools{inside}"
-    guest.console(f"mkdir -p {outside} && mount -t ext4 /dev/{dev} {outside} && echo mounted", 120)
-    assert mounted(guest, outside), f"{dev} not mounted"
-    out = guest.console(f"{chroot} /usr/bin/dbench -D {inside} -t {secs} {CLIENTS} 2>&1 | tail -n 25",
-                        secs * 6 + 600)
-    m = re.search(r"Throughput ([0-9.]+) MB/sec\s+(\d+) clients", out)
-    assert m and int(m.group(2)) == CLIENTS, f"dbench on {name}:\n{out}"
-    assert not re.search(r"(?i)\berror\b|failed|No space", out), f"dbench on {name}:\n{out}"
-    dbench = float(m.group(1))
-    out = guest.console(
-        f"{chroot} /usr/bin/fio --name=verify --directory={inside} --numjobs={CLIENTS} --size={job_mb}M "
-        f"--rw=randwrite --bs=4k --ioengine=libaio --iodepth=8 --direct=1 "
-        f"--verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting 2>&1", secs * 6 + 900)
-    assert "err= 0" in out and "verify failed" not in out and "bad magic" not in out, f"fio on {name}:\n{out}"
-    w = re.search(r"WRITE: bw=[^(]*\(([0-9.]+)([kMG])B/s\)", out)
-    fio = float(w.group(1)) * {"k": 1, "M": 1000, "G": 1e6}[w.group(2)] if w else 0.0
-    guest.console(f"rm -rf {outside}/clients {outside}/verify.*; sync; umount {outside} && echo unmounted", 300)
-    assert not mounted(guest, outside), f"{dev} still mounted"
-    return dbench, fio
-
-
-def fsck(host, image):
-    r = host.exec(f"e2fsck -fn {shlex.quote(image)}", 300)
-    assert r.rc == 0, f"e2fsck -fn {image}: rc {r.rc}\n{r.stdout}{r.stderr}"
 
 
 @pytest.mark.soak

@@ -1,5 +1,5 @@
 """The use cases of issue 5 on a guest that boots from its own virtio disk
-like a normal VM (tests/vm/rootdisk.py): rescue (a root password nobody
+like a normal VM (vmshtest/rootdisk.py): rescue (a root password nobody
 knows is changed through vmsh while the guest runs, then a login on its
 serial console works) and a package scan of its Debian package database,
 run from vmsh's overlay against a vulnerability list on the host."""
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from vmshtest import harness
-import rootdisk
+from vmshtest import rootdisk
 from vmshtest.devices import scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -40,7 +40,7 @@ CACHE = os.environ.get("VMSH_TEST_CACHE", "/var/cache/vmsh-test")
 # Loaded by the guest's /init (unless overridden on its command line).
 GUEST_LOAD = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "crc32c_generic"]
 # Present in the guest (for modprobe by tests or by vmsh) but not loaded.
-GUEST_EXTRA = ["ext4", "overlay", "squashfs", "loop", "virtio_net"]
+GUEST_EXTRA = ["ext4", "overlay", "squashfs", "loop", "virtio_net", "9pnet_virtio", "9p"]
 HOST_LOAD = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "kvm_amd"]
 
 
