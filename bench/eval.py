@@ -34,6 +34,14 @@ from bench.evaluation import ORDER, experiments
 from bench.evaluation.context import Context
 
 
+def summary(res):
+    """One line of a failed experiment's error."""
+    if res.get("summary"):
+        return res["summary"]
+    lines = [ln for ln in res.get("error", "").splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else "?"
+
+
 def render_report(ctx, done):
     info = ctx.info
     lines = [f"# vmsh evaluation{' (quick smoke run: not results)' if ctx.quick else ''}", "",
@@ -46,7 +54,7 @@ def render_report(ctx, done):
              "differ by orders of magnitude and only ratios measured side by side in one run compare.", ""]
     lines += ["| experiment | status | time |", "|---|---|---|"]
     for mod, res in done:
-        lines.append(f"| {mod.TITLE} | {'ok' if res['ok'] else 'FAILED: ' + res.get('summary', '').replace('|', '/')} "
+        lines.append(f"| {mod.TITLE} | {'ok' if res['ok'] else 'FAILED: ' + summary(res).replace('|', '/')} "
                      f"| {res['secs']:.0f} s |")
     lines.append("")
     for mod, res in done:
