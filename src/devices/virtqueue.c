@@ -64,7 +64,8 @@ static int rdv(struct virtqueue *vq, const struct vq_iov *v, size_t n)
 {
 	if (vq->mem.readv) {
 		if (vq->mem.readv(vq->mem.opaque, v, n) < 0)
-			return broken(vq, "ring read outside guest memory at %#llx", (unsigned long long)v[0].gpa);
+			return broken(vq, "ring read outside guest memory (at %#llx or one of %zu more pieces)",
+				      (unsigned long long)v[0].gpa, n - 1);
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -79,7 +80,8 @@ static int wrv(struct virtqueue *vq, const struct vq_iov *v, size_t n)
 {
 	if (vq->mem.writev) {
 		if (vq->mem.writev(vq->mem.opaque, v, n) < 0)
-			return broken(vq, "ring write outside guest memory at %#llx", (unsigned long long)v[0].gpa);
+			return broken(vq, "write outside guest memory (a status byte at %#llx or the used ring)",
+				      (unsigned long long)v[0].gpa);
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -286,10 +288,26 @@ static int refresh(struct virtqueue *vq)
 	/* after vmsh's last stores (the used index, avail_event): the driver's
 	 * side of the notification protocol pairs with this full barrier */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	uint16_t avail_idx, used_event;
-	struct vq_iov look[2] = { { vq->avail + 2, &avail_idx, 2 }, { vq->avail + 4 + 2ULL * vq->size, &used_event, 2 } };
-	if (rdv(vq, look, vq->event_idx ? 2 : 1) < 0)
-		return -1;
+	/* The index twice in one read: a 2-byte copy may be made a byte at a
+	 * time (process_vm_readv, memcpy), and a driver's store landing between
+	 * the bytes tears it into a value never written (0x00ff -> 0x0100 read
+	 * as 0x01ff: 255 chains long returned taken again). Two equal reads are
+	 * a value the driver wrote. */
+	uint16_t avail_idx, again, used_event;
+	struct vq_iov look[3] = { { vq->avail + 2, &avail_idx, 2 }, { vq->avail + 2, &again, 2 } };
+	size_t n_look = 2;
+	if (vq->event_idx)
+		look[n_look++] = (struct vq_iov){ vq->avail + 4 + 2ULL * vq->size, &used_event, 2 };
+	for (unsigned tries = 0;; tries++) {
+		if (rdv(vq, look, n_look) < 0)
+			return -1;
+		if (avail_idx == again)
+			break;
+		if (tries == 3) { /* it keeps moving: one entry is surely there */
+			avail_idx = (uint16_t)(vq->last_avail + 1);
+			break;
+		}
+	}
 	if (vq->event_idx) { /* read after every push so far: good for vq_should_notify */
 		vq->used_event = used_event;
 		vq->used_event_fresh = true;

@@ -124,7 +124,7 @@ int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain);
  * vq_pop), 0 if none is available, -1 if the queue is (now) broken. */
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain);
 /* Give back the chain the last vq_pop returned, unused: the next vq_pop
- * takes it again (reading and checking it anew). For a device that cannot
+ * takes it again (walking and checking vmsh's copy of it anew). For a device that cannot
  * take a chain yet, since there is no peek. Only once per vq_pop and before
  * its vq_push; -1 if there is nothing to give back or the queue is broken. */
 int vq_unpop(struct virtqueue *vq);
@@ -142,7 +142,10 @@ int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_
 /* After pushes: should the driver be interrupted? (EVENT_IDX aware; old is
  * used_idx before the pushes). */
 bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);
-/* With EVENT_IDX: ask for a notification when entry `idx` is made available. */
+/* With EVENT_IDX: ask for a notification when entry `idx` is made available.
+ * Not written again when vmsh's last write there asked for the same (only
+ * the device writes the used ring: a guest that overwrites avail_event
+ * starves only itself of notifications). */
 int vq_set_avail_event(struct virtqueue *vq, uint16_t idx);
 /* Asked to be notified of the next entry (avail_event is last_avail) and
  * looked at the ring after asking: nothing can have slipped by unnoticed,
