@@ -12,7 +12,8 @@ on this machine - guests run in an emulated KVM host where there is no
 hardware KVM - and writes eval/results/<date>-<host>[-quick]/: one JSON file
 per experiment (every measurement), machine.json, report.md (Markdown
 tables, the paper's value as a reference row where it published one) and
-plots/ (PNG and SVG). --quick: every experiment, few repetitions and short
+plots/ (PNG and SVG); experiments an earlier run left in the same
+directory stay in the report. --quick: every experiment, few repetitions and short
 runs (a smoke run of a few minutes; its numbers are not results).
 
 An experiment that fails is reported as failed in the report (with its
@@ -115,6 +116,16 @@ def main():
     finally:
         thread.join()
         ctx.close()
+    # experiments of an earlier run into the same directory stay in its
+    # report (a full report can be made experiment by experiment)
+    for m in experiments([n for n in ORDER if n not in results]):
+        try:
+            with open(os.path.join(out, f"{m.NAME}.json")) as f:
+                results[m.NAME] = json.load(f)
+            mods.append(m)
+        except (OSError, ValueError):
+            pass
+    mods.sort(key=lambda m: ORDER.index(m.NAME))
     done = [(m, results[m.NAME]) for m in mods]
     ctx.info["total_s"] = time.monotonic() - t0
     with open(os.path.join(out, "machine.json"), "w") as f:
