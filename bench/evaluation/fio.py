@@ -113,7 +113,7 @@ def render(data, ctx):
             ax.bar(xs, [q[0] for q in qs], width, label=r,
                    yerr=[[q[0] - q[1] for q in qs], [q[2] - q[0] for q in qs]], capsize=2)
         ax.set_xticks([k + width * (len(data["rows"]) - 1) / 2 for k in range(len(js))])
-        ax.set_xticklabels([j[0] for j in js], fontsize=8)
+        ax.set_xticklabels([j[0] for j in js], fontsize=7, rotation=12)
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.set_title(f"{label.split(' ')[0]}: median, IQR as error bar, n={data['repetitions']}", fontsize=9)
