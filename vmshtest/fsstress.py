@@ -5,6 +5,9 @@ and e2fsck of the image on the KVM host."""
 import re
 import shlex
 
+from . import harness, tools_image
+from .devices import make_disk
+
 CLIENTS = 4
 
 
@@ -76,3 +79,27 @@ def stress(guest, chroot, dev, name, secs, job_mb):
 def fsck(host, image):
     r = host.exec(f"e2fsck -fn {shlex.quote(image)}", 300)
     assert r.rc == 0, f"e2fsck -fn {image}: rc {r.rc}\n{r.stdout}{r.stderr}"
+
+
+def ext4_pair_guest(host, name, size_mb):
+    """A qemu pc 6.1 guest with the tools disk mounted and a fresh ext4
+    image on a virtio-blk disk of its own qemu (the control, cache=writeback
+    like vmsh's file), plus a second fresh ext4 image for `vmsh serve`.
+    Returns (guest, chroot prefix, the control's device, vmsh's image, the
+    control's image); the caller stops the guest."""
+    img = tools_image.build()
+    ours, _ = make_disk(host, f"{name}-vmsh.img", size_mb, random=False)
+    ctl, _ = make_disk(host, f"{name}-qemu.img", size_mb, random=False)
+    for d in (ours, ctl):
+        host.check(f"mke2fs -q -F -t ext4 {d}", 120)
+    extra = tools_image.qemu_args("pc", img) + tools_image.qemu_args(
+        "pc", ctl, ident="ctl", serial="vmshctl", readonly=False, cache="writeback")
+    g = harness.Guest.start(host, "pc", "6.1", name=f"vmsh-{name}", extra_qemu_args=extra)
+    try:
+        chroot = tools_image.mount_in_guest(g)
+        ctl_dev = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = vmshctl ] && echo ${d##*/}; done"
+                            ).strip()
+    except BaseException:
+        g.stop()
+        raise
+    return g, chroot, ctl_dev, ours, ctl

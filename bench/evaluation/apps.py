@@ -12,8 +12,8 @@ dbench and fio report throughput, given here as time per unit of work.
 Repetitions alternate the two disks. A compile workload (make -j of a C
 project) is not run: the guest's tools image has no compiler."""
 from bench.evaluation.stats import quartiles
-from vmshtest import harness, tools_image
-from vmshtest.devices import Served, make_disk
+from vmshtest import fsstress
+from vmshtest.devices import Served
 from bench.evaluation.markdown import doc_items
 
 NAME = "apps"
@@ -61,12 +61,10 @@ def workloads(quick):
 
 
 def _dbench(g, c, d, secs):
-    from vmshtest import fsstress
     return fsstress.dbench(g, c, d, secs)
 
 
 def suite(ctx, g, chroot, dev, label, wl, res):
-    from vmshtest import fsstress
     inside = fsstress.mount_ext4(g, dev, f"apps-{label}")
     for name, _, _, fn in wl:
         res[label][name].append(fn(g, chroot, inside))
@@ -77,19 +75,9 @@ def run(ctx):
     reps = 1 if ctx.quick else 3
     wl = workloads(ctx.quick)
     host = ctx.host()
-    img = tools_image.build()
-    ours, _ = make_disk(host, "eval-apps-vmsh.img", 512, random=False)
-    ctl, _ = make_disk(host, "eval-apps-qemu.img", 512, random=False)
-    for d in (ours, ctl):
-        host.check(f"mke2fs -q -F -t ext4 {d}", 120)
-    extra = tools_image.qemu_args("pc", img) + tools_image.qemu_args(
-        "pc", ctl, ident="ctl", serial="vmshctl", readonly=False, cache="writeback")
-    g = harness.Guest.start(host, "pc", "6.1", name="vmsh-eval-apps", extra_qemu_args=extra)
+    g, chroot, ctl_dev, ours, ctl = fsstress.ext4_pair_guest(host, "eval-apps", 512)
     res = {k: {w[0]: [] for w in wl} for k in ("qemu-blk", "vmsh-blk")}
     try:
-        chroot = tools_image.mount_in_guest(g)
-        ctl_dev = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = vmshctl ] && echo ${d##*/}; done"
-                            ).strip()
         for rep in range(reps):
             suite(ctx, g, chroot, ctl_dev, "qemu-blk", wl, res)
             with Served(host, ctx.vmsh, g, ours, ident=f"evalapps{rep}") as s:

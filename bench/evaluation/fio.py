@@ -18,7 +18,6 @@ Jobs (libaio; direct I/O on the disks): 256k sequential read and write
 (bandwidth), 4k random read and write at iodepth 1 and 16 (IOPS). Rows are
 interleaved job by job within each repetition; medians with the
 interquartile range over the repetitions."""
-import os
 
 from bench import blk_bench
 from bench.evaluation.markdown import doc_items

@@ -8,9 +8,8 @@ image on the KVM host afterwards is one more. A test fails on a non-zero
 exit, a verify error, or a fsck finding; stressors that cannot run in the
 guest (stress-ng exit 3/4: resources, not implemented) are counted as not
 run, for both disks alike."""
-from vmshtest import tools_image
-from vmshtest.devices import Served, make_disk
-from vmshtest import fsstress, harness
+from vmshtest import fsstress
+from vmshtest.devices import Served
 from bench.evaluation.markdown import doc_items
 
 NAME = "robustness"
@@ -48,18 +47,8 @@ def suite(ctx, guest, chroot, dev, label, secs, job_mb, stressors):
 def run(ctx):
     secs, job_mb, stressors = (3, 2, QUICK) if ctx.quick else (20, 16, STRESSORS)
     host = ctx.host()
-    img = tools_image.build()
-    ours, _ = make_disk(host, "eval-robust-vmsh.img", 256, random=False)
-    ctl, _ = make_disk(host, "eval-robust-qemu.img", 256, random=False)
-    for d in (ours, ctl):
-        host.check(f"mke2fs -q -F -t ext4 {d}", 120)
-    extra = tools_image.qemu_args("pc", img) + tools_image.qemu_args(
-        "pc", ctl, ident="ctl", serial="vmshctl", readonly=False, cache="writeback")
-    g = harness.Guest.start(host, "pc", "6.1", name="vmsh-eval-robust", extra_qemu_args=extra)
+    g, chroot, ctl_dev, ours, ctl = fsstress.ext4_pair_guest(host, "eval-robust", 256)
     try:
-        chroot = tools_image.mount_in_guest(g)
-        ctl_dev = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = vmshctl ] && echo ${d##*/}; done"
-                            ).strip()
         out = {"qemu-blk": suite(ctx, g, chroot, ctl_dev, "qemu", secs, job_mb, stressors)}
         with Served(host, ctx.vmsh, g, ours, ident="evalrobust") as s:
             out["vmsh-blk"] = suite(ctx, g, chroot, s.dev, "vmsh", secs, job_mb, stressors)

@@ -98,54 +98,6 @@ bool guest_mem_contains(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
 	return true;
 }
 
-/* Copy between buf and guest memory, range by range. */
-static int xfer(struct guest_mem *gm, uint64_t gpa, uint8_t *buf, size_t len, bool write)
-{
-	while (len) {
-		const struct guest_range *r = guest_mem_find(gm, gpa);
-		if (!r || (write && !r->verified)) {
-			errno = EFAULT;
-			return -1;
-		}
-		uint64_t off = gpa - r->gpa;
-		size_t chunk = r->size - off < len ? (size_t)(r->size - off) : len;
-		if (r->local) {
-			if (write)
-				memcpy(r->local + off, buf, chunk);
-			else
-				memcpy(buf, r->local + off, chunk);
-			buf += chunk;
-			gpa += chunk;
-			len -= chunk;
-			continue;
-		}
-		ssize_t done = write ? remote_write(gm->pid, r->hva + off, buf, chunk)
-				     : remote_read(gm->pid, r->hva + off, buf, chunk);
-		if (!write) {
-			gm->reads++;
-			gm->bytes_read += done > 0 ? (uint64_t)done : 0;
-		}
-		if (done != (ssize_t)chunk) {
-			if (done >= 0)
-				errno = EFAULT;
-			return -1;
-		}
-		buf += chunk;
-		gpa += chunk;
-		len -= chunk;
-	}
-	return 0;
-}
-
-int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)
-{
-	return xfer(gm, gpa, buf, len, false);
-}
-
-int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len)
-{
-	return xfer(gm, gpa, (uint8_t *)buf, len, true);
-}
 
 /* The pieces collected for one process_vm_readv/writev. */
 struct remote_batch {
@@ -224,6 +176,16 @@ int guest_mem_readv(struct guest_mem *gm, const struct guest_iov *v, size_t n)
 int guest_mem_writev(struct guest_mem *gm, const struct guest_iov *v, size_t n)
 {
 	return xferv(gm, v, n, true);
+}
+
+int guest_mem_read(struct guest_mem *gm, uint64_t gpa, void *buf, size_t len)
+{
+	return xferv(gm, &(struct guest_iov){ gpa, buf, len }, 1, false);
+}
+
+int guest_mem_write(struct guest_mem *gm, uint64_t gpa, const void *buf, size_t len)
+{
+	return xferv(gm, &(struct guest_iov){ gpa, (void *)buf, len }, 1, true);
 }
 
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512])
