@@ -571,11 +571,43 @@ MACHINE_ARGS = {
 # prints "Restarting system" and stops): reboot by triple fault there, so
 # that a guest that reboots or panics (panic=-1) ends qemu (-no-reboot) or
 # resets it (-action reboot=reset) as on pc and q35.
-MACHINE_APPEND = {"pc": "", "q35": "", "microvm": "reboot=t"}
+MACHINE_APPEND = {"pc": "", "q35": "", "microvm": "reboot=t", "minivmm": "reboot=t pci=off"}
+# The project's own small VMM (tests/fixtures/minivmm): the lightweight-VMM
+# family next to qemu's machines. extra_qemu_args are its own options there
+# (--sandbox, --disk FILE).
+MINIVMM = os.environ.get("VMSH_MINIVMM", str(REPO / "build" / "minivmm"))
 # How the Debian-rootfs guest's own disk is attached: PCI where there is PCI,
 # qemu's virtio-mmio transport on microvm (described to the guest by ACPI).
 ROOT_DISK_DEVICE = {"pc": "virtio-blk-pci", "q35": "virtio-blk-pci", "microvm": "virtio-blk-device"}
 ROOTFS = (None, "debian")
+
+
+def _mib(mem):
+    m = re.fullmatch(r"(\d+)([MG]?)", str(mem))
+    if not m:
+        raise ValueError(f"memory size {mem!r}: want N, NM or NG")
+    return int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
+
+
+def _qemu_argv(qemu, name, machine, host, k, initrd, cmdline, mem, smp, sock, console_log, extra):
+    return [*qemu_argv0(qemu), "-name", name, *MACHINE_ARGS[machine], "-accel", "kvm", "-cpu", guest_cpu(host, k),
+            "-m", str(mem), "-smp", str(smp), "-nodefaults", "-no-user-config",
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-kernel", k.vmlinuz, "-initrd", initrd, "-append", cmdline,
+            # wait=on: qemu starts the guest only once the harness is
+            # connected, so no console output is lost; logfile keeps it all.
+            "-chardev", f"socket,id=console,path={sock},server=on,wait=on,"
+                        f"logfile={console_log}",
+            "-serial", "chardev:console", *extra]
+
+
+def _minivmm_argv(name, k, initrd, cmdline, mem, smp, sock, console_log, extra):
+    if not os.path.exists(MINIVMM):
+        raise HarnessError(f"{MINIVMM} is missing: build it (make fixtures) or set VMSH_MINIVMM")
+    # like qemu's console: a socket server that waits for the harness
+    return [MINIVMM, "--name", name, "--kernel", k.vmlinuz, "--initrd", initrd, "--append", cmdline,
+            "--mem", str(_mib(mem)), "--cpus", str(smp), "--console", sock, "--console-log", console_log,
+            *extra]
 
 
 class Guest:
@@ -620,8 +652,10 @@ class Guest:
         qemu             None/"7.2": the host's QEMU; "10": QEMU 10 from
                          bookworm-backports (qemu_argv0)
         The kernel boots from its bzImage with KASLR on."""
-        if machine not in MACHINE_ARGS:
+        if machine not in MACHINE_ARGS and machine != "minivmm":
             raise ValueError(f"unknown machine {machine!r} (want one of {MACHINES})")
+        if machine == "minivmm" and (rootfs or qemu):
+            raise ValueError("minivmm boots the test initramfs only (no rootfs=, no qemu=)")
         if rootfs not in ROOTFS:
             raise ValueError(f"unknown rootfs {rootfs!r} (want one of {ROOTFS})")
         k = fetch_kernel(kernel, flavour)
@@ -651,15 +685,11 @@ class Guest:
             boot, MACHINE_APPEND[machine],
             "vmsh.modules=" + (",".join(modules) or "none") if modules is not None and not rootfs else "",
             append) if x)
-        argv = [*qemu_argv0(qemu), "-name", name, *MACHINE_ARGS[machine], "-accel", "kvm", "-cpu", guest_cpu(host, k),
-                "-m", str(mem), "-smp", str(smp), "-nodefaults", "-no-user-config",
-                "-display", "none", "-monitor", "none", "-no-reboot",
-                "-kernel", k.vmlinuz, "-initrd", initrd, "-append", cmdline,
-                # wait=on: qemu starts the guest only once the harness is
-                # connected, so no console output is lost; logfile keeps it all.
-                "-chardev", f"socket,id=console,path={sock},server=on,wait=on,"
-                            f"logfile={console_log}",
-                "-serial", "chardev:console", *disk_args, *extra_qemu_args]
+        if machine == "minivmm":
+            argv = _minivmm_argv(name, k, initrd, cmdline, mem, smp, sock, console_log, extra_qemu_args)
+        else:
+            argv = _qemu_argv(qemu, name, machine, host, k, initrd, cmdline, mem, smp, sock, console_log,
+                              [*disk_args, *extra_qemu_args])
         g = cls(host, name, machine, k, argv, sock, console_log, qemu_log)
         t0 = time.monotonic()
         host.run(f"mkdir -p {host.sockdir} && rm -f {sock}", 30)

@@ -42,25 +42,32 @@ static void fill_backing(struct guest_range *r, const struct proc_map *m)
 /* Try one layout of a mapping: guest-physical 0 at its start and, when
  * `low` is less than the mapping, the rest from 4 GiB up (where qemu pc/q35
  * and most VMMs put RAM that does not fit below the 32-bit PCI hole: the
- * rest of the same mapping). 1 if check accepts it. */
-static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t low, memmap_check_fn check,
-		      void *opaque, struct memmap_evidence *ev, struct vmsh_err *err)
+ * rest of the same mapping). With `hi`, RAM from 4 GiB up is that other
+ * mapping instead (VMMs that map each memory slot on its own, Firecracker's
+ * way: guard pages keep the kernel from merging them). 1 if check accepts
+ * it. */
+static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t low, const struct proc_map *hi,
+		      memmap_check_fn check, void *opaque, struct memmap_evidence *ev, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
 	struct guest_range r[2] = {
 		{ .gpa = 0, .size = low < size ? low : size, .hva = m->start, .kind = "provisional" },
 		{ .gpa = FOUR_GIB, .size = low < size ? size - low : 0, .hva = m->start + low, .kind = "provisional" },
 	};
+	if (hi) {
+		r[1].size = hi->end - hi->start;
+		r[1].hva = hi->start;
+	}
 	guest_mem_clear(gm);
 	for (int i = 0; i < 2; i++) {
 		if (!r[i].size)
 			continue;
-		fill_backing(&r[i], m);
+		fill_backing(&r[i], i == 1 && hi ? hi : m);
 		if (guest_mem_add(gm, &r[i]) < 0)
 			return vmsh_error(err, ENOMEM, "guest memory map");
 	}
 	gm->probing = true;
-	ev->above_limit = FOUR_GIB + size;
+	ev->above_limit = FOUR_GIB + (hi ? r[1].size : size);
 	ev->hole_lo = r[0].size;
 	ev->outside = ev->inside = 0;
 	ev->low_end = ev->high_end = 0;
@@ -82,11 +89,11 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
  * as zeros and so hide what it would leave out), and the first that passes
  * with references outside, kept in case none is better. */
 struct search {
-	const struct proc_map *best_m;
+	const struct proc_map *best_m, *best_hi;
 	uint64_t best_low;
 	unsigned best_inside;
 	bool best_found;
-	const struct proc_map *fb_m;
+	const struct proc_map *fb_m, *fb_hi;
 	uint64_t fb_low;
 	unsigned fb_outside, fb_inside;
 	bool fb_found;
@@ -118,16 +125,17 @@ static bool split_holds(uint64_t size, uint64_t low, uint64_t anchor_gpa)
  * under another split (below 4 GiB past its low part, or above 4 GiB
  * within the mapping's length: only then is every split worth a look).
  * Otherwise (the every-2-MiB scan) stop at the first reference outside. */
-static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, bool full, memmap_check_fn check,
-		   void *opaque, struct search *s, struct vmsh_err *err)
+static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low, const struct proc_map *hi, bool full,
+		   memmap_check_fn check, void *opaque, struct search *s, struct vmsh_err *err)
 {
 	struct memmap_evidence ev = { .first_only = !full };
-	int rc = try_layout(gm, m, low, check, opaque, &ev, err);
+	int rc = try_layout(gm, m, low, hi, check, opaque, &ev, err);
 	if (rc <= 0)
 		return rc;
 	if (ev.outside == 0) {
 		if (!s->best_found || ev.inside > s->best_inside) {
 			s->best_m = m;
+			s->best_hi = hi;
 			s->best_low = low;
 			s->best_inside = ev.inside;
 			s->best_found = true;
@@ -139,6 +147,7 @@ static int try_one(struct guest_mem *gm, const struct proc_map *m, uint64_t low,
 	s->fb_scan = s->fb_scan || ev.low_end > low || ev.high_end > FOUR_GIB;
 	if (!s->fb_found || ev.outside < s->fb_outside || (ev.outside == s->fb_outside && ev.inside > s->fb_inside)) {
 		s->fb_m = m;
+		s->fb_hi = hi;
 		s->fb_low = low;
 		s->fb_outside = ev.outside;
 		s->fb_inside = ev.inside;
@@ -157,18 +166,68 @@ static int try_mapping(struct guest_mem *gm, const struct proc_map *m, uint64_t 
 		       void *opaque, struct search *s, struct vmsh_err *err)
 {
 	uint64_t size = m->end - m->start;
-	if (size > anchor_gpa && try_one(gm, m, size, true, check, opaque, s, err) < 0)
+	if (size > anchor_gpa && try_one(gm, m, size, NULL, true, check, opaque, s, err) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(common_splits) / sizeof(common_splits[0]); i++)
 		if (split_holds(size, common_splits[i], anchor_gpa) &&
-		    try_one(gm, m, common_splits[i], true, check, opaque, s, err) < 0)
+		    try_one(gm, m, common_splits[i], NULL, true, check, opaque, s, err) < 0)
 			return -1;
 	if (s->best_found || (s->fb_found && !s->fb_scan))
 		return 0;
 	/* the scan: whole walks only until something passes at all */
 	for (uint64_t low = SPLIT_STEP; low < size && low <= FOUR_GIB; low += SPLIT_STEP)
-		if (split_holds(size, low, anchor_gpa) && try_one(gm, m, low, !s->fb_found, check, opaque, s, err) < 0)
+		if (split_holds(size, low, anchor_gpa) && try_one(gm, m, low, NULL, !s->fb_found, check, opaque, s, err) < 0)
 			return -1;
+	return 0;
+}
+
+/* Two mappings, one for RAM from 0, the other for RAM from 4 GiB: tried
+ * when no single mapping explains everything the tables show. Only the
+ * largest candidates (guest RAM is the largest rw memory a VMM has; the
+ * rest are heaps and thread stacks), the anchor inside one of the two.
+ * The second mapping must earn its place: with the vCPU's root inside it,
+ * the root's content vouches for it; with the root below 4 GiB it must show
+ * more structure than the single mapping that left references out (a table
+ * of the kernel's inside it: zeros or any other memory only turn the
+ * references that were outside into leaves inside, as a device's memory
+ * mapped with large pages does). Of those, the one that shows the most. */
+#define PAIR_CANDIDATES 16
+static int try_pairs(struct guest_mem *gm, const struct proc_map *maps, size_t n, uint64_t anchor_gpa,
+		     memmap_check_fn check, void *opaque, struct search *s, struct vmsh_err *err)
+{
+	const struct proc_map *c[PAIR_CANDIDATES], *lo = NULL, *hi = NULL;
+	unsigned most = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < PAIR_CANDIDATES; i++)
+		if (memmap_is_candidate(&maps[i]))
+			c[k++] = &maps[i];
+	for (size_t a = 0; a < k; a++) {
+		uint64_t lo_size = c[a]->end - c[a]->start;
+		if (lo_size > FOUR_GIB)
+			continue;
+		for (size_t b = 0; b < k; b++) {
+			uint64_t hi_size = c[b]->end - c[b]->start;
+			if (a == b || (anchor_gpa < FOUR_GIB ? anchor_gpa >= lo_size : anchor_gpa - FOUR_GIB >= hi_size))
+				continue;
+			struct memmap_evidence ev = { 0 };
+			int rc = try_layout(gm, c[a], lo_size, c[b], check, opaque, &ev, err);
+			if (rc < 0)
+				return -1;
+			bool earns = anchor_gpa >= FOUR_GIB || !s->fb_found || ev.inside > s->fb_inside + s->fb_outside;
+			if (rc == 1 && ev.outside == 0 && earns && (!lo || ev.inside > most)) {
+				lo = c[a];
+				hi = c[b];
+				most = ev.inside;
+			}
+		}
+	}
+	if (lo) {
+		s->best_m = lo;
+		s->best_hi = hi;
+		s->best_low = lo->end - lo->start;
+		s->best_inside = most;
+		s->best_found = true;
+	}
 	return 0;
 }
 
@@ -187,13 +246,15 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 			continue;
 		rc = try_mapping(gm, &maps[i], anchor_gpa, check, opaque, &s, err);
 	}
+	if (rc == 0 && !s.best_found)
+		rc = try_pairs(gm, maps, n, anchor_gpa, check, opaque, &s, err);
 	if (rc == 0 && (s.best_found || s.fb_found)) {
 		/* the best layout; else the first that passed: nothing passed
 		 * without leaving something out (a device's memory the kernel
 		 * maps, RAM of another mapping such as a hotplugged DIMM) */
 		struct memmap_evidence ev = { 0 };
-		rc = s.best_found ? try_layout(gm, s.best_m, s.best_low, check, opaque, &ev, err)
-				  : try_layout(gm, s.fb_m, s.fb_low, check, opaque, &ev, err);
+		rc = s.best_found ? try_layout(gm, s.best_m, s.best_low, s.best_hi, check, opaque, &ev, err)
+				  : try_layout(gm, s.fb_m, s.fb_low, s.fb_hi, check, opaque, &ev, err);
 	}
 	free(maps);
 	if (rc <= 0) {
@@ -280,34 +341,76 @@ static void plan(const struct guest_range *boot, uint64_t bsize, uint64_t split,
 	}
 }
 
-int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, struct vmsh_err *err)
+/* The two-mapping layout (try_pairs): a range inside the first mapping's
+ * part below 4 GiB or inside the second's from 4 GiB gets its place there;
+ * anything else no host address. */
+static void plan_pair(const struct guest_range boot[2], const uint64_t bsize[2], const struct ram_range *ram,
+		      size_t n, struct guest_range *out)
 {
-	/* the bootstrap's map: one range, or split at 4 GiB (try_layout) */
-	bool split = gm->n == 2 && gm->r[1].gpa == FOUR_GIB && gm->r[1].hva == gm->r[0].hva + gm->r[0].size &&
-		     gm->r[1].verified;
-	if ((gm->n != 1 && !split) || n == 0 || !gm->r[0].verified)
-		return 0;
-	uint64_t total = gm->r[0].size + (split ? gm->r[1].size : 0);
-	if (!ram_list_sane(ram, n))
-		return vmsh_error(err, EINVAL, "the guest's RAM list is unsorted, overlapping or wrapping: "
-				  "keeping the map confirmed by its page tables");
-	struct guest_range boot = gm->r[0];
+	for (size_t i = 0; i < n; i++) {
+		struct guest_range *r = &out[i];
+		const struct guest_range *b = NULL;
+		r->gpa = ram[i].gpa;
+		r->size = ram[i].size;
+		r->kind = "System RAM";
+		if (below(ram[i].gpa, ram[i].size, bsize[0]))
+			b = &boot[0];
+		else if (ram[i].gpa >= FOUR_GIB && below(ram[i].gpa - FOUR_GIB, ram[i].size, bsize[1]))
+			b = &boot[1];
+		if (!b)
+			continue;
+		r->hva = b->hva + (ram[i].gpa - b->gpa);
+		snprintf(r->backing, sizeof(r->backing), "%s", b->backing);
+		r->shared = b->shared;
+		r->verified = b->verified;
+	}
+}
+
+/* Each bootstrap mapping's size as it is now, never more than what was
+ * confirmed; -1 if one is gone. */
+static int current_sizes(const struct guest_mem *gm, int nb, uint64_t confirmed[2], struct vmsh_err *err)
+{
 	struct proc_map *maps;
 	size_t nm;
 	if (procfs_read_maps(gm->pid, &maps, &nm, err) < 0)
 		return -1;
-	/* the mapping as it is now, never more than what was confirmed */
-	const struct proc_map *bm = find_map_by_start(maps, nm, boot.hva);
-	uint64_t bsize = bm && bm->end - bm->start < total ? bm->end - bm->start : total;
+	int rc = 0;
+	for (int i = 0; i < nb && rc == 0; i++) {
+		const struct proc_map *bm = find_map_by_start(maps, nm, gm->r[i].hva);
+		if (!bm)
+			rc = vmsh_error(err, ENOENT, "the hypervisor's guest RAM mapping at %#llx is gone",
+					(unsigned long long)gm->r[i].hva);
+		else if (bm->end - bm->start < confirmed[i])
+			confirmed[i] = bm->end - bm->start;
+	}
 	free(maps);
-	if (!bm)
-		return vmsh_error(err, ENOENT, "the hypervisor's guest RAM mapping at %#llx is gone",
-				  (unsigned long long)boot.hva);
+	return rc;
+}
+
+int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, struct vmsh_err *err)
+{
+	/* the bootstrap's map: one range, or split at 4 GiB in one mapping or
+	 * across two (try_layout) */
+	bool high = gm->n == 2 && gm->r[1].gpa == FOUR_GIB && gm->r[1].verified;
+	bool split = high && gm->r[1].hva == gm->r[0].hva + gm->r[0].size;
+	bool pair = high && !split;
+	if ((gm->n != 1 && !high) || n == 0 || !gm->r[0].verified)
+		return 0;
+	if (!ram_list_sane(ram, n))
+		return vmsh_error(err, EINVAL, "the guest's RAM list is unsorted, overlapping or wrapping: "
+				  "keeping the map confirmed by its page tables");
+	struct guest_range boot[2] = { gm->r[0], gm->n == 2 ? gm->r[1] : gm->r[0] };
+	uint64_t bsize[2] = { gm->r[0].size + (split ? gm->r[1].size : 0), gm->n == 2 ? gm->r[1].size : 0 };
+	if (current_sizes(gm, pair ? 2 : 1, bsize, err) < 0)
+		return -1;
 
 	struct guest_range *out = calloc(n, sizeof(*out));
 	if (!out)
 		return vmsh_error(err, ENOMEM, "guest memory map");
-	plan(&boot, bsize, split ? boot.size : 0, ram, n, out);
+	if (pair)
+		plan_pair(boot, bsize, ram, n, out);
+	else
+		plan(&boot[0], bsize[0], split ? boot[0].size : 0, ram, n, out);
 	guest_mem_clear(gm);
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++)

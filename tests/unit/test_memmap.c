@@ -510,6 +510,125 @@ static void test_refine_split_layout(void **state)
 	}
 }
 
+/* ---- two mappings: RAM from 0 in one, from 4 GiB in another ---- */
+
+#define HI_SIZE (32 * MIB) /* larger than RAM_SIZE: beyond any split of the first mapping */
+
+/* A second RAM mapping between guard pages (a VMM that maps each memory
+ * slot on its own, as Firecracker does). */
+static uint8_t *map_high(void)
+{
+	uint8_t *res = mmap(NULL, HI_SIZE + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(res != MAP_FAILED);
+	assert_int_equal(mprotect(res + 4096, HI_SIZE, PROT_READ | PROT_WRITE), 0);
+	return res + 4096;
+}
+
+static void plant_pair(struct fixture *f, uint8_t *hi, struct probe *p, uint64_t seed)
+{
+	struct unit_rng rng = { seed };
+	for (int i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sizeof(p->want[i]); j++)
+			p->want[i][j] = (uint8_t)unit_rand64(&rng);
+		uint8_t *at = p->gpa[i] < FOUR_GIB ? f->ram + p->gpa[i] : hi + (p->gpa[i] - FOUR_GIB);
+		memcpy(at, p->want[i], sizeof(p->want[i]));
+	}
+}
+
+static void assert_pair_found(const struct fixture *f, const uint8_t *hi)
+{
+	assert_int_equal(f->gm.n, 2);
+	assert_int_equal(f->gm.r[0].gpa, 0);
+	assert_int_equal(f->gm.r[0].size, RAM_SIZE);
+	assert_int_equal(f->gm.r[0].hva, (uintptr_t)f->ram);
+	assert_int_equal(f->gm.r[1].gpa, FOUR_GIB);
+	assert_int_equal(f->gm.r[1].size, HI_SIZE);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)hi);
+	assert_true(f->gm.r[0].verified && f->gm.r[1].verified);
+}
+
+/* What the two-mapping bootstrap leaves (see below). */
+static void boot_pair(struct fixture *f, uint8_t *hi)
+{
+	guest_mem_clear(&f->gm);
+	struct guest_range r[2] = {
+		{ .gpa = 0, .size = RAM_SIZE, .hva = (uintptr_t)f->ram, .kind = "provisional", .verified = true },
+		{ .gpa = FOUR_GIB, .size = HI_SIZE, .hva = (uintptr_t)hi, .kind = "provisional", .verified = true },
+	};
+	for (int i = 0; i < 2; i++) {
+		snprintf(r[i].backing, sizeof(r[i].backing), "[anon]");
+		assert_int_equal(guest_mem_add(&f->gm, &r[i]), 0);
+	}
+}
+
+/* The kernel above 4 GiB (its physical address is random), so the vCPU's
+ * root there: found in the second mapping (before: "no mapping of the
+ * hypervisor holds guest memory consistent with the vCPU's page tables",
+ * the minivmm failure). With the root below 4 GiB and a table the kernel
+ * uses above it, the first mapping alone passes but leaves that out: the
+ * pair wins. */
+static void test_bootstrap_two_mappings(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t *hi = map_high();
+	struct vmsh_err err = { 0 };
+
+	struct probe high_root = { .gpa = { FOUR_GIB + MIB + 0x100, 2 * MIB + 0x40 } };
+	plant_pair(f, hi, &high_root, 21);
+	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), 0);
+	assert_pair_found(f, hi);
+
+	/* the root below 4 GiB, a table of the kernel's in the second mapping */
+	struct probe low_root = { .gpa = { 3 * MIB + 0x80, 2 * MIB }, .ref = { FOUR_GIB + 20 * MIB, 0 },
+				  .table = FOUR_GIB + 18 * MIB };
+	memset(low_root.table_want, 0x5a, sizeof(low_root.table_want));
+	memcpy(hi + 18 * MIB, low_root.table_want, sizeof(low_root.table_want));
+	plant_pair(f, hi, &low_root, 22);
+	assert_int_equal(memmap_bootstrap(&f->gm, low_root.gpa[0], probe_check, &low_root, &err), 0);
+	assert_pair_found(f, hi);
+
+	/* no table there, only references to it: no other mapping can show
+	 * it is RAM (zeros anywhere would pass as well), so the first mapping
+	 * alone, the part above 4 GiB without host addresses */
+	memset(hi + 18 * MIB, 0, sizeof(low_root.table_want));
+	low_root.table = 0;
+	assert_int_equal(memmap_bootstrap(&f->gm, low_root.gpa[0], probe_check, &low_root, &err), 0);
+	assert_int_equal(f->gm.n, 1);
+	assert_int_equal(f->gm.r[0].hva, (uintptr_t)f->ram);
+	assert_int_equal(f->gm.r[0].size, RAM_SIZE);
+
+	/* the guest's RAM list refines it: each range in its own mapping,
+	 * claims beyond either mapping get no host address */
+	struct ram_range ram[] = { { 0x1000, 0x9f000 }, { 0x100000, RAM_SIZE - 0x100000 }, { FOUR_GIB, HI_SIZE } };
+	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), 0);
+	assert_int_equal(memmap_refine(&f->gm, ram, ARRAY_LEN(ram), &err), 0);
+	assert_int_equal(f->gm.n, 3);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram + 0x100000);
+	assert_int_equal(f->gm.r[2].hva, (uintptr_t)hi);
+	assert_true(f->gm.r[2].verified);
+	struct unit_rng rng = { 44 };
+	for (int round = 0; round < 2000; round++) {
+		struct ram_range r[8];
+		size_t n = 1 + unit_rand64(&rng) % 8;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t a = unit_rand64(&rng), b = unit_rand64(&rng);
+			r[i].gpa = ((a & 1 ? FOUR_GIB : 0) + (a >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+			r[i].size = ((b >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
+		}
+		boot_pair(f, hi);
+		memmap_refine(&f->gm, r, n, &err);
+		for (size_t i = 0; i < f->gm.n; i++) {
+			const struct guest_range *g = &f->gm.r[i];
+			if (!g->hva)
+				continue;
+			bool in_lo = g->hva >= (uintptr_t)f->ram && g->hva + g->size <= (uintptr_t)f->ram + RAM_SIZE;
+			bool in_hi = g->hva >= (uintptr_t)hi && g->hva + g->size <= (uintptr_t)hi + HI_SIZE;
+			assert_true(in_lo || in_hi);
+		}
+	}
+	munmap(hi - 4096, HI_SIZE + 2 * 4096);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -525,6 +644,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_at_4gib, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_with_root_below, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_split_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bootstrap_two_mappings, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,8 @@ def warnings(guest):
 
 def assert_guest_clean(guest, baseline):
     new = warnings(guest) - baseline
-    assert not new, "\n".join(sorted(new))
+    assert not new, "\n".join(sorted(new)) + "\n--- the guest's kernel log (tail)\n" + \
+        guest.console("dmesg | tail -80")
     assert guest.console("echo alive").strip() == "alive"
 
 
