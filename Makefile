@@ -142,11 +142,11 @@ export VMSH_TEST_TIMEOUT_SCALE
 # Two workers (pytest-xdist), each with its own emulated KVM host: one L1 per
 # core; the tests that share a guest stay on one worker (conftest.py).
 VM_WORKERS ?= 2
-VM_PYTEST := VMSH_BIN=$(abspath $(BUILD)/san/vmsh) $(PYTEST) -p no:cacheprovider -v --durations=30 \
+VM_PYTEST := VMSH_BIN=$(abspath $(BUILD)/san/vmsh) VMSH_MINIVMM=$(abspath $(BUILD)/minivmm) $(PYTEST) -p no:cacheprovider -v --durations=30 \
 	$(if $(filter-out 0 1,$(VM_WORKERS)),-n $(VM_WORKERS) --dist loadgroup)
-check-vm: $(BUILD)/san/vmsh
+check-vm: $(BUILD)/san/vmsh fixtures
 	$(VM_PYTEST) -m "not matrix" tests/vm
-check-matrix: $(BUILD)/san/vmsh
+check-matrix: $(BUILD)/san/vmsh fixtures
 	$(VM_PYTEST) tests/vm
 soak: $(BUILD)/san/vmsh
 	VMSH_SOAK=1 $(VM_PYTEST) -m soak tests/vm
