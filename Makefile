@@ -152,10 +152,10 @@ soak: $(BUILD)/san/vmsh
 	VMSH_SOAK=1 $(VM_PYTEST) -m soak tests/vm
 
 # The paper's evaluation (bench/eval.py): eval/results/<date>-<host>/report.md
-eval: $(BUILD)/vmsh
-	VMSH_BIN=$(abspath $(BUILD)/vmsh) /usr/bin/python3 -m bench.eval $(EVAL_ARGS)
-eval-quick: $(BUILD)/vmsh
-	VMSH_BIN=$(abspath $(BUILD)/vmsh) /usr/bin/python3 -m bench.eval --quick $(EVAL_ARGS)
+eval: $(BUILD)/vmsh fixtures
+	VMSH_BIN=$(abspath $(BUILD)/vmsh) VMSH_MINIVMM=$(abspath $(BUILD)/minivmm) /usr/bin/python3 -m bench.eval $(EVAL_ARGS)
+eval-quick: $(BUILD)/vmsh fixtures
+	VMSH_BIN=$(abspath $(BUILD)/vmsh) VMSH_MINIVMM=$(abspath $(BUILD)/minivmm) /usr/bin/python3 -m bench.eval --quick $(EVAL_ARGS)
 
 check-kernel: $(BUILD)/ksymtab_dump
 	$(PYTEST) -v tests/kernel

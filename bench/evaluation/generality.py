@@ -38,14 +38,21 @@ def cells(quick):
     out += [cell(f"pc 6.1 {lay}", layout=lay) for lay in
             ("above-4g", "big", "memfd", "file-shared", "file-private", "hugetlbfs", "prealloc", "sandbox")]
     out += [cell("pc 6.1 8 vCPUs", smp=8), cell("pc 6.1 Debian root fs", rootfs="debian")]
+    # the project's own small VMM (tests/fixtures/minivmm): the lightweight
+    # family - no ACPI, two RAM slots (one at 4 GiB), its seccomp filter on
+    out += [cell(f"minivmm {k}", machine="minivmm", kernel=k, flavour=f, qemu="-", acpi=False,
+                 layout="2 slots, sandbox", smp=2)
+            for k, f in (("6.1", "amd64"), ("6.12", "amd64"), ("custom-6.1", "builtin"))]
     return out
 
 
 def run_cell(ctx, host, c):
     extra, mem, backing = ([], "512M", None)
-    if c["layout"] != "anonymous":
+    if c["machine"] == "minivmm":
+        extra = ["--sandbox"]
+    elif c["layout"] != "anonymous":
         extra, mem, backing = layout_args(host, c["layout"], f"eval-{c['layout']}")
-    if not c["acpi"]:
+    if not c["acpi"] and c["machine"] != "minivmm":
         extra = extra + (["-no-acpi"] if c["machine"] == "pc" else ["-machine", "acpi=off"])
     if c["rootfs"] == "debian":
         mem = "1536M"  # systemd and udev (tests/vm/test_debian.py)
@@ -61,7 +68,7 @@ def run_cell(ctx, host, c):
     res = dict(c)
     try:
         g = harness.Guest.start(host, c["machine"], c["kernel"], flavour=c["flavour"], mem=mem, smp=c["smp"],
-                                extra_qemu_args=extra, qemu=None if c["qemu"] == "7.2" else c["qemu"],
+                                extra_qemu_args=extra, qemu=None if c["qemu"] in ("7.2", "-") else c["qemu"],
                                 rootfs=None if c["rootfs"] == "initramfs" else c["rootfs"],
                                 name="vmsh-eval-gen", timeout=900 if c["rootfs"] == "debian" else 180)
         res["boot_s"] = round(g.boot_secs, 1)
