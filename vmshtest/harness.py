@@ -686,7 +686,9 @@ class Guest:
             "vmsh.modules=" + (",".join(modules) or "none") if modules is not None and not rootfs else "",
             append) if x)
         if machine == "minivmm":
-            argv = _minivmm_argv(name, k, initrd, cmdline, mem, smp, sock, console_log, extra_qemu_args)
+            # the CPUID of guest_cpu(): 5.10 under emulation without XSAVE
+            nox = ["--no-xsave"] if guest_cpu(host, k) != "host" else []
+            argv = _minivmm_argv(name, k, initrd, cmdline, mem, smp, sock, console_log, [*nox, *extra_qemu_args])
         else:
             argv = _qemu_argv(qemu, name, machine, host, k, initrd, cmdline, mem, smp, sock, console_log,
                               [*disk_args, *extra_qemu_args])

@@ -140,5 +140,5 @@ def test_attach_and_serve_on_minivmm(mini, host, vmsh_bin):
     log = guest.console("dmesg")
     assert not [l for l in log.splitlines() if ("soft lockup" in l or "stall" in l) and "vmsh" in l], log
     new = warnings(guest) - base
-    assert not [l for l in new if re.search(r"Oops|general protection|WARNING|BUG", l)], log
+    assert not [l for l in new if re.search(r"Oops|general protection|WARNING|BUG", l) and "soft lockup" not in l], log
     assert guest.console("echo alive").strip() == "alive"
