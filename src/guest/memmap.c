@@ -187,10 +187,12 @@ static int try_mapping(struct guest_mem *gm, const struct proc_map *m, uint64_t 
  * rest are heaps and thread stacks), the anchor inside one of the two.
  * The second mapping must earn its place: with the vCPU's root inside it,
  * the root's content vouches for it; with the root below 4 GiB it must show
- * more structure than the single mapping that left references out (a table
- * of the kernel's inside it: zeros or any other memory only turn the
- * references that were outside into leaves inside, as a device's memory
- * mapped with large pages does). Of those, the one that shows the most. */
+ * more structure than the first mapping alone, whose references it takes
+ * in (a table of the kernel's inside it: zeros or any other memory only
+ * turn the references that were outside into leaves inside, as a device's
+ * memory mapped with large pages does; measured against that mapping
+ * alone, not against the fallback, which can be a wrong split reading
+ * more tables, shifted). Of those, the one that shows the most. */
 #define PAIR_CANDIDATES 16
 static int try_pairs(struct guest_mem *gm, const struct proc_map *maps, size_t n, uint64_t anchor_gpa,
 		     memmap_check_fn check, void *opaque, struct search *s, struct vmsh_err *err)
@@ -203,8 +205,18 @@ static int try_pairs(struct guest_mem *gm, const struct proc_map *maps, size_t n
 			c[k++] = &maps[i];
 	for (size_t a = 0; a < k; a++) {
 		uint64_t lo_size = c[a]->end - c[a]->start;
-		if (lo_size > FOUR_GIB)
+		if (lo_size > FOUR_GIB || (anchor_gpa < FOUR_GIB && anchor_gpa >= lo_size))
 			continue;
+		/* what the first mapping alone shows: inside and left out */
+		unsigned base = 0;
+		if (anchor_gpa < FOUR_GIB) {
+			struct memmap_evidence bev = { 0 };
+			int brc = try_layout(gm, c[a], lo_size, NULL, check, opaque, &bev, err);
+			if (brc < 0)
+				return -1;
+			if (brc == 1)
+				base = bev.inside + bev.outside;
+		}
 		for (size_t b = 0; b < k; b++) {
 			uint64_t hi_size = c[b]->end - c[b]->start;
 			if (a == b || (anchor_gpa < FOUR_GIB ? anchor_gpa >= lo_size : anchor_gpa - FOUR_GIB >= hi_size))
@@ -213,7 +225,7 @@ static int try_pairs(struct guest_mem *gm, const struct proc_map *maps, size_t n
 			int rc = try_layout(gm, c[a], lo_size, c[b], check, opaque, &ev, err);
 			if (rc < 0)
 				return -1;
-			bool earns = anchor_gpa >= FOUR_GIB || !s->fb_found || ev.inside > s->fb_inside + s->fb_outside;
+			bool earns = anchor_gpa >= FOUR_GIB || ev.inside > base;
 			if (rc == 1 && ev.outside == 0 && earns && (!lo || ev.inside > most)) {
 				lo = c[a];
 				hi = c[b];
