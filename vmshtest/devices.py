@@ -67,15 +67,16 @@ def wait_for(host, path, pattern, timeout, what):
 
 class Served:
     """`vmsh serve` of a disk (and a console port on a unix socket) to a
-    guest, from start to SIGTERM."""
+    guest (by its hypervisor's PID, or `target`: a name), from start to
+    SIGTERM."""
 
-    def __init__(self, host, vmsh_bin, guest, disk, *args, ident=None):
+    def __init__(self, host, vmsh_bin, guest, disk, *args, ident=None, target=None):
         self.host, self.guest = host, guest
         self.id = ident or f"t{os.getpid() % 100000}x{int(time.monotonic() * 1000) % 100000}"
         self.sock = f"{scratch(host)}/{self.id}.sock"
         self.log = os.path.join(host.logdir, f"serve-{self.id}.log")
         argv = [vmsh_bin, "-v", "serve", "--id", self.id, "--console-socket", self.sock, *args,
-                str(guest.pid), disk]
+                target or str(guest.pid), disk]
         self.pid = host.spawn(argv, self.log)
         self.status = None
         try:

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/procfs.h"
@@ -182,6 +185,39 @@ int vm_list(struct vm_entry **out, size_t *n, size_t *unreadable, struct vmsh_er
 	return 0;
 }
 
+/* Where libvirtd (system instance) keeps a pid file per running qemu domain. */
+#define LIBVIRT_QEMU_RUN "/run/libvirt/qemu"
+
+/* Only root can have written it: owned by root, not writable by others. */
+static bool root_only(const struct stat *st)
+{
+	return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+pid_t vm_libvirt_pid(const char *rundir, const char *name)
+{
+	struct stat d, f;
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") || strlen(name) > 200)
+		return 0;
+	if (stat(rundir, &d) < 0 || !S_ISDIR(d.st_mode) || !root_only(&d))
+		return 0;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s.pid", rundir, name);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	char buf[24] = { 0 };
+	ssize_t r = fstat(fd, &f) == 0 && S_ISREG(f.st_mode) && root_only(&f) ? read(fd, buf, sizeof(buf) - 1) : -1;
+	close(fd);
+	if (r <= 0)
+		return 0;
+	char *end;
+	long v = strtol(buf, &end, 10);
+	while (*end == '\n' || *end == ' ')
+		end++;
+	return end != buf && !*end && v > 0 && v <= 1 << 30 ? (pid_t)v : 0;
+}
+
 int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
 {
 	char *end;
@@ -205,6 +241,16 @@ int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err)
 			*pid = vms[i].pid;
 			owner = vms[i].uid;
 			found++;
+		}
+	}
+	/* a libvirt domain: libvirtd's own record names the process, whoever
+	 * runs it (libvirt's qemu user) and whatever else took the name */
+	pid_t lv = vm_libvirt_pid(LIBVIRT_QEMU_RUN, arg);
+	for (size_t i = 0; lv > 0 && i < n; i++) {
+		if (vms[i].pid == lv) {
+			*pid = lv;
+			free(vms);
+			return 0;
 		}
 	}
 	free(vms);

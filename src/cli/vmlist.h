@@ -28,11 +28,16 @@ int vm_entry_get(pid_t pid, struct vm_entry *vi, struct vmsh_err *err);
 int vm_list(struct vm_entry **out, size_t *n, size_t *unreadable, struct vmsh_err *err);
 /* PID or VM name to a PID. A name is chosen by whoever started the VM: one
  * that leads to a process of a non-root user other than the caller is
- * refused (the caller gives the PID to mean it). */
+ * refused (the caller gives the PID to mean it), unless libvirt's record of
+ * a running domain of that name, which only root can write, names it. */
 int vm_resolve(const char *arg, pid_t *pid, struct vmsh_err *err);
 /* May a name lead the caller (uid, and SUDO_UID when run through sudo, or
  * NULL) to a process of owner? Exposed for unit tests. */
 int vm_name_owner_ok(uid_t owner, uid_t caller, const char *sudo_uid);
+/* The PID libvirt's record in rundir (/run/libvirt/qemu) gives for domain
+ * name, if only root can have written it; 0 otherwise. Exposed for unit
+ * tests. */
+pid_t vm_libvirt_pid(const char *rundir, const char *name);
 
 /* qemu -m syntax ("512", "512M", "2G", "size=2G,maxmem=..") to bytes; 0 if
  * not understood. Exposed for unit tests. */

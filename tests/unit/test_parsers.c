@@ -5,6 +5,7 @@
 #include "unit.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/vmlist.h"
@@ -116,6 +117,44 @@ static void test_vm_name_owner_rule(void **state)
 	assert_false(vm_name_owner_ok(1000, 0, ""));
 	assert_false(vm_name_owner_ok(1000, 0, "1000x"));
 	assert_false(vm_name_owner_ok(65534, 0, "-1"));
+}
+
+/* libvirt's record of a domain vouches for its name only if nobody but
+ * root can have written it. */
+static void test_libvirt_record(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/vmsh-lv-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 0755), 0);
+	char path[256], link[256];
+	snprintf(path, sizeof(path), "%s/dom.pid", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("4242\n", f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0644), 0);
+	bool root = geteuid() == 0;
+	assert_int_equal(vm_libvirt_pid(dir, "dom"), root ? 4242 : 0);
+	assert_int_equal(vm_libvirt_pid(dir, "other"), 0);
+	assert_int_equal(vm_libvirt_pid(dir, "../dom"), 0);
+	assert_int_equal(vm_libvirt_pid(dir, ""), 0);
+	assert_int_equal(chmod(path, 0666), 0); /* anyone could have written it */
+	assert_int_equal(vm_libvirt_pid(dir, "dom"), 0);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(chmod(dir, 0777), 0);  /* anyone could have put it there */
+	assert_int_equal(vm_libvirt_pid(dir, "dom"), 0);
+	assert_int_equal(chmod(dir, 0755), 0);
+	snprintf(link, sizeof(link), "%s/sym.pid", dir);
+	assert_int_equal(symlink(path, link), 0);
+	assert_int_equal(vm_libvirt_pid(dir, "sym"), 0);
+	f = fopen(path, "w");
+	fputs("42x\n", f);
+	fclose(f);
+	assert_int_equal(vm_libvirt_pid(dir, "dom"), 0);
+	unlink(link);
+	unlink(path);
+	rmdir(dir);
 }
 
 static void test_qemu_name_truncates_to_buffer(void **state)
@@ -535,6 +574,7 @@ int main(void)
 		cmocka_unit_test(test_maps_of_self),
 		cmocka_unit_test(test_candidate_rules),
 		cmocka_unit_test(test_vm_name_owner_rule),
+		cmocka_unit_test(test_libvirt_record),
 		cmocka_unit_test(test_kvm_fd_kind),
 		cmocka_unit_test(test_kvm_fd_kind_empty_index),
 		cmocka_unit_test(test_paging_mode_of),
