@@ -22,6 +22,8 @@ pkgs=(
 	python3-matplotlib
 	# end-to-end: hypervisor, guest images, orchestration
 	qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod crash gdb
+	# a guest started by libvirt (tests/vm/test_libvirt.py; libvirtd runs in the emulated host)
+	libvirt-daemon-system libvirt-clients
 	# the Debian-rootfs test guest (tools/guest/build-debian-rootfs.sh)
 	mmdebstrap
 	xz-utils zstd lz4 gzip python3 python3-apt python3-pytest python3-pytest-xdist python3-pexpect util-linux procps
