@@ -44,8 +44,11 @@ static void fill_backing(struct guest_range *r, const struct proc_map *m)
  * and most VMMs put RAM that does not fit below the 32-bit PCI hole: the
  * rest of the same mapping). With `hi`, RAM from 4 GiB up is that other
  * mapping instead (VMMs that map each memory slot on its own, Firecracker's
- * way: guard pages keep the kernel from merging them). 1 if check accepts
- * it. */
+ * way: guard pages keep the kernel from merging them). With `hi` == `m`,
+ * the same mapping the other way round: its first part is RAM from 4 GiB
+ * and the last `low` bytes RAM from 0 (two slots' mappings the kernel
+ * merged, the second slot mapped below the first, as mmap places them).
+ * 1 if check accepts it. */
 static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t low, const struct proc_map *hi,
 		      memmap_check_fn check, void *opaque, struct memmap_evidence *ev, struct vmsh_err *err)
 {
@@ -54,7 +57,11 @@ static int try_layout(struct guest_mem *gm, const struct proc_map *m, uint64_t l
 		{ .gpa = 0, .size = low < size ? low : size, .hva = m->start, .kind = "provisional" },
 		{ .gpa = FOUR_GIB, .size = low < size ? size - low : 0, .hva = m->start + low, .kind = "provisional" },
 	};
-	if (hi) {
+	if (hi == m) {
+		r[0].hva = m->start + (size - r[0].size);
+		r[1].size = size - r[0].size;
+		r[1].hva = m->start;
+	} else if (hi) {
 		r[1].size = hi->end - hi->start;
 		r[1].hva = hi->start;
 	}
@@ -243,6 +250,33 @@ static int try_pairs(struct guest_mem *gm, const struct proc_map *maps, size_t n
 	return 0;
 }
 
+/* One mapping holding RAM from 4 GiB first and RAM from 0 after it (see
+ * try_layout): where the parts meet is tried every 2 MiB, the anchor in
+ * one of them; each part's place is pinned by what the tables reference
+ * in it (a wrong meeting point reads the part from 0 shifted). Tried last:
+ * the layout that leaves nothing outside and shows the most wins. */
+static int try_rotated(struct guest_mem *gm, const struct proc_map *maps, size_t n, uint64_t anchor_gpa,
+		       memmap_check_fn check, void *opaque, struct search *s, struct vmsh_err *err)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < PAIR_CANDIDATES; i++) {
+		const struct proc_map *m = &maps[i];
+		if (!memmap_is_candidate(m))
+			continue;
+		k++;
+		uint64_t size = m->end - m->start;
+		uint64_t from = size > FOUR_GIB ? size - FOUR_GIB : SPLIT_STEP; /* the part from 0 fits below 4 GiB */
+		for (uint64_t hi_size = from; hi_size < size; hi_size += SPLIT_STEP) {
+			uint64_t lo = size - hi_size;
+			if (anchor_gpa < FOUR_GIB ? anchor_gpa >= lo : anchor_gpa - FOUR_GIB >= hi_size)
+				continue;
+			if (try_one(gm, m, lo, m, false, check, opaque, s, err) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
 int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn check, void *opaque,
 		     struct vmsh_err *err)
 {
@@ -260,6 +294,8 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 	}
 	if (rc == 0 && !s.best_found)
 		rc = try_pairs(gm, maps, n, anchor_gpa, check, opaque, &s, err);
+	if (rc == 0 && !s.best_found && !s.fb_found)
+		rc = try_rotated(gm, maps, n, anchor_gpa, check, opaque, &s, err);
 	if (rc == 0 && (s.best_found || s.fb_found)) {
 		/* the best layout; else the first that passed: nothing passed
 		 * without leaving something out (a device's memory the kernel
@@ -279,10 +315,12 @@ int memmap_bootstrap(struct guest_mem *gm, uint64_t anchor_gpa, memmap_check_fn 
 	return 0;
 }
 
-static const struct proc_map *find_map_by_start(const struct proc_map *maps, size_t n, uint64_t start)
+/* The mapping that holds hva (a part of the bootstrap's map may start
+ * inside one: try_layout's rotated layout). */
+static const struct proc_map *find_map_holding(const struct proc_map *maps, size_t n, uint64_t hva)
 {
 	for (size_t i = 0; i < n; i++)
-		if (maps[i].start == start)
+		if (maps[i].start <= hva && hva < maps[i].end)
 			return &maps[i];
 	return NULL;
 }
@@ -388,12 +426,12 @@ static int current_sizes(const struct guest_mem *gm, int nb, uint64_t confirmed[
 		return -1;
 	int rc = 0;
 	for (int i = 0; i < nb && rc == 0; i++) {
-		const struct proc_map *bm = find_map_by_start(maps, nm, gm->r[i].hva);
+		const struct proc_map *bm = find_map_holding(maps, nm, gm->r[i].hva);
 		if (!bm)
 			rc = vmsh_error(err, ENOENT, "the hypervisor's guest RAM mapping at %#llx is gone",
 					(unsigned long long)gm->r[i].hva);
-		else if (bm->end - bm->start < confirmed[i])
-			confirmed[i] = bm->end - bm->start;
+		else if (bm->end - gm->r[i].hva < confirmed[i])
+			confirmed[i] = bm->end - gm->r[i].hva;
 	}
 	free(maps);
 	return rc;

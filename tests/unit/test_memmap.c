@@ -629,6 +629,60 @@ static void test_bootstrap_two_mappings(void **state)
 	munmap(hi - 4096, HI_SIZE + 2 * 4096);
 }
 
+/* ---- one mapping, RAM from 4 GiB first: two slots the kernel merged ---- */
+
+#define ROT_HI (6 * MIB) /* RAM from 4 GiB: the first 6 MiB of the mapping; RAM from 0 the other 10 */
+
+static void plant_rotated(struct fixture *f, struct probe *p, uint64_t seed)
+{
+	struct unit_rng rng = { seed };
+	for (int i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sizeof(p->want[i]); j++)
+			p->want[i][j] = (uint8_t)unit_rand64(&rng);
+		uint64_t off = p->gpa[i] < FOUR_GIB ? ROT_HI + p->gpa[i] : p->gpa[i] - FOUR_GIB;
+		memcpy(f->ram + off, p->want[i], sizeof(p->want[i]));
+	}
+}
+
+static void assert_rotated_found(const struct fixture *f)
+{
+	assert_int_equal(f->gm.n, 2);
+	assert_int_equal(f->gm.r[0].gpa, 0);
+	assert_int_equal(f->gm.r[0].size, RAM_SIZE - ROT_HI);
+	assert_int_equal(f->gm.r[0].hva, (uintptr_t)f->ram + ROT_HI);
+	assert_int_equal(f->gm.r[1].gpa, FOUR_GIB);
+	assert_int_equal(f->gm.r[1].size, ROT_HI);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram);
+}
+
+/* Two anonymous slot mappings with nothing between them are one VMA, the
+ * second slot first (mmap places a later mapping below): found with the
+ * vCPU's root in either part (before: "no mapping ... consistent"), and
+ * the guest's RAM list refined inside the one mapping. */
+static void test_bootstrap_rotated(void **state)
+{
+	struct fixture *f = *state;
+	struct vmsh_err err = { 0 };
+	struct probe high_root = { .gpa = { FOUR_GIB + MIB + 0x100, 3 * MIB + 0x40 } };
+	plant_rotated(f, &high_root, 31);
+	assert_int_equal(memmap_bootstrap(&f->gm, high_root.gpa[0], probe_check, &high_root, &err), 0);
+	assert_rotated_found(f);
+
+	struct probe low_root = { .gpa = { 2 * MIB + 0x80, FOUR_GIB + 5 * MIB } };
+	plant_rotated(f, &low_root, 32);
+	assert_int_equal(memmap_bootstrap(&f->gm, low_root.gpa[0], probe_check, &low_root, &err), 0);
+	assert_rotated_found(f);
+
+	struct ram_range ram[] = { { 0x1000, 0x9f000 }, { 0x100000, RAM_SIZE - ROT_HI - 0x100000 },
+				   { FOUR_GIB, ROT_HI }, { FOUR_GIB + ROT_HI, MIB } /* beyond: none */ };
+	assert_int_equal(memmap_refine(&f->gm, ram, ARRAY_LEN(ram), &err), 0);
+	assert_int_equal(f->gm.n, 4);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)f->ram + ROT_HI + 0x100000);
+	assert_int_equal(f->gm.r[2].hva, (uintptr_t)f->ram);
+	assert_int_equal(f->gm.r[3].hva, 0);
+	assert_inside_ram(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -645,6 +699,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bootstrap_split_with_root_below, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_split_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap_two_mappings, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bootstrap_rotated, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,8 +30,12 @@ from test_noacpi import vmsh_line
 # (kernel, flavour): Debian's generic 6.1 in make check (its 30 minutes),
 # the rest in check-matrix; the custom kernel has virtio-mmio command-line
 # devices built in, so only there the guest sees the VMM's own disk.
-CONFIGS = [("6.1", "amd64"), ("6.12", "amd64"), ("5.10", "amd64"), ("custom-6.1", "builtin")]
-PARAMS = [pytest.param(c, id=f"{c[0]}-{c[1]}", marks=() if c == ("6.1", "amd64") else pytest.mark.matrix)
+# Last: both slots in one mapping (--merged-slots: nothing between them,
+# the second right below the first, so the kernel merges them into one VMA).
+CONFIGS = [("6.1", "amd64", ()), ("6.12", "amd64", ()), ("5.10", "amd64", ()), ("custom-6.1", "builtin", ()),
+           ("6.1", "amd64", ("--merged-slots",))]
+PARAMS = [pytest.param(c, id=f"{c[0]}-{c[1]}" + ("-merged" if c[2] else ""),
+                       marks=() if c == ("6.1", "amd64", ()) else pytest.mark.matrix)
           for c in CONFIGS]
 
 
@@ -53,10 +57,10 @@ def vmm_state(host, pid):
 
 @pytest.fixture(scope="module", params=PARAMS)
 def mini(request, host):
-    kernel, flavour = request.param
+    kernel, flavour, extra = request.param
     disk, digest = make_disk(host, f"minivmm-own-{kernel}.img", 8)
     g = harness.Guest.start(host, machine="minivmm", kernel=kernel, flavour=flavour, mem="768M", smp=2,
-                            extra_qemu_args=["--sandbox", "--disk", disk], name=f"vmsh-minivmm-{kernel}")
+                            extra_qemu_args=["--sandbox", "--disk", disk, *extra], name=f"vmsh-minivmm-{kernel}")
     yield g, disk, digest, kernel.startswith("custom")
     g.stop()
     host.check(f"rm -f {disk}")
