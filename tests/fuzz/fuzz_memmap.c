@@ -180,13 +180,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)iomem_range_free(e, ne, probe & ~(PAGE - 1), PAGE * (1 + (probe & 0xf)));
 
 	/* memmap_bootstrap's result: gpa 0 at the start of M, confirmed by
-	 * content; or M split at the 4 GiB hole (the rest of M from 4 GiB up) */
+	 * content; or M split at the 4 GiB hole (the rest of M from 4 GiB up);
+	 * or (bit 1) split the other way round: M's first part from 4 GiB up,
+	 * the rest from 0 (two slots' mappings merged) */
 	struct guest_mem gm;
 	guest_mem_init(&gm, getpid());
-	uint64_t split = fz_u8(&f) & 1 ? PAGE * (1 + fz_u16(&f) % (msize / PAGE)) : msize;
+	uint8_t sel = fz_u8(&f);
+	uint64_t split = sel & 1 ? PAGE * (1 + fz_u16(&f) % (msize / PAGE)) : msize;
+	bool rotated = (sel & 2) && split < msize;
 	struct guest_range boot[2] = {
-		{ .gpa = 0, .size = split, .hva = m, .verified = true, .kind = "provisional" },
-		{ .gpa = 1ULL << 32, .size = msize - split, .hva = m + split, .verified = true, .kind = "provisional" },
+		{ .gpa = 0, .size = split, .hva = rotated ? m + (msize - split) : m, .verified = true, .kind = "provisional" },
+		{ .gpa = 1ULL << 32, .size = msize - split, .hva = rotated ? m : m + split, .verified = true,
+		  .kind = "provisional" },
 	};
 	for (int i = 0; i < 2; i++) {
 		snprintf(boot[i].backing, sizeof(boot[i].backing), "[anon]");
