@@ -28,9 +28,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SPIN = re.compile(r"SPINNER cpu=(\d+) mode=(\w+) policy=(\w+) rounds=(\d+) errors=(\d+) pid=(\d+)")
 
 
-def attach(ctx, host, pid, script, name, input=None):
+def attach(ctx, host, pid, script, name, input=None, opts=""):
     t = time.monotonic()
-    r = host.exec(f"env VMSH_CACHE_DIR=off {shlex.quote(ctx.vmsh)} attach {pid} -- sh -c {shlex.quote(script)} "
+    r = host.exec(f"env VMSH_CACHE_DIR=off {shlex.quote(ctx.vmsh)} attach {opts} {pid} -- sh -c {shlex.quote(script)} "
                   f"{name}", 600, input=input)
     return r, round((time.monotonic() - t) * 1000)
 
@@ -90,23 +90,34 @@ def spinners(g):
     return {int(c): (int(r), int(e), int(pid)) for c, _, _, r, e, pid in SPIN.findall(g.console("spinner status"))}
 
 
+def busy_once(ctx, host, g, label, opts=""):
+    assert "SPINNER started 2" in g.console("spinner start")
+    time.sleep(harness.scaled(2))
+    before = spinners(g)
+    r, ms = attach(ctx, host, g.pid, "echo out; cat /proc/loadavg", "busy", opts=opts)
+    time.sleep(harness.scaled(1))
+    after = spinners(g)
+    g.console("kill -9 " + " ".join(str(s[2]) for s in before.values()) + " 2>/dev/null; true")
+    undisturbed = len(after) == 2 and all(
+        after[c][1] == 0 and after[c][2] == before[c][2] and after[c][0] > before[c][0] for c in before)
+    ok = r.rc == 0 and r.stdout.startswith("out\n") and undisturbed
+    return {"case": label, "ok": ok, "attach_ms": ms,
+            "detail": f"2 vCPUs spinning in user mode; load {r.stdout.split(chr(10))[1:2]}; spinners "
+                      f"{'undisturbed' if undisturbed else 'DISTURBED'}"
+                      + ("" if r.rc == 0 else f": rc {r.rc} {r.stderr.strip()[-300:]}")}
+
+
 def busy(ctx, host):
+    """With vmsh's default budget per step; where that runs out (the guest's
+    modprobe shares two busy vCPUs, every instruction emulated), again with
+    the budget the busy-guest tests give (--timeout, 60 s scaled)."""
     g = harness.Guest.start(host, "pc", "6.1", smp=2, append="pti=on", name="vmsh-eval-busy")
     try:
-        assert "SPINNER started 2" in g.console("spinner start")
-        time.sleep(harness.scaled(2))
-        before = spinners(g)
-        r, ms = attach(ctx, host, g.pid, "echo out; cat /proc/loadavg", "busy")
-        time.sleep(harness.scaled(1))
-        after = spinners(g)
-        g.console("kill -9 " + " ".join(str(s[2]) for s in before.values()) + " 2>/dev/null; true")
-        undisturbed = len(after) == 2 and all(
-            after[c][1] == 0 and after[c][2] == before[c][2] and after[c][0] > before[c][0] for c in before)
-        ok = r.rc == 0 and r.stdout.startswith("out\n") and undisturbed
-        return [{"case": "busy guest", "ok": ok, "attach_ms": ms,
-                 "detail": f"2 vCPUs spinning in user mode; load {r.stdout.split(chr(10))[1:2]}; spinners "
-                           f"{'undisturbed' if undisturbed else 'DISTURBED'}"
-                           + ("" if r.rc == 0 else f": rc {r.rc} {r.stderr.strip()[-300:]}")}]
+        out = [busy_once(ctx, host, g, "busy guest")]
+        if not out[0]["ok"] and "made no progress" in out[0]["detail"]:
+            ms = int(harness.scaled(60) * 1000)
+            out.append(busy_once(ctx, host, g, f"busy guest, --timeout {ms}", opts=f"--timeout {ms}"))
+        return out
     finally:
         g.stop()
 
