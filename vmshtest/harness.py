@@ -752,13 +752,17 @@ class Guest:
             self.host._call("console_close", 30, path=self.sock)
         except Exception:
             pass
+        self._end(wait)
+        if self in self.host.guests:
+            self.host.guests.remove(self)
+
+    def _end(self, wait):
+        """End the hypervisor process (a harness-spawned qemu/minivmm)."""
         if self.pid is not None:
             try:
                 self.host.kill(self.pid, signal.SIGTERM, wait)
             except AgentError:
                 pass
-        if self in self.host.guests:
-            self.host.guests.remove(self)
 
     close = stop
 

@@ -122,16 +122,8 @@ class LibvirtGuest(Guest):
             return False
         return self.host.exec(f"kill -0 {self.pid}").rc == 0
 
-    def stop(self, wait=10):
-        if self.stopped:
-            return
-        self.stopped = True
-        try:
-            self.host._call("console_close", 30, path=self.sock)
-        except Exception:
-            pass
+    def _end(self, wait):
         self.host.exec(f"{VIRSH} destroy {self.name}", 60)
-
 
 def qemu_confinement(host, pid):
     """What libvirt confines its qemu with, as the kernel shows it."""

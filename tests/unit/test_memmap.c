@@ -455,19 +455,25 @@ static void test_bootstrap_split_with_root_below(void **state)
 	assert_int_equal(f->gm.r[0].size, RAM_SIZE);
 }
 
-/* What the split bootstrap leaves (see above). */
-static void boot_split(struct fixture *f)
+/* What a bootstrap leaves: RAM from 0 (lo_size bytes at lo) and from
+ * 4 GiB (hi_size bytes at hi), both verified. */
+static void boot_two(struct fixture *f, uint8_t *lo, uint64_t lo_size, uint8_t *hi, uint64_t hi_size)
 {
 	guest_mem_clear(&f->gm);
 	struct guest_range r[2] = {
-		{ .gpa = 0, .size = SPLIT, .hva = (uintptr_t)f->ram, .kind = "provisional", .verified = true },
-		{ .gpa = FOUR_GIB, .size = RAM_SIZE - SPLIT, .hva = (uintptr_t)f->ram + SPLIT, .kind = "provisional",
-		  .verified = true },
+		{ .gpa = 0, .size = lo_size, .hva = (uintptr_t)lo, .kind = "provisional", .verified = true },
+		{ .gpa = FOUR_GIB, .size = hi_size, .hva = (uintptr_t)hi, .kind = "provisional", .verified = true },
 	};
 	for (int i = 0; i < 2; i++) {
 		snprintf(r[i].backing, sizeof(r[i].backing), "[anon]");
 		assert_int_equal(guest_mem_add(&f->gm, &r[i]), 0);
 	}
+}
+
+/* What the split bootstrap leaves (see above). */
+static void boot_split(struct fixture *f)
+{
+	boot_two(f, f->ram, SPLIT, f->ram + SPLIT, RAM_SIZE - SPLIT);
 }
 
 /* The guest's list refines a split map: each range at its place in the one
@@ -547,20 +553,6 @@ static void assert_pair_found(const struct fixture *f, const uint8_t *hi)
 	assert_true(f->gm.r[0].verified && f->gm.r[1].verified);
 }
 
-/* What the two-mapping bootstrap leaves (see below). */
-static void boot_pair(struct fixture *f, uint8_t *hi)
-{
-	guest_mem_clear(&f->gm);
-	struct guest_range r[2] = {
-		{ .gpa = 0, .size = RAM_SIZE, .hva = (uintptr_t)f->ram, .kind = "provisional", .verified = true },
-		{ .gpa = FOUR_GIB, .size = HI_SIZE, .hva = (uintptr_t)hi, .kind = "provisional", .verified = true },
-	};
-	for (int i = 0; i < 2; i++) {
-		snprintf(r[i].backing, sizeof(r[i].backing), "[anon]");
-		assert_int_equal(guest_mem_add(&f->gm, &r[i]), 0);
-	}
-}
-
 /* The kernel above 4 GiB (its physical address is random), so the vCPU's
  * root there: found in the second mapping (before: "no mapping of the
  * hypervisor holds guest memory consistent with the vCPU's page tables",
@@ -615,7 +607,7 @@ static void test_bootstrap_two_mappings(void **state)
 			r[i].gpa = ((a & 1 ? FOUR_GIB : 0) + (a >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
 			r[i].size = ((b >> 8) % (2 * RAM_SIZE)) & ~0xfffULL;
 		}
-		boot_pair(f, hi);
+		boot_two(f, f->ram, RAM_SIZE, hi, HI_SIZE);
 		memmap_refine(&f->gm, r, n, &err);
 		for (size_t i = 0; i < f->gm.n; i++) {
 			const struct guest_range *g = &f->gm.r[i];

@@ -16,16 +16,15 @@ only visible to the custom kernel); and afterwards the VMM runs with the
 same filter, threads and fds, the guest with nothing of vmsh left."""
 import json
 import re
-import shlex
 
 import pytest
 
 from vmshtest import harness
 from vmshtest.devices import Served, make_disk
-from test_attach import PTY_DRIVER, attach, guest_traces
+from test_attach import attach, guest_traces
 from test_inspect import hypervisor_state, inspect_json
 from test_library import warnings
-from test_noacpi import vmsh_line
+from test_noacpi import exit_status_pty_and_disk, vmsh_line
 
 # (kernel, flavour): Debian's generic 6.1 in make check (its 30 minutes),
 # the rest in check-matrix; the custom kernel has virtio-mmio command-line
@@ -110,25 +109,14 @@ def test_attach_and_serve_on_minivmm(mini, host, vmsh_bin):
     # an ISA line of the MP table that no device of the guest held
     assert gsi == irq and gsi < 16 and gsi not in (4, 5), (gsi, irq)
     assert not re.search(rf"^\s*{irq}:", held, re.M), held
-    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo out; echo err >&2; exit 42")
-    assert r.rc == 42 and r.stdout == "out\n" and "err\n" in r.stderr, (r.stdout, r.stderr)
-
-    host.check("cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
-    res = json.loads(host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}",
-                                600).strip().splitlines()[-1])
-    assert res["prompt"] and res["guest_root"] and res["ps"], res
-    assert res["disconnected"] and res["exit_status"] == 129 and res["stty_restored"], res
-
-    # vmsh's disk next to the VMM's: every byte of each, at once
-    disk, digest = make_disk(host, "minivmm-served.img", 16)
-    with Served(host, vmsh_bin, guest, disk) as s:
-        assert s.dev and s.dev != own, guest.console("ls /sys/block")
-        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
-        if own:
+    exit_status_pty_and_disk(host, vmsh_bin, guest, "minivmm-served.img", own)
+    if own:  # both disks at once: vmsh's (served again) and the VMM's
+        disk, digest = make_disk(host, "minivmm-both.img", 16)
+        with Served(host, vmsh_bin, guest, disk) as s:
             out = guest.console(f"sha256sum /dev/{own} & sha256sum /dev/{s.dev}; wait", 300)
             assert own_digest in out and digest in out, out
-    assert s.status == 0, s.text
-    host.check(f"rm -f {disk}")
+        assert s.status == 0, s.text
+        host.check(f"rm -f {disk}")
 
     if own:  # the VMM's disk after vmsh: written through, and read back on the host
         guest.console(f"echo minivmm-after-vmsh | dd of=/dev/{own} bs=512 seek=100 conv=fsync 2>/dev/null")

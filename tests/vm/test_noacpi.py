@@ -42,6 +42,28 @@ def vmsh_line(guest):
     return tuple(int(x) for x in lines[-1])
 
 
+def exit_status_pty_and_disk(host, vmsh_bin, guest, image, own=None):
+    """Pipes carry stdout, stderr and the exit status; the pty session gets
+    a prompt, the guest's root and ps, and restores the terminal; a served
+    disk reads back by checksum (its device not `own`). Returns nothing."""
+    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo out; echo err >&2; exit 42")
+    assert r.rc == 42 and r.stdout == "out\n" and "err\n" in r.stderr, (r.stdout, r.stderr)
+
+    host.check("cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
+    res = json.loads(host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}",
+                                600).strip().splitlines()[-1])
+    assert res["prompt"] and res["guest_root"] and res["ps"], res
+    assert res["disconnected"] and res["exit_status"] == 129 and res["stty_restored"], res
+
+    # the device path: every byte of a served disk, through the interrupt line
+    disk, digest = make_disk(host, image, 16)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        assert s.dev and s.dev != own, guest.console("ls /sys/block")
+        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
+    assert s.status == 0, s.text
+    host.check(f"rm -f {disk}")
+
+
 def test_attach_and_serve_without_acpi(noacpi_guest, host, vmsh_bin):
     guest = noacpi_guest
     # really no ACPI: the guest found its IOAPIC in the MP table
@@ -64,22 +86,7 @@ def test_attach_and_serve_without_acpi(noacpi_guest, host, vmsh_bin):
     assert not re.search(rf"^\s*{irq}:", held, re.M), held
     row = [l for l in r.stdout.splitlines() if re.match(rf"\s*{irq}:", l)]
     assert row and "IO-APIC" in row[0] and "virtio" in row[0], r.stdout
-    r = attach(host, vmsh_bin, guest, "sh", "-c", "echo out; echo err >&2; exit 42")
-    assert r.rc == 42 and r.stdout == "out\n" and "err\n" in r.stderr, (r.stdout, r.stderr)
-
-    host.check("cat > /run/attach_pty.py", input=open(PTY_DRIVER).read())
-    res = json.loads(host.check(f"python3 /run/attach_pty.py {shlex.quote(vmsh_bin)} {guest.pid}",
-                                600).strip().splitlines()[-1])
-    assert res["prompt"] and res["guest_root"] and res["ps"], res
-    assert res["disconnected"] and res["exit_status"] == 129 and res["stty_restored"], res
-
-    # the device path: every byte of a served disk, through the interrupt line
-    disk, digest = make_disk(host, "noacpi.img", 16)
-    with Served(host, vmsh_bin, guest, disk) as s:
-        assert s.dev, guest.console("ls /sys/block")
-        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
-    assert s.status == 0, s.text
-    host.check(f"rm -f {disk}")
+    exit_status_pty_and_disk(host, vmsh_bin, guest, "noacpi.img")
 
     assert guest_traces(guest) == traces
     assert hypervisor_state(host, guest.pid) == before
