@@ -18,6 +18,8 @@ pkgs=(
 	clang libclang-rt-14-dev
 	# devices: io_uring backend; images; benchmarks
 	liburing-dev e2fsprogs squashfs-tools fio dbench dropbear-bin openssh-client strace stress-ng sqlite3
+	# the compile workload of the application benchmarks (tools image): tcc, make and libc6-dev
+	tcc make libc6-dev linux-libc-dev
 	# make eval: its plots
 	python3-matplotlib
 	# end-to-end: hypervisor, guest images, orchestration

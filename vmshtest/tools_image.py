@@ -1,7 +1,10 @@
 """An ext4 image with tools the busybox test guests lack (fio, dbench and
-its load file, dropbear, stress-ng, sqlite3, with every shared library they need), for tests and benchmarks that run them in a
-guest: attach it as a disk of the guest's own hypervisor, mount it, chroot.
-Built once per content into the test cache (no root needed: mke2fs -d)."""
+its load file, dropbear, stress-ng, sqlite3, with every shared library they
+need; a C toolchain - tcc, make, libc's headers and start files - and a
+generated C project in /usr/src/ccbench for the compile workload), for tests
+and benchmarks that run them in a guest: attach it as a disk of the guest's
+own hypervisor, mount it, chroot. Built once per content into the test cache
+(no root needed: mke2fs -d)."""
 import hashlib
 import os
 import re
@@ -15,6 +18,14 @@ TOOLS = ["/usr/bin/fio", "/usr/bin/dbench", "/usr/sbin/dropbear", "/usr/bin/drop
 PACKAGES = {"fio": "fio", "dbench": "dbench", "dropbear": "dropbear-bin", "dropbearkey": "dropbear-bin",
             "stress-ng": "stress-ng", "sqlite3": "sqlite3"}
 DATA = ["/usr/share/dbench/client.txt"]  # dbench's default load file
+# The compile workload's toolchain, whole packages: tcc (a compiler fast
+# enough for a guest inside the emulated host), make, and what linking
+# against glibc needs (headers, crt*.o, libc.so's linker script and
+# libc_nonshared.a). Static archives other than those are left out.
+TOOLCHAIN = ["tcc", "make", "libc6-dev", "linux-libc-dev"]
+KEEP_ARCHIVES = ("libc_nonshared.a", "libtcc1.a")
+CCBENCH = "/usr/src/ccbench"
+CCBENCH_MODULES = 96
 BUSYBOX = "/bin/busybox"  # static: the shell of ssh sessions into the tools chroot
 SERIAL = "vmshtools"
 
@@ -25,6 +36,64 @@ def _closure(binary):
     return sorted(set(libs))
 
 
+def _package_files(pkg):
+    """The regular files dpkg lists for PKG, without documentation and
+    without static archives other than KEEP_ARCHIVES."""
+    r = subprocess.run(["dpkg", "-L", pkg], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", pkg], check=True)
+        r = subprocess.run(["dpkg", "-L", pkg], check=True, stdout=subprocess.PIPE, text=True)
+    out = []
+    for f in r.stdout.splitlines():
+        if f.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/lintian")):
+            continue
+        if f.endswith(".a") and not f.endswith(KEEP_ARCHIVES):
+            continue
+        if os.path.isfile(f) and not os.path.islink(f):
+            out.append(f)
+    return out
+
+
+def _toolchain():
+    files = []
+    for pkg in TOOLCHAIN:
+        files += _package_files(pkg)
+    for t in ("/usr/bin/tcc", "/usr/bin/make"):
+        files += _closure(t)
+    # libc.so.6 names the dynamic loader as a needed library; tcc looks for
+    # it in the library directories (the closure has it in /lib64 only)
+    files.append("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    return files
+
+
+def ccbench_sources(modules=CCBENCH_MODULES):
+    """A generated C project: MODULES files of 24 small hashing functions
+    each, a header, a main that calls them all and prints one checksum, and
+    a Makefile (make -jN CC=tcc builds ./proj). {relative path: text}."""
+    src = {}
+    for i in range(modules):
+        body = ['#include <stdio.h>', '#include <string.h>', '#include "proj.h"']
+        for j in range(24):
+            body += [f"static unsigned long h{j}(const char *s, unsigned long a)", "{",
+                     f"    unsigned long x = a ^ {i * 131 + j}u;",
+                     "    while (*s)", "        x = x * 33 + (unsigned char)*s++;",
+                     f"    for (int k = 0; k < {j + 3}; k++)", f"        x ^= x >> {j % 13 + 1};",
+                     "    return x;", "}"]
+        body += [f"unsigned long mod{i}(const char *s)", "{", "    char buf[64];", "    unsigned long x = 0;",
+                 f'    snprintf(buf, sizeof buf, "%s-{i}", s);']
+        body += [f"    x += h{j}(buf, x);" for j in range(24)]
+        body += ["    return x;", "}", ""]
+        src[f"m{i:03d}.c"] = "\n".join(body)
+    src["proj.h"] = "".join(f"unsigned long mod{i}(const char *s);\n" for i in range(modules))
+    src["main.c"] = ('#include <stdio.h>\n#include "proj.h"\nint main(void)\n{\n    unsigned long x = 0;\n' +
+                     "".join(f'    x ^= mod{i}("vmsh");\n' for i in range(modules)) +
+                     '    printf("%lx\\n", x);\n    return 0;\n}\n')
+    objs = " ".join(["main.o"] + [f"m{i:03d}.o" for i in range(modules)])
+    src["Makefile"] = (f"CC = tcc\nOBJS = {objs}\nproj: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n"
+                       "%.o: %.c proj.h\n\t$(CC) -O2 -c -o $@ $<\nclean:\n\trm -f proj $(OBJS)\n")
+    return src
+
+
 def build():
     files = [BUSYBOX]
     for t in TOOLS:
@@ -33,8 +102,12 @@ def build():
             subprocess.run(["apt-get", "install", "-y", "-q", pkg], check=True)
         files += [t] + _closure(t)
     files += DATA
+    files = sorted(set(files + _toolchain()))
+    sources = ccbench_sources()
     h = hashlib.sha256()
-    h.update(b"v3")
+    h.update(b"v4")
+    for name in sorted(sources):
+        h.update(name.encode() + b"\0" + sources[name].encode())
     for f in files:
         h.update(f.encode() + b"\0")
         st = os.stat(f)
@@ -58,7 +131,13 @@ def build():
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy(os.path.realpath(f), dst)
             total += os.path.getsize(dst)
-        for applet in ("sh", "ls", "cat", "echo", "stty"):
+        for name, text in sources.items():
+            dst = os.path.join(root, CCBENCH.lstrip("/"), name)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "w") as f:
+                f.write(text)
+            total += len(text)
+        for applet in ("sh", "ls", "cat", "echo", "stty", "rm", "cp", "mkdir"):
             os.symlink("busybox", os.path.join(root, "bin", applet))
         size_mb = total * 13 // 10 // (1 << 20) + 16
         part = out + f".{os.getpid()}"
