@@ -30,10 +30,25 @@ def layout_args(host, name, ident):
     if name == "memfd":
         return (["-object", "memory-backend-memfd,id=ram,size=512M,share=on", "-machine", "memory-backend=ram"],
                 "512M", None)
+    if name == "dimm":
+        # a 256 MiB DIMM present from boot (ACPI memory hotplug): its own
+        # mapping and memory slot; the guest onlines it movable (dimm_online)
+        return (["-object", "memory-backend-ram,id=dimm1,size=256M", "-device", "pc-dimm,id=d1,memdev=dimm1"],
+                "512M,slots=2,maxmem=2G", None)
     if name == "sandbox":
         return (["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"],
                 "512M", None)
     raise ValueError(name)
+
+
+def dimm_online(guest):
+    """Online the guest's hotplugged memory blocks as movable memory (where
+    the kernel puts page cache first, so the devices' DMA goes there);
+    returns how many there were."""
+    out = guest.console("n=0; for f in /sys/devices/system/memory/memory*/state; do "
+                        "if [ \"$(cat $f)\" = offline ]; then echo online_movable > $f && n=$((n+1)); fi; done; "
+                        "echo ONLINED $n")
+    return int(out.split("ONLINED")[1].split()[0])
 
 
 def hugepages(host, n):

@@ -128,11 +128,14 @@ static json_object *json_result(const struct symbols *o, const struct vm_info *r
 		json_object_object_add(j, "backing", json_object_new_string(g->backing));
 		json_object_object_add(j, "shared", json_object_new_boolean(g->shared));
 		json_object_object_add(j, "verified", json_object_new_boolean(g->verified));
+		json_object_object_add(j, "by_slot", json_object_new_boolean(g->by_slot));
 		json_object_object_add(j, "kind", json_object_new_string(g->kind ? g->kind : ""));
 		json_object_array_add(ranges, j);
 	}
 	json_object_object_add(mem, "ranges", ranges);
 	json_object_object_add(mem, "error", r->mem_ok ? NULL : json_object_new_string(r->mem_error));
+	json_object_object_add(mem, "slot_placing",
+			       r->slot_placing[0] ? json_object_new_string(r->slot_placing) : NULL);
 	json_object *io = json_object_new_array();
 	for (int i = 0; i < r->n_iomem; i++) {
 		json_object *j = json_object_new_object();
@@ -221,11 +224,14 @@ static void print_text(const struct symbols *o, const struct vm_info *r)
 		printf("  %012llx-%012llx %8llu MiB  ", (unsigned long long)g->gpa,
 		       (unsigned long long)(g->gpa + g->size - 1), (unsigned long long)(g->size >> 20));
 		if (g->hva)
-			printf("host %llx %s%s", (unsigned long long)g->hva, safe(g->backing), g->verified ? "" : " (unverified)");
+			printf("host %llx %s%s", (unsigned long long)g->hva, safe(g->backing),
+			       g->by_slot ? " (a memory slot of exactly it)" : g->verified ? "" : " (unverified)");
 		else
 			printf("host address unknown");
 		printf("  [%s]\n", g->kind ? safe(g->kind) : "");
 	}
+	if (r->slot_placing[0])
+		printf("  beyond the bootstrap mapping: %s\n", safe(r->slot_placing));
 	printf("\nguest kernel: ");
 	if (!r->kernel_ok) {
 		printf("not found: %s\n", safe(r->kernel_error));
@@ -298,8 +304,9 @@ int cmd_inspect(int argc, char **argv)
 		vm_close(&vm);
 		return rc;
 	}
+	vm_let_go(&vm);
+	vm_find_kernel(&vm); /* takes the hypervisor again only for slot probes */
 	vm_detach(&vm);
-	vm_find_kernel(&vm);
 	look_up(&o, &vm.info);
 	if (json) {
 		json_object *j = json_result(&o, &vm.info);

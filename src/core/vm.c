@@ -264,6 +264,60 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 		    (t1 - t0) / 1e6, (t2 - t1) / 1e6, (now_ns() - t2) / 1e6);
 }
 
+/* The move probes of memmap_place_by_slots: does any slot of the VM consist
+ * of exactly this memory? Probed at the kernel's page-table root, RAM every
+ * kernel thread runs on. */
+struct slot_probe {
+	struct vm *vm;
+	uint64_t probe_gpa;
+};
+
+static int slot_holds_cb(void *opaque, uint64_t hva, uint64_t size, struct vmsh_err *err)
+{
+	struct slot_probe *p = opaque;
+	const struct memslot_ids *ids = &p->vm->info.slots;
+	for (size_t i = 0; i < ids->n; i++) {
+		int v = kvm_slot_is_memory(&p->vm->kvm, ids->ids[i], hva, size, p->probe_gpa, err);
+		if (v != 0)
+			return v;
+	}
+	return 0;
+}
+
+/* RAM the guest lists that no bootstrap mapping holds (DIMMs plugged in at
+ * boot or later: each a mapping of its own) gets the host memory KVM has in
+ * a slot for it, with the hypervisor held for the probes. */
+static void place_by_slots(struct vm *vm)
+{
+	struct vm_info *info = &vm->info;
+	bool need = false;
+	for (size_t i = 0; i < info->mem.n && !need; i++)
+		need = !info->mem.r[i].hva;
+	if (!need || !vm->attached || !info->slots_ok || !info->kernel_ok || !info->mem.r[0].verified)
+		return;
+	uint64_t t0 = now_ns();
+	struct vmsh_err e = { 0 };
+	struct proc_map *maps = NULL;
+	size_t n = 0;
+	struct memmap_slot_report rep = { 0 };
+	struct slot_probe p = { vm, info->kernel.pt.root & ~0xfffULL };
+	int rc = vm_hold(vm, &e);
+	if (rc == 0) {
+		rc = procfs_read_maps(info->pid, &maps, &n, &e);
+		if (rc == 0)
+			rc = memmap_place_by_slots(&info->mem, maps, n, slot_holds_cb, &p, &rep, &e);
+		free(maps);
+		vm_let_go(vm);
+	}
+	if (rc < 0)
+		log_info("placing RAM without a host address by the VM's memory slots failed: %s", e.msg);
+	snprintf(info->slot_placing, sizeof(info->slot_placing),
+		 "%u range(s) placed by memory slot, %u ambiguous, %u without a slot of their memory (%u probes, "
+		 "%.1f ms)%s%s", rep.placed, rep.ambiguous, rep.unmatched, rep.probes, (now_ns() - t0) / 1e6,
+		 rc < 0 ? ": " : "", rc < 0 ? e.msg : "");
+	log_verbose("%s", info->slot_placing);
+}
+
 void vm_find_kernel(struct vm *vm)
 {
 	/* the vCPU most likely to be in the kernel: one in ring 0 */
@@ -279,6 +333,7 @@ void vm_find_kernel(struct vm *vm)
 	log_verbose("hypervisor attached, registers and slots read: %.1f ms", (now_ns() - vm->t_open) / 1e6);
 	if (kv)
 		find_kernel_from(info, kv);
+	place_by_slots(vm);
 	info->total_ns = now_ns() - vm->t_open;
 }
 

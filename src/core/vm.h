@@ -61,6 +61,7 @@ struct vm_info {
 	struct iomem_entry iomem[256];
 	int n_iomem;             /* 0: the guest's RAM map was not read (ram_error says why) */
 	char ram_error[1024];
+	char slot_placing[1280]; /* what placing RAM by memory slots found ("" if not needed) */
 
 	struct guest_kernel kernel;
 	bool kernel_ok;          /* banner found */

@@ -15,7 +15,8 @@ struct guest_range {
 	uint64_t hva;          /* 0 if unknown */
 	char backing[256];     /* /proc/PID/maps path of the host mapping, "[anon]" */
 	bool shared;           /* MAP_SHARED backing (memfd, file, hugetlbfs) */
-	bool verified;         /* host address confirmed by guest content */
+	bool verified;         /* host address confirmed by guest content, or by KVM (by_slot) */
+	bool by_slot;          /* placed because KVM has a memory slot of exactly that memory */
 	const char *kind;      /* "System RAM" or what the guest calls it */
 	uint8_t *local;        /* vmsh's own mapping of it (shared backings only), or NULL */
 };

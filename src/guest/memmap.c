@@ -378,9 +378,11 @@ static void plan(const struct guest_range *boot, uint64_t bsize, uint64_t split,
 				continue;
 		} else if (below(ram[i].gpa, ram[i].size, bsize))
 			off = ram[i].gpa;
-		else if (i == n - 1 && ram[i].gpa >= bsize && below(low_used, ram[i].size, bsize))
-			/* qemu splits RAM at 3/4 GiB: the part above 4 GiB is the
-			 * rest of the same mapping, right after the low part */
+		else if (ram[i].gpa == FOUR_GIB && ram[i].gpa >= bsize && below(low_used, ram[i].size, bsize))
+			/* qemu splits RAM at 3/4 GiB: the part from 4 GiB is the
+			 * rest of the same mapping, right after the low part
+			 * (not any later range: DIMMs come after it, each a
+			 * mapping of its own) */
 			off = bsize - ram[i].size;
 		else
 			continue; /* no evidence: no host address */
@@ -468,4 +470,85 @@ int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, s
 			rc = vmsh_error(err, ENOMEM, "guest memory map");
 	free(out);
 	return rc;
+}
+
+/* Hotplug granularity on x86-64 (a memory block, SECTION_SIZE_BITS 27): RAM
+ * a guest adds at run time (DIMMs, virtio-mem) comes in multiples of it,
+ * unlike the device memory that also sits in slots of its own (VGA RAM is
+ * 16 MiB). */
+#define HOTPLUG_BLOCK (128ULL << 20)
+
+/* Does [start, end) overlap a host range some guest range already has? */
+static bool hva_taken(const struct guest_mem *gm, uint64_t start, uint64_t end)
+{
+	for (size_t i = 0; i < gm->n; i++) {
+		const struct guest_range *r = &gm->r[i];
+		if (r->hva && r->hva < end && start < r->hva + r->size)
+			return true;
+	}
+	return false;
+}
+
+/* The candidate mappings of which exactly one slot of `size` is made:
+ * fills match[] (at most max), returns how many or -1. */
+static int slot_matches(const struct guest_mem *gm, const struct proc_map *maps, size_t n, uint64_t size,
+			memmap_slot_fn holds, void *opaque, const struct proc_map **match, int max,
+			struct memmap_slot_report *rep, struct vmsh_err *err)
+{
+	int k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct proc_map *m = &maps[i];
+		if (!memmap_is_candidate(m) || m->end - m->start < size || hva_taken(gm, m->start, m->end))
+			continue;
+		if (rep->probes >= MEMMAP_SLOT_PROBES)
+			return vmsh_error(err, E2BIG, "%u slot probes without an answer: stopped", rep->probes);
+		rep->probes++;
+		int v = holds(opaque, m->start, size, err);
+		if (v < 0)
+			return -1;
+		if (v && k < max)
+			match[k] = m;
+		k += v;
+	}
+	return k;
+}
+
+int memmap_place_by_slots(struct guest_mem *gm, const struct proc_map *maps, size_t n, memmap_slot_fn holds,
+			  void *opaque, struct memmap_slot_report *rep, struct vmsh_err *err)
+{
+	memset(rep, 0, sizeof(*rep));
+	for (size_t i = 0; i < gm->n; i++) {
+		struct guest_range *r = &gm->r[i];
+		if (r->hva || strcmp(r->kind ? r->kind : "", "System RAM"))
+			continue;
+		if (!r->size || r->size % HOTPLUG_BLOCK) {
+			rep->unmatched++;
+			continue;
+		}
+		/* another range without host address of the same size: which
+		 * slot is whose cannot be told (KVM answers "this memory is a
+		 * slot", not where the slot lies), so neither gets one */
+		bool twin = false;
+		for (size_t j = 0; j < gm->n && !twin; j++)
+			twin = j != i && !gm->r[j].hva && gm->r[j].size == r->size &&
+			       !strcmp(gm->r[j].kind ? gm->r[j].kind : "", "System RAM");
+		if (twin) {
+			rep->ambiguous++;
+			continue;
+		}
+		const struct proc_map *match[2];
+		int k = slot_matches(gm, maps, n, r->size, holds, opaque, match, 2, rep, err);
+		if (k < 0)
+			return -1;
+		if (k != 1) {
+			k ? rep->ambiguous++ : rep->unmatched++;
+			continue;
+		}
+		r->hva = match[0]->start;
+		fill_backing(r, match[0]);
+		r->verified = true;
+		r->by_slot = true;
+		rep->placed++;
+	}
+	return 0;
 }

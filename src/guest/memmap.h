@@ -2,7 +2,8 @@
  * range, inferred from /proc/PID/maps and confirmed by guest content (the
  * guest's page tables must resolve through it), then refined with the
  * guest's own list of RAM ranges. See memslots.c for why slot ranges are not
- * probed with KVM ioctls. */
+ * probed with KVM ioctls; only whether a slot is made of given host memory
+ * (memmap_place_by_slots). */
 #ifndef VMSH_MEMMAP_H
 #define VMSH_MEMMAP_H
 
@@ -42,8 +43,27 @@ struct ram_range {
  * host address (verified if inside the bootstrap mapping). */
 int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, struct vmsh_err *err);
 
-/* Is this /proc/PID/maps entry a candidate for guest RAM? (unit-tested) */
+/* RAM the guest lists that no bootstrap mapping explains - memory
+ * hotplugged as DIMMs, each its own mapping somewhere in the hypervisor - is
+ * placed where KVM itself has it: holds(opaque, hva, size) asks whether one
+ * of the VM's memory slots is exactly [hva, hva+size) (1 yes, 0 no, -1
+ * error; a probe that changes nothing, kvm/memslots.c). A range gets the one
+ * candidate mapping that is such a slot, or nothing when none or several
+ * are, or when another range without host address has its size (KVM tells
+ * that a mapping is a slot, not where the slot lies: two equal DIMMs cannot
+ * be told apart). Only ranges of whole hotplug blocks (128 MiB) are placed.
+ * What a lying guest can gain: one of its own slots' memory at a wrong
+ * guest address - never memory of the hypervisor's that no slot holds. */
+#define MEMMAP_SLOT_PROBES 4096
+struct memmap_slot_report {
+	unsigned placed, ambiguous, unmatched, probes;
+};
 struct proc_map;
+typedef int (*memmap_slot_fn)(void *opaque, uint64_t hva, uint64_t size, struct vmsh_err *err);
+int memmap_place_by_slots(struct guest_mem *gm, const struct proc_map *maps, size_t n, memmap_slot_fn holds,
+			  void *opaque, struct memmap_slot_report *rep, struct vmsh_err *err);
+
+/* Is this /proc/PID/maps entry a candidate for guest RAM? (unit-tested) */
 int memmap_is_candidate(const struct proc_map *m);
 
 #endif

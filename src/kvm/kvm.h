@@ -142,6 +142,16 @@ void memslot_undo_region(struct kvm_userspace_memory_region *r, int as_id, uint3
  * and the answer is -1. size: a power of two, at least a page. */
 int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva, uint64_t size, uint64_t slot_gpa,
 		   uint64_t probe_gpa, struct vmsh_err *err);
+/* Is slot `id` (address space 0, not read-only) made of exactly [hva,
+ * hva+size), wherever it lies? Three move probes of the id to a range
+ * around probe_gpa, which must lie in guest RAM (the kernel's page-table
+ * root): [hva, hva+size-4K) answers EINVAL only if the id is used (a free
+ * id's create overlaps RAM: EEXIST); [hva, hva+size) EEXIST if it is that
+ * memory (the move overlaps RAM) and EINVAL if not; the first once more,
+ * so that an id freed in between (whose EEXIST would read as "yes") cannot
+ * pass. 1 yes, 0 no, -1 error (a probe that created a slot is undone). */
+int kvm_slot_is_memory(struct kvm_vm *vm, uint32_t id, uint64_t hva, uint64_t size, uint64_t probe_gpa,
+		       struct vmsh_err *err);
 /* Pure parts, for unit tests: the move probe, and the answer from whether
  * the id is used and the move probe's result (1, 0, -1 unexpected). */
 void memslot_holds_region(struct kvm_userspace_memory_region *r, uint32_t id, uint32_t flags, uint64_t hva,

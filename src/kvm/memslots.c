@@ -110,6 +110,55 @@ int kvm_slot_holds(struct kvm_vm *vm, uint32_t id, uint32_t flags, uint64_t hva,
 			  (long long)ret);
 }
 
+/* The answer of one move probe: -EINVAL, -EEXIST, or -1 after anything
+ * else (a 0 that created a slot - the id was free and the range overlapped
+ * nothing - is undone at once; one that moved the slot cannot be). */
+static int64_t move_probe(struct kvm_vm *vm, uint32_t id, uint64_t hva, uint64_t size, uint64_t probe_gpa,
+			  bool id_free_if_zero, struct vmsh_err *err)
+{
+	struct kvm_userspace_memory_region r;
+	memslot_holds_region(&r, id, 0, hva, size, probe_gpa);
+	int64_t ret;
+	if (kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &ret, err) < 0)
+		return -1;
+	if (ret == -EINVAL || ret == -EEXIST)
+		return ret;
+	if (ret == 0 && id_free_if_zero) {
+		int64_t back = -1;
+		r.memory_size = 0;
+		struct vmsh_err e2 = { 0 };
+		bool ok = kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), &back, &e2) == 0 &&
+			  back == 0;
+		vmsh_error(err, EIO, "a slot probe at %#llx created slot %u (the address lies in no slot); %s",
+			   (unsigned long long)probe_gpa, id, ok ? "removed again" : "removing it failed");
+		return -1;
+	}
+	if (ret == 0)
+		vmsh_error(err, EIO, "slot %u accepted a probe at %#llx: the address lies in no other slot, or in "
+			   "its own; stopped", id, (unsigned long long)probe_gpa);
+	else
+		vmsh_error(err, ret < 0 ? (int)-ret : EIO, "slot %u answered a probe with %lld", id, (long long)ret);
+	return -1;
+}
+
+int kvm_slot_is_memory(struct kvm_vm *vm, uint32_t id, uint64_t hva, uint64_t size, uint64_t probe_gpa,
+		       struct vmsh_err *err)
+{
+	if (size < 2 * 4096 || (size & 0xfff) || (hva & 0xfff))
+		return vmsh_error(err, EINVAL, "slot probe of %#llx bytes at %#llx", (unsigned long long)size,
+				  (unsigned long long)hva);
+	int64_t a = move_probe(vm, id, hva, size - 4096, probe_gpa, true, err);
+	if (a == -1 || a == -EEXIST)
+		return a == -1 ? -1 : 0; /* free */
+	int64_t b = move_probe(vm, id, hva, size, probe_gpa, false, err);
+	if (b == -1 || b == -EINVAL)
+		return b == -1 ? -1 : 0; /* other memory */
+	int64_t c = move_probe(vm, id, hva, size - 4096, probe_gpa, true, err);
+	if (c == -1)
+		return -1;
+	return c == -EINVAL; /* still used: it was no free id's EEXIST */
+}
+
 /* One probe of id; a probe that created a slot (no slot anywhere below
  * 8 TiB) is undone at once. 1 used, 0 free, -1 error. */
 int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_err *err)

@@ -9,6 +9,7 @@
  * one) and decoys of the sizes a hostile guest would claim. */
 #include "unit.h"
 
+#include <errno.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -181,6 +182,155 @@ static void test_refine_honest_layout(void **state)
 	uint8_t b = 0;
 	assert_int_equal(guest_mem_read(&f->gm, 0x100000000ULL, &b, 1), 0);
 	assert_int_equal(b, 0x5a);
+}
+
+/* qemu pc with RAM above 4 GiB and a DIMM (at the device-memory base, past
+ * the high part): the part from 4 GiB is the rest of the one mapping, the
+ * DIMM is not (it has a mapping of its own). The rule once took the *last*
+ * range for that rest: the DIMM got the high part's memory, and the high
+ * part none. */
+static void test_refine_dimm_after_high_part(void **state)
+{
+	struct fixture *f = *state;
+	struct ram_range ram[] = {
+		{ 0x1000, 0x9f000 },
+		{ 0x100000, 8 * MIB - 0x100000 },
+		{ 0x100000000ULL, 4 * MIB },
+		{ 0x140000000ULL, 4 * MIB },
+	};
+	boot(f);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(memmap_refine(&f->gm, ram, ARRAY_LEN(ram), &err), 0);
+	assert_int_equal(f->gm.n, 4);
+	assert_int_equal(f->gm.r[2].gpa, 0x100000000ULL);
+	assert_int_equal(f->gm.r[2].hva, (uintptr_t)f->ram + 16 * MIB - 4 * MIB);
+	assert_int_equal(f->gm.r[3].gpa, 0x140000000ULL);
+	assert_int_equal(f->gm.r[3].hva, 0);
+	assert_inside_ram(f);
+}
+
+/* A model of KVM for memmap_place_by_slots: the VM's slots (host memory
+ * and size); holds() answers like kvm_slot_holds and records what it was
+ * asked. */
+struct slot_model {
+	uint64_t hva[4], size[4];
+	int n;
+	uint64_t asked[64];
+	int n_asked;
+	bool fail;
+};
+
+static int model_holds(void *opaque, uint64_t hva, uint64_t size, struct vmsh_err *err)
+{
+	struct slot_model *m = opaque;
+	if (m->n_asked < 64)
+		m->asked[m->n_asked++] = hva;
+	if (m->fail)
+		return vmsh_error(err, EIO, "probe failed");
+	for (int i = 0; i < m->n; i++)
+		if (m->hva[i] == hva && m->size[i] == size)
+			return 1;
+	return 0;
+}
+
+#define DIMM (128 * MIB)
+#define DIMM_BASE 0x100000000ULL
+
+static uint8_t *map_dimm(void)
+{
+	uint8_t *res = mmap(NULL, DIMM + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	assert_true(res != MAP_FAILED);
+	assert_int_equal(mprotect(res + 4096, DIMM, PROT_READ | PROT_WRITE), 0);
+	return res + 4096;
+}
+
+static int place(struct fixture *f, struct slot_model *m, struct memmap_slot_report *rep)
+{
+	struct proc_map *maps;
+	size_t n;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(procfs_read_maps(getpid(), &maps, &n, &err), 0);
+	int rc = memmap_place_by_slots(&f->gm, maps, n, model_holds, m, rep, &err);
+	free(maps);
+	return rc;
+}
+
+/* DIMMs: RAM the guest lists beyond every bootstrap mapping is placed in
+ * the one candidate mapping KVM has as a slot of that size - never in a
+ * mapping no slot holds, never in one that already backs known RAM, never
+ * when two ranges or two slots of a size leave a doubt. */
+static void test_place_dimm_by_slot(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t *d1 = map_dimm(), *d2 = map_dimm();
+	struct ram_range ram[] = { { 0x100000, RAM_SIZE - 0x100000 }, { DIMM_BASE, DIMM } };
+	struct vmsh_err err = { 0 };
+	struct memmap_slot_report rep;
+
+	/* one DIMM, its mapping a slot: placed, readable, marked by_slot */
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, ram, 2, &err), 0);
+	assert_int_equal(f->gm.r[1].hva, 0);
+	struct slot_model m = { .hva = { (uintptr_t)d1 }, .size = { DIMM }, .n = 1 };
+	assert_int_equal(place(f, &m, &rep), 0);
+	assert_int_equal(rep.placed, 1);
+	assert_int_equal(f->gm.r[1].hva, (uintptr_t)d1);
+	assert_true(f->gm.r[1].verified && f->gm.r[1].by_slot);
+	d1[77] = 0xa7;
+	uint8_t b = 0;
+	assert_int_equal(guest_mem_read(&f->gm, DIMM_BASE + 77, &b, 1), 0);
+	assert_int_equal(b, 0xa7);
+	for (int i = 0; i < m.n_asked; i++) /* the RAM mapping was never a candidate */
+		assert_true(m.asked[i] < (uintptr_t)f->ram || m.asked[i] >= (uintptr_t)f->ram + RAM_SIZE);
+
+	/* no slot of that memory: nothing (the mappings are rw and the right
+	 * size - a hypervisor's own buffers can be too) */
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, ram, 2, &err), 0);
+	struct slot_model none = { .n = 0 };
+	assert_int_equal(place(f, &none, &rep), 0);
+	assert_int_equal(rep.placed, 0);
+	assert_int_equal(rep.unmatched, 1);
+	assert_int_equal(f->gm.r[1].hva, 0);
+	assert_true(none.n_asked >= 2);
+
+	/* two slots of the size: which one is not known */
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, ram, 2, &err), 0);
+	struct slot_model two = { .hva = { (uintptr_t)d1, (uintptr_t)d2 }, .size = { DIMM, DIMM }, .n = 2 };
+	assert_int_equal(place(f, &two, &rep), 0);
+	assert_int_equal(rep.ambiguous, 1);
+	assert_int_equal(f->gm.r[1].hva, 0);
+
+	/* two DIMMs of one size: neither, without a single probe */
+	struct ram_range ram2[] = { { 0x100000, RAM_SIZE - 0x100000 }, { DIMM_BASE, DIMM }, { DIMM_BASE + DIMM, DIMM } };
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, ram2, 3, &err), 0);
+	two.n_asked = 0;
+	assert_int_equal(place(f, &two, &rep), 0);
+	assert_int_equal(rep.ambiguous, 2);
+	assert_int_equal(two.n_asked, 0);
+	assert_true(!f->gm.r[1].hva && !f->gm.r[2].hva);
+
+	/* not whole hotplug blocks (a hostile guest naming a 4 MiB "DIMM" the
+	 * size of some buffer): never probed */
+	struct ram_range small[] = { { 0x100000, RAM_SIZE - 0x100000 }, { DIMM_BASE, 4 * MIB } };
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, small, 2, &err), 0);
+	struct slot_model decoy = { .hva = { (uintptr_t)f->decoy }, .size = { 4 * MIB }, .n = 1 };
+	assert_int_equal(place(f, &decoy, &rep), 0);
+	assert_int_equal(decoy.n_asked, 0);
+	assert_int_equal(f->gm.r[1].hva, 0);
+
+	/* a failing probe stops it, nothing placed */
+	boot(f);
+	assert_int_equal(memmap_refine(&f->gm, ram, 2, &err), 0);
+	struct slot_model bad = { .hva = { (uintptr_t)d1 }, .size = { DIMM }, .n = 1, .fail = true };
+	assert_int_equal(place(f, &bad, &rep), -1);
+	assert_int_equal(f->gm.r[1].hva, 0);
+
+	munmap(d1 - 4096, DIMM + 2 * 4096);
+	munmap(d2 - 4096, DIMM + 2 * 4096);
 }
 
 /* iomem: "System RAM" entries in any order must never merge into a range
@@ -683,6 +833,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refine_unsorted_overlapping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_random_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refine_honest_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refine_dimm_after_high_part, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_place_dimm_by_slot, setup, teardown),
 		cmocka_unit_test(test_system_ram_unsorted),
 		cmocka_unit_test_setup_teardown(test_contains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vectored_access, setup, teardown),

@@ -463,10 +463,72 @@ static void test_slot_holds_probe_outside_ram_is_moved_back(void **state)
 	}
 }
 
+/* kvm_slot_is_memory's three move probes (the DIMM placement): for random
+ * VMs, a probe address in some other as-0 slot, any size (not only powers
+ * of two) and a candidate that is a slot's exact memory, other memory, or
+ * an unused id: no probe changes the VM, and "EINVAL, EEXIST, EINVAL" is
+ * exactly "the id is made of that memory". An id freed between the probes
+ * (its create answers EEXIST) never reads as yes. */
+static void test_slot_is_memory_probes(void **state)
+{
+	(void)state;
+	struct unit_rng r = { 20261204 };
+	unsigned yes = 0, no = 0, raced = 0;
+	for (int round = 0; round < 3000; round++) {
+		struct vm_model vm;
+		random_vm(&r, &vm);
+		if (vm.n >= MAX_SLOTS)
+			continue;
+		uint64_t pages = 2 + unit_rand_below(&r, 1 << 16);
+		struct mslot *ours = &vm.s[vm.n];
+		*ours = (struct mslot){ .as_id = 0, .id = (uint16_t)(400 + unit_rand_below(&r, 100)), .npages = pages,
+					.base_gfn = (1ULL << 36) + unit_rand_below(&r, 1 << 20),
+					.hva = 0x7e0000000000ULL, .flags = (uint32_t)unit_rand_below(&r, 2) };
+		bool present = unit_rand_below(&r, 4) != 0;
+		if (present)
+			vm.n++;
+		size_t ram = unit_rand_below(&r, vm.n);
+		if (vm.s[ram].as_id != 0 || &vm.s[ram] == ours)
+			continue;
+		uint64_t probe_gpa = (vm.s[ram].base_gfn + unit_rand_below(&r, vm.s[ram].npages)) * PAGE;
+		uint64_t hva = ours->hva, size = pages * PAGE;
+		switch (unit_rand_below(&r, 3)) {
+		case 1: hva += PAGE * (1 + unit_rand_below(&r, 4096)); break;
+		case 2: size += PAGE * (1 + unit_rand_below(&r, 8)); break;
+		}
+		bool truth = present && hva == ours->hva && size == pages * PAGE && !(ours->flags & KVM_MEM_READONLY);
+		/* a: the id used? b: this memory? c: still used? */
+		struct kvm_userspace_memory_region probe;
+		enum branch br;
+		int64_t res[3];
+		bool race = present && unit_rand_below(&r, 10) == 0;
+		for (int k = 0; k < 3; k++) {
+			if (race && k == 1)
+				vm.n--; /* the hypervisor deletes the slot between the probes */
+			memslot_holds_region(&probe, ours->id, 0, hva, k == 1 ? size : size - PAGE, probe_gpa);
+			assert_true(probe.guest_phys_addr <= probe_gpa &&
+				    probe_gpa < probe.guest_phys_addr + probe.memory_size);
+			res[k] = model_set_region(&vm, &probe, &br);
+			if (br != B_EINVAL && br != B_EEXIST)
+				fail_msg("round %d probe %d: the %s branch", round, k, branch_name[br]);
+		}
+		bool answer = res[0] == -EINVAL && res[1] == -EEXIST && res[2] == -EINVAL;
+		if (race) {
+			assert_false(answer);
+			raced++;
+			continue;
+		}
+		assert_int_equal(answer, truth);
+		truth ? yes++ : no++;
+	}
+	assert_true(yes > 200 && no > 200 && raced > 20);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_reaches_every_branch),
+		cmocka_unit_test(test_slot_is_memory_probes),
 		cmocka_unit_test(test_probe_never_changes_and_answers_used_exactly),
 		cmocka_unit_test(test_probe_per_address_space),
 		cmocka_unit_test(test_probe_relies_on_unmappable_hva),

@@ -1,7 +1,8 @@
 """Every memory layout a hypervisor gives its guest (issue 11): RAM split
 around the 4 GiB hole (most of it above 4 GiB), RAM from a shared file, a
 private file mapping, hugetlbfs, preallocated RAM, a memfd, and a hypervisor
-confined by its own seccomp sandbox. For each: vmsh's memory map covers the
+confined by its own seccomp sandbox, a DIMM present from boot (its own
+mapping and memory slot, onlined as movable memory). For each: vmsh's memory map covers the
 guest's RAM at the right host addresses (a value the guest planted is read
 back through it), `vmsh attach` runs a command, and a served disk carries
 data both ways byte for byte (the guest's page cache, and so vmsh's DMA, lives
@@ -15,8 +16,8 @@ import shlex
 import pytest
 
 from vmshtest import harness
-from vmshtest.devices import served_disk_round_trip
-from vmshtest.layouts import HUGEPAGES_DIR, SHM, hugepages, layout_args  # noqa: F401
+from vmshtest.devices import Served, make_disk, served_disk_round_trip
+from vmshtest.layouts import HUGEPAGES_DIR, SHM, dimm_online, hugepages, layout_args  # noqa: F401
 from test_attach import attach
 from test_coredump import core_bytes
 from test_inspect import guest_ram, host_read, hypervisor_state, inspect_json, kallsyms
@@ -42,9 +43,26 @@ def kernel_root_finds_the_split(host, vmsh_bin, guest, ram):
             f"through the kernel's root {root:#x}: RAM {start:#x}-{end:#x} not covered by {j['memory']['ranges']}"
 
 
+def dma_lands_in_the_dimm(host, vmsh_bin, guest):
+    """O_DIRECT reads and writes of a served disk: the data goes between
+    vmsh and dd's own buffer - user memory, which the guest takes from the
+    DIMM's Movable zone first (the physmarker page lies there, checked
+    before) - through the host address the slot probe found."""
+    disk, digest = make_disk(host, "mem-dimm-dma.img", 16)
+    with Served(host, vmsh_bin, guest, disk) as s:
+        got = guest.console(f"dd if=/dev/{s.dev} iflag=direct bs=1M 2>/dev/null | sha256sum", 300)
+        assert got.split()[0] == digest, got
+        wrote = guest.console(f"dd if=/dev/urandom of=/tmp/w bs=1M count=4 2>/dev/null && dd if=/tmp/w "
+                              f"of=/dev/{s.dev} bs=1M seek=4 oflag=direct 2>/dev/null; sha256sum /tmp/w; rm /tmp/w",
+                              300).split()[0]
+    assert s.status == 0, s.text
+    assert host.check(f"dd if={disk} bs=1M skip=4 count=4 2>/dev/null | sha256sum").split()[0] == wrote
+    host.check(f"rm -f {disk}")
+
+
 CHECK = {"above-4g", "sandbox"}  # the rest in check-matrix (make check's 30 minutes)
 SHARED_RAM = {"file-shared", "hugetlbfs", "memfd"}
-LAYOUTS = ["above-4g", "big", "file-shared", "file-private", "hugetlbfs", "prealloc", "memfd", "sandbox"]
+LAYOUTS = ["above-4g", "big", "file-shared", "file-private", "hugetlbfs", "prealloc", "memfd", "sandbox", "dimm"]
 
 
 @pytest.mark.parametrize("layout", [pytest.param(n, marks=() if n in CHECK else pytest.mark.matrix)
@@ -65,6 +83,10 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
         # so that its own page-table root lies below it every time (below)
         guest = guest_factory(machine="pc", kernel="6.1", mem=mem, extra_qemu_args=args,
                               name=f"vmsh-mem-{layout}", append="nokaslr" if layout == "above-4g" else "")
+        if layout == "dimm":
+            # 2 memory blocks of 128 MiB, onlined movable: the page cache -
+            # and so the served disk's DMA below - lands there first
+            assert dimm_online(guest) == 2, guest.console("ls /sys/devices/system/memory; dmesg | tail")
         ram = guest_ram(guest)
         if layout in ("above-4g", "big"):
             high = sum(e - s for s, e in ram if s >= 1 << 32)
@@ -92,6 +114,11 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
         assert len(hit) == 1, f"marker gpa {gpa:#x} in {len(hit)} ranges"
         g, r = hit[0]
         assert host_read(host, guest.pid, int(r["hva"], 16) + gpa - g, 16) == value
+        if layout == "dimm":
+            dimm = [r for g, s, r in ranges if g >= 1 << 32]
+            assert len(dimm) == 1 and dimm[0]["by_slot"] and int(dimm[0]["size"], 16) == 256 << 20, ranges
+            assert "1 range(s) placed by memory slot" in j["memory"]["slot_placing"], j["memory"]
+            assert gpa >= 1 << 32, f"the physmarker page (user memory) at {gpa:#x}, not in the DIMM"
         if layout == "above-4g":
             harness.log(f"above-4g: physmarker page at gpa {gpa:#x}")
             kernel_root_finds_the_split(host, vmsh_bin, guest, ram)
@@ -115,6 +142,8 @@ def test_attach_and_serve_on_every_memory_layout(guest_factory, host, vmsh_bin, 
 
         # the devices' DMA: a served disk read and written byte for byte
         served_disk_round_trip(host, vmsh_bin, guest, f"mem-{layout}.img")
+        if layout == "dimm":
+            dma_lands_in_the_dimm(host, vmsh_bin, guest)
 
         assert hypervisor_state(host, guest.pid) == before
         assert_guest_clean(guest, base)
