@@ -43,20 +43,36 @@ def summary(res):
     return lines[-1][:160] if lines else "?"
 
 
+def provenance(res, out, name):
+    """Which vmsh, machine kernel and date an experiment's data came from: a
+    report can be made experiment by experiment, so the header's run need
+    not be every experiment's. Data from before runs were stamped: the
+    commit that brought its JSON in."""
+    run = res.get("run")
+    if run:
+        return f"vmsh {run['vmsh']}, {run['date']}, Linux {run['kernel']}"
+    import subprocess
+    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M",
+                        "--", os.path.join(out, f"{name}.json")], stdout=subprocess.PIPE, text=True)
+    return f"an earlier run (not stamped; its data committed in {r.stdout.strip()})" if r.stdout.strip() \
+        else "an earlier run (not stamped)"
+
+
 def render_report(ctx, done):
     info = ctx.info
     lines = [f"# vmsh evaluation{' (quick smoke run: not results)' if ctx.quick else ''}", "",
              f"Machine: {info['host']}, {info['cpu']}, {info['cpus']} CPUs, {info['mem_gib']} GiB, Linux "
              f"{info['kernel']}, {info.get('kvm_host', 'no')} KVM host (`/dev/kvm` "
-             f"{'present' if info['dev_kvm'] else 'absent'}); vmsh {info['vmsh']}; {info['date']}; "
-             f"`python3 -m bench.eval{' --quick' if ctx.quick else ''}` took {info.get('total_s', 0) / 60:.1f} min.",
+             f"{'present' if info['dev_kvm'] else 'absent'}); the last run: vmsh {info['vmsh']}, {info['date']}, "
+             f"`python3 -m bench.eval{' --quick' if ctx.quick else ''}` took {info.get('total_s', 0) / 60:.1f} min "
+             f"(which run each experiment's data is from: the table).",
              "", "The paper's numbers were measured on bare-metal KVM with an NVMe disk; ours inside an emulated "
              "KVM host where there is no hardware KVM (every guest instruction emulated), so absolute numbers "
              "differ by orders of magnitude and only ratios measured side by side in one run compare.", ""]
-    lines += ["| experiment | status | time |", "|---|---|---|"]
+    lines += ["| experiment | status | time | run |", "|---|---|---|---|"]
     for mod, res in done:
         lines.append(f"| {mod.TITLE} | {'ok' if res['ok'] else 'FAILED: ' + summary(res).replace('|', '/')} "
-                     f"| {res['secs']:.0f} s |")
+                     f"| {res['secs']:.0f} s | {provenance(res, ctx.outdir, mod.NAME)} |")
     lines.append("")
     for mod, res in done:
         if res["ok"]:
@@ -74,8 +90,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
     ap.add_argument("--only", help="comma-separated experiments of: " + ",".join(ORDER))
     ap.add_argument("--out", help="output directory (default eval/results/<date>-<host>[-quick])")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: the report again from the experiments' data in --out")
     a = ap.parse_args()
-    want = a.only.split(",") if a.only else list(ORDER)
+    want = [] if a.report_only else a.only.split(",") if a.only else list(ORDER)
+    if a.report_only and not a.out:
+        ap.error("--report-only needs --out")
     unknown = set(want) - set(ORDER)
     if unknown:
         ap.error(f"unknown experiment(s): {', '.join(sorted(unknown))}")
@@ -99,6 +119,7 @@ def main():
                    "summary": f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:160]}
             ctx.log(f"{mod.NAME} FAILED:\n{res['error']}")
         res["secs"] = time.monotonic() - t
+        res["run"] = {k: ctx.info[k] for k in ("vmsh", "date", "kernel")}
         with open(os.path.join(out, f"{mod.NAME}.json"), "w") as f:
             json.dump(res, f, indent=1)
         results[mod.NAME] = res
@@ -127,9 +148,13 @@ def main():
             pass
     mods.sort(key=lambda m: ORDER.index(m.NAME))
     done = [(m, results[m.NAME]) for m in mods]
-    ctx.info["total_s"] = time.monotonic() - t0
-    with open(os.path.join(out, "machine.json"), "w") as f:
-        json.dump(ctx.info, f, indent=1)
+    if a.report_only:
+        with open(os.path.join(out, "machine.json")) as f:
+            ctx.info = json.load(f)  # the header stays the last run's
+    else:
+        ctx.info["total_s"] = time.monotonic() - t0
+        with open(os.path.join(out, "machine.json"), "w") as f:
+            json.dump(ctx.info, f, indent=1)
     report = render_report(ctx, done)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(report)
