@@ -5,6 +5,7 @@ side in one run, interleaved.
 
 usage: python3 -m bench.blk_bench [--machine pc] [--kernel 6.1] [--runtime 5] [--size 256]
                                   [--rounds 5] [--memfd] [--json FILE] [--count-syscalls]
+                                  [--compare OTHER_VMSH]
 
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM - one vCPU by default: with two, a guest's qemu died mid-benchmark on
@@ -110,6 +111,15 @@ def fmt(xs, unit):
     return f"{m:8.1f}{unit[0]} [{q1:.0f}-{q3:.0f}]"
 
 
+def served_b(host, vmsh_b, g, chroot, backing, jobs, a, r, res):
+    """The --compare build's vmsh-blk, for one round."""
+    with Served(host, vmsh_b, g, backing, ident=f"benchb{r}") as s:
+        for job in jobs:
+            res["vmsh-blk B"][job[0]].append(run_job(g, chroot, s.dev, job, a.runtime, a.size))
+    if s.status != 0:
+        print("vmsh serve (B) failed:\n" + s.text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--machine", default="pc")
@@ -124,6 +134,9 @@ def main():
                     help="afterwards, count host syscalls per request (strace) of vmsh and of qemu")
     ap.add_argument("--memfd", action="store_true",
                     help="guest RAM in a shared memfd (vmsh then does zero-copy I/O) instead of anonymous memory")
+    ap.add_argument("--compare", metavar="VMSH",
+                    help="another vmsh binary (an earlier build, say): its vmsh-blk measured in the same rounds, "
+                         "the two builds' order alternating round by round")
     a = ap.parse_args()
     jobs = [j for j in JOBS if j[0] in a.jobs.split(",")]
     vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
@@ -140,12 +153,14 @@ def main():
         g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench", extra_qemu_args=extra)
         chroot = tools_image.mount_in_guest(g)
         own = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = owndisk ] && echo ${d##*/}; done").strip()
-        cfgs = ("qemu-blk", "vmsh-blk", "own+vmsh", "qemu-blk-again")
+        cfgs = ("qemu-blk", "vmsh-blk", "own+vmsh", "qemu-blk-again") + (("vmsh-blk B",) if a.compare else ())
         res = {c: {j[0]: [] for j in jobs} for c in cfgs}
         serve_lines = []
         for r in range(a.rounds):
             for job in jobs:
                 res["qemu-blk"][job[0]].append(run_job(g, chroot, own, job, a.runtime, a.size))
+            if a.compare and r % 2 == 1:
+                served_b(host, a.compare, g, chroot, backing, jobs, a, r, res)
             with Served(host, vmsh, g, backing, ident=f"bench{r}") as s:
                 for job in jobs:
                     res["vmsh-blk"][job[0]].append(run_job(g, chroot, s.dev, job, a.runtime, a.size))
@@ -153,6 +168,8 @@ def main():
             if s.status != 0:
                 print("vmsh serve failed:\n" + s.text)
             serve_lines.append(s.text.strip().splitlines()[-1])
+            if a.compare and r % 2 == 0:
+                served_b(host, a.compare, g, chroot, backing, jobs, a, r, res)
             for job in jobs:
                 res["qemu-blk-again"][job[0]].append(run_job(g, chroot, own, job, a.runtime, a.size))
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
@@ -177,6 +194,13 @@ def main():
                 print(f"{name:20s} {fmt(q, unit):>20s} {fmt(v, unit):>20s} {quartiles(v)[0] / qm:6.2f}"
                       f" {fmt(o, unit):>20s} {quartiles(o)[0] / qm:6.2f} {drift:9.1%}{'!' if drift > 0.05 else ' '}"
                       f"  ({unit})")
+            if a.compare:
+                print(f"\nvmsh-blk of {vmsh} (A) against {a.compare} (B), the same rounds:")
+                for name, _, _, _, metric in jobs:
+                    unit = "MB/s" if metric == "bw" else "IOPS"
+                    va, vb = res["vmsh-blk"][name], res["vmsh-blk B"][name]
+                    print(f"{name:20s} A {fmt(va, unit):>20s}  B {fmt(vb, unit):>20s}  A/B "
+                          f"{quartiles(va)[0] / quartiles(vb)[0]:5.2f}  ({unit})")
             print("qemu-blk: both of its passes pooled; ratios: median / qemu-blk median; self-check: the"
                   " medians of qemu-blk and qemu-blk again, |a - b| / mean")
             if noisy:

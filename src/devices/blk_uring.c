@@ -4,16 +4,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/log.h"
 
-#define SYNC_DEPTH 4
 #define MAX_OP (1u << 30)    /* bytes per read/write operation (the kernel caps near 2 GiB) */
 #define MAX_RETRIES 1000     /* -EAGAIN/-EINTR from one operation in a row */
 #define ZERO_CHUNK (64u << 10)
@@ -25,7 +26,7 @@ static bool in_disk(const struct blk_uring *u, uint64_t off, uint64_t len)
 	return off <= u->size && len <= u->size - off;
 }
 
-/* ---- the synchronous ring ---- */
+/* ---- the synchronous path ---- */
 
 /* The backing file failed an operation (a full file system, a failing
  * disk): the guest gets an I/O error and vmsh keeps serving; the operator
@@ -44,36 +45,25 @@ static void note_error(struct blk_uring *u, int res)
 		 "vmsh keeps serving)", strerror(e));
 }
 
-/* Submit the one operation prepared on the sync ring and wait for it: its
- * result (bytes, or -errno). A ring that cannot take it is dead from now on:
- * an operation left in it must never run later into a buffer gone by then. */
-static int sync_run(struct blk_uring *u)
+/* One request at a time, waited for: plain positioned syscalls. A single
+ * operation through io_uring costs more (submit, then the completion; and
+ * on file systems without non-blocking buffered I/O - tmpfs before Linux
+ * 6.6 - a hand-off to an io-wq worker thread each time): measured on this
+ * machine's host kernel, 4 KiB reads from tmpfs 750 MB/s through a
+ * one-entry ring against 2190 MB/s with pread. The batched interface
+ * below is where io_uring pays. */
+static ssize_t pio(struct blk_uring *u, bool write, uint64_t off, const struct iovec *iov, int n)
 {
-	int rc;
+	ssize_t r;
 	do
-		rc = io_uring_submit(&u->sync);
-	while (rc == -EINTR);
-	if (rc != 1) {
-		u->dead = true;
-		return rc < 0 ? rc : -EIO;
+		r = write ? pwritev(u->fd, iov, n, (off_t)off) : preadv(u->fd, iov, n, (off_t)off);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		int e = -errno;
+		note_error(u, e);
+		return e;
 	}
-	struct io_uring_cqe *cqe;
-	do
-		rc = io_uring_wait_cqe(&u->sync, &cqe);
-	while (rc == -EINTR);
-	if (rc < 0) {
-		u->dead = true;
-		return rc;
-	}
-	int res = cqe->res;
-	io_uring_cqe_seen(&u->sync, cqe);
-	note_error(u, res);
-	return res;
-}
-
-static struct io_uring_sqe *sync_sqe(struct blk_uring *u)
-{
-	return u->dead ? NULL : io_uring_get_sqe(&u->sync); /* free: one operation at a time */
+	return r;
 }
 
 /* Move len bytes at off, continuing short transfers. */
@@ -81,24 +71,18 @@ static int sync_rw(struct blk_uring *u, bool write, uint64_t off, const uint8_t 
 {
 	unsigned retries = 0;
 	while (len) {
-		struct io_uring_sqe *sqe = sync_sqe(u);
-		if (!sqe)
-			return -EIO;
-		unsigned n = len > MAX_OP ? MAX_OP : (unsigned)len;
-		if (write)
-			io_uring_prep_write(sqe, u->fd, wbuf, n, off);
-		else
-			io_uring_prep_read(sqe, u->fd, rbuf, n, off);
-		int res = sync_run(u);
-		if ((res == -EAGAIN || res == -EINTR) && !u->dead && ++retries < MAX_RETRIES)
+		size_t n = len > MAX_OP ? MAX_OP : len;
+		struct iovec v = { write ? (void *)wbuf : rbuf, n };
+		ssize_t res = pio(u, write, off, &v, 1);
+		if (res == -EAGAIN && ++retries < MAX_RETRIES)
 			continue;
 		if (res < 0)
-			return res;
+			return (int)res;
 		if (res == 0)
 			return -EIO; /* at the end: the image shrank under us */
 		retries = 0;
-		off += (unsigned)res;
-		len -= (unsigned)res;
+		off += (uint64_t)res;
+		len -= (size_t)res;
 		if (write)
 			wbuf += res;
 		else
@@ -107,7 +91,7 @@ static int sync_rw(struct blk_uring *u, bool write, uint64_t off, const uint8_t 
 	return 0;
 }
 
-/* One readv/writev, continued piecewise after a short transfer. */
+/* One preadv/pwritev, continued piecewise after a short transfer. */
 static int sync_rwv(struct blk_uring *u, bool write, uint64_t off, const struct iovec *iov, int n)
 {
 	uint64_t total = 0;
@@ -117,16 +101,9 @@ static int sync_rwv(struct blk_uring *u, bool write, uint64_t off, const struct 
 		return -EINVAL;
 	if (write && u->read_only)
 		return -EROFS;
-	struct io_uring_sqe *sqe = sync_sqe(u);
-	if (!sqe)
-		return -EIO;
-	if (write)
-		io_uring_prep_writev(sqe, u->fd, iov, (unsigned)n, off);
-	else
-		io_uring_prep_readv(sqe, u->fd, iov, (unsigned)n, off);
-	int res = sync_run(u);
-	if (res < 0 && res != -EAGAIN && res != -EINTR)
-		return res;
+	ssize_t res = n <= IOV_MAX ? pio(u, write, off, iov, n) : 0;
+	if (res < 0 && res != -EAGAIN)
+		return (int)res;
 	uint64_t done = res > 0 ? (uint64_t)res : 0;
 	for (int i = 0; i < n; i++) {
 		size_t len = iov[i].iov_len;
@@ -173,12 +150,16 @@ static int be_write(void *opaque, uint64_t off, const void *buf, size_t len)
 static int be_flush(void *opaque)
 {
 	struct blk_uring *u = opaque;
-	struct io_uring_sqe *sqe = sync_sqe(u);
-	if (!sqe)
-		return -EIO;
-	io_uring_prep_fsync(sqe, u->fd, 0);
-	int res = sync_run(u);
-	return res < 0 ? res : 0;
+	int rc;
+	do
+		rc = fsync(u->fd);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		int e = -errno;
+		note_error(u, e);
+		return e;
+	}
+	return 0;
 }
 
 /* A discard or write-zeroes range: 1 to go on, else what to return. */
@@ -284,9 +265,6 @@ int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct
 		return vmsh_error(err, errno, "open '%s' %s", path, read_only ? "read-only" : "read-write");
 	if (image_size(u, path, err) < 0)
 		goto fail;
-	if (ring_init(&u->sync, SYNC_DEPTH, path, err) < 0)
-		goto fail;
-	u->sync_ok = true;
 	if (ring_init(&u->batch, BLK_URING_DEPTH, path, err) < 0)
 		goto fail;
 	u->batch_ok = true;
@@ -325,9 +303,7 @@ void blk_uring_close(struct blk_uring *u)
 			break;
 	if (u->batch_ok)
 		io_uring_queue_exit(&u->batch);
-	if (u->sync_ok)
-		io_uring_queue_exit(&u->sync);
-	u->batch_ok = u->sync_ok = false;
+	u->batch_ok = false;
 	if (u->fd >= 0)
 		close(u->fd);
 	u->fd = -1;

@@ -1,12 +1,13 @@
 /* blk_uring.h - the disk behind vmsh's virtio-blk: a regular file or a block
- * device, its bytes moved through io_uring. It fills a struct blk_disk whose
- * callbacks (struct blk_backend) are synchronous - one request at a time,
- * each waited for - and offers a batched interface besides (queue many
- * reads/writes, submit them in one go, reap them as they finish).
+ * device. It fills a struct blk_disk whose callbacks (struct blk_backend)
+ * are synchronous - one request at a time, each waited for, with positioned
+ * syscalls (preadv/pwritev, fsync) - and offers a batched interface through
+ * io_uring besides (queue many reads/writes, submit them in one go, reap
+ * them as they finish).
  *
  * Every callback checks its range against the disk and refuses writes on a
  * read-only disk on its own, whatever its caller checked. flush is a real
- * fsync (IORING_OP_FSYNC); discard punches a hole into a file
+ * fsync; discard punches a hole into a file
  * (fallocate PUNCH_HOLE|KEEP_SIZE) or discards on a block device
  * (BLKDISCARD); write_zeroes uses fallocate ZERO_RANGE on a file (writing
  * zeros where the file system cannot) or BLKZEROOUT on a block device.
@@ -49,9 +50,8 @@ struct blk_uring {
 	bool is_blockdev;
 	bool read_only;
 	uint64_t size;          /* bytes, a multiple of BLK_SECTOR */
-	struct io_uring sync;   /* the synchronous callbacks' ring */
 	struct io_uring batch;  /* the batched interface's ring */
-	bool sync_ok, batch_ok; /* rings set up */
+	bool batch_ok;          /* its ring set up */
 	bool dead;              /* a submission failed half-way: no more I/O */
 	unsigned in_flight;     /* batched requests queued or submitted, not reaped */
 	unsigned long io_errors;  /* operations the backing file failed (the guest got an I/O error) */
