@@ -12,7 +12,7 @@ import shlex
 import time
 
 from vmshtest import harness
-from vmshtest.layouts import SHM, hugepages, layout_args
+from vmshtest.layouts import SHM, dimm_online, hugepages, layout_args
 from bench.evaluation.markdown import doc_items
 
 NAME = "generality"
@@ -38,7 +38,7 @@ def cells(quick):
     out += [cell(f"QEMU 10 {m} {k}", machine=m, kernel=k, qemu="10")
             for m, k in (("pc", "6.1"), ("q35", "6.12"), ("microvm", "5.10"))]
     out += [cell(f"pc 6.1 {lay}", layout=lay) for lay in
-            ("above-4g", "big", "memfd", "file-shared", "file-private", "hugetlbfs", "prealloc", "sandbox")]
+            ("above-4g", "big", "memfd", "file-shared", "file-private", "hugetlbfs", "prealloc", "sandbox", "dimm")]
     out += [cell("pc 6.1 8 vCPUs", smp=8), cell("pc 6.1 Debian root fs", rootfs="debian")]
     # the project's own small VMM (tests/fixtures/minivmm): the lightweight
     # family - no ACPI, two RAM slots (one at 4 GiB), its seccomp filter on
@@ -74,6 +74,8 @@ def run_cell(ctx, host, c):
                                 rootfs=None if c["rootfs"] == "initramfs" else c["rootfs"],
                                 name="vmsh-eval-gen", timeout=900 if c["rootfs"] == "debian" else 180)
         res["boot_s"] = round(g.boot_secs, 1)
+        if c["layout"] == "dimm":
+            dimm_online(g)  # movable: the guest's user memory and page cache go there first
         release = g.kernel.release
         t = time.monotonic()
         r = host.exec(f"env VMSH_CACHE_DIR=off {shlex.quote(ctx.vmsh)} attach {g.pid} -- cat /proc/version", 300)
