@@ -50,7 +50,8 @@ def provenance(res, out, name):
     commit that brought its JSON in."""
     run = res.get("run")
     if run:
-        return f"vmsh {run['vmsh']}, {run['date']}, Linux {run['kernel']}"
+        return (f"vmsh {run['vmsh']}, {run['date']}, Linux {run['kernel']}"
+                + (f" ({run['partial']})" if run.get("partial") else ""))
     import subprocess
     r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M",
                         "--", os.path.join(out, f"{name}.json")], stdout=subprocess.PIPE, text=True)
@@ -120,6 +121,9 @@ def main():
             ctx.log(f"{mod.NAME} FAILED:\n{res['error']}")
         res["secs"] = time.monotonic() - t
         res["run"] = {k: ctx.info[k] for k in ("vmsh", "date", "kernel")}
+        if os.environ.get("VMSH_EVAL_CELLS") and mod.NAME == "generality":
+            res["run"]["partial"] = (f"only the cells matching '{os.environ['VMSH_EVAL_CELLS']}'; the others "
+                                     f"from earlier runs, each with its date")
         with open(os.path.join(out, f"{mod.NAME}.json"), "w") as f:
             json.dump(res, f, indent=1)
         results[mod.NAME] = res
