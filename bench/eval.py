@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -52,7 +53,6 @@ def provenance(res, out, name):
     if run:
         return (f"vmsh {run['vmsh']}, {run['date']}, Linux {run['kernel']}"
                 + (f" ({run['partial']})" if run.get("partial") else ""))
-    import subprocess
     r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M",
                         "--", os.path.join(out, f"{name}.json")], stdout=subprocess.PIPE, text=True)
     return f"an earlier run (not stamped; its data committed in {r.stdout.strip()})" if r.stdout.strip() \

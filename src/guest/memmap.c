@@ -478,6 +478,12 @@ int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, s
  * 16 MiB). */
 #define HOTPLUG_BLOCK (128ULL << 20)
 
+/* RAM of the guest's list still without a host address. */
+static bool unplaced_ram(const struct guest_range *r)
+{
+	return !r->hva && r->kind && !strcmp(r->kind, "System RAM");
+}
+
 /* Does [start, end) overlap a host range some guest range already has? */
 static bool hva_taken(const struct guest_mem *gm, uint64_t start, uint64_t end)
 {
@@ -519,7 +525,7 @@ int memmap_place_by_slots(struct guest_mem *gm, const struct proc_map *maps, siz
 	memset(rep, 0, sizeof(*rep));
 	for (size_t i = 0; i < gm->n; i++) {
 		struct guest_range *r = &gm->r[i];
-		if (r->hva || strcmp(r->kind ? r->kind : "", "System RAM"))
+		if (!unplaced_ram(r))
 			continue;
 		if (!r->size || r->size % HOTPLUG_BLOCK) {
 			rep->unmatched++;
@@ -530,8 +536,7 @@ int memmap_place_by_slots(struct guest_mem *gm, const struct proc_map *maps, siz
 		 * slot", not where the slot lies), so neither gets one */
 		bool twin = false;
 		for (size_t j = 0; j < gm->n && !twin; j++)
-			twin = j != i && !gm->r[j].hva && gm->r[j].size == r->size &&
-			       !strcmp(gm->r[j].kind ? gm->r[j].kind : "", "System RAM");
+			twin = j != i && unplaced_ram(&gm->r[j]) && gm->r[j].size == r->size;
 		if (twin) {
 			rep->ambiguous++;
 			continue;

@@ -54,7 +54,10 @@ int memmap_refine(struct guest_mem *gm, const struct ram_range *ram, size_t n, s
  * be told apart). Only ranges of whole hotplug blocks (128 MiB) are placed.
  * What a lying guest can gain: one of its own slots' memory at a wrong
  * guest address - never memory of the hypervisor's that no slot holds. */
-#define MEMMAP_SLOT_PROBES 4096
+/* Candidate mappings asked about in all (each question costs two or three
+ * injected ioctls per slot id): a guest that lists many ranges of many
+ * sizes must not hold the hypervisor for long. Honest layouts need a few. */
+#define MEMMAP_SLOT_PROBES 128
 struct memmap_slot_report {
 	unsigned placed, ambiguous, unmatched, probes;
 };

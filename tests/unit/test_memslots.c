@@ -374,6 +374,18 @@ static void test_probe_region_layout(void **state)
 	assert_int_equal(r.userspace_addr, 0x1000);
 }
 
+/* The probe address of a move probe: a page inside a random as-0 slot other
+ * than ours (false: the draw hit ours or SMM memory, skip the round). */
+static bool probe_in_other_slot(struct unit_rng *r, const struct vm_model *vm, const struct mslot *ours,
+				uint64_t *probe_gpa)
+{
+	size_t ram = unit_rand_below(r, vm->n);
+	if (vm->s[ram].as_id != 0 || &vm->s[ram] == ours)
+		return false;
+	*probe_gpa = (vm->s[ram].base_gfn + unit_rand_below(r, vm->s[ram].npages)) * PAGE;
+	return true;
+}
+
 /* The "does slot id hold exactly this memory" probe (kvm_slot_holds): for
  * random VMs, a probe address inside some other slot, and a candidate that
  * is a slot of the VM (same memory or not) or an unused id: the move probe
@@ -398,11 +410,9 @@ static void test_slot_holds_probe(void **state)
 		bool present = unit_rand_below(&r, 4) != 0;
 		if (present)
 			vm.n++;
-		/* the probe address: inside a random as-0 slot other than ours */
-		size_t ram = unit_rand_below(&r, vm.n);
-		if (vm.s[ram].as_id != 0 || &vm.s[ram] == ours)
+		uint64_t probe_gpa;
+		if (!probe_in_other_slot(&r, &vm, ours, &probe_gpa))
 			continue;
-		uint64_t probe_gpa = (vm.s[ram].base_gfn + unit_rand_below(&r, vm.s[ram].npages)) * PAGE;
 		/* what we ask about: our exact memory, or a different hva, size or flag */
 		uint64_t hva = ours->hva, size = pages * PAGE;
 		uint32_t flags = ours->flags;
@@ -487,10 +497,9 @@ static void test_slot_is_memory_probes(void **state)
 		bool present = unit_rand_below(&r, 4) != 0;
 		if (present)
 			vm.n++;
-		size_t ram = unit_rand_below(&r, vm.n);
-		if (vm.s[ram].as_id != 0 || &vm.s[ram] == ours)
+		uint64_t probe_gpa;
+		if (!probe_in_other_slot(&r, &vm, ours, &probe_gpa))
 			continue;
-		uint64_t probe_gpa = (vm.s[ram].base_gfn + unit_rand_below(&r, vm.s[ram].npages)) * PAGE;
 		uint64_t hva = ours->hva, size = pages * PAGE;
 		switch (unit_rand_below(&r, 3)) {
 		case 1: hva += PAGE * (1 + unit_rand_below(&r, 4096)); break;
