@@ -328,9 +328,10 @@ int cmd_attach(int argc, char **argv)
 	/* 4. nothing of vmsh left in the guest or the hypervisor */
 	session_close(s);
 	vm_close(&vm);
-	log_verbose("attach: set-up %.0f ms (%.0f ms traced, %lu register writes trapped), removed in %.0f ms; "
+	log_verbose("attach: set-up %.0f ms (%.0f ms traced, %lu register writes trapped in %lu syscall returns), removed in %.0f ms; "
 		    "vCPUs stopped %.1f ms in %lu windows",
-		    st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped, st.teardown_ns / 1e6, vm.tr.stopped_ns / 1e6,
+		    st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped, st.syscall_exits, st.teardown_ns / 1e6,
+		    vm.tr.stopped_ns / 1e6,
 		    vm.tr.stops);
 	term_signals_restore(&old); /* last: a signal then ends vmsh at once (cmd_serve.c) */
 	return opened ? rc : EXIT_VMSH_FAILED;

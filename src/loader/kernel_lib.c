@@ -624,36 +624,27 @@ static bool lib_quiet(const struct kernel_lib *kl)
 	       b != VMSH_BORROW_SPINNING;
 }
 
-/* No vCPU may still be executing our code when its mapping goes. */
-static void wait_vcpus_out(struct kernel_lib *kl)
+/* Is any vCPU executing in [lo, hi)? With every vCPU stopped; their
+ * instruction pointers are all it takes. (-1: cannot tell) */
+static int rip_inside(struct kvm_vm *vm, uint64_t lo, uint64_t hi)
 {
-	struct kvm_vm *vm = kl->vm;
-	uint64_t lo = kl->region.va, hi = kl->region.va + GIB;
-	for (int tries = 0; tries < 200; tries++) {
-		bool inside = false;
+	int inside = 0;
+	for (size_t i = 0; i < vm->n_vcpus; i++) {
+		struct kvm_regs r;
 		struct vmsh_err e = { 0 };
-		if (tracer_stop_others(vm->tr, &e) < 0)
-			return;
-		for (size_t i = 0; i < vm->n_vcpus; i++) {
-			struct vcpu_state st;
-			if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) == 0 && st.regs.rip >= lo && st.regs.rip < hi)
-				inside = true;
-		}
-		tracer_resume_others(vm->tr);
-		if (!inside && !irq_work_busy(kl))
-			return;
-		sleep_ms(1);
+		if (kvm_vcpu_get_regs(vm, &vm->vcpus[i], &r, &e) < 0)
+			inside = inside ? inside : -1;
+		else if (r.rip >= lo && r.rip < hi)
+			inside = 1;
 	}
-	log_info("a vCPU stayed inside the kernel library (or its irq_work ran) for 200 ms");
+	return inside;
 }
 
 /* Take vmsh's entry out of the guest's table, only if it is still there:
  * after a guest restart that page is the new kernel's, to be left alone.
- * Compared and cleared with the vCPUs stopped. */
-static void unlink_region(struct kernel_lib *kl)
+ * The caller holds the vCPUs stopped. */
+static void unlink_stopped(struct kernel_lib *kl)
 {
-	struct vmsh_err e = { 0 };
-	bool stopped = tracer_stop_others(kl->vm->tr, &e) == 0;
 	int mapped = klib_mapped(kl);
 	uint64_t zero = 0, at = region_entry_addr(kl);
 	if (mapped == 0)
@@ -663,8 +654,31 @@ static void unlink_region(struct kernel_lib *kl)
 		log_info("cannot read vmsh's page-table entry at %#llx: left as it is", (unsigned long long)at);
 	else if (guest_mem_write(kl->gm, at, &zero, 8) < 0)
 		log_info("unlinking the library's page tables failed: %s", strerror(errno));
-	if (stopped)
-		tracer_resume_others(kl->vm->tr);
+}
+
+/* Unlink the library's region, in the stop window that finds no vCPU
+ * executing its code and its irq_work done (if `entered`: it ran), so
+ * that none can enter it between the look and the unlink. Retried for up
+ * to about 200 ms; then unlinked anyway, as it was before the look. */
+static void unlink_region(struct kernel_lib *kl, bool entered)
+{
+	struct kvm_vm *vm = kl->vm;
+	uint64_t lo = kl->region.va, hi = kl->region.va + GIB;
+	for (int tries = 0;; tries++) {
+		struct vmsh_err e = { 0 };
+		bool stopped = tracer_stop_others(vm->tr, &e) == 0;
+		bool out = !stopped || !entered || (rip_inside(vm, lo, hi) != 1 && !irq_work_busy(kl));
+		if (!out && tries == 200)
+			log_info("a vCPU stayed inside the kernel library (or its irq_work ran) for 200 ms");
+		if (out || tries == 200) {
+			unlink_stopped(kl);
+			if (stopped)
+				tracer_resume_others(vm->tr);
+			return;
+		}
+		tracer_resume_others(vm->tr);
+		sleep_ms(1);
+	}
 }
 
 void klib_abandon(struct kernel_lib *kl)
@@ -694,9 +708,7 @@ void klib_unload(struct kernel_lib *kl)
 		return;
 	}
 	if (kl->linked) {
-		if (kl->entered_vcpu >= 0)
-			wait_vcpus_out(kl);
-		unlink_region(kl);
+		unlink_region(kl, kl->entered_vcpu >= 0);
 		kl->linked = false;
 	}
 	kvm_slot_remove(kl->vm, &kl->slot);
@@ -729,14 +741,7 @@ static int vcpu_inside(struct kvm_vm *vm, uint64_t lo, uint64_t hi)
 	struct vmsh_err e = { 0 };
 	if (tracer_stop_others(vm->tr, &e) < 0)
 		return -1;
-	int inside = 0;
-	for (size_t i = 0; i < vm->n_vcpus; i++) {
-		struct vcpu_state st;
-		if (kvm_vcpu_get_state(vm, &vm->vcpus[i], &st, &e) < 0)
-			inside = -1;
-		else if (st.regs.rip >= lo && st.regs.rip < hi)
-			inside = 1;
-	}
+	int inside = rip_inside(vm, lo, hi);
 	tracer_resume_others(vm->tr);
 	return inside;
 }

@@ -16,6 +16,7 @@
  *    exit path goes through the one cleanup that restores the terminal. */
 #include "relay/relay.h"
 #include "common/escape.h"
+#include "common/log.h"
 #include "relay/term.h"
 #include "vmsh/helper_proto.h"
 
@@ -346,12 +347,14 @@ static int process_rx(struct relay *R)
 			/* guest text: escaped before anyone shows it */
 			esc_bytes(R->r->helper_version, sizeof(R->r->helper_version), pl + 4, h.len - 4);
 			R->hello = true;
+			log_verbose("relay: the guest helper is up");
 			break;
 		case VMSH_F_READY:
 			if (R->r->ready)
 				return protocol_error(R, "a second READY", &h);
 			R->r->ready = true;
 			R->r->pid = (pid_t)vmsh_get_le32(pl);
+			log_verbose("relay: the command runs in the guest (pid %d)", (int)R->r->pid);
 			break;
 		case VMSH_F_STDOUT:
 		case VMSH_F_STDERR: {

@@ -256,21 +256,77 @@ static int setup_fallback_area(struct tracer *t, const uint8_t stub[STUB_SITE_SI
 	return 0;
 }
 
+/* One entry per thread: renewed, else added, else one replaced. */
+static void remember_stack(struct tracer *t, pid_t tid, uint64_t start, uint64_t end)
+{
+	size_t slot = t->n_stacks;
+	for (size_t k = 0; k < t->n_stacks; k++)
+		if (t->stacks[k].tid == tid)
+			slot = k;
+	if (slot == TRACER_STACKS)
+		slot = (size_t)tid % TRACER_STACKS;
+	else if (slot == t->n_stacks)
+		t->n_stacks++;
+	t->stacks[slot] = (struct tracer_stack){ .tid = tid, .start = start, .end = end };
+}
+
+void inject_learn_stacks(struct tracer *t, const struct proc_map *maps, size_t n)
+{
+	for (size_t k = 0; k < t->n_others; k++) {
+		const struct inj_thread *o = &t->others[k];
+		if (!o->tid || !o->saved_valid || !o->in_kvm_run)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (maps[i].perms[1] == 'w' && maps[i].start <= o->saved.rsp && o->saved.rsp < maps[i].end)
+				remember_stack(t, o->tid, maps[i].start, maps[i].end);
+	}
+}
+
+/* Is [lo, rsp] inside one writable mapping? For a vCPU thread stopped in
+ * KVM_RUN the mapping an earlier window of this process saw for it is
+ * used: a hypervisor enters KVM_RUN on the thread's own stack (never on a
+ * coroutine's), which stays mapped as long as the thread lives. Else
+ * /proc/PID/maps now (remembered for vCPU threads). */
+static int stack_mapping(struct tracer *t, const struct inj_thread *th, uint64_t lo, bool *on_stack,
+			 struct vmsh_err *err)
+{
+	pid_t tid = th->tid;
+	uint64_t rsp = th->saved.rsp;
+	for (size_t i = 0; i < t->n_stacks && th->in_kvm_run; i++) {
+		const struct tracer_stack *m = &t->stacks[i];
+		if (m->tid == tid && m->start <= lo && rsp <= m->end) {
+			*on_stack = true;
+			return 0;
+		}
+	}
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
+		return -1;
+	*on_stack = false;
+	for (size_t i = 0; i < n; i++) {
+		if (maps[i].perms[1] != 'w')
+			continue;
+		if (maps[i].start <= lo && rsp <= maps[i].end) {
+			*on_stack = true;
+			if (th->in_kvm_run)
+				remember_stack(t, tid, maps[i].start, maps[i].end);
+		}
+	}
+	inject_learn_stacks(t, maps, n); /* the other threads stopped now */
+	free(maps);
+	return 0;
+}
+
 /* Scratch on the thread's stack if its mapping reaches far enough down;
  * else (if allowed) a mapping made through the thread's stub. */
 static int setup_scratch(struct tracer *t, struct inj_thread *th, bool may_map, struct vmsh_err *err)
 {
 	uint64_t top = (th->saved.rsp - RED_ZONE - STUB_STACK_USE - 64) & ~63ULL;
 	uint64_t lo = top - TRACER_SCRATCH_SIZE;
-	struct proc_map *maps;
-	size_t n;
-	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
+	bool on_stack;
+	if (stack_mapping(t, th, lo, &on_stack, err) < 0)
 		return -1;
-	bool on_stack = false;
-	for (size_t i = 0; i < n; i++)
-		if (maps[i].start <= lo && th->saved.rsp <= maps[i].end && maps[i].perms[1] == 'w')
-			on_stack = true;
-	free(maps);
 	if (on_stack) {
 		th->scratch = lo;
 		return 0;

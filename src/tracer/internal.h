@@ -4,6 +4,7 @@
 
 #include <sys/ptrace.h>
 
+#include "common/procfs.h"
 #include "tracer/tracer.h"
 
 /* older libc headers lack these */
@@ -38,6 +39,11 @@ void tracer_give_site(struct tracer *t, uint64_t site);
 int inject_setup(struct tracer *t, struct vmsh_err *err);
 /* Undo inject_setup (the thread must be stopped with its own registers). */
 void inject_teardown(struct tracer *t);
+/* The vCPU threads of t->others now stopped (in KVM_RUN) whose stack
+ * pointer lies in one of the writable mappings of maps (read just before
+ * they were stopped): remembered as their stacks, so that their injected
+ * syscalls read the maps no more (inject.c). */
+void inject_learn_stacks(struct tracer *t, const struct proc_map *maps, size_t n);
 /* Undo what tracer_syscall_in set up for a thread (before it is let go). */
 void inject_thread_teardown(struct tracer *t, struct inj_thread *th);
 

@@ -2,6 +2,7 @@
 #include "tracer/systrace.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +36,21 @@ int systrace_start(struct systrace *st, pid_t pid, pid_t skip, const pid_t *only
 {
 	memset(st, 0, sizeof(*st));
 	st->pid = pid;
+	sigset_t chld, old;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, &old);
+	st->sigchld_was_open = !sigismember(&old, SIGCHLD);
 	pid_t *tids;
 	size_t n;
-	if (procfs_list_tasks(pid, &tids, &n, err) < 0)
+	if (procfs_list_tasks(pid, &tids, &n, err) < 0) {
+		systrace_end(st, NULL, NULL);
 		return -1;
+	}
 	st->th = calloc(n ? n : 1, sizeof(*st->th));
 	if (!st->th) {
 		free(tids);
+		systrace_end(st, NULL, NULL);
 		return vmsh_error(err, ENOMEM, "trace threads");
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -141,12 +150,15 @@ int systrace_wait_exit(struct systrace *st, unsigned timeout_ms, pid_t *tid, str
 			return vmsh_error(err, ESRCH, "no traced thread of process %d is left", st->pid);
 		if (now_ns() >= deadline)
 			return 0;
-		/* tracee stops raise SIGCHLD; it is blocked, so wait for it briefly */
+		/* tracee stops raise SIGCHLD (blocked since systrace_start):
+		 * wait for one, or a short step (one may have been taken before
+		 * the waitpid above) */
 		sigset_t set;
 		sigemptyset(&set);
 		sigaddset(&set, SIGCHLD);
 		struct timespec ts = { 0, 2000000 };
-		sigtimedwait(&set, NULL, &ts);
+		if (sigtimedwait(&set, NULL, &ts) < 0 && errno == EAGAIN)
+			st->naps++;
 	}
 }
 
@@ -222,4 +234,14 @@ void systrace_end(struct systrace *st, void (*on_exit)(void *opaque, pid_t tid, 
 	free(st->th);
 	st->th = NULL;
 	st->n = 0;
+	if (st->sigchld_was_open) {
+		sigset_t chld;
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		struct timespec none = { 0, 0 };
+		while (sigtimedwait(&chld, NULL, &none) > 0)
+			; /* ours, not for a handler the caller may install later */
+		pthread_sigmask(SIG_UNBLOCK, &chld, NULL);
+		st->sigchld_was_open = false;
+	}
 }

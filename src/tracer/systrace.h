@@ -28,11 +28,19 @@ struct systrace {
 	struct systrace_thread *th;
 	size_t n;
 	unsigned long exits; /* syscall-exit stops seen */
+	unsigned long naps;  /* waits that ran their whole step without a stop
+	                      * being reported (SIGCHLD, which systrace blocks
+	                      * while it follows threads, so that the stops wake
+	                      * it) */
+	bool sigchld_was_open; /* SIGCHLD unblocked before systrace_start */
 };
 
 /* Seize every thread of pid except `skip` and kernel workers - or, if
  * n_only > 0, only those of the threads only[] that still exist - and
- * follow their syscalls. On failure nothing stays traced. */
+ * follow their syscalls. On failure nothing stays traced. Blocks SIGCHLD
+ * in the calling thread until systrace_end: unblocked (and not handled),
+ * the kernel drops the SIGCHLD of every tracee stop, and each wait would
+ * sleep its whole step. Call both from the same thread. */
 int systrace_start(struct systrace *st, pid_t pid, pid_t skip, const pid_t *only, size_t n_only,
 		   struct vmsh_err *err);
 /* Wait up to timeout_ms for a thread to return from a syscall: 1 and *tid,

@@ -206,7 +206,14 @@ static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_er
 	/* the statistics add up over re-attachments (tracer_reattach) */
 	uint64_t stopped = t->stopped_ns, injected = t->injected_syscalls;
 	unsigned long stops = t->stops;
+	/* so do the stacks seen: the same process (pidfd), and a thread's stack
+	 * stays where it is while the thread lives */
+	struct tracer_stack stacks[TRACER_STACKS];
+	size_t n_stacks = pidfd >= 0 && pid == t->pid ? t->n_stacks : 0;
+	memcpy(stacks, t->stacks, sizeof(stacks));
 	memset(t, 0, sizeof(*t));
+	memcpy(t->stacks, stacks, sizeof(stacks));
+	t->n_stacks = n_stacks;
 	t->stopped_ns = stopped;
 	t->stops = stops;
 	t->injected_syscalls = injected;
@@ -294,8 +301,20 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 {
 	pid_t *tids;
 	size_t n;
-	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
+	/* the first window of a process: the threads' stacks, from the maps
+	 * read before anyone is stopped (a large hypervisor's take
+	 * milliseconds to read, every thread then waiting) */
+	struct proc_map *maps = NULL;
+	size_t n_maps = 0;
+	if (!t->n_stacks) {
+		struct vmsh_err e = { 0 };
+		if (procfs_read_maps(t->pid, &maps, &n_maps, &e) < 0)
+			maps = NULL; /* read in the window then */
+	}
+	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0) {
+		free(maps);
 		return -1;
+	}
 	if (!t->stop_t0)
 		t->stop_t0 = now_ns(); /* counted until tracer_resume_others */
 	free(t->others);
@@ -303,6 +322,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	t->n_others = 0;
 	if (!t->others) {
 		free(tids);
+		free(maps);
 		t->stop_t0 = 0;
 		return vmsh_error(err, ENOMEM, "stop threads");
 	}
@@ -340,6 +360,9 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 			th->saved_valid = true;
 		}
 	}
+	if (maps)
+		inject_learn_stacks(t, maps, n_maps);
+	free(maps);
 	return 0;
 }
 
@@ -353,6 +376,7 @@ struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd)
 
 void tracer_resume_others(struct tracer *t)
 {
+	size_t n_th = t->n_others;
 	for (size_t i = 0; i < t->n_others; i++) {
 		struct inj_thread *th = &t->others[i];
 		if (!th->tid)
@@ -363,6 +387,7 @@ void tracer_resume_others(struct tracer *t)
 	}
 	t->n_others = 0;
 	if (t->stop_t0) {
+		log_debug("stop window %lu: %.1f ms, %zu threads held", t->stops + 1, (now_ns() - t->stop_t0) / 1e6, n_th);
 		t->stopped_ns += now_ns() - t->stop_t0;
 		t->stops++;
 		t->stop_t0 = 0;

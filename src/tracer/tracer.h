@@ -40,6 +40,13 @@ struct inj_thread {
 	bool scratch_mapped;      /* scratch is a mapping of ours, not the thread's stack */
 };
 
+/* A thread's stack mapping, as /proc/PID/maps showed it (inject.c). */
+struct tracer_stack {
+	pid_t tid;
+	uint64_t start, end;
+};
+#define TRACER_STACKS 16
+
 struct tracer {
 	pid_t pid;
 	int pidfd;                    /* the process attached first (-1 without pidfd_open): a
@@ -51,6 +58,12 @@ struct tracer {
 
 	struct inj_thread *others;    /* seized during a stop-the-world window */
 	size_t n_others;
+
+	struct tracer_stack stacks[TRACER_STACKS]; /* writable mappings holding vCPU threads' stacks,
+	                               * kept over re-attachments to the same process:
+	                               * reading the maps of a large hypervisor took
+	                               * most of a stop window (inject.c) */
+	size_t n_stacks;
 
 	uint64_t *sites;              /* padding where stubs may go (inject.c) */
 	bool *site_used;

@@ -169,6 +169,35 @@ static void test_out_of_range_and_partial_sectors(void **state)
 	expect_status(VIRTIO_BLK_S_IOERR);
 }
 
+/* struct virtio_blk_config as the guest reads it: capacity, seg_max,
+ * blk_size and the topology (1 MiB optimal I/O: the guest's readahead is
+ * twice that) */
+static void test_config_space(void **state)
+{
+	(void)state;
+	uint8_t cfg[64];
+	memset(cfg, 0xee, sizeof(cfg));
+	size_t n = virtio_blk_config(&disk, cfg, sizeof(cfg));
+	assert_int_equal(n, 60);
+	uint64_t cap;
+	uint32_t seg_max, blk_size, opt_io;
+	uint16_t min_io;
+	memcpy(&cap, cfg + 0, 8);
+	memcpy(&seg_max, cfg + 12, 4);
+	memcpy(&blk_size, cfg + 20, 4);
+	memcpy(&min_io, cfg + 26, 2);
+	memcpy(&opt_io, cfg + 28, 4);
+	assert_int_equal(cap, disk.sectors);
+	assert_true(seg_max >= 1);
+	assert_int_equal(blk_size, 512);
+	assert_true(virtio_blk_features(&disk) & (1ULL << VIRTIO_BLK_F_TOPOLOGY));
+	assert_int_equal(cfg[24], 0); /* physical block exponent: physical = logical */
+	assert_int_equal(cfg[25], 0); /* alignment offset */
+	assert_int_equal(min_io, 1);
+	assert_int_equal((uint64_t)opt_io * blk_size, 1u << 20);
+	assert_int_equal(cfg[60], 0xee); /* nothing past what it said it wrote */
+}
+
 static void test_read_only_disk_refuses_writes(void **state)
 {
 	(void)state;
@@ -302,6 +331,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_read_write_flush),
 		cmocka_unit_test(test_out_of_range_and_partial_sectors),
+		cmocka_unit_test(test_config_space),
 		cmocka_unit_test(test_read_only_disk_refuses_writes),
 		cmocka_unit_test(test_get_id_discard_write_zeroes),
 		cmocka_unit_test(test_malformed_chains),

@@ -44,6 +44,10 @@ def test_block_device_reads_writes_flushes_discards_untraced(dev_guest, host, vm
         dev = f"/dev/{s.dev}"
         assert int(guest.console(f"blockdev --getsize64 {dev}")) == 64 * MB
         assert guest.console(f"cat /sys/block/{s.dev}/ro").strip() == "0"
+        # the device's topology: 1 MiB optimal I/O, so the guest reads ahead
+        # 2 MiB (a program started from the disk comes in a few requests)
+        q = f"/sys/block/{s.dev}/queue"
+        assert guest.console(f"cat {q}/optimal_io_size {q}/read_ahead_kb").split() == ["1048576", "2048"]
         # the whole disk read in the guest, while the hypervisor is sampled
         samples = os.path.join(host.logdir, f"tracerpid-{s.id}.log")
         sampler = sample_tracer_pid(host, guest.pid, samples)
