@@ -4,6 +4,7 @@ command to the first prompt, keystroke echo latency, and vmsh's own memory,
 side by side in one run.
 
 usage: python3 -m bench.attach_bench [--machine pc] [--kernel 6.1] [--runs 5] [--samples 30]
+                                    [--compare OLD_VMSH]
 
 vmsh is measured cold (no kernel cache: the whole kernel image searched) and
 warm (the kernel cache of an earlier run used); the VM's stop time comes from
@@ -16,7 +17,10 @@ measures an ssh session (public-key login as root, a shell) and a `vmsh
 attach` session (the guest's devices are added and removed each time),
 alternating, and keystroke echo on the guest's second serial port (a shell
 there, qemu's chardev socket; no start-to-prompt: the shell is already
-running). Prints medians. Not a pass/fail test."""
+running). With --compare, another vmsh build (e.g. the last release) is
+measured warm in the same runs, right after the new one, with its own stop
+time: the machine's noise hits both alike. Prints medians. Not a pass/fail
+test."""
 import argparse
 import json
 import os
@@ -32,7 +36,7 @@ from vmshtest import tools_image
 PORT = 10022
 
 
-def measure(host, vmsh, machine="pc", kernel="6.1", runs=5, samples=30, log=print):
+def measure(host, vmsh, machine="pc", kernel="6.1", runs=5, samples=30, log=print, old=None):
     """Every measurement: {"runs": {kind: [attach_latency result, ...]},
     "stops": [(ms, windows), ...]} for kinds ssh, vmsh (cold), vmsh_warm
     and serial."""
@@ -67,19 +71,24 @@ def measure(host, vmsh, machine="pc", kernel="6.1", runs=5, samples=30, log=prin
         kinds = (("ssh", ssh), ("vmsh", f"env VMSH_CACHE_DIR=off {vmsh} attach {g.pid}"),
                  ("vmsh_warm", f"env VMSH_CACHE_DIR={cache} {vmsh} attach {g.pid}"),
                  ("serial", f"python3 /run/serial_relay.py {sersock}"))
+        if old:
+            kinds += (("old_warm", f"env VMSH_CACHE_DIR={cache} {old} attach {g.pid}"),)
         res = {k: [] for k, _ in kinds}
-        stops = []
+        stops, old_stops = [], []
         for i in range(runs):
             for name, cmd in kinds:
                 keep = "--keep " if name == "serial" else ""  # its shell outlives the session
                 out = host.check(f"python3 /run/attach_latency.py {keep}{samples} {cmd}", 600)
                 res[name].append(json.loads(out.strip().splitlines()[-1]))
-            r = host.exec(f"VMSH_CACHE_DIR={cache} {vmsh} -v attach {g.pid} -- true", 300)
-            m = re.search(r"vCPUs stopped ([\d.]+) ms in (\d+) windows", r.stderr)
-            if m:
-                stops.append((float(m.group(1)), int(m.group(2))))
+            for binary, into in ((vmsh, stops), (old, old_stops)):
+                if not binary:
+                    continue
+                r = host.exec(f"VMSH_CACHE_DIR={cache} {binary} -v attach {g.pid} -- true", 300)
+                m = re.search(r"vCPUs stopped ([\d.]+) ms in (\d+) windows", r.stderr)
+                if m:
+                    into.append((float(m.group(1)), int(m.group(2))))
             log(f"attach_bench: run {i + 1}/{runs} done")
-        return {"runs": res, "stops": stops, "machine": machine, "kernel": kernel, "samples": samples,
+        return {"runs": res, "stops": stops, "old_stops": old_stops, "machine": machine, "kernel": kernel, "samples": samples,
                 "kvm_host": host.mode}
     finally:
         g.stop()
@@ -92,12 +101,13 @@ def main():
     ap.add_argument("--kernel", default="6.1")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--compare", metavar="OLD_VMSH", help="another vmsh build, measured warm in the same runs")
     a = ap.parse_args()
     vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
     host = harness.make_host()
     try:
         d = measure(host, vmsh, a.machine, a.kernel, a.runs, a.samples,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
+                    log=lambda m: print(m, file=sys.stderr, flush=True), old=a.compare)
     finally:
         host.close()
     res, stops = d["runs"], d["stops"]
@@ -107,10 +117,15 @@ def main():
           f"{'warm/ssh':>9s}")
     s_, v_, w_ = (statistics.median(r["to_prompt_ms"] for r in res[n]) for n in ("ssh", "vmsh", "vmsh_warm"))
     print(f"{'start to prompt (ms)':28s} {s_:16.1f} {v_:11.1f} {w_:11.1f} {v_ / s_:9.2f} {w_ / s_:9.2f}")
-    if stops:
-        print(f"VM stop time per attach (all vCPUs held, median of {len(stops)}): "
-              f"{statistics.median(x[0] for x in stops):.1f} ms in {statistics.median(x[1] for x in stops):.0f} "
-              f"windows")
+    if a.compare:
+        o_ = statistics.median(r["to_prompt_ms"] for r in res["old_warm"])
+        print(f"{'start to prompt, warm (ms)':28s} this vmsh {w_:.1f}, {a.compare} {o_:.1f}: "
+              f"{w_ / o_:.2f}x; {a.compare} / ssh {o_ / s_:.2f}")
+    for label, st in (("", stops), (f" ({a.compare})", d["old_stops"])):
+        if st:
+            print(f"VM stop time per attach{label} (all vCPUs held, median of {len(st)}): "
+                  f"{statistics.median(x[0] for x in st):.1f} ms in {statistics.median(x[1] for x in st):.0f} "
+                  f"windows")
     print(f"{'':28s} {'ssh (dropbear)':>16s} {'vmsh':>14s} {'vmsh/ssh':>11s} {'serial':>10s}")
     for key, label in (("median", "echo latency, median (ms)"), ("p90", "echo latency, p90 (ms)")):
         s_, v_, c_ = (statistics.median(r["echo_ms"][key] for r in res[n]) for n in ("ssh", "vmsh", "serial"))

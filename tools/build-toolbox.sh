@@ -26,5 +26,8 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf 'vmsh toolbox: busybox %s. The guest'"'"'s root file system is at /var/lib/vmsh.\n' \
 	"$("$busybox" 2>&1 | head -1 | awk '{print $2}')" > "$root/etc/motd"
-mke2fs -q -F -t ext4 -L vmsh-toolbox -E root_owner=0:0 -d "$root" "$out.tmp" 8M
+# 4 KiB blocks: mke2fs would choose 1 KiB for a file system this small,
+# and every directory, inode table and extent block the guest reads at
+# attach would be a request of its own through vmsh
+mke2fs -q -F -t ext4 -b 4096 -L vmsh-toolbox -E root_owner=0:0 -d "$root" "$out.tmp" 8M
 mv "$out.tmp" "$out"
