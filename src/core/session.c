@@ -331,7 +331,8 @@ static int setup(struct session *s, struct vmsh_err *err)
 	size_t mapped = guest_mem_map_shared(&info->mem);
 	log_verbose("guest memory: %zu of %zu ranges mapped into vmsh (shared backing), the rest through "
 		    "process_vm_readv/writev", mapped, info->mem.n);
-	if (blk_uring_open(&s->be, o->disk, o->disk_ro, &s->disk, err) < 0)
+	if ((o->disk_size ? blk_uring_open_window(&s->be, o->disk, o->disk_base, o->disk_size, &s->disk, err)
+			  : blk_uring_open(&s->be, o->disk, o->disk_ro, &s->disk, err)) < 0)
 		return -1;
 	s->be_open = true;
 	snprintf(s->disk.id, sizeof(s->disk.id), "%s", o->id);

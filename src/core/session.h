@@ -32,6 +32,7 @@ struct session;
 struct session_opts {
 	const char *disk;          /* backing file or block device of the block device */
 	bool disk_ro;
+	uint64_t disk_base, disk_size; /* disk_size > 0: only these bytes of it, read-only */
 	const char *id;            /* block device serial and console port name */
 	bool console;              /* also a console device */
 	const void *helper;        /* in-guest helper binary, NULL: none */

@@ -56,7 +56,7 @@ static ssize_t pio(struct blk_uring *u, bool write, uint64_t off, const struct i
 {
 	ssize_t r;
 	do
-		r = write ? pwritev(u->fd, iov, n, (off_t)off) : preadv(u->fd, iov, n, (off_t)off);
+		r = write ? pwritev(u->fd, iov, n, (off_t)(u->base + off)) : preadv(u->fd, iov, n, (off_t)(u->base + off));
 	while (r < 0 && errno == EINTR);
 	if (r < 0) {
 		int e = -errno;
@@ -225,7 +225,7 @@ static int be_write_zeroes(void *opaque, uint64_t off, uint64_t len)
 
 /* ---- open and close ---- */
 
-static int image_size(struct blk_uring *u, const char *path, struct vmsh_err *err)
+static int image_size(struct blk_uring *u, const char *path, bool whole, struct vmsh_err *err)
 {
 	struct stat st;
 	if (fstat(u->fd, &st) < 0)
@@ -239,9 +239,20 @@ static int image_size(struct blk_uring *u, const char *path, struct vmsh_err *er
 	} else {
 		return vmsh_error(err, EINVAL, "'%s' is neither a regular file nor a block device", path);
 	}
-	if (u->size % BLK_SECTOR)
+	if (whole && u->size % BLK_SECTOR)
 		return vmsh_error(err, EINVAL, "'%s' is %llu bytes, not a whole number of %d-byte sectors", path,
 				  (unsigned long long)u->size, BLK_SECTOR);
+	return 0;
+}
+
+/* The disk as a window of the file: [base, base + size) must lie in it. */
+static int set_window(struct blk_uring *u, const char *path, uint64_t base, uint64_t size, struct vmsh_err *err)
+{
+	if (base > u->size || size > u->size - base || !size || size % BLK_SECTOR)
+		return vmsh_error(err, EINVAL, "'%s' (%llu bytes) has no %llu-byte disk at byte %llu", path,
+				  (unsigned long long)u->size, (unsigned long long)size, (unsigned long long)base);
+	u->base = base;
+	u->size = size;
 	return 0;
 }
 
@@ -255,15 +266,17 @@ static int ring_init(struct io_uring *r, unsigned depth, const char *path, struc
 	return 0;
 }
 
-int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct blk_disk *disk_out,
-		   struct vmsh_err *err)
+static int open_image(struct blk_uring *u, const char *path, bool read_only, uint64_t base, uint64_t size,
+		      struct blk_disk *disk_out, struct vmsh_err *err)
 {
 	memset(u, 0, sizeof(*u));
 	u->read_only = read_only;
 	u->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (u->fd < 0)
 		return vmsh_error(err, errno, "open '%s' %s", path, read_only ? "read-only" : "read-write");
-	if (image_size(u, path, err) < 0)
+	if (image_size(u, path, !size, err) < 0)
+		goto fail;
+	if (size && set_window(u, path, base, size, err) < 0)
 		goto fail;
 	if (ring_init(&u->batch, BLK_URING_DEPTH, path, err) < 0)
 		goto fail;
@@ -285,6 +298,20 @@ int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct
 fail:
 	blk_uring_close(u);
 	return -1;
+}
+
+int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct blk_disk *disk_out,
+		   struct vmsh_err *err)
+{
+	return open_image(u, path, read_only, 0, 0, disk_out, err);
+}
+
+int blk_uring_open_window(struct blk_uring *u, const char *path, uint64_t base, uint64_t size,
+			  struct blk_disk *disk_out, struct vmsh_err *err)
+{
+	if (!size)
+		return vmsh_error(err, EINVAL, "'%s': an empty disk window", path);
+	return open_image(u, path, true, base, size, disk_out, err);
 }
 
 static void forget(struct blk_uring_req *req, void *opaque)
@@ -328,10 +355,10 @@ static int prep(struct blk_uring *u, struct blk_uring_req *req)
 	unsigned n = rest > MAX_OP ? MAX_OP : (unsigned)rest;
 	switch (req->op) {
 	case BLK_URING_READ:
-		io_uring_prep_read(sqe, u->fd, (uint8_t *)req->buf + req->done, n, req->off + req->done);
+		io_uring_prep_read(sqe, u->fd, (uint8_t *)req->buf + req->done, n, u->base + req->off + req->done);
 		break;
 	case BLK_URING_WRITE:
-		io_uring_prep_write(sqe, u->fd, (const uint8_t *)req->buf + req->done, n, req->off + req->done);
+		io_uring_prep_write(sqe, u->fd, (const uint8_t *)req->buf + req->done, n, u->base + req->off + req->done);
 		break;
 	case BLK_URING_FSYNC:
 		io_uring_prep_fsync(sqe, u->fd, 0);

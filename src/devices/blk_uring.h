@@ -50,6 +50,7 @@ struct blk_uring {
 	bool is_blockdev;
 	bool read_only;
 	uint64_t size;          /* bytes, a multiple of BLK_SECTOR */
+	uint64_t base;          /* where in the file the disk starts (a window: read-only) */
 	struct io_uring batch;  /* the batched interface's ring */
 	bool batch_ok;          /* its ring set up */
 	bool dead;              /* a submission failed half-way: no more I/O */
@@ -65,6 +66,11 @@ struct blk_uring {
  * not a whole number of 512-byte sectors, io_uring unavailable. */
 int blk_uring_open(struct blk_uring *u, const char *path, bool read_only, struct blk_disk *disk_out,
 		   struct vmsh_err *err);
+/* The same, read-only, for the size bytes of path from byte base on (a
+ * file system image inside another file, e.g. vmsh's own executable):
+ * fails unless they lie inside the file and size is whole sectors. */
+int blk_uring_open_window(struct blk_uring *u, const char *path, uint64_t base, uint64_t size,
+			  struct blk_disk *disk_out, struct vmsh_err *err);
 /* Close the image. Batched requests still in flight are waited for first
  * (their buffers stay in use until then); they are not reported. */
 void blk_uring_close(struct blk_uring *u);

@@ -11,6 +11,7 @@
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "devices/blk_uring.h"
@@ -375,6 +376,56 @@ static void test_batched_reads_and_writes(void **state)
 	tmp_drop(&t);
 }
 
+/* A disk that is a window of a larger file (vmsh's tools image inside its
+ * executable): the window's bytes and nothing else, read-only, through
+ * every interface; a file whose size is no sector multiple may hold one;
+ * windows outside the file are refused. */
+static void test_window_of_a_file(void **state)
+{
+	(void)state;
+	enum { BASE = 12345, SECTORS = 40, FILE_BYTES = BASE + SECTORS * 512 + 777 };
+	struct unit_rng rng = { 11 };
+	struct tmp t;
+	tmp_make(&t, "/tmp", FILE_BYTES, &rng);
+	uint8_t want[SECTORS * 512], buf[SECTORS * 512];
+	file_read(&t, BASE, want, sizeof(want));
+	struct blk_uring u;
+	struct blk_disk d;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(blk_uring_open_window(&u, t.path, BASE, SECTORS * 512, &d, &err), 0);
+	assert_true(d.read_only);
+	assert_int_equal(d.sectors, SECTORS);
+	assert_int_equal(d.be.read(d.be.opaque, 0, buf, sizeof(buf)), 0);
+	assert_memory_equal(want, buf, sizeof(buf));
+	struct iovec iov[2] = { { buf, 512 }, { buf + 512, 1024 } };
+	assert_int_equal(d.be.rwv(d.be.opaque, false, 7 * 512, iov, 2), 0);
+	assert_memory_equal(want + 7 * 512, buf, 1536);
+	/* past the window's end: refused, although the file goes on */
+	assert_int_not_equal(d.be.read(d.be.opaque, (SECTORS - 1) * 512, buf, 1024), 0);
+	struct blk_uring_req r = { .op = BLK_URING_READ, .off = 3 * 512, .buf = buf, .len = 2048 };
+	assert_int_equal(blk_uring_queue(&u, &r), 0);
+	assert_int_equal(blk_uring_submit(&u), 1);
+	struct reaped rp = { 0 };
+	reap_all(&u, &rp, 1);
+	assert_int_equal(rp.failed, 0);
+	assert_memory_equal(want + 3 * 512, buf, 2048);
+	/* never written */
+	memset(buf, 0x5a, 512);
+	assert_int_equal(d.be.write(d.be.opaque, 0, buf, 512), -EROFS);
+	r = (struct blk_uring_req){ .op = BLK_URING_WRITE, .off = 0, .buf = buf, .len = 512 };
+	assert_int_equal(blk_uring_queue(&u, &r), -EROFS);
+	file_read(&t, BASE, buf, sizeof(buf));
+	assert_memory_equal(want, buf, sizeof(buf));
+	blk_uring_close(&u);
+	/* windows the file does not hold, or that are no whole sectors */
+	assert_int_equal(blk_uring_open_window(&u, t.path, BASE, SECTORS * 512 + 512 + 1024, &d, &err), -1);
+	assert_int_equal(blk_uring_open_window(&u, t.path, FILE_BYTES + 512, 512, &d, &err), -1);
+	assert_int_equal(blk_uring_open_window(&u, t.path, BASE, 100, &d, &err), -1);
+	assert_int_equal(blk_uring_open_window(&u, t.path, BASE, 0, &d, &err), -1);
+	assert_int_equal(blk_uring_open_window(&u, t.path, UINT64_MAX - 511, 1024, &d, &err), -1);
+	tmp_drop(&t);
+}
+
 /* A loop device over a temp file: the block device paths (BLKGETSIZE64,
  * BLKDISCARD, BLKZEROOUT). Skipped where loop devices cannot be made. */
 static void test_block_device(void **state)
@@ -442,6 +493,7 @@ int main(void)
 		cmocka_unit_test(test_discard_and_write_zeroes_tmp),
 		cmocka_unit_test(test_discard_and_write_zeroes_shm),
 		cmocka_unit_test(test_read_only_refuses_writes),
+		cmocka_unit_test(test_window_of_a_file),
 		cmocka_unit_test(test_files_that_cannot_be_disks),
 		cmocka_unit_test(test_image_shrinking_underneath_is_an_error),
 		cmocka_unit_test(test_batched_reads_and_writes),

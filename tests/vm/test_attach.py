@@ -58,6 +58,16 @@ def test_commands_see_the_guest_and_exit_codes_pass_through(guest, host, vmsh_bi
     r = attach(host, vmsh_bin, guest, "md5sum", input="hello vmsh\n")
     assert r.rc == 0, r.stderr
     assert r.stdout.split()[0] == host.check("printf 'hello vmsh\\n' | md5sum").split()[0]
+    # the built-in tools image is served from vmsh's executable itself (no
+    # copy): its files read back whole in the guest
+    argv = " ".join(shlex.quote(x) for x in (vmsh_bin, "-v", "attach", str(guest.pid), "--", "sh", "-c",
+                                             "cat /etc/motd; md5sum /bin/busybox"))
+    r = host.exec(argv, 300)
+    assert r.rc == 0, r.stderr
+    assert "serving a copy" not in r.stderr, r.stderr
+    assert r.stdout.startswith("vmsh toolbox: busybox"), r.stdout
+    busybox = host.check("md5sum $(command -v busybox || echo /bin/busybox)").split()[0]
+    assert r.stdout.split("\n")[1].split()[0] == busybox, r.stdout
     assert guest_traces(guest) == traces
     assert hypervisor_state(host, guest.pid) == before
     assert_guest_clean(guest, base)
