@@ -31,6 +31,7 @@ struct guest_kernel {
 	uint64_t phys_base;      /* its physical address */
 	uint64_t image_size;     /* mapped bytes from _text on */
 	uint8_t *image;          /* copy of the mapped kernel image, only while kernel_find parses it */
+	uint64_t scan_lo, scan_hi; /* the part of it searched: what was read (kernel.c) */
 	uint64_t image_unreadable; /* bytes of it we could not read */
 	char version[128];       /* uname -r */
 	char banner[512];        /* linux_banner without the newline */

@@ -17,6 +17,7 @@
 #include "common/log.h"
 
 #define MAX_NAME 128
+#define ANCHORS_FIRST 3
 #define MIN_RUN 16
 
 /* Names exported (EXPORT_SYMBOL or _GPL) by every x86-64 kernel since 4.x. */
@@ -231,10 +232,19 @@ static bool find_anchor_entry(struct scan *s, const size_t *names, size_t n_name
 	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
 	size_t best_score = 0;
 	enum ksymtab_format best_fmt = KSYMTAB_NONE;
+	if (!n_names)
+		return false;
+	/* the names' span first, inline: this loop visits every aligned word
+	 * of the image (a second's work on an emulated host through calls) */
+	uint64_t lo = names[0], span = names[n_names - 1] - names[0];
 	for (size_t f = 0; f + 4 <= s->len && best_score < 2 * MIN_RUN && !over_budget(s); f += 4) {
 		s->work++;
-		bool prel = in_sorted(names, n_names, (int64_t)f + rd32(s->img + f));
-		bool abs = f + 8 <= s->len && in_sorted(names, n_names, (int64_t)(rd64(s->img + f) - s->base));
+		int64_t p = (int64_t)f + rd32(s->img + f);
+		uint64_t a = f + 8 <= s->len ? rd64(s->img + f) - s->base : UINT64_MAX;
+		if ((uint64_t)p - lo > span && a - lo > span)
+			continue;
+		bool prel = in_sorted(names, n_names, p);
+		bool abs = f + 8 <= s->len && in_sorted(names, n_names, (int64_t)a);
 		if (!prel && !abs)
 			continue;
 		for (size_t k = 0; k < sizeof(fmts) / sizeof(fmts[0]); k++) {
@@ -288,10 +298,18 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 	struct scan s = { .img = img, .len = len, .base = base_va, .str_lo = 0, .str_hi = len,
 			  .budget = (uint64_t)len * WORK_PER_BYTE + WORK_EXTRA };
 	size_t entry = 0, names[32 * sizeof(anchors) / sizeof(anchors[0])], n_names = 0;
-	for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]); a++)
-		n_names += find_strings(img, len, anchors[a], names + n_names, 32);
-	qsort(names, n_names, sizeof(*names), cmp_size);
-	if (!find_anchor_entry(&s, names, n_names, &entry))
+	/* a few anchors first (each is a search of the whole image), all of
+	 * them if those are not enough */
+	bool found = false;
+	for (size_t want = ANCHORS_FIRST, a = 0; !found && a < want; want = sizeof(anchors) / sizeof(anchors[0])) {
+		for (; a < want; a++)
+			n_names += find_strings(img, len, anchors[a], names + n_names, 32);
+		qsort(names, n_names, sizeof(*names), cmp_size);
+		found = find_anchor_entry(&s, names, n_names, &entry);
+		if (over_budget(&s))
+			break;
+	}
+	if (!found)
 		return over_budget(&s) ? too_costly(err, len)
 				       : vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
 							 "no exported-symbol table found in kernel image");
@@ -318,12 +336,22 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 	out->syms = malloc(cap * sizeof(*out->syms));
 	if (!out->syms)
 		return vmsh_error(err, ENOMEM, "parse ksymtab");
-	size_t align = (s.fmt == KSYMTAB_ABS || s.fmt == KSYMTAB_ABS_NS) ? 8 : 4;
+	bool absolute = s.fmt == KSYMTAB_ABS || s.fmt == KSYMTAB_ABS_NS;
+	size_t align = absolute ? 8 : 4;
 	size_t span_lo = SIZE_MAX, span_hi = 0;
+	uint64_t str_span = s.str_hi - s.str_lo;
 	for (size_t e = 0; e + es <= len;) {
 		if (over_budget(&s)) {
 			ksymtab_free(out);
 			return too_costly(err, len);
+		}
+		/* an entry's name lies in __ksymtab_strings: checked inline first
+		 * (valid_entry checks it again, with the rest) */
+		uint64_t no = absolute ? rd64(img + e + 8) - base_va : e + 4 + (uint64_t)(int64_t)rd32(img + e + 4);
+		if (no - s.str_lo >= str_span) {
+			s.work++;
+			e += align;
+			continue;
 		}
 		if (!valid_entry(&s, (int64_t)e)) {
 			e += align;

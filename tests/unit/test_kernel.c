@@ -100,14 +100,28 @@ static uint64_t sym_value(const char *name)
 #define HOLE_FIRST 4
 #define HOLE_END 12
 
-static void build_image(struct guest *g, enum user_half uh, bool pti_hole);
+/* How the image's pages are mapped: all read-write (no strict RWX), or as
+ * Linux maps them: text executable, read-only data (from the export table
+ * on: +0x10000) non-executable, data writable. */
+enum image_perms { ALL_RW, STRICT_RWX };
+
+static void build_image(struct guest *g, enum user_half uh, bool pti_hole, enum image_perms perms);
 
 static void build(struct guest *g, enum user_half uh)
 {
-	build_image(g, uh, false);
+	build_image(g, uh, false, ALL_RW);
 }
 
-static void build_image(struct guest *g, enum user_half uh, bool pti_hole)
+static uint64_t page_flags(unsigned i, enum image_perms perms)
+{
+	if (perms == ALL_RW)
+		return UNIT_PTE_P | UNIT_PTE_RW;
+	if (i < 0x10)
+		return UNIT_PTE_P;
+	return i < TEXT_PAGES ? UNIT_PTE_P | UNIT_PTE_NX : UNIT_PTE_P | UNIT_PTE_RW | UNIT_PTE_NX;
+}
+
+static void build_image(struct guest *g, enum user_half uh, bool pti_hole, enum image_perms perms)
 {
 	memset(g, 0, sizeof(*g));
 	g->ram = calloc(1, MEMSZ);
@@ -129,7 +143,7 @@ static void build_image(struct guest *g, enum user_half uh, bool pti_hole)
 	for (unsigned i = 0; i < IMAGE_PAGES; i++)
 		if (!pti_hole || i < HOLE_FIRST || i >= HOLE_END)
 			fake_pt_map(&g->pt, g->kroot, 4, KTEXT + i * 0x1000ULL, KPHYS + i * 0x1000ULL, 0x1000,
-			    UNIT_PTE_P | UNIT_PTE_RW);
+			    page_flags(i, perms));
 	/* entry trampoline: 2 pages of text; or the clone of all of text+rodata */
 	unsigned user_first = uh == USER_CLONES_TEXT ? 0 : 1, user_pages = uh == USER_CLONES_TEXT ? TEXT_PAGES : 2;
 	for (unsigned i = user_first; i < user_first + user_pages; i++)
@@ -209,12 +223,43 @@ static void test_kernel_found_from_user_half_of_pti_pair(void **state)
 static void test_kernel_found_across_the_pti_hole_in_its_image(void **state)
 {
 	struct guest *g = *state;
-	build_image(g, USER_ENTRY_ONLY, true);
+	build_image(g, USER_ENTRY_ONLY, true, ALL_RW);
 	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
 	struct vmsh_err err = { 0 };
 	assert_int_equal(kernel_find(&g->gm, &c, &g->k, &err), 0);
 	g->have_k = true;
 	assert_kernel(g);
+}
+
+/* With strict RWX the first pass reads only the read-only data and
+ * searches only that (not the zeros left for text and data): the symbols,
+ * their values and the hint's offsets from _text are the same. */
+static void test_only_read_only_data_searched(void **state)
+{
+	struct guest *g = *state;
+	build_image(g, USER_ENTRY_ONLY, false, STRICT_RWX);
+	struct cpu_paging c = cpu(g->kroot | 0x1, KTEXT + 0x1234);
+	struct vmsh_err err = { 0 };
+	struct kernel_hint h;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, NULL, 0, &g->k, NULL, &h, &err), 0);
+	assert_int_equal(g->k.scan_lo, 0x10000);
+	assert_int_equal(g->k.scan_hi, TEXT_PAGES * 0x1000ULL);
+	assert_string_equal(g->k.banner, BANNER);
+	assert_int_equal(g->k.ksyms.n, ARRAY_LEN(exported));
+	for (size_t i = 0; i < ARRAY_LEN(exported); i++) {
+		uint64_t v;
+		assert_int_equal(ksymtab_lookup(&g->k.ksyms, exported[i], &v), 0);
+		assert_int_equal(v, sym_value(exported[i]));
+	}
+	assert_int_equal(h.banner_off, 0x30000);
+	assert_true(h.span_off >= 0x10000 && h.span_off + h.span_len >= 0x20000 && h.span_len < 0x30000);
+	kernel_free(&g->k);
+	/* the hint it taught finds the same kernel */
+	int used = -1;
+	assert_int_equal(kernel_find_hinted(&g->gm, &c, &h, 1, &g->k, &used, NULL, &err), 0);
+	assert_int_equal(used, 0);
+	assert_int_equal(g->k.ksyms.n, ARRAY_LEN(exported));
+	kernel_free(&g->k);
 }
 
 /* A full search teaches a hint; with it the next search reads only the
@@ -379,6 +424,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_user_half_of_pti_pair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_found_across_the_pti_hole_in_its_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hint_learned_and_used, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_only_read_only_data_searched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hint_not_matching_the_guest_falls_back_to_a_search, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_found_from_kernel_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kernel_read_virt, setup, teardown),
