@@ -300,14 +300,13 @@ int ksymtab_parse(const uint8_t *img, size_t len, uint64_t base_va, struct ksymt
 	size_t entry = 0, names[32 * sizeof(anchors) / sizeof(anchors[0])], n_names = 0;
 	/* a few anchors first (each is a search of the whole image), all of
 	 * them if those are not enough */
+	static const size_t stages[] = { ANCHORS_FIRST, sizeof(anchors) / sizeof(anchors[0]) };
 	bool found = false;
-	for (size_t want = ANCHORS_FIRST, a = 0; !found && a < want; want = sizeof(anchors) / sizeof(anchors[0])) {
-		for (; a < want; a++)
+	for (size_t st = 0, a = 0; st < 2 && !found && !over_budget(&s); st++) {
+		for (; a < stages[st]; a++)
 			n_names += find_strings(img, len, anchors[a], names + n_names, 32);
 		qsort(names, n_names, sizeof(*names), cmp_size);
 		found = find_anchor_entry(&s, names, n_names, &entry);
-		if (over_budget(&s))
-			break;
 	}
 	if (!found)
 		return over_budget(&s) ? too_costly(err, len)

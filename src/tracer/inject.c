@@ -304,16 +304,10 @@ static int stack_mapping(struct tracer *t, const struct inj_thread *th, uint64_t
 	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
 		return -1;
 	*on_stack = false;
-	for (size_t i = 0; i < n; i++) {
-		if (maps[i].perms[1] != 'w')
-			continue;
-		if (maps[i].start <= lo && rsp <= maps[i].end) {
+	for (size_t i = 0; i < n; i++)
+		if (maps[i].perms[1] == 'w' && maps[i].start <= lo && rsp <= maps[i].end)
 			*on_stack = true;
-			if (th->in_kvm_run)
-				remember_stack(t, tid, maps[i].start, maps[i].end);
-		}
-	}
-	inject_learn_stacks(t, maps, n); /* the other threads stopped now */
+	inject_learn_stacks(t, maps, n); /* every vCPU thread stopped now, this one among them */
 	free(maps);
 	return 0;
 }
