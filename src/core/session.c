@@ -569,6 +569,7 @@ static void free_local(struct session *s)
 	for (size_t i = 0; i < s->n_adopted; i++)
 		vdev_destroy(&s->adopted[i]);
 	s->st->blk_interrupts = s->blk.interrupts;
+	s->st->wakeups = s->srv.wakeups;
 	if (s->blk_init)
 		vdev_destroy(&s->blk);
 	if (s->con_init) {

@@ -55,6 +55,7 @@ struct session_stats {
 	uint64_t disk_sectors;
 	uint32_t blk_status, con_status;
 	unsigned blk_interrupts, con_interrupts;
+	unsigned long wakeups;     /* of the device serving thread */
 };
 
 /* NULL on failure (err says why; whatever was added is removed again).

@@ -127,6 +127,8 @@ int vdev_adopt(struct vdev *d, struct vdev_record *rec, const struct vq_mem *mem
 				 "an earlier console", (unsigned long long)gpa, i, d->vq[i].why);
 	}
 	d->driver_ok = running;
+	if (running) /* as on_driver_ok does: acknowledgements of 1 do not wake vmsh */
+		vmmio_raise(&d->regs, 1);
 	d->rec = rec;
 	d->page = page;
 	pthread_mutex_unlock(&d->lock);

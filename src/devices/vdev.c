@@ -27,6 +27,10 @@ static void on_driver_ok(void *opaque)
 	}
 	if (d->rec)
 		d->rec->driver_features = d->regs.driver_features;
+	/* From here the interrupt status always has the used-buffer bit (it
+	 * is never cleared, see vdev_acked): the driver reads 1 or 3 and
+	 * acknowledges that, and only 3 wakes vmsh. */
+	vmmio_raise(&d->regs, 1);
 	d->driver_ok = d->ever_driver_ok = true;
 }
 
@@ -73,7 +77,7 @@ void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, ui
 	d->gpa = gpa;
 	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
 		d->notify[i].local = -1;
-	d->ack.local = d->irq.local = -1;
+	d->ack.local = d->ack_sink.local = d->irq.local = -1;
 	/* indirect descriptor tables: a request's buffers in one guest read */
 	vmmio_init(&d->regs, device_id, features | (1ULL << VIRTIO_F_EVENT_IDX) | (1ULL << VIRTIO_F_INDIRECT_DESC),
 		   n_queues, queue_max, &ops, d);
@@ -135,9 +139,13 @@ int vdev_connect(struct vdev *d, struct kvm_vm *vm, struct vmsh_err *err)
 		d->notify_on[i] = true;
 	}
 	if (kvm_eventfd_create(vm, &d->ack, err) < 0 ||
-	    kvm_ioeventfd(vm, &d->ack, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, false, 0, false, err) < 0)
+	    kvm_ioeventfd(vm, &d->ack, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, true, 3, false, err) < 0)
 		goto fail;
 	d->ack_on = true;
+	if (kvm_eventfd_create(vm, &d->ack_sink, err) < 0 ||
+	    kvm_ioeventfd(vm, &d->ack_sink, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, true, 1, false, err) < 0)
+		goto fail;
+	d->ack_sink_on = true;
 	if (kvm_eventfd_create(vm, &d->irq, err) < 0)
 		goto fail;
 	return 0;
@@ -169,10 +177,15 @@ void vdev_disconnect(struct vdev *d, struct kvm_vm *vm)
 			kvm_eventfd_close(vm, &d->notify[i]);
 	}
 	if (d->ack_on)
-		kvm_ioeventfd(vm, &d->ack, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, false, 0, true, NULL);
+		kvm_ioeventfd(vm, &d->ack, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, true, 3, true, NULL);
 	d->ack_on = false;
 	if (d->ack.local >= 0)
 		kvm_eventfd_close(vm, &d->ack);
+	if (d->ack_sink_on)
+		kvm_ioeventfd(vm, &d->ack_sink, d->gpa + VIRTIO_MMIO_INTERRUPT_ACK, 4, true, 1, true, NULL);
+	d->ack_sink_on = false;
+	if (d->ack_sink.local >= 0)
+		kvm_eventfd_close(vm, &d->ack_sink);
 	if (d->irq_on)
 		kvm_irqfd(vm, &d->irq, d->gsi, true, NULL);
 	d->irq_on = false;

@@ -73,8 +73,13 @@ struct vdev {
 	unsigned more;          /* queues the last process() left work in */
 
 	struct kvm_eventfd notify[VIRTIO_MMIO_MAX_QUEUES];
-	struct kvm_eventfd ack, irq;
-	bool notify_on[VIRTIO_MMIO_MAX_QUEUES], ack_on, irq_on;
+	/* InterruptACK: a driver acknowledges what it read from the interrupt
+	 * status, which always has the used-buffer bit once DRIVER_OK is set
+	 * (vdev.c): 1 goes to `ack_sink`, an eventfd nobody waits on (KVM
+	 * takes the write in the kernel, vmsh is not woken for it); 3 (it saw
+	 * a configuration change) to `ack`, which the server watches */
+	struct kvm_eventfd ack, ack_sink, irq;
+	bool notify_on[VIRTIO_MMIO_MAX_QUEUES], ack_on, ack_sink_on, irq_on;
 	uint32_t gsi;
 	struct vdev_record *rec; /* NULL: not kept */
 };
