@@ -17,6 +17,7 @@
 #include "devices/blk_uring.h"
 #include "devices/console_dev.h"
 #include "devices/server.h"
+#include "devices/vq_guestmem.h"
 #include "kvm/hv_ledger.h"
 #include "kvm/mmio_trap.h"
 #include "loader/kernel_lib.h"
@@ -66,52 +67,6 @@ struct session {
 /* our devices' records in the ledger's area: the block device, the console */
 _Static_assert(VMSH_MAX_DEVS * sizeof(struct vdev_record) <= HV_LEDGER_AREA, "the ledger's area");
 _Static_assert(2 * VMSH_MAX_DEVS <= SERVER_MAX_DEVS, "the server serves ours and the taken-over ones");
-
-static int gread(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	return guest_mem_read(opaque, gpa, buf, len);
-}
-
-static int gwrite(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	return guest_mem_write(opaque, gpa, buf, len);
-}
-
-/* The devices' vectored accesses (a few pieces: ring entries and indices,
- * a status byte) as guest-memory ones. */
-static int gxferv(void *opaque, const struct vq_iov *v, size_t n, bool write)
-{
-	struct guest_iov g[8];
-	for (size_t done = 0; done < n;) {
-		size_t k = n - done < 8 ? n - done : 8;
-		for (size_t i = 0; i < k; i++)
-			g[i] = (struct guest_iov){ v[done + i].gpa, v[done + i].buf, v[done + i].len };
-		if ((write ? guest_mem_writev(opaque, g, k) : guest_mem_readv(opaque, g, k)) < 0)
-			return -1;
-		done += k;
-	}
-	return 0;
-}
-
-static int greadv(void *opaque, const struct vq_iov *v, size_t n)
-{
-	return gxferv(opaque, v, n, false);
-}
-
-static int gwritev(void *opaque, const struct vq_iov *v, size_t n)
-{
-	return gxferv(opaque, v, n, true);
-}
-
-static uint8_t *gptr(void *opaque, uint64_t gpa, size_t len)
-{
-	return guest_mem_ptr(opaque, gpa, len);
-}
-
-static bool gcontains(void *opaque, uint64_t gpa, uint64_t len)
-{
-	return guest_mem_contains(opaque, gpa, len);
-}
 
 static bool on_mmio(void *opaque, struct mmio_access *a)
 {
@@ -372,8 +327,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (add_pages(s, err) < 0)
 		return -1;
 	s->st->dev_gpa = s->slot.gpa;
-	s->mem = (struct vq_mem){ .read = gread, .write = gwrite, .readv = greadv, .writev = gwritev, .ptr = gptr,
-				  .contains = gcontains, .opaque = &info->mem };
+	vq_mem_of_guest(&s->mem, &info->mem);
 	blk_dev_init(&s->blk, &s->disk, &s->mem, s->pages.local, s->slot.gpa);
 	vdev_keep_record(&s->blk, &recs[0]);
 	s->blk_init = true;

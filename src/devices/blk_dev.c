@@ -13,16 +13,17 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
 	unsigned die = __atomic_load_n(&disk->test_die_at, __ATOMIC_RELAXED);
 	if (die && __atomic_sub_fetch(&disk->test_die_at, 1, __ATOMIC_RELAXED) == 0)
 		raise(SIGKILL); /* killed outright, holding this request */
-	uint8_t status;
-	uint64_t status_gpa;
-	int64_t written = virtio_blk_serve(disk, &d->mem, c, &status, &status_gpa);
+	struct blk_reply rep;
+	int64_t written = virtio_blk_serve(disk, &d->mem, c, &rep);
 	if (written < 0) {
+		blk_reply_done(&rep);
 		vq->broken = true;
 		snprintf(vq->why, sizeof(vq->why), "request %u has no status byte", c->head);
 		return;
 	}
-	/* the status byte, the used entry and the index in one write */
-	vq_push_after(vq, c->head, (uint32_t)written, status_gpa, &status, 1);
+	/* the data read, the status byte, the used entry and the index in one write */
+	vq_push_pieces(vq, c->head, (uint32_t)written, rep.v, rep.n);
+	blk_reply_done(&rep);
 }
 
 /* Requests per wake-up: a vCPU that keeps bumping avail.idx gets this many

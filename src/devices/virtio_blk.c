@@ -72,11 +72,40 @@ static bool range_ok(const struct blk_disk *disk, uint64_t sector, uint64_t byte
 	return bytes % BLK_SECTOR == 0 && sector <= disk->sectors && n <= disk->sectors - sector;
 }
 
+/* A read of the disk into guest buffers bufs[first..last) through the
+ * bounce buffer, left in rep for the completion's write (the data first).
+ * Only where that write is one vectored call and every buffer lies in
+ * guest memory (else the data is written now, and a buffer the guest put
+ * outside its memory fails the request, not the completion). 1: done that
+ * way; 0: not that way; < 0 an error of the disk. */
+static int read_deferred(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+			 size_t first, size_t last, uint64_t off, uint64_t total, struct blk_reply *rep)
+{
+	if (!rep || !mem->writev || !mem->contains || last - first > BLK_REPLY_DATA_PIECES || total > COPY_CHUNK ||
+	    total == 0)
+		return 0;
+	for (size_t b = first; b < last; b++)
+		if (!mem->contains(mem->opaque, c->bufs[b].gpa, c->bufs[b].len))
+			return 0;
+	if (!(rep->bounce = malloc((size_t)total)))
+		return -ENOMEM;
+	int rc = disk->be.read(disk->be.opaque, off, rep->bounce, (size_t)total);
+	if (rc < 0)
+		return rc;
+	uint8_t *p = rep->bounce;
+	for (size_t b = first; b < last; b++) {
+		rep->v[rep->n++] = (struct vq_iov){ c->bufs[b].gpa, p, c->bufs[b].len };
+		p += c->bufs[b].len;
+	}
+	return 1;
+}
+
 /* Copy between guest buffers bufs[first..last) and the disk at off:
  * straight into guest memory where vmsh maps it (mem->ptr), else through a
- * bounce buffer. */
+ * bounce buffer (a read's data left in rep, where there is one, for the
+ * completion's write). */
 static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c, size_t first,
-		    size_t last, uint64_t off, bool to_guest)
+		    size_t last, uint64_t off, bool to_guest, struct blk_reply *rep)
 {
 	uint8_t *tmp = NULL;
 	int rc = 0;
@@ -101,6 +130,8 @@ static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const
 	uint64_t total = 0;
 	for (size_t b = first; b < last; b++)
 		total += c->bufs[b].len;
+	if (to_guest && (rc = read_deferred(disk, mem, c, first, last, off, total, rep)) != 0)
+		return rc < 0 ? rc : 0;
 	size_t chunk = total < COPY_CHUNK ? (size_t)total : COPY_CHUNK;
 	for (uint64_t done = 0; done < total && rc == 0;) {
 		size_t n = total - done < chunk ? (size_t)(total - done) : chunk;
@@ -147,9 +178,18 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 	return VIRTIO_BLK_S_OK;
 }
 
-int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
-			 uint8_t *status_out, uint64_t *status_gpa)
+void blk_reply_done(struct blk_reply *rep)
 {
+	free(rep->bounce);
+	rep->bounce = NULL;
+	rep->n = 0;
+}
+
+int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
+			 struct blk_reply *rep)
+{
+	rep->n = 0;
+	rep->bounce = NULL;
 	/* the status byte is the last byte of the last buffer, device-writable */
 	if (c->n < 2 || !c->bufs[c->n - 1].device_writes)
 		return -1;
@@ -181,7 +221,7 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 			goto out;
 		if (!range_ok(disk, h.sector, data_len))
 			goto out;
-		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, true) == 0) {
+		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, true, rep) == 0) {
 			status = VIRTIO_BLK_S_OK;
 			written += (int64_t)data_len;
 		}
@@ -195,7 +235,7 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 		}
 		if (!range_ok(disk, h.sector, data_len))
 			goto out;
-		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, false) == 0)
+		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, false, NULL) == 0)
 			status = VIRTIO_BLK_S_OK;
 		break;
 	case VIRTIO_BLK_T_FLUSH:
@@ -226,20 +266,25 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 		break;
 	}
 out:
-	*status_out = status;
-	*status_gpa = st_gpa;
+	if (status != VIRTIO_BLK_S_OK)
+		blk_reply_done(rep); /* no data goes with a failure */
+	rep->status = status;
+	rep->v[rep->n++] = (struct vq_iov){ st_gpa, &rep->status, 1 };
 	return written;
 }
 
 int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
 			  uint8_t *status_out)
 {
-	uint8_t status;
-	uint64_t gpa;
-	int64_t written = virtio_blk_serve(disk, mem, c, &status, &gpa);
-	if (written < 0 || mem->write(mem->opaque, gpa, &status, 1) < 0)
-		return -1;
-	if (status_out)
-		*status_out = status;
-	return written;
+	struct blk_reply rep;
+	int64_t written = virtio_blk_serve(disk, mem, c, &rep);
+	int rc = written < 0 ? -1 : 0;
+	if (rc == 0 && mem->writev)
+		rc = mem->writev(mem->opaque, rep.v, rep.n);
+	for (size_t i = 0; rc == 0 && !mem->writev && i < rep.n; i++)
+		rc = mem->write(mem->opaque, rep.v[i].gpa, rep.v[i].buf, rep.v[i].len);
+	if (rc == 0 && status_out)
+		*status_out = rep.status;
+	blk_reply_done(&rep);
+	return rc < 0 ? -1 : written;
 }

@@ -72,10 +72,24 @@ size_t virtio_blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap);
  * marks the queue broken). The status byte says how it went. */
 int64_t virtio_blk_handle(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
 		   uint8_t *status_out);
-/* The same without writing the status byte: *status_gpa and *status_out
- * say what to write where (vq_push_after then writes it together with the
- * used entry). -1 as above. */
+/* What a served request leaves to be written into the guest together
+ * with its completion, in this order: the data read for the guest where
+ * it went through vmsh's bounce buffer (guest memory that is another
+ * process's: one process_vm_writev for the data, the status byte, the used
+ * entry and index instead of two), then the status byte. */
+#define BLK_REPLY_DATA_PIECES 126 /* the seg_max the device offers */
+struct blk_reply {
+	uint8_t status;
+	size_t n;
+	struct vq_iov v[BLK_REPLY_DATA_PIECES + 1];
+	uint8_t *bounce; /* holds the data until blk_reply_done */
+};
+/* The same as virtio_blk_handle without writing the status byte (nor, where
+ * it can wait, the data read): rep says what to write where (vq_push_pieces
+ * then writes it with the used entry). Call blk_reply_done afterwards,
+ * whatever it returned. -1 as above. */
 int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *chain,
-			 uint8_t *status_out, uint64_t *status_gpa);
+			 struct blk_reply *rep);
+void blk_reply_done(struct blk_reply *rep);
 
 #endif

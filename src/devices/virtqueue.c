@@ -80,8 +80,8 @@ static int wrv(struct virtqueue *vq, const struct vq_iov *v, size_t n)
 {
 	if (vq->mem.writev) {
 		if (vq->mem.writev(vq->mem.opaque, v, n) < 0)
-			return broken(vq, "write outside guest memory (a status byte at %#llx or the used ring)",
-				      (unsigned long long)v[0].gpa);
+			return broken(vq, "write outside guest memory (at %#llx or one of %zu more pieces: a request's "
+				      "data or status byte, the used ring)", (unsigned long long)v[0].gpa, n - 1);
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -376,22 +376,29 @@ int vq_unpop(struct virtqueue *vq)
 	return 0;
 }
 
-int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_t gpa, const void *src, size_t len)
+int vq_push_pieces(struct virtqueue *vq, uint16_t head, uint32_t written, const struct vq_iov *pre, size_t n_pre)
 {
 	vq->can_unpop = false;
 	if (vq->broken)
 		return -1;
+	/* more pieces than one write here takes: those first, on their own */
+	if (n_pre > VQ_PUSH_MAX_PIECES) {
+		if (wrv(vq, pre, n_pre) < 0)
+			return -1;
+		n_pre = 0;
+	}
 	struct {
 		uint32_t id, len;
 	} e = { head, written };
 	uint16_t idx = (uint16_t)(vq->used_idx + 1);
-	/* in this order: the piece (a status byte), the entry, the index; and
-	 * with every chain seen taken, the request to be notified of the next
-	 * (what the device does once the queue is empty anyway) */
-	struct vq_iov v[4];
+	/* in this order: the pieces (a request's data and status byte), the
+	 * entry, the index; and with every chain seen taken, the request to
+	 * be notified of the next (what the device does once the queue is
+	 * empty anyway) */
+	struct vq_iov v[VQ_PUSH_MAX_PIECES + 3];
 	size_t n = 0;
-	if (len)
-		v[n++] = (struct vq_iov){ gpa, (void *)src, len };
+	for (; n < n_pre; n++)
+		v[n] = pre[n];
 	v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e) };
 	v[n++] = (struct vq_iov){ vq->used + 2, &idx, 2 };
 	uint16_t want = vq->last_avail;
@@ -412,6 +419,12 @@ int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_
 		__atomic_store_n(&vq->log->used_idx, vq->used_idx, __ATOMIC_RELEASE);
 	}
 	return 0;
+}
+
+int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_t gpa, const void *src, size_t len)
+{
+	struct vq_iov piece = { gpa, (void *)src, len };
+	return vq_push_pieces(vq, head, written, &piece, len ? 1 : 0);
 }
 
 int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)

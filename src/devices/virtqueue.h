@@ -139,6 +139,11 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
  * (a request's status byte), all in one vectored write where the memory
  * offers one: the piece, the used entry, then the used index. */
 int vq_push_after(struct virtqueue *vq, uint16_t head, uint32_t written, uint64_t gpa, const void *src, size_t len);
+/* The same with n_pre pieces written first, in their order (a request's
+ * data, then its status byte); up to VQ_PUSH_MAX_PIECES of them go in the
+ * same vectored write as the completion. */
+#define VQ_PUSH_MAX_PIECES 128
+int vq_push_pieces(struct virtqueue *vq, uint16_t head, uint32_t written, const struct vq_iov *pre, size_t n_pre);
 /* After pushes: should the driver be interrupted? (EVENT_IDX aware; old is
  * used_idx before the pushes). */
 bool vq_should_notify(struct virtqueue *vq, uint16_t old_used_idx);

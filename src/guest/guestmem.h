@@ -26,6 +26,7 @@ struct guest_mem {
 	struct guest_range *r;
 	size_t n, cap;
 	uint64_t reads, bytes_read; /* statistics */
+	uint64_t remote_calls;       /* process_vm_readv/writev made */
 	/* While memmap_bootstrap tests a candidate mapping, reads may use
 	 * ranges not verified yet (content checks need them); writes never. */
 	bool probing;
@@ -55,9 +56,10 @@ struct guest_iov {
  * order: each piece is complete before the next begins, so the guest never
  * sees a later piece before an earlier one (a ring entry before its index).
  * Pieces in process memory go in as few process_vm_readv/writev calls as
- * possible (one for up to GUEST_IOV_BATCH of them). -1 if any piece is
+ * possible (one for up to GUEST_IOV_BATCH of them: a block request's 126
+ * data segments and its completion). -1 if any piece is
  * refused; the pieces before it may have been transferred. */
-#define GUEST_IOV_BATCH 64
+#define GUEST_IOV_BATCH 136
 int guest_mem_readv(struct guest_mem *gm, const struct guest_iov *v, size_t n);
 int guest_mem_writev(struct guest_mem *gm, const struct guest_iov *v, size_t n);
 /* Does [gpa, gpa+len) lie in verified ranges (readable and writable by the

@@ -217,17 +217,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if ((flags & 16) && (i & 1))
 				continue; /* held when the run "dies" */
 			uint8_t status;
-			uint64_t status_gpa = 0;
-			int64_t written = flags & 64 ? virtio_blk_serve(&disk, &mem, &c, &status, &status_gpa)
+			struct blk_reply rep = { .n = 0 };
+			int64_t written = flags & 64 ? virtio_blk_serve(&disk, &mem, &c, &rep)
 						     : virtio_blk_handle(&disk, &mem, &c, &status);
 			if (written < 0) {
+				blk_reply_done(&rep);
 				vq_break(&vq, "request %u has no status byte", c.head);
 				break;
 			}
 			FUZZ_CHECK((uint64_t)written <= c.writable_len, "%lld bytes written into %llu writable",
 				   (long long)written, (unsigned long long)c.writable_len);
-			if ((flags & 64 ? vq_push_after(&vq, c.head, (uint32_t)written, status_gpa, &status, 1)
-					: vq_push(&vq, c.head, (uint32_t)written)) < 0)
+			int pushed = flags & 64 ? vq_push_pieces(&vq, c.head, (uint32_t)written, rep.v, rep.n)
+						: vq_push(&vq, c.head, (uint32_t)written);
+			blk_reply_done(&rep);
+			if (pushed < 0)
 				break;
 		}
 		FUZZ_CHECK(r != -1 || vq.broken, "vq_pop failed on a queue that is not broken");

@@ -307,6 +307,76 @@ static void test_malformed_chains(void **state)
 	assert_int_equal(virtio_blk_handle(&disk, &mem, &chain, &st), -1);
 }
 
+/* Guest memory reached with vectored calls (as another process's is):
+ * they are counted, with the pieces of the last one. */
+static int writev_calls;
+static size_t last_pieces;
+static int gwritev(void *o, const struct vq_iov *v, size_t n)
+{
+	writev_calls++;
+	last_pieces = n;
+	for (size_t i = 0; i < n; i++)
+		if (gwrite(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	return 0;
+}
+static bool gcontains(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)o;
+	return gpa < GMEM && len <= GMEM - gpa;
+}
+
+static void test_read_data_goes_with_the_status(void **state)
+{
+	(void)state;
+	fill_disk();
+	struct vq_mem vmem = { .read = gread, .write = gwrite, .writev = gwritev, .contains = gcontains };
+	uint8_t st;
+	/* three data buffers read: their data and the status byte in one write */
+	req(VIRTIO_BLK_T_IN, 4);
+	data(DATA, 512, true);
+	data(DATA + 0x3000, 1024, true);
+	data(DATA + 0x1000, 512, true);
+	status_buf();
+	writev_calls = 0;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1 + 2048);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+	assert_int_equal(writev_calls, 1);
+	assert_int_equal(last_pieces, 4);
+	assert_int_equal(guest[STATUS], VIRTIO_BLK_S_OK);
+	assert_memory_equal(guest + DATA, disk_bytes + 4 * 512, 512);
+	assert_memory_equal(guest + DATA + 0x3000, disk_bytes + 5 * 512, 1024);
+	assert_memory_equal(guest + DATA + 0x1000, disk_bytes + 7 * 512, 512);
+	/* the same through serve: the pieces in order, data first, status last */
+	struct blk_reply rep;
+	assert_int_equal(virtio_blk_serve(&disk, &vmem, &chain, &rep), 1 + 2048);
+	assert_int_equal(rep.n, 4);
+	assert_int_equal(rep.v[0].gpa, DATA);
+	assert_int_equal(rep.v[1].gpa, DATA + 0x3000);
+	assert_int_equal(rep.v[2].len, 512);
+	assert_int_equal(rep.v[3].gpa, STATUS);
+	assert_int_equal(*(uint8_t *)rep.v[3].buf, VIRTIO_BLK_S_OK);
+	assert_memory_equal(rep.v[1].buf, disk_bytes + 5 * 512, 1024);
+	blk_reply_done(&rep);
+	/* a buffer outside guest memory: written at once (and refused), the
+	 * failure reported in the status */
+	req(VIRTIO_BLK_T_IN, 0);
+	data(GMEM - 256, 512, true);
+	status_buf();
+	writev_calls = 0;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_IOERR);
+	assert_int_equal(guest[STATUS], VIRTIO_BLK_S_IOERR);
+	/* a failed read sends no data */
+	req(VIRTIO_BLK_T_IN, DISK_SECTORS - 1);
+	data(DATA, 1024, true);
+	status_buf();
+	assert_int_equal(virtio_blk_serve(&disk, &vmem, &chain, &rep), 1);
+	assert_int_equal(rep.n, 1);
+	assert_int_equal(rep.v[0].gpa, STATUS);
+	blk_reply_done(&rep);
+}
+
 static void test_random_requests_stay_inside_the_disk(void **state)
 {
 	(void)state;
@@ -335,6 +405,7 @@ int main(void)
 		cmocka_unit_test(test_read_only_disk_refuses_writes),
 		cmocka_unit_test(test_get_id_discard_write_zeroes),
 		cmocka_unit_test(test_malformed_chains),
+		cmocka_unit_test(test_read_data_goes_with_the_status),
 		cmocka_unit_test(test_random_requests_stay_inside_the_disk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
