@@ -136,10 +136,11 @@ int cmd_serve(int argc, char **argv)
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
-		"%u + %u interrupts, %lu wake-ups of the serving thread; removed in %.0f ms\n",
+		"%u + %u interrupts, %lu wake-ups of the serving thread, %llu guest-memory syscalls; removed in %.0f ms\n",
 		o.id, (unsigned long long)st.disk_sectors, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi, st.irq, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
-		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, st.teardown_ns / 1e6);
+		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, (unsigned long long)st.serve_remote_calls,
+		st.teardown_ns / 1e6);
 	rc = rc < 0 ? report_error("serve", &err) : 0;
 	term_signals_restore(&old);
 	return rc;

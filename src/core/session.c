@@ -51,6 +51,7 @@ struct session {
 	size_t n_devs;
 	struct dev_server srv;
 	bool srv_init;
+	uint64_t calls_at_start; /* guest memory's process_vm_readv/writev when the server started */
 	int con_fds[2]; /* [0] ours (server side), [1] the caller's */
 	struct vq_mem mem;
 	/* devices of an earlier run killed outright, taken over to be removed */
@@ -398,6 +399,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_error(err, EINTR, "interrupted");
 	}
+	s->calls_at_start = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED);
 	if (server_start(&s->srv, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
@@ -524,6 +526,8 @@ static void free_local(struct session *s)
 		vdev_destroy(&s->adopted[i]);
 	s->st->blk_interrupts = s->blk.interrupts;
 	s->st->wakeups = s->srv.wakeups;
+	if (s->srv_init)
+		s->st->serve_remote_calls = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED) - s->calls_at_start;
 	if (s->blk_init)
 		vdev_destroy(&s->blk);
 	if (s->con_init) {

@@ -56,6 +56,7 @@ struct session_stats {
 	uint32_t blk_status, con_status;
 	unsigned blk_interrupts, con_interrupts;
 	unsigned long wakeups;     /* of the device serving thread */
+	uint64_t serve_remote_calls; /* process_vm_readv/writev on guest memory from then on */
 };
 
 /* NULL on failure (err says why; whatever was added is removed again).

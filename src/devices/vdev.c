@@ -78,9 +78,12 @@ void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, ui
 	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
 		d->notify[i].local = -1;
 	d->ack.local = d->ack_sink.local = d->irq.local = -1;
-	/* indirect descriptor tables: a request's buffers in one guest read */
-	vmmio_init(&d->regs, device_id, features | (1ULL << VIRTIO_F_EVENT_IDX) | (1ULL << VIRTIO_F_INDIRECT_DESC),
-		   n_queues, queue_max, &ops, d);
+	/* indirect descriptor tables: a request's buffers in one guest read
+	 * (unless the kind reads the whole table anyway) */
+	features |= 1ULL << VIRTIO_F_EVENT_IDX;
+	if (!kind->direct_only)
+		features |= 1ULL << VIRTIO_F_INDIRECT_DESC;
+	vmmio_init(&d->regs, device_id, features, n_queues, queue_max, &ops, d);
 	render(d);
 }
 

@@ -53,6 +53,10 @@ struct vdev_kind {
 	unsigned (*process)(struct vdev *d, unsigned queues);
 	/* the driver reset the device */
 	void (*reset)(struct vdev *d);
+	/* no indirect descriptor tables offered: every chain is in the
+	 * descriptor table vmsh reads whole with the ring (one read less per
+	 * request where guest memory is another process's) */
+	bool direct_only;
 };
 
 struct vdev {

@@ -101,6 +101,7 @@ struct virtqueue {
 	uint16_t used_event;
 	bool used_event_fresh;
 	bool event_looked;      /* the ring was looked at after avail_event was written */
+	bool expect_work;       /* the next look reads ring and table with the index (vq_expect_work) */
 	struct vq_log *log;     /* NULL: not kept */
 };
 
@@ -120,6 +121,10 @@ int vq_take_over(struct virtqueue *vq, struct vq_log *log, uint16_t *inflight, s
 /* The chain starting at head (for a held chain vq_take_over named). */
 int vq_chain_at(struct virtqueue *vq, uint16_t head, struct vq_chain *chain);
 
+/* The driver notified the queue: the next look at the ring (when vmsh's
+ * copies are used up) reads the index, the whole ring and the descriptor
+ * table in one go instead of the index first. */
+void vq_expect_work(struct virtqueue *vq);
 /* Take the next available chain: 1 and *chain filled (valid until the next
  * vq_pop), 0 if none is available, -1 if the queue is (now) broken. */
 int vq_pop(struct virtqueue *vq, struct vq_chain *chain);

@@ -110,7 +110,7 @@ static int batch_flush(struct guest_mem *gm, struct remote_batch *b, bool write)
 	if (!b->n)
 		return 0;
 	ssize_t done = write ? remote_writev(gm->pid, b->loc, b->rem, b->n) : remote_readv(gm->pid, b->loc, b->rem, b->n);
-	gm->remote_calls++;
+	__atomic_fetch_add(&gm->remote_calls, 1, __ATOMIC_RELAXED); /* the device thread's and the session's */
 	if (!write) {
 		gm->reads++;
 		gm->bytes_read += done > 0 ? (uint64_t)done : 0;

@@ -607,6 +607,48 @@ static void test_vectored_access_reads_and_writes_a_request_at_once(void **state
 	teardown(f);
 }
 
+/* After a notification the first look reads index, ring and table in one
+ * go; the look that finds the queue empty again is the small one. */
+static void test_notified_look_is_one_read(void **state)
+{
+	struct fx *f = setup(true);
+	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
+				 .contains = ccontains, .opaque = &f->m };
+	vq_free(&f->vq);
+	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	struct vcount *c = counts(&f->m);
+	memset(c, 0, sizeof(*c));
+	struct vq_chain ch;
+	for (unsigned round = 0; round < 3 * QSIZE; round++) { /* the ring wraps */
+		uint16_t h = (uint16_t)(round % QSIZE), h2 = (uint16_t)((round + 3) % QSIZE);
+		set_desc(f, h, DATA + 0x100 * h, 16 + h, 0, 0);
+		set_desc(f, h2, DATA + 0x100 * h2, 16 + h2, 0, 0);
+		make_avail(f, h);
+		make_avail(f, h2);
+		unsigned before = c->readvs;
+		vq_expect_work(&f->vq);
+		assert_int_equal(vq_pop(&f->vq, &ch), 1);
+		assert_int_equal(c->readvs - before, 1);
+		assert_int_equal(ch.head, h);
+		assert_int_equal(ch.bufs[0].len, 16 + h);
+		/* rewritten after the look: the copy is what was announced */
+		set_desc(f, h2, 0xdead0000, 4096, 0, 0);
+		assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+		assert_int_equal(vq_pop(&f->vq, &ch), 1);
+		assert_int_equal(c->readvs - before, 1);
+		assert_int_equal(ch.head, h2);
+		assert_int_equal(ch.bufs[0].gpa, DATA + 0x100 * h2);
+		assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+		assert_int_equal(vq_pop(&f->vq, &ch), 0); /* the small look */
+		assert_int_equal(c->readvs - before, 2);
+	}
+	/* a notification with nothing new: nothing taken */
+	vq_expect_work(&f->vq);
+	assert_int_equal(vq_pop(&f->vq, &ch), 0);
+	assert_false(f->vq.broken);
+	teardown(f);
+}
+
 /* Notification protocol with the used_event read along with the index:
  * after a push, vq_should_notify reads used_event anew unless a look came
  * after the push - a stale value would lose an interrupt the guest waits for. */
@@ -697,6 +739,31 @@ static void test_torn_avail_index_is_not_believed(void **state)
 	}
 	assert_false(f->vq.broken);
 	assert_int_equal(served, 1);
+	/* the same when the look after a notification reads it all at once */
+	head = 9, n = 0x200;
+	for (uint16_t idx = 0x100; idx < 0x1ff; idx++) {
+		uint16_t k = (uint16_t)(idx + 1), h = (uint16_t)(idx % 256);
+		memcpy(f->m.buf + AVAIL + 4 + 2 * h, &h, 2);
+		memcpy(f->m.buf + AVAIL + 2, &k, 2);
+		vq_expect_work(&f->vq);
+		assert_int_equal(vq_pop(&f->vq, &ch), 1);
+		assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+	}
+	assert_int_equal(vq_pop(&f->vq, &ch), 0);
+	memcpy(f->m.buf + AVAIL + 4 + 2 * 0xff, &head, 2);
+	memcpy(f->m.buf + AVAIL + 2, &n, 2);
+	c->tear = true;
+	c->torn_old = 0x01ff;
+	c->torn_new = 0x0200;
+	served = 0;
+	vq_expect_work(&f->vq);
+	while (served < 512 && vq_pop(&f->vq, &ch) == 1) {
+		assert_int_equal(ch.head, 9);
+		served++;
+		assert_int_equal(vq_push(&f->vq, ch.head, 0), 0);
+	}
+	assert_false(f->vq.broken);
+	assert_int_equal(served, 1);
 	teardown(f);
 }
 
@@ -748,6 +815,7 @@ int main(void)
 		cmocka_unit_test(test_vectored_access_reads_and_writes_a_request_at_once),
 		cmocka_unit_test(test_vectored_read_of_a_wrapped_ring),
 		cmocka_unit_test(test_used_event_is_never_stale),
+		cmocka_unit_test(test_notified_look_is_one_read),
 		cmocka_unit_test(test_torn_avail_index_is_not_believed),
 		cmocka_unit_test(test_random_rings_never_crash),
 	};
