@@ -36,9 +36,13 @@ int server_init(struct dev_server *s, struct vdev **devs, size_t n, struct vmsh_
 	for (size_t i = 0; i < n && i < SERVER_MAX_DEVS; i++) {
 		struct vdev *d = devs[i];
 		s->devs[s->n_devs++] = d;
+		/* Edge-triggered: each signal of an eventfd is an event of its
+		 * own, so its count need not be read (a syscall per wake-up
+		 * saved); the count only grows, by one per notification. */
 		for (unsigned q = 0; q < d->regs.n_queues; q++)
 			if (d->notify[q].local >= 0 &&
-			    add(s, d->notify[q].local, EPOLLIN, (struct server_src){ .kind = SRC_NOTIFY, .dev = d, .queue = q }, err) < 0)
+			    add(s, d->notify[q].local, EPOLLIN | EPOLLET,
+				(struct server_src){ .kind = SRC_NOTIFY, .dev = d, .queue = q }, err) < 0)
 				goto fail;
 		if (d->ack.local >= 0 && add(s, d->ack.local, EPOLLIN, (struct server_src){ .kind = SRC_ACK, .dev = d }, err) < 0)
 			goto fail;
@@ -114,12 +118,9 @@ static void *loop(void *opaque)
 		for (int i = 0; i < n; i++) {
 			struct server_src *src = ev[i].data.ptr;
 			switch (src->kind) {
-			case SRC_NOTIFY: {
-				uint64_t v;
-				if (read(src->dev->notify[src->queue].local, &v, sizeof(v)) == sizeof(v))
-					vdev_kick(src->dev, 1u << src->queue);
+			case SRC_NOTIFY:
+				vdev_kick(src->dev, 1u << src->queue);
 				break;
-			}
 			case SRC_ACK:
 				drain(src->dev->ack.local);
 				vdev_acked(src->dev);
