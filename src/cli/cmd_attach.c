@@ -334,7 +334,9 @@ int cmd_attach(int argc, char **argv)
 	 * --rw), a console port, and the helper with the command's line */
 	char id[24], args[VMSH_HELPER_ARGV], path[64];
 	snprintf(id, sizeof(id), "vmsh-%d", (int)getpid());
-	struct session_opts o = { .id = id, .console = true, .disk = path, .disk_ro = !a.rw,
+	/* one request queue: the tools image's reads are few and sequential,
+	 * and each queue is one more set of register writes to trap */
+	struct session_opts o = { .id = id, .console = true, .disk = path, .disk_ro = !a.rw, .blk_queues = 1,
 				  .timeout_ms = a.t.timeout_ms, .helper = vmsh_helper_start,
 				  .helper_len = (size_t)(vmsh_helper_end - vmsh_helper_start) };
 	struct vmsh_err err = { 0 };

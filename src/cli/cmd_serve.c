@@ -20,13 +20,14 @@
 #include "common/signals.h"
 #include "core/session.h"
 #include "core/vm.h"
+#include "devices/virtio_blk.h"
 
-enum { OPT_NO_CONSOLE = 0x200, OPT_CONSOLE_SOCKET }; /* long only */
+enum { OPT_NO_CONSOLE = 0x200, OPT_CONSOLE_SOCKET, OPT_QUEUES }; /* long only */
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--no-console] [--console-socket PATH] [--timeout MS]\n"
-		     "                  [--vm-fd FD] PID|NAME DISK\n\n"
+	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--queues N] [--no-console] [--console-socket PATH]\n"
+		     "                  [--timeout MS] [--vm-fd FD] PID|NAME DISK\n\n"
 		     "Add a virtio block device backed by DISK (a file or block device) and a virtio console\n"
 		     "port to the running guest, serve them until SIGINT/SIGTERM, then remove them. The guest\n"
 		     "sees the disk as /dev/vdX with serial ID (/sys/block/vdX/serial) and the port as\n"
@@ -37,6 +38,8 @@ static void usage(FILE *out)
 		     "  -r, --ro                    the disk read-only (default: read-write)\n"
 		     "  -i, --id ID                 the disk's serial and the port's name (default: vmsh-PID of\n"
 		     "                              this process)\n"
+		     "      --queues N              the disk's request queues, 1-4 (default: one per vCPU, at most\n"
+		     "                              4; more than one: virtio-blk multiqueue)\n"
 		     "      --no-console            no console port\n"
 		     "      --console-socket PATH   relay the port through a unix socket at PATH (default: no\n"
 		     "                              relay)\n"
@@ -83,6 +86,7 @@ int cmd_serve(int argc, char **argv)
 		{ "id", required_argument, 0, 'i' },
 		{ "no-console", no_argument, 0, OPT_NO_CONSOLE },
 		{ "console-socket", required_argument, 0, OPT_CONSOLE_SOCKET },
+		{ "queues", required_argument, 0, OPT_QUEUES },
 		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
@@ -100,6 +104,13 @@ int cmd_serve(int argc, char **argv)
 		case 'i': o.id = optarg; break;
 		case OPT_NO_CONSOLE: o.console = false; break;
 		case OPT_CONSOLE_SOCKET: socket_path = optarg; break;
+		case OPT_QUEUES: {
+			uint64_t v;
+			if (num_option("serve", "--queues", optarg, 1, BLK_MAX_QUEUES, &v) < 0)
+				return EXIT_VMSH_USAGE;
+			o.blk_queues = (unsigned)v;
+			break;
+		}
 		case OPT_TIMEOUT:
 		case OPT_VM_FD:
 			if (vm_option("serve", c, optarg, &t) < 0)
@@ -134,10 +145,10 @@ int cmd_serve(int argc, char **argv)
 	 * once they are unblocked ends the process at once (a supervisor
 	 * repeating its SIGTERM cut the summary off in a CI run) */
 	fprintf(stderr,
-		"vmsh serve: block device %s (%llu sectors) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
+		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
 		"%u + %u interrupts, %lu wake-ups of the serving thread, %llu guest-memory syscalls; removed in %.0f ms\n",
-		o.id, (unsigned long long)st.disk_sectors, o.console ? "a console port" : "no console",
+		o.id, (unsigned long long)st.disk_sectors, st.blk_queues, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi, st.irq, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
 		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, (unsigned long long)st.serve_remote_calls,
 		st.teardown_ns / 1e6);

@@ -292,6 +292,9 @@ static int setup(struct session *s, struct vmsh_err *err)
 		return -1;
 	s->be_open = true;
 	snprintf(s->disk.id, sizeof(s->disk.id), "%s", o->id);
+	size_t nq = o->blk_queues ? o->blk_queues : info->n_vcpus;
+	s->disk.num_queues = (uint16_t)(nq < 1 ? 1 : nq > BLK_MAX_QUEUES ? BLK_MAX_QUEUES : nq);
+	s->st->blk_queues = s->disk.num_queues;
 	s->st->disk_sectors = s->disk.sectors;
 
 	/* a library an earlier run had to leave behind goes now, if it can,

@@ -32,6 +32,7 @@ struct session;
 struct session_opts {
 	const char *disk;          /* backing file or block device of the block device */
 	bool disk_ro;
+	unsigned blk_queues;       /* its request queues; 0: one per vCPU (at most BLK_MAX_QUEUES) */
 	uint64_t disk_base, disk_size; /* disk_size > 0: only these bytes of it, read-only */
 	const char *id;            /* block device serial and console port name */
 	bool console;              /* also a console device */
@@ -53,6 +54,7 @@ struct session_stats {
 	uint32_t gsi, irq;
 	uint64_t dev_gpa;
 	uint64_t disk_sectors;
+	unsigned blk_queues;
 	uint32_t blk_status, con_status;
 	unsigned blk_interrupts, con_interrupts;
 	unsigned long wakeups;     /* of the device serving thread */

@@ -31,17 +31,19 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
  * turn before the server comes back here. */
 #define BLK_BUDGET 64
 
-static unsigned blk_process(struct vdev *d, unsigned queues)
+_Static_assert(BLK_MAX_QUEUES <= VDEV_REC_QUEUES, "every queue is in the device's record (a later run takes it over)");
+
+/* One queue's requests, at most a budget of them: whether its driver must
+ * be interrupted. */
+static bool serve_queue(struct vdev *d, unsigned q)
 {
-	struct virtqueue *vq = &d->vq[0];
-	if (!(queues & 1) || !d->vq_live[0] || vq->broken)
-		return 0;
+	struct virtqueue *vq = &d->vq[q];
 	uint16_t old = vq->used_idx;
 	struct vq_chain c;
 	vq_expect_work(vq); /* notified, or left with work: the first look takes it all */
 	for (unsigned done = 0;; done++) {
 		if (done == BLK_BUDGET) {
-			d->more |= 1; /* come back without waiting for a notification */
+			d->more |= 1u << q; /* come back without waiting for a notification */
 			break;
 		}
 		int r = vq_pop(vq, &c);
@@ -63,11 +65,24 @@ static unsigned blk_process(struct vdev *d, unsigned queues)
 		break;
 	}
 	if (vq->broken) {
-		log_info("vmsh-blk: request queue broken: %s", vq->why);
+		log_info("vmsh-blk: request queue %u broken: %s", q, vq->why);
 		vmmio_fail(&d->regs, vq->why);
-		return 1;
+		return true;
 	}
-	return vq_should_notify(vq, old) ? 1 : 0;
+	return vq_should_notify(vq, old);
+}
+
+/* The queues in the mask, one after the other, by this one thread: with
+ * several (VIRTIO_BLK_F_MQ) each guest CPU submits to a queue of its own
+ * (no lock shared between them in the guest), and one interrupt line
+ * tells the driver about all of them. */
+static unsigned blk_process(struct vdev *d, unsigned queues)
+{
+	unsigned irq = 0;
+	for (unsigned q = 0; q < d->regs.n_queues; q++)
+		if ((queues & (1u << q)) && d->vq_live[q] && !d->vq[q].broken && serve_queue(d, q))
+			irq |= 1u << q;
+	return irq;
 }
 
 /* Direct descriptors only: a request's chain (header, data, status) is then
@@ -78,7 +93,8 @@ static const struct vdev_kind blk_kind = { .name = "virtio-blk", .process = blk_
 
 void blk_dev_init(struct vdev *d, struct blk_disk *disk, const struct vq_mem *mem, uint8_t *page, uint64_t gpa)
 {
-	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, virtio_blk_features(disk), 1, BLK_QUEUE_SIZE, mem, page, gpa);
+	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, virtio_blk_features(disk), virtio_blk_queues(disk), BLK_QUEUE_SIZE,
+		  mem, page, gpa);
 	uint8_t cfg[64];
 	size_t n = virtio_blk_config(disk, cfg, sizeof(cfg));
 	vdev_set_config(d, cfg, n, false);

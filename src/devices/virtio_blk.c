@@ -25,10 +25,18 @@ struct blk_segment {
 	uint32_t flags;
 };
 
+unsigned virtio_blk_queues(const struct blk_disk *disk)
+{
+	unsigned n = disk->num_queues;
+	return n < 1 ? 1 : n > BLK_MAX_QUEUES ? BLK_MAX_QUEUES : n;
+}
+
 uint64_t virtio_blk_features(const struct blk_disk *disk)
 {
 	uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_FLUSH) |
 		     (1ULL << VIRTIO_BLK_F_TOPOLOGY);
+	if (virtio_blk_queues(disk) > 1)
+		f |= 1ULL << VIRTIO_BLK_F_MQ;
 	if (disk->read_only)
 		f |= 1ULL << VIRTIO_BLK_F_RO;
 	else
@@ -54,6 +62,8 @@ size_t virtio_blk_config(const struct blk_disk *disk, uint8_t *cfg, size_t cap)
 	uint32_t opt_io = COPY_CHUNK / BLK_SECTOR;
 	memcpy(c + 26, &min_io, 2);              /* min_io_size (blocks) */
 	memcpy(c + 28, &opt_io, 4);              /* opt_io_size (blocks) */
+	uint16_t nq = virtio_blk_queues(disk);
+	memcpy(c + 34, &nq, 2);                  /* num_queues */
 	memcpy(c + 36, &max_discard, 4);         /* max_discard_sectors */
 	uint32_t max_seg = BLK_MAX_SEGMENTS;
 	memcpy(c + 40, &max_seg, 4);             /* max_discard_seg */

@@ -22,6 +22,7 @@
 #define VIRTIO_BLK_F_BLK_SIZE 6
 #define VIRTIO_BLK_F_FLUSH 9
 #define VIRTIO_BLK_F_TOPOLOGY 10
+#define VIRTIO_BLK_F_MQ 12
 #define VIRTIO_BLK_F_DISCARD 13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
@@ -51,9 +52,12 @@ struct blk_backend {
 	void *opaque;
 };
 
+#define BLK_MAX_QUEUES 4 /* request queues offered at most (VIRTIO_BLK_F_MQ) */
+
 struct blk_disk {
 	uint64_t sectors;
 	bool read_only;
+	uint16_t num_queues; /* request queues offered: 0 or 1 one (no VIRTIO_BLK_F_MQ), at most BLK_MAX_QUEUES */
 	char id[BLK_ID_BYTES];
 	struct blk_backend be;
 	/* test hook: the process dies (SIGKILL) holding the Nth request from
@@ -61,6 +65,8 @@ struct blk_disk {
 	unsigned test_die_at;
 };
 
+/* Request queues the device has (num_queues, bounded). */
+unsigned virtio_blk_queues(const struct blk_disk *disk);
 /* Feature bits this disk offers (with the transport's own added by it). */
 uint64_t virtio_blk_features(const struct blk_disk *disk);
 /* Fill the device config space (struct virtio_blk_config); returns its length. */

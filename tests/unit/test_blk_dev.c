@@ -98,6 +98,63 @@ static void test_moving_avail_idx_is_budgeted(void **state)
 	vdev_destroy(&dev);
 }
 
+/* Several request queues (VIRTIO_BLK_F_MQ): each is served from its own
+ * rings, a busy one does not starve the others, and the interrupt covers
+ * the queues that completed something. */
+static void test_each_queue_is_served(void **state)
+{
+	(void)state;
+	memset(guest, 0, sizeof(guest));
+	disk.num_queues = 3;
+	blk_dev_init(&dev, &disk, &mem, page, 0xd0000000);
+	disk.num_queues = 0;
+	assert_int_equal(dev.regs.n_queues, 3);
+	assert_true(dev.regs.device_features & (1ULL << VIRTIO_BLK_F_MQ));
+	/* queue 0: the runaway driver of busy_device; queue 2: one flush in
+	 * rings of its own; queue 1: nothing */
+	uint32_t hdr[4] = { VIRTIO_BLK_T_FLUSH, 0, 0, 0 };
+	memcpy(guest + HDR, hdr, sizeof(hdr));
+	put_desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	put_desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	const uint64_t q2 = 0x8000; /* desc, avail, used of queue 2 */
+	uint64_t a = HDR, st = STATUS + 8;
+	uint32_t l16 = 16, l1 = 1;
+	uint16_t f_next = VIRTQ_DESC_F_NEXT, f_w = VIRTQ_DESC_F_WRITE, one = 1, zero = 0;
+	memcpy(guest + q2, &a, 8), memcpy(guest + q2 + 8, &l16, 4), memcpy(guest + q2 + 12, &f_next, 2);
+	memcpy(guest + q2 + 14, &one, 2);
+	memcpy(guest + q2 + 16, &st, 8), memcpy(guest + q2 + 24, &l1, 4), memcpy(guest + q2 + 28, &f_w, 2);
+	memcpy(guest + q2 + 0x1000 + 4, &zero, 2); /* ring[0] = head 0 */
+	memcpy(guest + q2 + 0x1000 + 2, &one, 2);  /* avail.idx = 1 */
+	guest[STATUS + 8] = 0xee;
+	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, 0x6000, 0x6800, 0x7000, false), 0);
+	assert_int_equal(vq_init(&dev.vq[2], &mem, QSIZE, q2, q2 + 0x1000, q2 + 0x2000, false), 0);
+	dev.vq_live[0] = dev.vq_live[1] = dev.vq_live[2] = true;
+	dev.driver_ok = true;
+	idx_reads = 0;
+	unsigned more = vdev_kick(&dev, 0x7);
+	assert_int_equal(more, 1); /* queue 0 still busy: come back */
+	assert_true(dev.vq[0].used_idx > 0);
+	assert_int_equal(dev.vq[1].used_idx, 0);
+	assert_int_equal(dev.vq[2].used_idx, 1);
+	assert_int_equal(guest[STATUS + 8], VIRTIO_BLK_S_OK);
+	uint16_t used2;
+	memcpy(&used2, guest + q2 + 0x2000 + 2, 2);
+	assert_int_equal(used2, 1);
+	assert_true(dev.regs.interrupt_status & 1);
+	assert_false(dev.vq[2].broken);
+	/* only the queues named are looked at */
+	guest[STATUS + 8] = 0xee;
+	memcpy(guest + q2 + 0x1000 + 6, &zero, 2);
+	uint16_t two = 2;
+	memcpy(guest + q2 + 0x1000 + 2, &two, 2);
+	vdev_kick(&dev, 0x2);
+	assert_int_equal(dev.vq[2].used_idx, 1);
+	vdev_kick(&dev, 0x4);
+	assert_int_equal(dev.vq[2].used_idx, 2);
+	vdev_destroy(&dev);
+}
+
 static volatile int other_served;
 
 static void on_other(void *opaque, uint32_t events)
@@ -158,6 +215,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_moving_avail_idx_is_budgeted),
+		cmocka_unit_test(test_each_queue_is_served),
 		cmocka_unit_test(test_busy_queue_does_not_pin_the_server),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

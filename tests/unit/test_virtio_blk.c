@@ -196,6 +196,21 @@ static void test_config_space(void **state)
 	assert_int_equal(min_io, 1);
 	assert_int_equal((uint64_t)opt_io * blk_size, 1u << 20);
 	assert_int_equal(cfg[60], 0xee); /* nothing past what it said it wrote */
+	/* one request queue: no multiqueue; more: num_queues, at most 4 */
+	uint16_t nq;
+	memcpy(&nq, cfg + 34, 2);
+	assert_int_equal(nq, 1);
+	assert_false(virtio_blk_features(&disk) & (1ULL << VIRTIO_BLK_F_MQ));
+	disk.num_queues = 3;
+	virtio_blk_config(&disk, cfg, sizeof(cfg));
+	memcpy(&nq, cfg + 34, 2);
+	assert_int_equal(nq, 3);
+	assert_true(virtio_blk_features(&disk) & (1ULL << VIRTIO_BLK_F_MQ));
+	disk.num_queues = 200;
+	virtio_blk_config(&disk, cfg, sizeof(cfg));
+	memcpy(&nq, cfg + 34, 2);
+	assert_int_equal(nq, BLK_MAX_QUEUES);
+	disk.num_queues = 0;
 }
 
 static void test_read_only_disk_refuses_writes(void **state)

@@ -146,15 +146,24 @@ def test_console_carries_10mb_each_way(dev_guest, host, vmsh_bin):
 @pytest.mark.parametrize("machine,kernel", [("pc", "6.1"),  # microvm: check-matrix (make check's 30 minutes)
                                             pytest.param("microvm", "6.12", marks=pytest.mark.matrix)])
 def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine, kernel):
+    """fio writes and verifies through vmsh's disk, with one request queue
+    and with multiqueue (a 2-vCPU guest: `vmsh serve`'s default is one queue
+    per vCPU), two jobs on different CPUs then."""
     img = tools_image.build()
-    guest = guest_factory(machine=machine, kernel=kernel, extra_qemu_args=tools_image.qemu_args(machine, img))
+    guest = guest_factory(machine=machine, kernel=kernel, smp=2,
+                          extra_qemu_args=tools_image.qemu_args(machine, img))
     chroot = tools_image.mount_in_guest(guest)
     disk, _ = make_disk(host, f"fio-{machine}.img", 64, random=False)
-    with Served(host, vmsh_bin, guest, disk) as s:
-        out = guest.console(f"{chroot} /usr/bin/fio --name=verify --filename=/dev/{s.dev} --rw=randwrite --bs=4k "
-                            f"--size=32M --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c "
-                            f"--verify_fatal=1 --do_verify=1 2>&1", 900)
-        assert "err= 0" in out, out
-        assert "verify failed" not in out and "bad magic" not in out, out
-        assert tracer_pid(host, guest.pid) == 0
-    assert s.status == 0, s.text
+    for queues, args in ((1, ["--queues", "1"]), (2, [])):
+        with Served(host, vmsh_bin, guest, disk, *args) as s:
+            # the driver took as many hardware queues as offered
+            assert guest.console(f"ls /sys/block/{s.dev}/mq | wc -l").strip() == str(queues)
+            jobs = "--numjobs=1 --size=32M" if queues == 1 else "--numjobs=2 --size=16M --offset_increment=16M"
+            out = guest.console(f"{chroot} /usr/bin/fio --name=verify --filename=/dev/{s.dev} --rw=randwrite --bs=4k "
+                                f"{jobs} --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c "
+                                f"--verify_fatal=1 --do_verify=1 --group_reporting 2>&1", 900)
+            assert "err= 0" in out, out
+            assert "verify failed" not in out and "bad magic" not in out, out
+            assert tracer_pid(host, guest.pid) == 0
+        assert s.status == 0, s.text
+        assert f"{queues} request queues" in s.text, s.text
