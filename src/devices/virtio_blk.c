@@ -163,7 +163,7 @@ static int transfer(const struct blk_disk *disk, const struct vq_mem *mem, const
 }
 
 static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem, const struct vq_chain *c,
-			   size_t first, size_t last, uint32_t type)
+			   size_t first, size_t last, uint32_t type, const uint8_t *pre)
 {
 	uint64_t total = 0;
 	for (size_t b = first; b < last; b++)
@@ -171,7 +171,9 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 	if (total == 0 || total % sizeof(struct blk_segment) || total / sizeof(struct blk_segment) > BLK_MAX_SEGMENTS)
 		return VIRTIO_BLK_S_IOERR;
 	struct blk_segment seg[BLK_MAX_SEGMENTS];
-	if (vq_chain_read(mem, c, first, last, 0, seg, (size_t)total) < 0)
+	if (pre)
+		memcpy(seg, pre, (size_t)total);
+	else if (vq_chain_read(mem, c, first, last, 0, seg, (size_t)total) < 0)
 		return VIRTIO_BLK_S_IOERR;
 	size_t n = total / sizeof(struct blk_segment);
 	for (size_t i = 0; i < n; i++) /* all checked before any is done */
@@ -186,6 +188,37 @@ static uint8_t do_segments(const struct blk_disk *disk, const struct vq_mem *mem
 			return VIRTIO_BLK_S_IOERR;
 	}
 	return VIRTIO_BLK_S_OK;
+}
+
+/* The header into *h, and where guest memory is another process's, the
+ * readable buffers after it (the data of a write, the segments of a
+ * discard) in the same process_vm_readv, into rep->bounce. 1: both read;
+ * 0: the header only (the rest, if any, is read when it is used); -1 the
+ * header could not be read. */
+static int read_with_payload(const struct vq_mem *mem, const struct vq_chain *c, struct blk_req_hdr *h,
+			     struct blk_reply *rep)
+{
+	size_t n = c->n_readable;
+	uint64_t payload = c->readable_len - sizeof(*h);
+	bool whole = n >= 2 && n <= BLK_REPLY_DATA_PIECES + 1 && mem->readv && mem->contains && payload <= COPY_CHUNK &&
+		     !(mem->ptr && mem->ptr(mem->opaque, c->bufs[1].gpa, c->bufs[1].len));
+	for (size_t b = 1; whole && b < n; b++)
+		whole = mem->contains(mem->opaque, c->bufs[b].gpa, c->bufs[b].len);
+	if (!whole || !(rep->bounce = malloc((size_t)payload)))
+		return mem->read(mem->opaque, c->bufs[0].gpa, h, sizeof(*h)) < 0 ? -1 : 0;
+	struct vq_iov v[BLK_REPLY_DATA_PIECES + 1];
+	v[0] = (struct vq_iov){ c->bufs[0].gpa, h, sizeof(*h) };
+	uint8_t *p = rep->bounce;
+	for (size_t b = 1; b < n; b++) {
+		v[b] = (struct vq_iov){ c->bufs[b].gpa, p, c->bufs[b].len };
+		p += c->bufs[b].len;
+	}
+	if (mem->readv(mem->opaque, v, n) < 0) {
+		free(rep->bounce);
+		rep->bounce = NULL;
+		return mem->read(mem->opaque, c->bufs[0].gpa, h, sizeof(*h)) < 0 ? -1 : 0;
+	}
+	return 1;
 }
 
 void blk_reply_done(struct blk_reply *rep)
@@ -209,9 +242,15 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 	int64_t written = 1;
 
 	struct blk_req_hdr h;
-	if (c->bufs[0].device_writes || c->bufs[0].len != sizeof(h) ||
-	    mem->read(mem->opaque, c->bufs[0].gpa, &h, sizeof(h)) < 0)
+	if (c->bufs[0].device_writes || c->bufs[0].len != sizeof(h))
 		goto out;
+	/* what the request carries after the header, read with it (or NULL) */
+	const uint8_t *pre = NULL;
+	int got = read_with_payload(mem, c, &h, rep);
+	if (got < 0)
+		goto out;
+	if (got > 0)
+		pre = rep->bounce;
 	/* data: the buffers between the header and the status buffer (a status
 	 * buffer longer than one byte carries data in front: not supported) */
 	size_t first = 1, end = c->n - 1;
@@ -245,7 +284,8 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 		}
 		if (!range_ok(disk, h.sector, data_len))
 			goto out;
-		if (transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, false, NULL) == 0)
+		if (pre ? disk->be.write(disk->be.opaque, h.sector * BLK_SECTOR, pre, (size_t)data_len) == 0
+			: transfer(disk, mem, c, first, end, h.sector * BLK_SECTOR, false, NULL) == 0)
 			status = VIRTIO_BLK_S_OK;
 		break;
 	case VIRTIO_BLK_T_FLUSH:
@@ -269,7 +309,7 @@ int64_t virtio_blk_serve(const struct blk_disk *disk, const struct vq_mem *mem, 
 		}
 		if (data_to_guest)
 			goto out;
-		status = do_segments(disk, mem, c, first, end, h.type);
+		status = do_segments(disk, mem, c, first, end, h.type, pre);
 		break;
 	default:
 		status = VIRTIO_BLK_S_UNSUPP;

@@ -335,6 +335,20 @@ static int gwritev(void *o, const struct vq_iov *v, size_t n)
 			return -1;
 	return 0;
 }
+static int readv_calls, plain_reads;
+static int greadv(void *o, const struct vq_iov *v, size_t n)
+{
+	readv_calls++;
+	for (size_t i = 0; i < n; i++)
+		if (gread(o, v[i].gpa, v[i].buf, v[i].len) < 0)
+			return -1;
+	return 0;
+}
+static int cread(void *o, uint64_t gpa, void *b, size_t len)
+{
+	plain_reads++;
+	return gread(o, gpa, b, len);
+}
 static bool gcontains(void *o, uint64_t gpa, uint64_t len)
 {
 	(void)o;
@@ -392,6 +406,68 @@ static void test_read_data_goes_with_the_status(void **state)
 	blk_reply_done(&rep);
 }
 
+static void test_write_data_comes_with_the_header(void **state)
+{
+	(void)state;
+	fill_disk();
+	struct vq_mem vmem = { .read = cread, .write = gwrite, .readv = greadv, .writev = gwritev, .contains = gcontains };
+	uint8_t st;
+	for (int i = 0; i < 1536; i++)
+		guest[DATA + (i < 512 ? i : 0x3000 + i - 512)] = (uint8_t)(i * 13 + 1);
+	/* header and two data buffers: one read */
+	req(VIRTIO_BLK_T_OUT, 8);
+	data(DATA, 512, false);
+	data(DATA + 0x3000, 1024, false);
+	status_buf();
+	chain.n_readable = 3;
+	chain.readable_len = 16 + 1536;
+	readv_calls = plain_reads = 0;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+	assert_int_equal(readv_calls, 1);
+	assert_int_equal(plain_reads, 0);
+	for (int i = 0; i < 1536; i++)
+		assert_int_equal(disk_bytes[8 * 512 + i], (uint8_t)(i * 13 + 1));
+	/* discard segments come with the header too */
+	struct blk_segment_t {
+		uint64_t sector;
+		uint32_t n, flags;
+	} seg = { 20, 2, 0 };
+	memcpy(guest + DATA, &seg, sizeof(seg));
+	req(VIRTIO_BLK_T_DISCARD, 0);
+	data(DATA, 16, false);
+	status_buf();
+	chain.n_readable = 2;
+	chain.readable_len = 32;
+	readv_calls = plain_reads = 0;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_OK);
+	assert_int_equal(readv_calls + plain_reads, 1);
+	assert_int_equal(disk_bytes[20 * 512], 0);
+	assert_int_equal(disk_bytes[21 * 512 + 511], 0);
+	/* a write to a read-only disk still changes nothing */
+	disk.read_only = true;
+	int writes = disk_writes;
+	req(VIRTIO_BLK_T_OUT, 8);
+	data(DATA, 512, false);
+	status_buf();
+	chain.n_readable = 2;
+	chain.readable_len = 16 + 512;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_IOERR);
+	assert_int_equal(disk_writes, writes);
+	disk.read_only = false;
+	/* a write past the end: refused, nothing written */
+	req(VIRTIO_BLK_T_OUT, DISK_SECTORS - 1);
+	data(DATA, 1024, false);
+	status_buf();
+	chain.n_readable = 2;
+	chain.readable_len = 16 + 1024;
+	assert_int_equal(virtio_blk_handle(&disk, &vmem, &chain, &st), 1);
+	assert_int_equal(st, VIRTIO_BLK_S_IOERR);
+	assert_int_equal(disk_writes, writes);
+}
+
 static void test_random_requests_stay_inside_the_disk(void **state)
 {
 	(void)state;
@@ -421,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_get_id_discard_write_zeroes),
 		cmocka_unit_test(test_malformed_chains),
 		cmocka_unit_test(test_read_data_goes_with_the_status),
+		cmocka_unit_test(test_write_data_comes_with_the_header),
 		cmocka_unit_test(test_random_requests_stay_inside_the_disk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
