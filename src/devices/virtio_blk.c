@@ -204,21 +204,20 @@ static int read_with_payload(const struct vq_mem *mem, const struct vq_chain *c,
 		     !(mem->ptr && mem->ptr(mem->opaque, c->bufs[1].gpa, c->bufs[1].len));
 	for (size_t b = 1; whole && b < n; b++)
 		whole = mem->contains(mem->opaque, c->bufs[b].gpa, c->bufs[b].len);
-	if (!whole || !(rep->bounce = malloc((size_t)payload)))
-		return mem->read(mem->opaque, c->bufs[0].gpa, h, sizeof(*h)) < 0 ? -1 : 0;
-	struct vq_iov v[BLK_REPLY_DATA_PIECES + 1];
-	v[0] = (struct vq_iov){ c->bufs[0].gpa, h, sizeof(*h) };
-	uint8_t *p = rep->bounce;
-	for (size_t b = 1; b < n; b++) {
-		v[b] = (struct vq_iov){ c->bufs[b].gpa, p, c->bufs[b].len };
-		p += c->bufs[b].len;
-	}
-	if (mem->readv(mem->opaque, v, n) < 0) {
+	if (whole && (rep->bounce = malloc((size_t)payload))) {
+		struct vq_iov v[BLK_REPLY_DATA_PIECES + 1];
+		v[0] = (struct vq_iov){ c->bufs[0].gpa, h, sizeof(*h) };
+		uint8_t *p = rep->bounce;
+		for (size_t b = 1; b < n; b++) {
+			v[b] = (struct vq_iov){ c->bufs[b].gpa, p, c->bufs[b].len };
+			p += c->bufs[b].len;
+		}
+		if (mem->readv(mem->opaque, v, n) == 0)
+			return 1;
 		free(rep->bounce);
 		rep->bounce = NULL;
-		return mem->read(mem->opaque, c->bufs[0].gpa, h, sizeof(*h)) < 0 ? -1 : 0;
 	}
-	return 1;
+	return mem->read(mem->opaque, c->bufs[0].gpa, h, sizeof(*h)) < 0 ? -1 : 0;
 }
 
 void blk_reply_done(struct blk_reply *rep)

@@ -135,6 +135,19 @@ static struct fx *setup(bool event_idx)
 	return f;
 }
 
+/* The same queue on memory with vectored access, every call counted (the
+ * counts zeroed). */
+static struct fx *setup_counted(uint16_t size, bool event_idx)
+{
+	struct fx *f = setup(event_idx);
+	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
+				 .contains = ccontains, .opaque = &f->m };
+	vq_free(&f->vq);
+	assert_int_equal(vq_init(&f->vq, &f->mem, size, DESC, AVAIL, USED, event_idx), 0);
+	memset(counts(&f->m), 0, sizeof(struct vcount));
+	return f;
+}
+
 static void teardown(struct fx *f)
 {
 	vq_free(&f->vq);
@@ -539,13 +552,8 @@ static void test_bad_setup(void **state)
  * not reach the chain being served. */
 static void test_vectored_access_reads_and_writes_a_request_at_once(void **state)
 {
-	struct fx *f = setup(true);
-	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
-				 .contains = ccontains, .opaque = &f->m };
-	vq_free(&f->vq);
-	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	struct fx *f = setup_counted(QSIZE, true);
 	struct vcount *c = counts(&f->m);
-	memset(c, 0, sizeof(*c));
 	set_desc(f, 0, DATA, 16, VIRTQ_DESC_F_NEXT, 1);
 	set_desc(f, 1, DATA + 0x100, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
 	set_desc(f, 2, DATA + 0x400, 1, VIRTQ_DESC_F_WRITE, 0);
@@ -611,13 +619,8 @@ static void test_vectored_access_reads_and_writes_a_request_at_once(void **state
  * go; the look that finds the queue empty again is the small one. */
 static void test_notified_look_is_one_read(void **state)
 {
-	struct fx *f = setup(true);
-	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
-				 .contains = ccontains, .opaque = &f->m };
-	vq_free(&f->vq);
-	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	struct fx *f = setup_counted(QSIZE, true);
 	struct vcount *c = counts(&f->m);
-	memset(c, 0, sizeof(*c));
 	struct vq_chain ch;
 	for (unsigned round = 0; round < 3 * QSIZE; round++) { /* the ring wraps */
 		uint16_t h = (uint16_t)(round % QSIZE), h2 = (uint16_t)((round + 3) % QSIZE);
@@ -654,11 +657,7 @@ static void test_notified_look_is_one_read(void **state)
  * after the push - a stale value would lose an interrupt the guest waits for. */
 static void test_used_event_is_never_stale(void **state)
 {
-	struct fx *f = setup(true);
-	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
-				 .contains = ccontains, .opaque = &f->m };
-	vq_free(&f->vq);
-	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	struct fx *f = setup_counted(QSIZE, true);
 	set_desc(f, 0, DATA, 16, 0, 0);
 	uint16_t ue = 100; /* the driver wants no interrupt for a while */
 	memcpy(f->m.buf + AVAIL + 4 + 2 * QSIZE, &ue, 2);
@@ -675,11 +674,7 @@ static void test_used_event_is_never_stale(void **state)
 /* The entries of a wrapped avail ring come in two pieces of one read. */
 static void test_vectored_read_of_a_wrapped_ring(void **state)
 {
-	struct fx *f = setup(false);
-	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
-				 .contains = ccontains, .opaque = &f->m };
-	vq_free(&f->vq);
-	assert_int_equal(vq_init(&f->vq, &f->mem, QSIZE, DESC, AVAIL, USED, false), 0);
+	struct fx *f = setup_counted(QSIZE, false);
 	set_desc(f, 0, DATA, 16, 0, 0);
 	struct vq_chain ch;
 	for (int i = 0; i < QSIZE - 2; i++) { /* to two entries before the end */
@@ -707,13 +702,8 @@ static void test_vectored_read_of_a_wrapped_ring(void **state)
  * twice and believes only two equal reads. */
 static void test_torn_avail_index_is_not_believed(void **state)
 {
-	struct fx *f = setup(true);
-	f->mem = (struct vq_mem){ .read = cread, .write = cwrite, .readv = greadv, .writev = gwritev,
-				 .contains = ccontains, .opaque = &f->m };
-	vq_free(&f->vq);
-	assert_int_equal(vq_init(&f->vq, &f->mem, 256, DESC, AVAIL, USED, true), 0);
+	struct fx *f = setup_counted(256, true);
 	struct vcount *c = counts(&f->m);
-	memset(c, 0, sizeof(*c));
 	for (unsigned i = 0; i < 256; i++)
 		set_desc(f, i, DATA + 0x100 * i, 16, 0, 0);
 	struct vq_chain ch;
