@@ -116,7 +116,10 @@ _Static_assert(__builtin_offsetof(struct vmsh_borrow, user_gs) == 32, "entry.S: 
 _Static_assert(__builtin_offsetof(struct vmsh_borrow, frame) == 40, "entry.S: B_FRAME");
 _Static_assert(__builtin_offsetof(struct vmsh_borrow, gpr) == 80, "entry.S: B_GPR");
 static struct platform_device *vmsh_devs[VMSH_MAX_DEVS];
-static long long vmsh_gsi = -1;
+/* the lines this library registered (acpi_register_gsi), per device; -1: none
+ * (device 1 may share device 0's) */
+static long long vmsh_gsi[VMSH_MAX_DEVS] = { -1, -1 };
+_Static_assert(VMSH_MAX_DEVS == 2, "vmsh_gsi's initialiser");
 static int vmsh_probe_cookie;
 
 #define HELPER_MAX_ARGS 64
@@ -224,18 +227,28 @@ static bool pin_taken_elsewhere(int irq)
 	return 0;
 }
 
-/* An IOAPIC line that no driver of the guest holds, translated into the
- * guest's IRQ number through its own interrupt setup (ACPI). The lines that
- * PCI and ISA devices usually use come last. */
-static int pick_irq_line(void)
+static bool ours_already(unsigned gsi, unsigned dev)
+{
+	for (unsigned j = 0; j < dev; j++)
+		if (vmsh_gsi[j] == (long long)gsi)
+			return 1;
+	return 0;
+}
+
+/* An IOAPIC line that no driver of the guest holds, for device `dev`,
+ * translated into the guest's IRQ number through its own interrupt setup
+ * (ACPI). The lines that PCI and ISA devices usually use come last. With
+ * `share_ok`, failing a free line, one only holders that share
+ * edge-triggered lines have (such as the devices of an earlier vmsh session
+ * that could not be removed). */
+static int pick_irq_line(unsigned dev, bool share_ok)
 {
 	static const unsigned char order[] = { 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 11, 10, 7, 6, 5 };
-	/* a line nobody holds; failing that, one only holders that share
-	 * edge-triggered lines have (such as the devices of an earlier vmsh
-	 * session that could not be removed) */
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < (share_ok ? 2 : 1); pass++) {
 		unsigned long flags = pass ? IRQF_SHARED : 0;
 		for (unsigned i = 0; i < sizeof(order); i++) {
+			if (ours_already(order[i], dev))
+				continue;
 			int irq = acpi_register_gsi((void *)0, order[i], ACPI_EDGE_SENSITIVE, ACPI_ACTIVE_HIGH);
 			if (irq <= 0)
 				continue;
@@ -246,15 +259,34 @@ static int pick_irq_line(void)
 			if (request_threaded_irq((unsigned)irq, probe_handler, (void *)0, flags, "vmsh-probe",
 						 &vmsh_probe_cookie) == 0) {
 				free_irq((unsigned)irq, &vmsh_probe_cookie);
-				vmsh_gsi = order[i];
-				vmsh_channel.gsi = order[i];
-				vmsh_channel.irq = irq;
+				vmsh_gsi[dev] = order[i];
+				vmsh_channel.dev_gsi[dev] = order[i];
+				vmsh_channel.dev_irq[dev] = irq;
 				return 0;
 			}
 			acpi_unregister_gsi(order[i]);
 		}
 	}
 	return -EBUSY;
+}
+
+/* A line for each device: its own where one is free, else device 0's. */
+static int pick_irq_lines(void)
+{
+	for (unsigned dev = 0; dev < vmsh_channel.n_devs && dev < VMSH_MAX_DEVS; dev++) {
+		if (pick_irq_line(dev, dev == 0) == 0) {
+			if (dev == 0) {
+				vmsh_channel.gsi = vmsh_channel.dev_gsi[0];
+				vmsh_channel.irq = vmsh_channel.dev_irq[0];
+			}
+			continue;
+		}
+		if (dev == 0)
+			return -EBUSY;
+		vmsh_channel.dev_gsi[dev] = vmsh_channel.dev_gsi[0];
+		vmsh_channel.dev_irq[dev] = vmsh_channel.dev_irq[0];
+	}
+	return 0;
 }
 
 /* The host sets `go` once it listens on the line and traps the device
@@ -280,7 +312,7 @@ static int add_device(int i)
 		/* no names: platform_device_add names them after the device, in
 		 * the kernel's memory (nothing may point into ours) */
 		{ .start = vmsh_channel.dev_gpa[i], .end = vmsh_channel.dev_gpa[i] + 0xfff, .flags = IORESOURCE_MEM },
-		{ .start = (unsigned long long)vmsh_channel.irq, .end = (unsigned long long)vmsh_channel.irq,
+		{ .start = (unsigned long long)vmsh_channel.dev_irq[i], .end = (unsigned long long)vmsh_channel.dev_irq[i],
 		  .flags = IORESOURCE_IRQ },
 	};
 	struct platform_device *pdev = platform_device_alloc("virtio-mmio", PLATFORM_DEVID_AUTO);
@@ -304,9 +336,11 @@ static void remove_devices(void)
 			platform_device_unregister(vmsh_devs[i]);
 		vmsh_devs[i] = (void *)0;
 	}
-	if (vmsh_gsi >= 0)
-		acpi_unregister_gsi((u32)vmsh_gsi);
-	vmsh_gsi = -1;
+	for (int i = 0; i < VMSH_MAX_DEVS; i++) {
+		if (vmsh_gsi[i] >= 0)
+			acpi_unregister_gsi((u32)vmsh_gsi[i]);
+		vmsh_gsi[i] = -1;
+	}
 }
 
 /* Is dev the platform device whose registers are at *data? Called by the
@@ -492,8 +526,8 @@ static void devices_add(void)
 		fail(5, rc, "vmsh gave up while the library loaded drivers");
 		return;
 	}
-	step_in("choosing the interrupt line", (void *)0);
-	rc = pick_irq_line();
+	step_in("choosing the interrupt lines", (void *)0);
+	rc = pick_irq_lines();
 	if (rc) {
 		fail(1, rc, "no free interrupt line in the guest");
 		return;
@@ -516,8 +550,9 @@ static void devices_add(void)
 			return;
 		}
 	}
-	_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld)\n", vmsh_channel.n_devs,
-		vmsh_channel.dev_gpa[0], vmsh_channel.gsi, vmsh_channel.irq);
+	_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld), the second device's %lld (irq %lld)\n",
+		vmsh_channel.n_devs, vmsh_channel.dev_gpa[0], vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0],
+		vmsh_channel.dev_gsi[1], vmsh_channel.dev_irq[1]);
 	if (vmsh_channel.helper_va && vmsh_channel.helper_len) {
 		vmsh_channel.phase = VMSH_PHASE_HELPER;
 		step_in("starting the helper", (void *)0);

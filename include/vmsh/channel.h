@@ -24,7 +24,7 @@ enum vmsh_lib_op {
 /* Where the work is (host polls it). */
 enum vmsh_lib_phase {
 	VMSH_PHASE_RUNNING = 0,
-	VMSH_PHASE_WAIT_HOST = 1, /* IRQ line chosen (gsi/irq valid): waiting for `go` */
+	VMSH_PHASE_WAIT_HOST = 1, /* IRQ lines chosen (dev_gsi/dev_irq valid): waiting for `go` */
 	VMSH_PHASE_REGISTERING = 2,
 	VMSH_PHASE_HELPER = 3,
 };
@@ -137,6 +137,13 @@ struct vmsh_channel {
 	unsigned long long n_dead;
 	unsigned long long dead_gpa[VMSH_MAX_DEVS];
 	long long dead_removed;
+	/* library: each device's interrupt line and its Linux IRQ (gsi/irq
+	 * above repeat device 0's). Each device has a line of its own where
+	 * the guest has enough free ones: virtio-mmio's handler acknowledges
+	 * its device on every interrupt of its line, a register write that
+	 * costs a guest exit, so a shared line costs one exit per device and
+	 * interrupt. A device gets device 0's line when no other is free. */
+	long long dev_gsi[VMSH_MAX_DEVS], dev_irq[VMSH_MAX_DEVS];
 };
 
 #endif

@@ -144,12 +144,15 @@ int cmd_serve(int argc, char **argv)
 	/* the summary and the error first: a terminating signal that arrives
 	 * once they are unblocked ends the process at once (a supervisor
 	 * repeating its SIGTERM cut the summary off in a CI run) */
+	char con_line[64] = "";
+	if (o.console)
+		snprintf(con_line, sizeof(con_line), ", the console's %u (guest irq %u)", st.gsi[1], st.irq[1]);
 	fprintf(stderr,
-		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u); "
+		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u)%s; "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
 		"%u + %u interrupts, %lu wake-ups of the serving thread, %llu guest-memory syscalls; removed in %.0f ms\n",
 		o.id, (unsigned long long)st.disk_sectors, st.blk_queues, o.console ? "a console port" : "no console",
-		(unsigned long long)st.dev_gpa, st.gsi, st.irq, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
+		(unsigned long long)st.dev_gpa, st.gsi[0], st.irq[0], con_line, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
 		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, (unsigned long long)st.serve_remote_calls,
 		st.teardown_ns / 1e6);
 	rc = rc < 0 ? report_error("serve", &err) : 0;

@@ -240,7 +240,8 @@ static int connect_lines(struct session *s, struct vmsh_err *err)
 	for (size_t i = 0; i < s->n_devs; i++) {
 		struct vdev *d = s->devs[i];
 		if (i < s->n_devs - s->n_adopted) { /* ours come first */
-			if (vdev_connect_irq(d, s->vm, s->st->gsi, err) < 0)
+			if (klib_irq_line(&s->kl, i, &s->st->gsi[i], &s->st->irq[i], err) < 0 ||
+			    vdev_connect_irq(d, s->vm, s->st->gsi[i], err) < 0)
 				return -1;
 			continue;
 		}
@@ -389,10 +390,6 @@ static int setup(struct session *s, struct vmsh_err *err)
 	if (kvm_vm_reacquire(vm, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_err_prefix(err, "attach again to connect the interrupt line");
-	}
-	if (klib_irq_line(&s->kl, &s->st->gsi, &s->st->irq, err) < 0) {
-		klib_go(&s->kl, VMSH_GO_GIVE_UP);
-		return -1;
 	}
 	if (connect_lines(s, err) < 0 || send_dead(s, view.lib_at_work, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);

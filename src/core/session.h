@@ -51,7 +51,7 @@ struct session_stats {
 	unsigned long trapped;     /* register writes trapped */
 	unsigned long syscall_exits;
 	uint64_t teardown_ns;
-	uint32_t gsi, irq;
+	uint32_t gsi[2], irq[2];   /* our devices' interrupt lines (block, console) */
 	uint64_t dev_gpa;
 	uint64_t disk_sectors;
 	unsigned blk_queues;

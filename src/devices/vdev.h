@@ -55,7 +55,8 @@ struct vdev_kind {
 	void (*reset)(struct vdev *d);
 	/* no indirect descriptor tables offered: every chain is in the
 	 * descriptor table vmsh reads whole with the ring (one read less per
-	 * request where guest memory is another process's) */
+	 * request where guest memory is another process's; offered anyway
+	 * where vmsh maps guest memory itself, vq_mem.local) */
 	bool direct_only;
 };
 

@@ -35,6 +35,9 @@ struct vq_mem {
 	 * a buffer's first and last byte are read to check it (two syscalls
 	 * per buffer where guest memory is another process's) */
 	bool (*contains)(void *opaque, uint64_t gpa, uint64_t len);
+	/* every access is a copy in vmsh's own mapping (no syscall): reading
+	 * a table of indirect descriptors costs nothing */
+	bool local;
 	void *opaque;
 };
 

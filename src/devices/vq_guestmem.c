@@ -51,5 +51,5 @@ static bool gcontains(void *opaque, uint64_t gpa, uint64_t len)
 void vq_mem_of_guest(struct vq_mem *mem, struct guest_mem *gm)
 {
 	*mem = (struct vq_mem){ .read = gread, .write = gwrite, .readv = greadv, .writev = gwritev, .ptr = gptr,
-				.contains = gcontains, .opaque = gm };
+				.contains = gcontains, .local = guest_mem_all_local(gm), .opaque = gm };
 }

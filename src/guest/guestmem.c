@@ -247,6 +247,19 @@ size_t guest_mem_map_shared(struct guest_mem *gm)
 	return mapped;
 }
 
+bool guest_mem_all_local(const struct guest_mem *gm)
+{
+	size_t verified = 0;
+	for (size_t i = 0; i < gm->n; i++) {
+		if (!gm->r[i].verified)
+			continue;
+		if (!gm->r[i].local)
+			return false;
+		verified++;
+	}
+	return verified > 0;
+}
+
 uint8_t *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, size_t len)
 {
 	const struct guest_range *r = guest_mem_find(gm, gpa);

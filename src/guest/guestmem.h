@@ -73,6 +73,9 @@ bool guest_mem_contains(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 size_t guest_mem_map_shared(struct guest_mem *gm);
 /* vmsh's pointer to [gpa, gpa+len) if one mapped range holds all of it. */
 uint8_t *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, size_t len);
+/* Does vmsh map every verified range itself (shared backings: an access is
+ * a copy, no syscall)? False with no verified range. */
+bool guest_mem_all_local(const struct guest_mem *gm);
 /* pagetable.h's read callback over a struct guest_mem. */
 int guest_mem_read_page(void *gm, uint64_t gpa, uint64_t page[512]);
 

@@ -127,7 +127,7 @@ int klib_wait_phase(struct kernel_lib *kl, enum vmsh_lib_phase phase, unsigned t
 /* let the work waiting in VMSH_PHASE_WAIT_HOST go on, or give up; */
 void klib_go(struct kernel_lib *kl, enum vmsh_lib_go go);
 /* the interrupt line it chose (valid from VMSH_PHASE_WAIT_HOST), checked; */
-int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err);
+int klib_irq_line(const struct kernel_lib *kl, size_t dev, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err);
 /* Devices an earlier run killed outright left in the guest (their register
  * pages): the next VMSH_OP_DEVICES_ADD unregisters them first. */
 int klib_set_dead(struct kernel_lib *kl, const uint64_t *gpa, size_t n, struct vmsh_err *err);

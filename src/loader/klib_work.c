@@ -99,13 +99,16 @@ void klib_go(struct kernel_lib *kl, enum vmsh_lib_go go)
 	kl->chan->go = go;
 }
 
-int klib_irq_line(const struct kernel_lib *kl, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err)
+int klib_irq_line(const struct kernel_lib *kl, size_t dev, uint32_t *gsi, uint32_t *irq, struct vmsh_err *err)
 {
-	long long g = ((volatile struct vmsh_channel *)kl->chan)->gsi;
-	long long i = ((volatile struct vmsh_channel *)kl->chan)->irq;
+	if (dev >= VMSH_MAX_DEVS)
+		return vmsh_error(err, EINVAL, "device %zu: the library takes %d at most", dev, VMSH_MAX_DEVS);
+	long long g = ((volatile struct vmsh_channel *)kl->chan)->dev_gsi[dev];
+	long long i = ((volatile struct vmsh_channel *)kl->chan)->dev_irq[dev];
 	if (g < 0 || g >= MAX_GSI || i < 0 || i > UINT32_MAX)
-		return vmsh_error(err, EPROTO, "the kernel library reported interrupt line %lld (Linux irq %lld): out of range",
-				  g, i);
+		return vmsh_error(err, EPROTO,
+				  "the kernel library reported interrupt line %lld (Linux irq %lld) for device %zu: out of range",
+				  g, i, dev);
 	*gsi = (uint32_t)g;
 	*irq = (uint32_t)i;
 	return 0;
@@ -134,7 +137,7 @@ bool klib_registered_any(const struct kernel_lib *kl)
 {
 	const volatile struct vmsh_channel *c = kl->chan;
 	for (size_t i = 0; i < VMSH_MAX_DEVS; i++)
-		if (c->dev_ok[i] == 1)
+		if (c->dev_ok[i] == 1 || c->dev_gsi[i] > 0)
 			return true;
 	return c->gsi > 0;
 }

@@ -24,25 +24,35 @@ static void test_interrupt_line_from_the_guest_is_range_checked(void **state)
 	setup_kl(&kl);
 	struct vmsh_err err = { 0 };
 	uint32_t gsi = 99, irq = 99;
-	kl.chan->gsi = 23;
-	kl.chan->irq = 11;
-	assert_int_equal(klib_irq_line(&kl, &gsi, &irq, &err), 0);
+	kl.chan->dev_gsi[0] = 23;
+	kl.chan->dev_irq[0] = 11;
+	kl.chan->dev_gsi[1] = 22;
+	kl.chan->dev_irq[1] = 12;
+	kl.chan->gsi = 5; /* device 0's line for older readers: not what the host uses */
+	assert_int_equal(klib_irq_line(&kl, 0, &gsi, &irq, &err), 0);
 	assert_int_equal(gsi, 23);
 	assert_int_equal(irq, 11);
+	assert_int_equal(klib_irq_line(&kl, 1, &gsi, &irq, &err), 0);
+	assert_int_equal(gsi, 22);
+	assert_int_equal(irq, 12);
+	gsi = irq = 99;
+	assert_int_equal(klib_irq_line(&kl, VMSH_MAX_DEVS, &gsi, &irq, &err), -1);
+	assert_int_equal(gsi, 99);
 	static const long long bad_gsi[] = { -1, 4096, 1LL << 40, INT64_MIN };
-	for (size_t i = 0; i < sizeof(bad_gsi) / sizeof(bad_gsi[0]); i++) {
-		kl.chan->gsi = bad_gsi[i];
-		kl.chan->irq = 5;
-		gsi = irq = 99;
-		assert_int_equal(klib_irq_line(&kl, &gsi, &irq, &err), -1);
-		assert_int_equal(err.errnum, EPROTO);
-		assert_int_equal(gsi, 99); /* nothing taken over */
-	}
-	kl.chan->gsi = 5;
-	kl.chan->irq = -7;
-	assert_int_equal(klib_irq_line(&kl, &gsi, &irq, &err), -1);
-	kl.chan->irq = 1LL << 33;
-	assert_int_equal(klib_irq_line(&kl, &gsi, &irq, &err), -1);
+	for (size_t dev = 0; dev < VMSH_MAX_DEVS; dev++)
+		for (size_t i = 0; i < sizeof(bad_gsi) / sizeof(bad_gsi[0]); i++) {
+			kl.chan->dev_gsi[dev] = bad_gsi[i];
+			kl.chan->dev_irq[dev] = 5;
+			gsi = irq = 99;
+			assert_int_equal(klib_irq_line(&kl, dev, &gsi, &irq, &err), -1);
+			assert_int_equal(err.errnum, EPROTO);
+			assert_int_equal(gsi, 99); /* nothing taken over */
+		}
+	kl.chan->dev_gsi[1] = 5;
+	kl.chan->dev_irq[1] = -7;
+	assert_int_equal(klib_irq_line(&kl, 1, &gsi, &irq, &err), -1);
+	kl.chan->dev_irq[1] = 1LL << 33;
+	assert_int_equal(klib_irq_line(&kl, 1, &gsi, &irq, &err), -1);
 	free(kl.chan);
 }
 
@@ -58,6 +68,9 @@ static void test_registered_any(void **state)
 	kl.chan->dev_ok[1] = 1;
 	assert_true(klib_registered_any(&kl));
 	kl.chan->dev_ok[1] = 0;
+	kl.chan->dev_gsi[1] = 7; /* the second device's line held */
+	assert_true(klib_registered_any(&kl));
+	kl.chan->dev_gsi[1] = 0;
 	kl.chan->gsi = 5; /* a line held: the guest may still raise it */
 	assert_true(klib_registered_any(&kl));
 	free(kl.chan);

@@ -52,6 +52,19 @@ def test_block_device_reads_writes_flushes_discards_untraced(dev_guest, host, vm
         # table vmsh reads with the ring (features: one character per bit)
         feat = guest.console(f"cat /sys/block/{s.dev}/device/features").strip()
         assert feat[29] == "1" and feat[28] == "0", feat
+        # each device has an interrupt line of its own: virtio-mmio's
+        # handler acknowledges its device on every interrupt of its line (a
+        # register write: a guest exit), so a shared line cost the console's
+        # acknowledgement on every block request too
+        m = re.findall(r"vmsh: 2 devices at \S+, interrupt line (\d+) \(irq (\d+)\), "
+                       r"the second device's (\d+) \(irq (\d+)\)", guest.console("dmesg"))
+        assert m, guest.console("dmesg | tail")
+        gsi0, irq0, gsi1, irq1 = map(int, m[-1])
+        assert gsi0 != gsi1 and irq0 != irq1, m[-1]
+        table = guest.console("cat /proc/interrupts")
+        for irq in (irq0, irq1):
+            row = re.search(rf"^\s*{irq}:.*$", table, re.M)
+            assert row and re.search(r"\bvirtio\d+$", row[0]) and "," not in row[0], table
         # the whole disk read in the guest, while the hypervisor is sampled
         samples = os.path.join(host.logdir, f"tracerpid-{s.id}.log")
         sampler = sample_tracer_pid(host, guest.pid, samples)

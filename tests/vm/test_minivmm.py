@@ -24,7 +24,7 @@ from vmshtest.devices import Served, make_disk
 from test_attach import attach, guest_traces
 from test_inspect import hypervisor_state, inspect_json
 from test_library import warnings
-from test_noacpi import exit_status_pty_and_disk, vmsh_line
+from test_noacpi import exit_status_pty_and_disk, vmsh_lines
 
 # (kernel, flavour): Debian's generic 6.1 in make check (its 30 minutes),
 # the rest in check-matrix; the custom kernel has virtio-mmio command-line
@@ -105,10 +105,12 @@ def test_attach_and_serve_on_minivmm(mini, host, vmsh_bin):
                "cat /proc/interrupts")
     assert r.rc == 0, r.stderr
     assert marker in r.stdout and "init" in r.stdout.split(), r.stdout
-    gsi, irq = vmsh_line(guest)
-    # an ISA line of the MP table that no device of the guest held
-    assert gsi == irq and gsi < 16 and gsi not in (4, 5), (gsi, irq)
-    assert not re.search(rf"^\s*{irq}:", held, re.M), held
+    lines = vmsh_lines(guest)
+    assert lines[0] != lines[1], lines  # a line per device: free ones are there
+    for gsi, irq in lines:
+        # an ISA line of the MP table that no device of the guest held
+        assert gsi == irq and gsi < 16 and gsi not in (4, 5), (gsi, irq)
+        assert not re.search(rf"^\s*{irq}:", held, re.M), held
     exit_status_pty_and_disk(host, vmsh_bin, guest, "minivmm-served.img", own)
     if own:  # both disks at once: vmsh's (served again) and the VMM's
         disk, digest = make_disk(host, "minivmm-both.img", 16)

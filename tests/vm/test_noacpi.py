@@ -34,12 +34,14 @@ def noacpi_guest(request, host):
     g.stop()
 
 
-def vmsh_line(guest):
-    """The interrupt line the library reported last, from the kernel log."""
-    lines = re.findall(r"vmsh: \d+ devices at \S+, interrupt line (\d+) \(irq (\d+)\)",
-                       guest.console("dmesg"))
+def vmsh_lines(guest):
+    """The interrupt lines the library reported last, from the kernel log:
+    [(gsi, irq) of the block device, (gsi, irq) of the console]."""
+    lines = re.findall(r"vmsh: \d+ devices at \S+, interrupt line (\d+) \(irq (\d+)\), "
+                       r"the second device's (\d+) \(irq (\d+)\)", guest.console("dmesg"))
     assert lines, guest.console("dmesg | tail -20")
-    return tuple(int(x) for x in lines[-1])
+    x = [int(v) for v in lines[-1]]
+    return [(x[0], x[1]), (x[2], x[3])]
 
 
 def exit_status_pty_and_disk(host, vmsh_bin, guest, image, own=None):
@@ -80,12 +82,14 @@ def test_attach_and_serve_without_acpi(noacpi_guest, host, vmsh_bin):
                "cat /proc/interrupts")
     assert r.rc == 0, r.stderr
     assert marker in r.stdout and "init" in r.stdout.split(), r.stdout
-    gsi, irq = vmsh_line(guest)
-    # an ISA line of the MP table that no device of the guest held, on the IOAPIC
-    assert gsi == irq and gsi < 16, (gsi, irq)
-    assert not re.search(rf"^\s*{irq}:", held, re.M), held
-    row = [l for l in r.stdout.splitlines() if re.match(rf"\s*{irq}:", l)]
-    assert row and "IO-APIC" in row[0] and "virtio" in row[0], r.stdout
+    lines = vmsh_lines(guest)
+    assert lines[0] != lines[1], lines  # a line per device: free ones are there
+    for gsi, irq in lines:
+        # an ISA line of the MP table that no device of the guest held, on the IOAPIC
+        assert gsi == irq and gsi < 16, (gsi, irq)
+        assert not re.search(rf"^\s*{irq}:", held, re.M), held
+        row = [l for l in r.stdout.splitlines() if re.match(rf"\s*{irq}:", l)]
+        assert row and "IO-APIC" in row[0] and "virtio" in row[0], r.stdout
     exit_status_pty_and_disk(host, vmsh_bin, guest, "noacpi.img")
 
     assert guest_traces(guest) == traces
