@@ -106,6 +106,30 @@ def count_syscalls(host, guest, chroot, dev, pid, job, runtime, size_mb):
     return calls / max(ios, 1), no_ioctl / max(ios, 1), top
 
 
+EXIT_STATS = ("exits", "pf_taken", "io_exits", "irq_injections")
+
+
+def kvm_stats(host):
+    """KVM's counters over every VM of the KVM host (debugfs; the guest is
+    the only VM there): guest exits and interrupts so far."""
+    out = host.check("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
+                     "cd /sys/kernel/debug/kvm && grep -H . " + " ".join(EXIT_STATS))
+    return {k: int(v) for k, v in (ln.split(":", 1) for ln in out.split())}
+
+
+def count_exits(host, guest, chroot, dev, job, runtime, size_mb):
+    """Guest exits (and of them the nested page faults: MMIO writes such as
+    a queue notification or an interrupt acknowledgement) per guest I/O
+    request of one fio job. Host-independent: what the guest's driver and
+    the device model make the vCPU do per request. The ramp second and the
+    guest's timer and console are counted too (the same for both sides)."""
+    before = kvm_stats(host)
+    f = fio_terse(guest, chroot, dev, job, runtime, size_mb)
+    after = kvm_stats(host)
+    ios = (float(f[5]) + float(f[46])) / (int(job[2].rstrip("k")))
+    return {k: (after[k] - before[k]) / max(ios, 1) for k in EXIT_STATS}
+
+
 def fmt(xs, unit):
     m, q1, q3 = quartiles(xs)
     return f"{m:8.1f}{unit[0]} [{q1:.0f}-{q3:.0f}]"
@@ -219,6 +243,11 @@ def main():
                     counts[job[0]] = {"vmsh": count_syscalls(host, g, chroot, s.dev, worker, job, a.runtime, a.size)}
             for job in cjobs:
                 counts[job[0]]["qemu"] = count_syscalls(host, g, chroot, own, g.pid, job, a.runtime, a.size)
+            with Served(host, vmsh, g, backing, ident="benchexits") as s:
+                for job in cjobs:
+                    counts[job[0]]["vmsh exits"] = count_exits(host, g, chroot, s.dev, job, a.runtime, a.size)
+            for job in cjobs:
+                counts[job[0]]["qemu exits"] = count_exits(host, g, chroot, own, job, a.runtime, a.size)
             print("\nhost syscalls per guest request (strace -c -f, a run of its own; qemu: the guest's whole"
                   " qemu process, 'w/o ioctl' leaves out its vCPUs' KVM_RUN)")
             print(f"{'job':20s} {'vmsh':>8s} {'qemu':>8s} {'qemu w/o ioctl':>15s}   vmsh's most frequent")
@@ -226,6 +255,14 @@ def main():
                 v, q = c["vmsh"], c["qemu"]
                 print(f"{name:20s} {v[0]:8.1f} {q[0]:8.1f} {q[1]:15.1f}   "
                       + ", ".join(f"{k} {n}" for k, n in v[2]))
+            print("\nguest exits per request (KVM's counters, runs of their own, untraced; 'page faults' are the"
+                  " MMIO writes: queue notifications and vmsh's interrupt acknowledgements)")
+            print(f"{'job':20s} {'vmsh exits':>11s} {'qemu exits':>11s} {'vmsh p.f.':>10s} {'qemu p.f.':>10s}"
+                  f" {'vmsh irqs':>10s} {'qemu irqs':>10s}")
+            for name, c in counts.items():
+                v, q = c["vmsh exits"], c["qemu exits"]
+                print(f"{name:20s} {v['exits']:11.2f} {q['exits']:11.2f} {v['pf_taken']:10.2f} {q['pf_taken']:10.2f}"
+                      f" {v['irq_injections']:10.2f} {q['irq_injections']:10.2f}")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"head": head, "results": res, "rounds": a.rounds, "runtime": a.runtime,

@@ -381,6 +381,7 @@ int cmd_attach(int argc, char **argv)
 		rc = relay(s, &a.ro, a.t.pid);
 	else
 		report_error("attach", &err);
+	log_memory("at the command's end");
 	/* 4. nothing of vmsh left in the guest or the hypervisor */
 	session_close(s);
 	vm_close(&vm);

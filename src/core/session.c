@@ -319,6 +319,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	s->kl_loaded = true;
 	log_verbose("session: earlier leftovers checked in %.1f ms, library linked and mapped in %.1f ms",
 		    (t_lib - t0) / 1e6, (now_ns() - t_lib) / 1e6);
+	log_memory("with the library mapped");
 	if (o->helper && klib_add_file(&s->kl, o->helper, o->helper_len, err) < 0)
 		return vmsh_err_prefix(err, "the helper");
 	if (klib_set_helper_args(&s->kl, o->helper_args, o->helper_args_len, o->helper_argc, err) < 0)
@@ -411,6 +412,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 		return -1;
 	log_verbose("session: devices registered and set up by the guest's drivers in %.1f ms",
 		    (now_ns() - t_reg) / 1e6);
+	log_memory("with the devices set up");
 	s->st->blk_status = vdev_status(&s->blk);
 	const char *p = status_problem(s->st->blk_status, "virtio_blk");
 	if (p)

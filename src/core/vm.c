@@ -262,6 +262,7 @@ static void find_kernel_from(struct vm_info *info, const struct vm_vcpu *v)
 	read_iomem(info);
 	log_verbose("guest found: memory map %.1f ms, kernel and symbols %.1f ms, RAM map %.1f ms",
 		    (t1 - t0) / 1e6, (t2 - t1) / 1e6, (now_ns() - t2) / 1e6);
+	log_memory("with the guest found");
 }
 
 /* The move probes of memmap_place_by_slots: does any slot of the VM consist
