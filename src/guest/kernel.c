@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include "common/log.h"
+#include "common/sparse_map.h"
 #include "guest/kallsyms.h"
 #include "guest/memmap.h"
 
@@ -288,8 +289,8 @@ static int copy_leaf(void *opaque, const struct pt_mapping *m)
 
 static int map_image(struct guest_kernel *k)
 {
-	void *p = mmap(NULL, MAX_IMAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	void *p = sparse_map(MAX_IMAGE);
+	if (!p)
 		return -1;
 	k->image = p;
 	return 0;
