@@ -3,9 +3,11 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/escape.h"
+#include "common/procfs.h"
 
 static int current_level = LOG_NORMAL;
 
@@ -32,20 +34,21 @@ void log_msg(int level, const char *fmt, ...)
 	fprintf(stderr, "vmsh: %s\n", esc_str(safe, sizeof(safe), raw));
 }
 
+/* The "FIELD: N kB" value of a /proc file, -1 if absent. */
 static long status_kib(const char *path, const char *field)
 {
-	FILE *f = fopen(path, "re");
-	if (!f)
+	char *text;
+	size_t len;
+	if (procfs_read_file(path, &text, &len, NULL) < 0)
 		return -1;
-	char line[128];
 	long v = -1;
 	size_t n = strlen(field);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			sscanf(line + n + 1, "%ld", &v);
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, field, n) && l[n] == ':') {
+			sscanf(l + n + 1, "%ld", &v);
 			break;
 		}
-	fclose(f);
+	free(text);
 	return v;
 }
 

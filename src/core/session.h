@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "vmsh/channel.h" /* VMSH_MAX_MODULES */
+#include "vmsh/channel.h" /* VMSH_MAX_MODULES, VMSH_MAX_DEVS */
 #include "core/vm.h"
 
 struct session;
@@ -51,7 +51,7 @@ struct session_stats {
 	unsigned long trapped;     /* register writes trapped */
 	unsigned long syscall_exits;
 	uint64_t teardown_ns;
-	uint32_t gsi[2], irq[2];   /* our devices' interrupt lines (block, console) */
+	uint32_t gsi[VMSH_MAX_DEVS], irq[VMSH_MAX_DEVS]; /* our devices' interrupt lines (block, console) */
 	uint64_t dev_gpa;
 	uint64_t disk_sectors;
 	unsigned blk_queues;
