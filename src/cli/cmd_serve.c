@@ -147,13 +147,18 @@ int cmd_serve(int argc, char **argv)
 	char con_line[64] = "";
 	if (o.console)
 		snprintf(con_line, sizeof(con_line), ", the console's %u (guest irq %u)", st.gsi[1], st.irq[1]);
+	char lanes[96] = "";
+	for (unsigned l = 0; st.serve_threads > 1 && l < st.serve_threads && l < 4; l++)
+		snprintf(lanes + strlen(lanes), sizeof(lanes) - strlen(lanes), "%s%lu", l ? " + " : " (", st.lane_wakeups[l]);
+	if (lanes[0])
+		snprintf(lanes + strlen(lanes), sizeof(lanes) - strlen(lanes), ")");
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u)%s; "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
-		"%u + %u interrupts, %lu wake-ups of the serving thread, %llu guest-memory syscalls; removed in %.0f ms\n",
+		"%u + %u interrupts, %lu wake-ups of the %u serving threads%s, %llu guest-memory syscalls; removed in %.0f ms\n",
 		o.id, (unsigned long long)st.disk_sectors, st.blk_queues, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi[0], st.irq[0], con_line, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
-		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, (unsigned long long)st.serve_remote_calls,
+		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, st.serve_threads, lanes, (unsigned long long)st.serve_remote_calls,
 		st.teardown_ns / 1e6);
 	rc = rc < 0 ? report_error("serve", &err) : 0;
 	term_signals_restore(&old);

@@ -359,9 +359,11 @@ static int setup(struct session *s, struct vmsh_err *err)
 	for (size_t i = 0; i < s->n_devs; i++)
 		if (vdev_connect(s->devs[i], vm, err) < 0)
 			return -1;
-	if (server_init(&s->srv, s->devs, s->n_devs, err) < 0)
+	/* a serving thread per request queue of the disk */
+	if (server_init(&s->srv, s->devs, s->n_devs, s->disk.num_queues, err) < 0)
 		return -1;
 	s->srv_init = true;
+	s->st->serve_threads = s->srv.n_lanes;
 	if (vm->tr->pidfd >= 0 && server_stop_on(&s->srv, vm->tr->pidfd, err) < 0)
 		return -1;
 	if (s->con_init && console_dev_watch(&s->con, &s->srv, err) < 0)
@@ -527,7 +529,9 @@ static void free_local(struct session *s)
 	for (size_t i = 0; i < s->n_adopted; i++)
 		vdev_destroy(&s->adopted[i]);
 	s->st->blk_interrupts = s->blk.interrupts;
-	s->st->wakeups = s->srv.wakeups;
+	s->st->wakeups = s->srv_init ? server_wakeups(&s->srv) : 0;
+	for (unsigned l = 0; s->srv_init && l < s->srv.n_lanes && l < 4; l++)
+		s->st->lane_wakeups[l] = s->srv.lane[l].wakeups;
 	if (s->srv_init)
 		s->st->serve_remote_calls = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED) - s->calls_at_start;
 	if (s->blk_init)

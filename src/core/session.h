@@ -57,7 +57,9 @@ struct session_stats {
 	unsigned blk_queues;
 	uint32_t blk_status, con_status;
 	unsigned blk_interrupts, con_interrupts;
-	unsigned long wakeups;     /* of the device serving thread */
+	unsigned long wakeups;     /* of the device serving threads */
+	unsigned serve_threads;    /* the device serving threads (one per request queue) */
+	unsigned long lane_wakeups[4]; /* of each of them (the first four) */
 	uint64_t serve_remote_calls; /* process_vm_readv/writev on guest memory from then on */
 };
 

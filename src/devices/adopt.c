@@ -57,7 +57,7 @@ static unsigned drain(struct vdev *d, unsigned queues)
 				break;
 		}
 		if (n == BUDGET)
-			d->more |= 1u << q;
+			vdev_more(d, 1u << q);
 		if (vq->used_idx != old && vq_should_notify(vq, old))
 			irq |= 1u << q;
 	}

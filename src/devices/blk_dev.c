@@ -43,7 +43,7 @@ static bool serve_queue(struct vdev *d, unsigned q)
 	vq_expect_work(vq); /* notified, or left with work: the first look takes it all */
 	for (unsigned done = 0;; done++) {
 		if (done == BLK_BUDGET) {
-			d->more |= 1u << q; /* come back without waiting for a notification */
+			vdev_more(d, 1u << q); /* come back without waiting for a notification */
 			break;
 		}
 		int r = vq_pop(vq, &c);
@@ -66,16 +66,20 @@ static bool serve_queue(struct vdev *d, unsigned q)
 	}
 	if (vq->broken) {
 		log_info("vmsh-blk: request queue %u broken: %s", q, vq->why);
+		pthread_mutex_lock(&d->lock); /* the registers are the device's */
 		vmmio_fail(&d->regs, vq->why);
+		pthread_mutex_unlock(&d->lock);
 		return true;
 	}
 	return vq_should_notify(vq, old);
 }
 
-/* The queues in the mask, one after the other, by this one thread: with
+/* The queues in the mask (one, from vdev_kick: parallel_queues): with
  * several (VIRTIO_BLK_F_MQ) each guest CPU submits to a queue of its own
- * (no lock shared between them in the guest), and one interrupt line
- * tells the driver about all of them. */
+ * (no lock shared between them in the guest), each queue is served by a
+ * host thread of its own (server.h), and one interrupt line tells the
+ * driver about all of them. A request touches nothing shared but the disk,
+ * whose synchronous callbacks are positioned syscalls (blk_uring.h). */
 static unsigned blk_process(struct vdev *d, unsigned queues)
 {
 	unsigned irq = 0;
@@ -89,7 +93,8 @@ static unsigned blk_process(struct vdev *d, unsigned queues)
  * in the table the look after a notification reads with the ring, where an
  * indirect table would take one more read per request. A queue of 256
  * holds 85 requests of 4 KiB at once, 3 of 256 KiB. */
-static const struct vdev_kind blk_kind = { .name = "virtio-blk", .process = blk_process, .direct_only = true };
+static const struct vdev_kind blk_kind = { .name = "virtio-blk", .process = blk_process, .direct_only = true,
+					   .parallel_queues = true };
 
 void blk_dev_init(struct vdev *d, struct blk_disk *disk, const struct vq_mem *mem, uint8_t *page, uint64_t gpa)
 {

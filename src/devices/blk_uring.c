@@ -35,12 +35,11 @@ static void note_error(struct blk_uring *u, int res)
 {
 	if (res >= 0 || res == -EAGAIN || res == -EINTR)
 		return;
-	u->io_errors++;
+	__atomic_fetch_add(&u->io_errors, 1, __ATOMIC_RELAXED); /* from every serving thread */
 	unsigned e = (unsigned)-res;
-	if (e < 128 && (u->errnos_seen[e / 64] & (1ULL << (e % 64))))
+	if (e < 128 &&
+	    (__atomic_fetch_or(&u->errnos_seen[e / 64], 1ULL << (e % 64), __ATOMIC_RELAXED) & (1ULL << (e % 64))))
 		return;
-	if (e < 128)
-		u->errnos_seen[e / 64] |= 1ULL << (e % 64);
 	log_info("disk: the backing file failed an operation: %s (the guest gets an I/O error; "
 		 "vmsh keeps serving)", strerror(e));
 }

@@ -12,7 +12,9 @@
  * (BLKDISCARD); write_zeroes uses fallocate ZERO_RANGE on a file (writing
  * zeros where the file system cannot) or BLKZEROOUT on a block device.
  *
- * Not thread-safe: one thread serves a disk. The image is opened without
+ * The synchronous callbacks may run in several threads at once (one per
+ * request queue: positioned syscalls, the error counts atomic); the batched
+ * interface belongs to one thread. The image is opened without
  * O_DIRECT (the callers' buffers are not sector aligned), so the host page
  * cache sits between the guest and the image; flush makes it durable. */
 #ifndef VMSH_BLK_URING_H

@@ -89,7 +89,7 @@ static unsigned con_process(struct vdev *d, unsigned queues)
 			break;
 	}
 	if (left)
-		d->more |= queues; /* come back after the others had their turn */
+		vdev_more(d, queues); /* come back after the others had their turn */
 	watch(c, wanted_events(c));
 	return mask;
 }

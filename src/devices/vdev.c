@@ -70,6 +70,8 @@ void vdev_init(struct vdev *d, const struct vdev_kind *kind, void *kind_data, ui
 {
 	memset(d, 0, sizeof(*d));
 	pthread_mutex_init(&d->lock, NULL);
+	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
+		pthread_mutex_init(&d->qlock[i], NULL);
 	d->kind = kind;
 	d->kind_data = kind_data;
 	d->mem = *mem;
@@ -133,6 +135,8 @@ void vdev_destroy(struct vdev *d)
 	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
 		if (d->vq_live[i])
 			vq_free(&d->vq[i]);
+	for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
+		pthread_mutex_destroy(&d->qlock[i]);
 	pthread_mutex_destroy(&d->lock);
 }
 
@@ -227,9 +231,27 @@ static void record_sync(struct vdev *d)
 	__atomic_store_n(&rec->status, d->regs.status, __ATOMIC_RELEASE);
 }
 
+/* The device whole: every queue's lock (where the kind serves them in
+ * parallel), then the device's. */
+static void lock_all(struct vdev *d)
+{
+	if (d->kind->parallel_queues)
+		for (unsigned i = 0; i < VIRTIO_MMIO_MAX_QUEUES; i++)
+			pthread_mutex_lock(&d->qlock[i]);
+	pthread_mutex_lock(&d->lock);
+}
+
+static void unlock_all(struct vdev *d)
+{
+	pthread_mutex_unlock(&d->lock);
+	if (d->kind->parallel_queues)
+		for (unsigned i = VIRTIO_MMIO_MAX_QUEUES; i-- > 0;)
+			pthread_mutex_unlock(&d->qlock[i]);
+}
+
 void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], unsigned len)
 {
-	pthread_mutex_lock(&d->lock);
+	lock_all(d);
 	if (is_write) {
 		uint32_t v = 0;
 		memcpy(&v, data, len > 4 ? 4 : len);
@@ -243,20 +265,47 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
 		memset(data, 0, 8);
 		memcpy(data, &v, len > 4 ? 4 : len);
 	}
-	pthread_mutex_unlock(&d->lock);
+	unlock_all(d);
+}
+
+void vdev_more(struct vdev *d, unsigned queues)
+{
+	__atomic_fetch_or(&d->more, queues, __ATOMIC_RELAXED);
+}
+
+/* The queues one at a time, each under its own lock: another thread may be
+ * serving another queue meanwhile. driver_ok and the queues change only
+ * under every queue's lock (vdev_mmio). */
+static unsigned process_each(struct vdev *d, unsigned queues)
+{
+	unsigned irq = 0;
+	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
+		if (!(queues & (1u << q)))
+			continue;
+		pthread_mutex_lock(&d->qlock[q]);
+		if (d->driver_ok)
+			irq |= d->kind->process(d, 1u << q);
+		pthread_mutex_unlock(&d->qlock[q]);
+	}
+	return irq;
 }
 
 unsigned vdev_kick(struct vdev *d, unsigned queues)
 {
+	__atomic_fetch_and(&d->more, ~queues, __ATOMIC_RELAXED);
+	bool parallel = d->kind->parallel_queues;
+	unsigned irq = parallel ? process_each(d, queues) : 0;
 	pthread_mutex_lock(&d->lock);
-	d->more = 0;
-	unsigned irq = d->driver_ok ? d->kind->process(d, queues) : 0;
-	unsigned more = d->driver_ok ? d->more : 0;
-	if (irq) {
+	if (!parallel && d->driver_ok)
+		irq = d->kind->process(d, queues);
+	if (irq && d->driver_ok) { /* not reset since */
 		vmmio_raise(&d->regs, 1);
 		render(d);
 		d->interrupts++;
+	} else {
+		irq = 0;
 	}
+	unsigned more = d->driver_ok ? __atomic_load_n(&d->more, __ATOMIC_RELAXED) & queues : 0;
 	pthread_mutex_unlock(&d->lock);
 	if (irq)
 		signal_irq(d);

@@ -7,7 +7,11 @@
  *
  * Two paths reach a device: writes the guest makes while setting it up,
  * trapped from the hypervisor's KVM_RUN (vdev_mmio), and the eventfds,
- * served by a thread (server.h). Both hold the device's lock. */
+ * served by threads (server.h). Both hold the device's lock - except that
+ * a kind with parallel_queues has each queue served under a lock of its
+ * own (qlock[q], taken before the device's lock), so that several threads
+ * serve its queues at once; vdev_mmio then takes every queue's lock too
+ * (a reset frees the queues). */
 #ifndef VMSH_VDEV_H
 #define VMSH_VDEV_H
 
@@ -58,10 +62,16 @@ struct vdev_kind {
 	 * request where guest memory is another process's; offered anyway
 	 * where vmsh maps guest memory itself, vq_mem.local) */
 	bool direct_only;
+	/* process() is called for one queue at a time, holding only that
+	 * queue's lock (not the device's): it may then touch nothing of the
+	 * device but that queue, d->more (vdev_more) and, under d->lock, the
+	 * registers */
+	bool parallel_queues;
 };
 
 struct vdev {
 	pthread_mutex_t lock;
+	pthread_mutex_t qlock[VIRTIO_MMIO_MAX_QUEUES]; /* kinds with parallel_queues */
 	const struct vdev_kind *kind;
 	void *kind_data;
 
@@ -75,7 +85,7 @@ struct vdev {
 	bool ever_driver_ok;
 	uint32_t max_status;    /* every status bit the driver ever set */
 	unsigned interrupts;
-	unsigned more;          /* queues the last process() left work in */
+	unsigned more;          /* queues process() left work in (atomic: vdev_more) */
 
 	struct kvm_eventfd notify[VIRTIO_MMIO_MAX_QUEUES];
 	/* InterruptACK: a driver acknowledges what it read from the interrupt
@@ -111,6 +121,8 @@ void vdev_mmio(struct vdev *d, uint32_t off, bool is_write, uint8_t data[8], uns
  * driver as needed (lock taken inside). Returns the queues left with work:
  * kick them again after serving everything else. */
 unsigned vdev_kick(struct vdev *d, unsigned queues);
+/* process() left work in these queues: come back to them. */
+void vdev_more(struct vdev *d, unsigned queues);
 /* Tell the driver to look at its used rings (an interrupt). */
 void vdev_notify_driver(struct vdev *d);
 /* The guest acknowledged an interrupt. */

@@ -22,6 +22,7 @@
 #define RUNAWAY 100000UL /* far beyond any sane budget per wake-up */
 
 static uint8_t guest[GMEM];
+static bool runaway = true; /* avail.idx of queue 0 always one ahead */
 static uint8_t page[4096];
 static struct vdev dev;
 static volatile unsigned long idx_reads;
@@ -34,7 +35,7 @@ static int gread(void *o, uint64_t gpa, void *b, size_t len)
 	(void)o;
 	if (gpa >= GMEM || len > GMEM - gpa)
 		return -1;
-	if (gpa == AVAIL + 2 && len == 2) {
+	if (runaway && gpa == AVAIL + 2 && len == 2) {
 		if (++idx_reads > RUNAWAY && !in_thread)
 			fail_msg("the device kept serving one queue for %d requests in one call", RUNAWAY);
 		uint16_t idx = (uint16_t)(dev.vq[0].last_avail + 1);
@@ -204,7 +205,7 @@ static void test_busy_queue_does_not_pin_the_server(void **state)
 	struct dev_server srv;
 	struct vdev *devs[] = { &dev };
 	struct vmsh_err err = { 0 };
-	assert_int_equal(server_init(&srv, devs, 1, &err), 0);
+	assert_int_equal(server_init(&srv, devs, 1, 1, &err), 0);
 	assert_int_equal(server_watch(&srv, p[0], EPOLLIN, on_other, &p[0], &err), 0);
 	assert_int_equal(server_start(&srv, &err), 0);
 	uint64_t one = 1;
@@ -230,6 +231,108 @@ static void test_busy_queue_does_not_pin_the_server(void **state)
 	vdev_destroy(&dev);
 }
 
+/* A flush that blocks until released (the first one only): a slow request. */
+static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slow_cond = PTHREAD_COND_INITIALIZER;
+static int slow_state; /* 0: the next flush blocks, 1: blocked in it, 2: released */
+
+static int slow_flush(void *o)
+{
+	(void)o;
+	pthread_mutex_lock(&slow_lock);
+	if (slow_state == 0) {
+		slow_state = 1;
+		pthread_cond_broadcast(&slow_cond);
+		while (slow_state != 2)
+			pthread_cond_wait(&slow_cond, &slow_lock);
+	}
+	pthread_mutex_unlock(&slow_lock);
+	return 0;
+}
+
+static uint16_t used_idx_in_guest(uint64_t used)
+{
+	return __atomic_load_n((uint16_t *)(guest + used + 2), __ATOMIC_ACQUIRE);
+}
+
+/* One flush request in queue rings at base (desc, avail +0x1000, used
+ * +0x2000), its header at HDR, its status byte at status. */
+static void one_flush(uint64_t base, uint64_t status)
+{
+	uint64_t a = HDR;
+	uint32_t l16 = 16, l1 = 1;
+	uint16_t f_next = VIRTQ_DESC_F_NEXT, f_w = VIRTQ_DESC_F_WRITE, one = 1, zero = 0;
+	memcpy(guest + base, &a, 8), memcpy(guest + base + 8, &l16, 4), memcpy(guest + base + 12, &f_next, 2);
+	memcpy(guest + base + 14, &one, 2);
+	memcpy(guest + base + 16, &status, 8), memcpy(guest + base + 24, &l1, 4), memcpy(guest + base + 28, &f_w, 2);
+	memcpy(guest + base + 0x1000 + 4, &zero, 2); /* ring[0] = head 0 */
+	memcpy(guest + base + 0x1000 + 2, &one, 2);  /* avail.idx = 1 */
+	guest[status] = 0xee;
+}
+
+/* Multiqueue served by a thread per queue: a request that takes long in
+ * one queue (a slow flush of the backing file) does not hold up another
+ * queue's; with one serving thread it did, request after request. */
+static void test_queues_are_served_in_parallel(void **state)
+{
+	(void)state;
+	memset(guest, 0, sizeof(guest));
+	runaway = false;
+	uint32_t hdr[4] = { VIRTIO_BLK_T_FLUSH, 0, 0, 0 };
+	memcpy(guest + HDR, hdr, sizeof(hdr));
+	const uint64_t q0 = 0x6000, q1 = 0x9000;
+	one_flush(q0, STATUS);
+	one_flush(q1, STATUS + 8);
+	struct blk_disk slow = { .sectors = 8, .id = "t", .num_queues = 2, .be = { .flush = slow_flush } };
+	blk_dev_init(&dev, &slow, &mem, page, 0xd0000000);
+	assert_int_equal(dev.regs.n_queues, 2);
+	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, q0, q0 + 0x1000, q0 + 0x2000, false), 0);
+	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, q1, q1 + 0x1000, q1 + 0x2000, false), 0);
+	dev.vq_live[0] = dev.vq_live[1] = true;
+	dev.driver_ok = true;
+	for (int q = 0; q < 2; q++)
+		assert_true((dev.notify[q].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0);
+	struct dev_server srv;
+	struct vdev *devs[] = { &dev };
+	struct vmsh_err err = { 0 };
+	assert_int_equal(server_init(&srv, devs, 1, 4, &err), 0);
+	assert_int_equal(srv.n_lanes, 2); /* no more threads than queues */
+	assert_int_equal(server_start(&srv, &err), 0);
+	uint64_t one = 1;
+	assert_int_equal(write(dev.notify[0].local, &one, 8), 8);
+	pthread_mutex_lock(&slow_lock);
+	while (slow_state != 1)
+		pthread_cond_wait(&slow_cond, &slow_lock);
+	pthread_mutex_unlock(&slow_lock);
+	/* queue 0's flush is under way and stays so: queue 1's completes */
+	assert_int_equal(write(dev.notify[1].local, &one, 8), 8);
+	uint64_t t0 = ms_now();
+	while (used_idx_in_guest(q1 + 0x2000) != 1 && ms_now() - t0 < 5000)
+		usleep(1000);
+	bool parallel = used_idx_in_guest(q1 + 0x2000) == 1;
+	bool q0_waited = used_idx_in_guest(q0 + 0x2000) == 0;
+	pthread_mutex_lock(&slow_lock);
+	slow_state = 2;
+	pthread_cond_broadcast(&slow_cond);
+	pthread_mutex_unlock(&slow_lock);
+	t0 = ms_now();
+	while (used_idx_in_guest(q0 + 0x2000) != 1 && ms_now() - t0 < 5000)
+		usleep(1000);
+	server_stop(&srv);
+	assert_true(parallel);
+	assert_true(q0_waited);
+	assert_int_equal(used_idx_in_guest(q0 + 0x2000), 1);
+	assert_int_equal(guest[STATUS], VIRTIO_BLK_S_OK);
+	assert_int_equal(guest[STATUS + 8], VIRTIO_BLK_S_OK);
+	assert_true(srv.lane[0].wakeups >= 1 && srv.lane[1].wakeups >= 1);
+	for (int q = 0; q < 2; q++) {
+		close(dev.notify[q].local);
+		dev.notify[q].local = -1;
+	}
+	vdev_destroy(&dev);
+	runaway = true;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -237,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_indirect_tables_only_where_memory_is_local),
 		cmocka_unit_test(test_each_queue_is_served),
 		cmocka_unit_test(test_busy_queue_does_not_pin_the_server),
+		cmocka_unit_test(test_queues_are_served_in_parallel),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,8 +92,8 @@ def test_block_device_reads_writes_flushes_discards_untraced(dev_guest, host, vm
         assert host.check(f"dd if={disk} bs=1M skip=16 count=1 2>/dev/null | sha256sum").split()[0] == zeros
         assert tracer_pid(host, guest.pid) == 0
     assert s.status == 0, s.text
-    m = re.search(r"(\d+) \+ (\d+) interrupts, (\d+) wake-ups of the serving thread, (\d+) guest-memory syscalls",
-                  s.text)
+    m = re.search(r"(\d+) \+ (\d+) interrupts, (\d+) wake-ups of the \d+ serving threads[^,]*, (\d+) guest-memory "
+                  r"syscalls", s.text)
     assert m, s.text
     irqs, wakeups, calls = int(m[1]) + int(m[2]), int(m[3]), int(m[4])
     assert irqs >= 2000 and wakeups < 1.3 * irqs, s.text
@@ -180,3 +180,9 @@ def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine
             assert tracer_pid(host, guest.pid) == 0
         assert s.status == 0, s.text
         assert f"{queues} request queues" in s.text, s.text
+        # a serving thread per queue, and each served requests
+        m = re.search(rf"wake-ups of the {queues} serving threads(?: \(([\d +]+)\))?,", s.text)
+        assert m, s.text
+        if queues > 1:
+            lanes = [int(n) for n in m[1].split(" + ")]
+            assert len(lanes) == queues and min(lanes) > 0, s.text
