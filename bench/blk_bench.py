@@ -5,7 +5,15 @@ side in one run, interleaved.
 
 usage: python3 -m bench.blk_bench [--machine pc] [--kernel 6.1] [--runtime 5] [--size 256]
                                   [--rounds 5] [--memfd] [--json FILE] [--count-syscalls]
-                                  [--compare OTHER_VMSH]
+                                  [--compare OTHER_VMSH] [--b-serve-args ARGS]
+                                  [--smp N] [--numjobs N]
+
+--smp and --numjobs give the guest more vCPUs and fio that many jobs per
+run (their results summed): multiqueue, where each guest CPU submits to a
+queue of its own and vmsh serves each queue with a thread of its own
+(qemu-blk has a queue per vCPU too). --b-serve-args measures vmsh-blk a
+second way in the same rounds (the --compare build, or this one), e.g.
+`--b-serve-args "--queues 1"`: one queue and one serving thread.
 
 One guest (test harness; an emulated KVM host on machines without hardware
 KVM - one vCPU by default: with two, a guest's qemu died mid-benchmark on
@@ -51,16 +59,21 @@ JOBS = [
 ]
 
 
+FIO_JOBS = 1  # fio jobs per run (--numjobs), their results reported together
+
+
 def fio_terse(guest, chroot, dev, job, runtime, size_mb, direct=True):
     """One fio job on /dev/DEV (or on the file DEV names when it starts with
     a /); its result as fio's terse line (version 3), split: a few hundred
     bytes over the serial console instead of fio's JSON."""
     name, rw, bs, qd, metric = job
     target = dev if dev.startswith("/") else f"/dev/{dev}"
+    many = (f"--numjobs={FIO_JOBS} --group_reporting --offset_increment={size_mb // FIO_JOBS}M "
+            if FIO_JOBS > 1 else "")
     out = guest.console(
         f"{chroot} /usr/bin/fio --name={name} --filename={target} --rw={rw} --bs={bs} --iodepth={qd} "
-        f"--ioengine=libaio --direct={int(direct)} --size={size_mb}M --time_based --runtime={runtime} "
-        f"--ramp_time=1 --output-format=terse --terse-version=3 2>&1", runtime * 4 + 120)
+        f"--ioengine=libaio --direct={int(direct)} --size={size_mb // FIO_JOBS}M --time_based --runtime={runtime} "
+        f"--ramp_time=1 {many}--output-format=terse --terse-version=3 2>&1", runtime * 4 + 120)
     try:
         return next(ln for ln in out.splitlines() if ln.startswith("3;")).split(";")
     except StopIteration:
@@ -136,8 +149,8 @@ def fmt(xs, unit):
 
 
 def served_b(host, vmsh_b, g, chroot, backing, jobs, a, r, res):
-    """The --compare build's vmsh-blk, for one round."""
-    with Served(host, vmsh_b, g, backing, ident=f"benchb{r}") as s:
+    """The --compare build's vmsh-blk (or the --b-serve-args one), for one round."""
+    with Served(host, vmsh_b, g, backing, *a.b_serve_args.split(), ident=f"benchb{r}") as s:
         for job in jobs:
             res["vmsh-blk B"][job[0]].append(run_job(g, chroot, s.dev, job, a.runtime, a.size))
     if s.status != 0:
@@ -161,7 +174,15 @@ def main():
     ap.add_argument("--compare", metavar="VMSH",
                     help="another vmsh binary (an earlier build, say): its vmsh-blk measured in the same rounds, "
                          "the two builds' order alternating round by round")
+    ap.add_argument("--b-serve-args", default="",
+                    help="vmsh serve's arguments for the B measurement (the --compare build, else this one)")
+    ap.add_argument("--smp", type=int, default=1, help="guest vCPUs")
+    ap.add_argument("--numjobs", type=int, default=1, help="fio jobs per run (multiqueue: one per guest vCPU)")
     a = ap.parse_args()
+    global FIO_JOBS
+    FIO_JOBS = a.numjobs
+    if a.b_serve_args and not a.compare:
+        a.compare = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
     jobs = [j for j in JOBS if j[0] in a.jobs.split(",")]
     vmsh = os.environ.get("VMSH_BIN", os.path.join(REPO, "build", "vmsh"))
     os.environ["VMSH_L1_SMP"] = str(a.l1_smp)
@@ -174,7 +195,7 @@ def main():
                if a.memfd else [])
         extra = mem + tools_image.qemu_args(a.machine, img) + tools_image.qemu_args(
             a.machine, backing, ident="own", serial="owndisk", readonly=False, cache="writeback")
-        g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench", extra_qemu_args=extra)
+        g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench", smp=a.smp, extra_qemu_args=extra)
         chroot = tools_image.mount_in_guest(g)
         own = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = owndisk ] && echo ${d##*/}; done").strip()
         cfgs = ("qemu-blk", "vmsh-blk", "own+vmsh", "qemu-blk-again") + (("vmsh-blk B",) if a.compare else ())
@@ -199,7 +220,8 @@ def main():
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
         head = (f"blk_bench: {a.machine}, Linux {a.kernel} guest ({'memfd' if a.memfd else 'anonymous'} RAM), "
                 f"{host.mode} KVM host ({os.environ['VMSH_L1_SMP']} vCPUs), {platform.node()} "
-                f"({os.cpu_count()} CPUs); fio {a.runtime}s per job, {a.rounds} interleaved rounds, "
+                f"({os.cpu_count()} CPUs); guest {a.smp} vCPUs, {a.numjobs} fio job(s) per run; "
+                f"fio {a.runtime}s per job, {a.rounds} interleaved rounds, "
                 f"backing file on tmpfs; median [interquartile range]")
         noisy = []
         if a.rounds:
@@ -219,7 +241,7 @@ def main():
                       f" {fmt(o, unit):>20s} {quartiles(o)[0] / qm:6.2f} {drift:9.1%}{'!' if drift > 0.05 else ' '}"
                       f"  ({unit})")
             if a.compare:
-                print(f"\nvmsh-blk of {vmsh} (A) against {a.compare} (B), the same rounds:")
+                print(f"\nvmsh-blk of {vmsh} (A) against {a.compare} {a.b_serve_args} (B), the same rounds:")
                 for name, _, _, _, metric in jobs:
                     unit = "MB/s" if metric == "bw" else "IOPS"
                     va, vb = res["vmsh-blk"][name], res["vmsh-blk B"][name]
