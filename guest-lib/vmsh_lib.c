@@ -550,9 +550,13 @@ static void devices_add(void)
 			return;
 		}
 	}
-	_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld), the second device's %lld (irq %lld)\n",
-		vmsh_channel.n_devs, vmsh_channel.dev_gpa[0], vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0],
-		vmsh_channel.dev_gsi[1], vmsh_channel.dev_irq[1]);
+	if (vmsh_channel.n_devs > 1)
+		_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld), the second device's %lld (irq %lld)\n",
+			vmsh_channel.n_devs, vmsh_channel.dev_gpa[0], vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0],
+			vmsh_channel.dev_gsi[1], vmsh_channel.dev_irq[1]);
+	else
+		_printk("vmsh: 1 device at %#llx, interrupt line %lld (irq %lld)\n", vmsh_channel.dev_gpa[0],
+			vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0]);
 	if (vmsh_channel.helper_va && vmsh_channel.helper_len) {
 		vmsh_channel.phase = VMSH_PHASE_HELPER;
 		step_in("starting the helper", (void *)0);

@@ -91,7 +91,8 @@ class Served:
             f"for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = {self.id} ] && echo ${{d##*/}}; done"
         ).strip()
         self.port = guest.console(
-            f"for p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name)\" = {self.id} ] && echo ${{p##*/}}; done"
+            f"for p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name 2>/dev/null)\" = {self.id} ] && echo ${{p##*/}}; "
+            f"done; true"  # none at all with --no-console
         ).strip()
 
     def stop(self, sig=signal.SIGTERM):

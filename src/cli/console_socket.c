@@ -161,8 +161,10 @@ int console_socket_serve(int stop_fd, int gone_fd, int lfd, int con_fd, struct v
 	if (!sh)
 		return vmsh_error(err, ENOMEM, "console socket");
 	sh->client = -1;
-	int fl = fcntl(con_fd, F_GETFL);
-	if (fl < 0 || fcntl(con_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+	if (con_fd < 0) /* no console port (serve --no-console): no client either */
+		lfd = -1;
+	int fl = con_fd < 0 ? 0 : fcntl(con_fd, F_GETFL);
+	if (fl < 0 || (con_fd >= 0 && fcntl(con_fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
 		free(sh);
 		return vmsh_error(err, errno, "console socket");
 	}
@@ -198,6 +200,7 @@ int console_socket_serve(int stop_fd, int gone_fd, int lfd, int con_fd, struct v
 	}
 	drop_client(sh);
 	free(sh);
-	fcntl(con_fd, F_SETFL, fl);
+	if (con_fd >= 0)
+		fcntl(con_fd, F_SETFL, fl);
 	return rc;
 }

@@ -17,8 +17,8 @@ struct sock_file {
 /* A listening socket at path, mode 0600; an existing file there is
  * replaced only if it is a socket nobody listens on. Returns the fd or -1. */
 int console_socket_listen(const char *path, struct sock_file *f, struct vmsh_err *err);
-/* Shuttle bytes between con_fd (the console port) and one client at a time
- * of lfd (-1: none) until stop_fd becomes readable (not read here): 0; or
+/* Shuttle bytes between con_fd (the console port, -1: none) and one client
+ * at a time of lfd (-1: none) until stop_fd becomes readable (not read here): 0; or
  * until gone_fd (the hypervisor's pidfd, -1: none) does: 1; -1 on an error. */
 int console_socket_serve(int stop_fd, int gone_fd, int lfd, int con_fd, struct vmsh_err *err);
 /* Remove the socket file again, unless someone replaced it meanwhile. */

@@ -262,6 +262,25 @@ static void test_non_socket_is_not_replaced(void **state)
 	unlink(path);
 }
 
+/* `vmsh serve --no-console`: no port, no socket - it waits for its stop
+ * (or the hypervisor's exit) all the same. It failed at once with "console
+ * socket: Bad file descriptor" (found 2026-12-05). */
+static void test_no_console_waits_for_the_stop(void **state)
+{
+	(void)state;
+	int stop = eventfd(0, EFD_CLOEXEC), gone = eventfd(0, EFD_CLOEXEC);
+	assert_true(stop >= 0 && gone >= 0);
+	uint64_t one = 1;
+	assert_int_equal(write(stop, &one, 8), 8);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(console_socket_serve(stop, gone, -1, -1, &err), 0);
+	assert_int_equal(read(stop, &one, 8), 8);
+	assert_int_equal(write(gone, &one, 8), 8);
+	assert_int_equal(console_socket_serve(stop, gone, -1, -1, &err), 1);
+	close(stop);
+	close(gone);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_both_directions_intact),
 		cmocka_unit_test(test_socket_mode_is_0600),
 		cmocka_unit_test(test_non_socket_is_not_replaced),
+		cmocka_unit_test(test_no_console_waits_for_the_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -108,15 +108,21 @@ def test_block_device_reads_writes_flushes_discards_untraced(dev_guest, host, vm
 
 
 def test_read_only_image_refuses_writes(any_guest, host, vmsh_bin):
+    """A read-only disk, and no console port (`--no-console`: vmsh serve
+    failed at once without one, "console socket: Bad file descriptor")."""
     guest = any_guest
     disk, digest = make_disk(host, "ro.img", 8)
-    with Served(host, vmsh_bin, guest, disk, "--ro") as s:
+    with Served(host, vmsh_bin, guest, disk, "--ro", "--no-console") as s:
+        assert s.port == "", s.port
         dev = f"/dev/{s.dev}"
         assert guest.console(f"cat /sys/block/{s.dev}/ro").strip() == "1"
         rc, out = guest.console_status(f"dd if=/dev/zero of={dev} bs=4096 count=1 conv=fsync 2>&1")
         assert rc != 0, out
         assert guest.console(f"sha256sum {dev}").split()[0] == digest
+        assert re.search(r"vmsh: 1 device at \S+, interrupt line \d+", guest.console("dmesg | tail -5")), \
+            guest.console("dmesg | tail -5")
     assert s.status == 0, s.text
+    assert "and no console" in s.text, s.text
     assert host.check(f"sha256sum {disk}").split()[0] == digest
 
 
