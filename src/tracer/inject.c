@@ -42,6 +42,7 @@
 
 _Static_assert(sizeof(((struct inj_thread *)0)->site_orig) >= STUB_SITE_SIZE, "site_orig too small");
 #define MAX_SITES 256
+#define SITES_MORE 16 /* places looked for at a time */
 
 static int mem_fd(pid_t pid, int flags)
 {
@@ -98,16 +99,35 @@ static int segment_tail(pid_t pid, const struct proc_map *m, uint64_t *tail)
 	return -1;
 }
 
-/* Every place a stub fits: STUB_SITE_SIZE slices of the unused tails. */
-static void collect_sites(struct tracer *t)
+static bool known_site(const struct tracer *t, uint64_t at)
+{
+	for (size_t i = 0; i < t->n_sites; i++)
+		if (t->sites[i] == at)
+			return true;
+	return false;
+}
+
+/* Places a stub fits (STUB_SITE_SIZE slices of the unused tails of
+ * executable file mappings), mapping after mapping, until there are
+ * `wanted`: a stub per thread that injects at once needs one, and each
+ * mapping looked at costs an open of /proc/PID/map_files/... and two reads
+ * (a hypervisor maps some 50 executable files: 45-120 ms per attachment on
+ * the emulated host when every one was looked at, four attachments per
+ * `vmsh attach`). More are looked for when they run out. */
+static void collect_sites(struct tracer *t, size_t wanted)
 {
 	struct proc_map *maps;
 	size_t n;
-	t->sites = calloc(MAX_SITES, sizeof(*t->sites));
-	t->site_used = calloc(MAX_SITES, sizeof(*t->site_used));
+	if (!t->sites)
+		t->sites = calloc(MAX_SITES, sizeof(*t->sites));
+	if (!t->site_used)
+		t->site_used = calloc(MAX_SITES, sizeof(*t->site_used));
+	if (wanted > MAX_SITES)
+		wanted = MAX_SITES;
 	if (!t->sites || !t->site_used || procfs_read_maps(t->pid, &maps, &n, NULL) < 0)
 		return;
-	for (size_t i = 0; i < n && t->n_sites < MAX_SITES; i++) {
+	size_t i;
+	for (i = 0; i < n && t->n_sites < wanted; i++) {
 		const struct proc_map *m = &maps[i];
 		uint64_t tail;
 		if (m->perms[2] != 'x' || m->perms[3] != 'p' || m->path[0] != '/' || segment_tail(t->pid, m, &tail) < 0)
@@ -115,20 +135,27 @@ static void collect_sites(struct tracer *t)
 		tail = (tail + 15) & ~15ULL;
 		for (uint64_t at = (m->end - STUB_SITE_SIZE) & ~15ULL; at >= tail && t->n_sites < MAX_SITES;
 		     at = (at - STUB_SITE_SIZE) & ~15ULL)
-			t->sites[t->n_sites++] = at;
+			if (!known_site(t, at))
+				t->sites[t->n_sites++] = at;
 	}
+	t->sites_all = i == n || t->n_sites == MAX_SITES;
 	free(maps);
 	log_debug("%zu places for injection stubs in process %d", t->n_sites, t->pid);
 }
 
 int tracer_take_site(struct tracer *t, uint64_t *site)
 {
-	for (size_t i = 0; i < t->n_sites; i++)
-		if (!t->site_used[i]) {
-			t->site_used[i] = true;
-			*site = t->sites[i];
-			return 0;
-		}
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < t->n_sites; i++)
+			if (!t->site_used[i]) {
+				t->site_used[i] = true;
+				*site = t->sites[i];
+				return 0;
+			}
+		if (t->sites_all)
+			break;
+		collect_sites(t, t->n_sites + SITES_MORE);
+	}
 	return -1;
 }
 
@@ -414,7 +441,7 @@ void inject_thread_teardown(struct tracer *t, struct inj_thread *th)
 int inject_setup(struct tracer *t, struct vmsh_err *err)
 {
 	struct inj_thread *th = &t->main;
-	collect_sites(t);
+	collect_sites(t, SITES_MORE);
 	if (setup_stub(t, th) < 0) {
 		uint8_t stub[STUB_SITE_SIZE];
 		stub_build(&th->saved, stub);
@@ -440,4 +467,5 @@ void inject_teardown(struct tracer *t)
 	t->sites = NULL;
 	t->site_used = NULL;
 	t->n_sites = 0;
+	t->sites_all = false;
 }

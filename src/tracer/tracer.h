@@ -68,6 +68,7 @@ struct tracer {
 	uint64_t *sites;              /* padding where stubs may go (inject.c) */
 	bool *site_used;
 	size_t n_sites;
+	bool sites_all;               /* every executable mapping looked at */
 
 	sigset_t saved_sigmask;
 	uint64_t injected_syscalls;   /* statistics */
