@@ -114,17 +114,15 @@ static bool known_site(const struct tracer *t, uint64_t at)
  * (a hypervisor maps some 50 executable files: 45-120 ms per attachment on
  * the emulated host when every one was looked at, four attachments per
  * `vmsh attach`). More are looked for when they run out. */
-static void collect_sites(struct tracer *t, size_t wanted)
+static void collect_sites_in(struct tracer *t, const struct proc_map *maps, size_t n, size_t wanted)
 {
-	struct proc_map *maps;
-	size_t n;
 	if (!t->sites)
 		t->sites = calloc(MAX_SITES, sizeof(*t->sites));
 	if (!t->site_used)
 		t->site_used = calloc(MAX_SITES, sizeof(*t->site_used));
 	if (wanted > MAX_SITES)
 		wanted = MAX_SITES;
-	if (!t->sites || !t->site_used || procfs_read_maps(t->pid, &maps, &n, NULL) < 0)
+	if (!t->sites || !t->site_used)
 		return;
 	size_t i;
 	for (i = 0; i < n && t->n_sites < wanted; i++) {
@@ -139,8 +137,17 @@ static void collect_sites(struct tracer *t, size_t wanted)
 				t->sites[t->n_sites++] = at;
 	}
 	t->sites_all = i == n || t->n_sites == MAX_SITES;
-	free(maps);
 	log_debug("%zu places for injection stubs in process %d", t->n_sites, t->pid);
+}
+
+static void collect_sites(struct tracer *t, size_t wanted)
+{
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(t->pid, &maps, &n, NULL) < 0)
+		return;
+	collect_sites_in(t, maps, n, wanted);
+	free(maps);
 }
 
 int tracer_take_site(struct tracer *t, uint64_t *site)
@@ -314,8 +321,11 @@ void inject_learn_stacks(struct tracer *t, const struct proc_map *maps, size_t n
  * used: a hypervisor enters KVM_RUN on the thread's own stack (never on a
  * coroutine's), which stays mapped as long as the thread lives. Else
  * /proc/PID/maps now (remembered for vCPU threads). */
+/* Does [lo, the thread's rsp] lie in one writable mapping? From the stacks
+ * known, else from `maps` (the process's, read by the caller: NULL to read
+ * them here). */
 static int stack_mapping(struct tracer *t, const struct inj_thread *th, uint64_t lo, bool *on_stack,
-			 struct vmsh_err *err)
+			 const struct proc_map *known, size_t n_known, struct vmsh_err *err)
 {
 	pid_t tid = th->tid;
 	uint64_t rsp = th->saved.rsp;
@@ -326,27 +336,29 @@ static int stack_mapping(struct tracer *t, const struct inj_thread *th, uint64_t
 			return 0;
 		}
 	}
-	struct proc_map *maps;
-	size_t n;
-	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
+	struct proc_map *maps = (struct proc_map *)known;
+	size_t n = n_known;
+	if (!known && procfs_read_maps(t->pid, &maps, &n, err) < 0)
 		return -1;
 	*on_stack = false;
 	for (size_t i = 0; i < n; i++)
 		if (maps[i].perms[1] == 'w' && maps[i].start <= lo && rsp <= maps[i].end)
 			*on_stack = true;
 	inject_learn_stacks(t, maps, n); /* every vCPU thread stopped now, this one among them */
-	free(maps);
+	if (!known)
+		free(maps);
 	return 0;
 }
 
 /* Scratch on the thread's stack if its mapping reaches far enough down;
  * else (if allowed) a mapping made through the thread's stub. */
-static int setup_scratch(struct tracer *t, struct inj_thread *th, bool may_map, struct vmsh_err *err)
+static int setup_scratch(struct tracer *t, struct inj_thread *th, bool may_map, const struct proc_map *maps,
+			 size_t n_maps, struct vmsh_err *err)
 {
 	uint64_t top = (th->saved.rsp - RED_ZONE - STUB_STACK_USE - 64) & ~63ULL;
 	uint64_t lo = top - TRACER_SCRATCH_SIZE;
 	bool on_stack;
-	if (stack_mapping(t, th, lo, &on_stack, err) < 0)
+	if (stack_mapping(t, th, lo, &on_stack, maps, n_maps, err) < 0)
 		return -1;
 	if (on_stack) {
 		th->scratch = lo;
@@ -418,7 +430,7 @@ int tracer_prepare_thread(struct tracer *t, struct inj_thread *th, struct vmsh_e
 		return vmsh_error(err, EINVAL, "thread %d is not stopped", th->tid);
 	if (setup_stub(t, th) < 0)
 		return vmsh_error(err, ENOSPC, "no room for an injection stub for thread %d", th->tid);
-	if (setup_scratch(t, th, false, err) < 0) {
+	if (setup_scratch(t, th, false, NULL, 0, err) < 0) {
 		teardown_thread(t, th);
 		return -1;
 	}
@@ -441,18 +453,29 @@ void inject_thread_teardown(struct tracer *t, struct inj_thread *th)
 int inject_setup(struct tracer *t, struct vmsh_err *err)
 {
 	struct inj_thread *th = &t->main;
-	collect_sites(t, SITES_MORE);
+	/* the maps read once for the places and the scratch (each read of a
+	 * large hypervisor's maps costs milliseconds on the emulated host) */
+	struct proc_map *maps;
+	size_t n;
+	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
+		return -1;
+	collect_sites_in(t, maps, n, SITES_MORE);
 	if (setup_stub(t, th) < 0) {
 		uint8_t stub[STUB_SITE_SIZE];
 		stub_build(&th->saved, stub);
-		if (find_syscall_insn(t->pid, &th->syscall_insn, err) < 0)
+		if (find_syscall_insn(t->pid, &th->syscall_insn, err) < 0) {
+			free(maps);
 			return -1;
+		}
 		if (setup_fallback_area(t, stub, err) < 0) {
+			free(maps);
 			inject_teardown(t);
 			return -1;
 		}
 	}
-	if (setup_scratch(t, th, true, err) < 0) {
+	int rc = setup_scratch(t, th, true, maps, n, err);
+	free(maps);
+	if (rc < 0) {
 		inject_teardown(t);
 		return -1;
 	}
