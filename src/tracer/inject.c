@@ -113,7 +113,8 @@ static bool known_site(const struct tracer *t, uint64_t at)
  * mapping looked at costs an open of /proc/PID/map_files/... and two reads
  * (a hypervisor maps some 50 executable files: 45-120 ms per attachment on
  * the emulated host when every one was looked at, four attachments per
- * `vmsh attach`). More are looked for when they run out. */
+ * `vmsh attach`). More are looked for when they run out (twice as many each
+ * time: a VM with many vCPUs needs a place per vCPU thread). */
 static void collect_sites_in(struct tracer *t, const struct proc_map *maps, size_t n, size_t wanted)
 {
 	if (!t->sites)
@@ -161,7 +162,7 @@ int tracer_take_site(struct tracer *t, uint64_t *site)
 			}
 		if (t->sites_all)
 			break;
-		collect_sites(t, t->n_sites + SITES_MORE);
+		collect_sites(t, 2 * t->n_sites + SITES_MORE); /* each look starts over: few of them */
 	}
 	return -1;
 }
