@@ -137,7 +137,14 @@ static int add_pages(struct session *s, struct vmsh_err *err)
 static size_t default_queues(size_t n_vcpus)
 {
 	cpu_set_t set;
-	size_t cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? (size_t)CPU_COUNT(&set) : 1;
+	size_t cpus = 1;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+		cpus = (size_t)CPU_COUNT(&set);
+	} else { /* more than 1024 CPUs: those online */
+		long online = sysconf(_SC_NPROCESSORS_ONLN);
+		if (online > 0)
+			cpus = (size_t)online;
+	}
 	return n_vcpus < cpus ? n_vcpus : cpus;
 }
 

@@ -99,10 +99,12 @@ static int segment_tail(pid_t pid, const struct proc_map *m, uint64_t *tail)
 	return -1;
 }
 
+/* Overlaps a place already known (a later look may see a mapping split or
+ * grown, its places shifted: two stubs must never share a byte). */
 static bool known_site(const struct tracer *t, uint64_t at)
 {
 	for (size_t i = 0; i < t->n_sites; i++)
-		if (t->sites[i] == at)
+		if (at < t->sites[i] + STUB_SITE_SIZE && t->sites[i] < at + STUB_SITE_SIZE)
 			return true;
 	return false;
 }
@@ -320,11 +322,9 @@ void inject_learn_stacks(struct tracer *t, const struct proc_map *maps, size_t n
 /* Is [lo, rsp] inside one writable mapping? For a vCPU thread stopped in
  * KVM_RUN the mapping an earlier window of this process saw for it is
  * used: a hypervisor enters KVM_RUN on the thread's own stack (never on a
- * coroutine's), which stays mapped as long as the thread lives. Else
- * /proc/PID/maps now (remembered for vCPU threads). */
-/* Does [lo, the thread's rsp] lie in one writable mapping? From the stacks
- * known, else from `maps` (the process's, read by the caller: NULL to read
- * them here). */
+ * coroutine's), which stays mapped as long as the thread lives. Else the
+ * process's maps (remembered for vCPU threads): `known`, read by the
+ * caller, or NULL to read them now. */
 static int stack_mapping(struct tracer *t, const struct inj_thread *th, uint64_t lo, bool *on_stack,
 			 const struct proc_map *known, size_t n_known, struct vmsh_err *err)
 {
@@ -460,7 +460,9 @@ int inject_setup(struct tracer *t, struct vmsh_err *err)
 	size_t n;
 	if (procfs_read_maps(t->pid, &maps, &n, err) < 0)
 		return -1;
-	collect_sites_in(t, maps, n, SITES_MORE);
+	/* a place for each thread there is now (a stop window prepares a stub
+	 * in each vCPU thread: no looking for more while the guest stands) */
+	collect_sites_in(t, maps, n, t->n_threads + 1 > SITES_MORE ? t->n_threads + 1 : SITES_MORE);
 	if (setup_stub(t, th) < 0) {
 		uint8_t stub[STUB_SITE_SIZE];
 		stub_build(&th->saved, stub);

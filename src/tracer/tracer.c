@@ -228,6 +228,7 @@ static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_er
 	size_t n;
 	if (procfs_list_tasks(pid, &tids, &n, err) < 0)
 		return -1;
+	t->n_threads = n;
 	block_signals(t);
 
 	/* Prefer the thread-group leader; skip threads caught inside KVM_RUN

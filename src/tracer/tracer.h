@@ -69,6 +69,7 @@ struct tracer {
 	bool *site_used;
 	size_t n_sites;
 	bool sites_all;               /* every executable mapping looked at */
+	size_t n_threads;             /* the process's threads when attached */
 
 	sigset_t saved_sigmask;
 	uint64_t injected_syscalls;   /* statistics */
