@@ -118,6 +118,21 @@ static void test_indirect_tables_only_where_memory_is_local(void **state)
 	vdev_destroy(&dev);
 }
 
+/* One flush request in queue rings at base (desc, avail +0x1000, used
+ * +0x2000), its header at HDR, its status byte at status. */
+static void one_flush(uint64_t base, uint64_t status)
+{
+	uint64_t a = HDR;
+	uint32_t l16 = 16, l1 = 1;
+	uint16_t f_next = VIRTQ_DESC_F_NEXT, f_w = VIRTQ_DESC_F_WRITE, one = 1, zero = 0;
+	memcpy(guest + base, &a, 8), memcpy(guest + base + 8, &l16, 4), memcpy(guest + base + 12, &f_next, 2);
+	memcpy(guest + base + 14, &one, 2);
+	memcpy(guest + base + 16, &status, 8), memcpy(guest + base + 24, &l1, 4), memcpy(guest + base + 28, &f_w, 2);
+	memcpy(guest + base + 0x1000 + 4, &zero, 2); /* ring[0] = head 0 */
+	memcpy(guest + base + 0x1000 + 2, &one, 2);  /* avail.idx = 1 */
+	guest[status] = 0xee;
+}
+
 /* Several request queues (VIRTIO_BLK_F_MQ): each is served from its own
  * rings, a busy one does not starve the others, and the interrupt covers
  * the queues that completed something. */
@@ -137,15 +152,8 @@ static void test_each_queue_is_served(void **state)
 	put_desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
 	put_desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
 	const uint64_t q2 = 0x8000; /* desc, avail, used of queue 2 */
-	uint64_t a = HDR, st = STATUS + 8;
-	uint32_t l16 = 16, l1 = 1;
-	uint16_t f_next = VIRTQ_DESC_F_NEXT, f_w = VIRTQ_DESC_F_WRITE, one = 1, zero = 0;
-	memcpy(guest + q2, &a, 8), memcpy(guest + q2 + 8, &l16, 4), memcpy(guest + q2 + 12, &f_next, 2);
-	memcpy(guest + q2 + 14, &one, 2);
-	memcpy(guest + q2 + 16, &st, 8), memcpy(guest + q2 + 24, &l1, 4), memcpy(guest + q2 + 28, &f_w, 2);
-	memcpy(guest + q2 + 0x1000 + 4, &zero, 2); /* ring[0] = head 0 */
-	memcpy(guest + q2 + 0x1000 + 2, &one, 2);  /* avail.idx = 1 */
-	guest[STATUS + 8] = 0xee;
+	one_flush(q2, STATUS + 8);
+	const uint16_t zero = 0;
 	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, DESC, AVAIL, USED, false), 0);
 	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, 0x6000, 0x6800, 0x7000, false), 0);
 	assert_int_equal(vq_init(&dev.vq[2], &mem, QSIZE, q2, q2 + 0x1000, q2 + 0x2000, false), 0);
@@ -255,20 +263,6 @@ static uint16_t used_idx_in_guest(uint64_t used)
 	return __atomic_load_n((uint16_t *)(guest + used + 2), __ATOMIC_ACQUIRE);
 }
 
-/* One flush request in queue rings at base (desc, avail +0x1000, used
- * +0x2000), its header at HDR, its status byte at status. */
-static void one_flush(uint64_t base, uint64_t status)
-{
-	uint64_t a = HDR;
-	uint32_t l16 = 16, l1 = 1;
-	uint16_t f_next = VIRTQ_DESC_F_NEXT, f_w = VIRTQ_DESC_F_WRITE, one = 1, zero = 0;
-	memcpy(guest + base, &a, 8), memcpy(guest + base + 8, &l16, 4), memcpy(guest + base + 12, &f_next, 2);
-	memcpy(guest + base + 14, &one, 2);
-	memcpy(guest + base + 16, &status, 8), memcpy(guest + base + 24, &l1, 4), memcpy(guest + base + 28, &f_w, 2);
-	memcpy(guest + base + 0x1000 + 4, &zero, 2); /* ring[0] = head 0 */
-	memcpy(guest + base + 0x1000 + 2, &one, 2);  /* avail.idx = 1 */
-	guest[status] = 0xee;
-}
 
 /* Multiqueue served by a thread per queue: a request that takes long in
  * one queue (a slow flush of the backing file) does not hold up another
