@@ -6,13 +6,12 @@
  * own stack, the kernel's code and stack segments, GS base and page tables
  * (include/vmsh/channel.h, struct vmsh_borrow). vmsh_borrow_c only queues an
  * irq_work; the stub then spins in [vmsh_borrow_spin, vmsh_borrow_spin_end)
+ * until deadline_ms have passed (vmsh gives 0) and returns by itself where
+ * it can (ret_mode): registers from vmsh_borrow, the GS base for user mode,
+ * and iretq to the saved frame. Where it cannot (VMSH_RET_HOST) it spins
  * until vmsh stops the vCPU there and puts its saved state back. The
  * irq_work fires in the guest's own interrupt path as soon as the vCPU has
  * interrupts on again, and queues the work item.
- *
- * If vmsh does not come back within deadline_ms (it was killed), the stub
- * returns by itself where it can (ret_mode): registers from vmsh_borrow,
- * the GS base for user mode, and iretq to the saved frame.
  *
  * vmsh_work_fn: the work item. After its body it marks the channel DONE by
  * tail-jumping into the kernel's memcpy (one byte, from a constant of

@@ -28,6 +28,15 @@ printf 'vmsh toolbox: busybox %s. The guest'"'"'s root file system is at /var/li
 	"$("$busybox" 2>&1 | head -1 | awk '{print $2}')" > "$root/etc/motd"
 # 4 KiB blocks: mke2fs would choose 1 KiB for a file system this small,
 # and every directory, inode table and extent block the guest reads at
-# attach would be a request of its own through vmsh
-mke2fs -q -F -t ext4 -b 4096 -L vmsh-toolbox -E root_owner=0:0 -d "$root" "$out.tmp" 8M
+# attach would be a request of its own through vmsh. No journal and no
+# room to grow: the image is only ever mounted read-only (vmsh serves it
+# read-only from its own executable), and a journal is 4 MiB the guest
+# checks at every mount. Sized to its contents with a margin; too small,
+# mke2fs fails the build.
+kib=$(du -sk "$root" | cut -f1)
+inodes=$(( $(find "$root" | wc -l) + 64 ))
+kib=$(( (kib + inodes / 16 + 256) * 5 / 4 ))
+kib=$(( (kib + 1023) / 1024 * 1024 ))
+mke2fs -q -F -t ext4 -b 4096 -O ^has_journal,^resize_inode -N "$inodes" -m 0 -L vmsh-toolbox \
+	-E root_owner=0:0 -d "$root" "$out.tmp" "${kib}k"
 mv "$out.tmp" "$out"

@@ -63,16 +63,17 @@ struct vmsh_lib_record {
 
 /* How a vCPU lent to the library gets back to what it was doing. vmsh
  * stops it, saves its whole state, points it at vmsh_borrow_entry (entry.S)
- * on the library's own stack with interrupts off, and once the stub reports
- * VMSH_BORROW_SPINNING, stops it again and puts every register back from its
- * own copy. Should vmsh not come back (killed), the stub returns by itself
- * after deadline_ms from the copy here (ret_mode); with VMSH_RET_HOST it
- * cannot (the guest's page tables for user mode do not map the stub). */
+ * on the library's own stack with interrupts off. The stub queues its work
+ * and, once deadline_ms have passed (vmsh gives 0: at once), goes back by
+ * itself from the copy here (ret_mode) and says VMSH_BORROW_SELF_RETURNED.
+ * With VMSH_RET_HOST it cannot (the guest's page tables for user mode do
+ * not map the stub): it reports VMSH_BORROW_SPINNING and spins until vmsh
+ * stops it and puts every register back from vmsh's own copy. */
 enum vmsh_borrow_state {
 	VMSH_BORROW_NONE = 0,
 	VMSH_BORROW_RUNNING = 1,       /* host: the vCPU was sent to the stub */
-	VMSH_BORROW_SPINNING = 2,      /* stub: work queued, waiting to be put back */
-	VMSH_BORROW_SELF_RETURNED = 3, /* stub: vmsh did not come, it returned by itself */
+	VMSH_BORROW_SPINNING = 2,      /* stub: work queued, spinning until deadline_ms or vmsh */
+	VMSH_BORROW_SELF_RETURNED = 3, /* stub: it went back by itself */
 	VMSH_BORROW_RESTORED = 4,      /* host: put back */
 };
 enum vmsh_borrow_ret {

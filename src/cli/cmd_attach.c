@@ -136,7 +136,7 @@ static int toolbox_file(char *path, size_t cap, struct vmsh_err *err)
 		}
 		off += (size_t)w;
 		/* the image's pages of our executable, read once, are not kept
-		 * resident (8 MiB of vmsh's footprint otherwise) */
+		 * resident (the image's size of vmsh's footprint otherwise) */
 		uintptr_t upto = ((uintptr_t)vmsh_toolbox_start + off) & ~(page - 1);
 		uintptr_t from = (dropped + page - 1) & ~(page - 1);
 		if (upto > from) {

@@ -28,8 +28,11 @@ extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
 
 #define PAGE 4096u
 #define BORROW_STACK_SIZE 16384 /* guest-lib/vmsh_lib.c vmsh_borrow_stack */
-/* the stub returns by itself if vmsh has not put the vCPU back by then */
-#define BORROW_DEADLINE_MS 1000
+/* The stub goes back by itself at once wherever it can (entry.S: every
+ * register it changed, then iretq), so a borrow needs no second stop window;
+ * vmsh puts the vCPU back itself only where the stub cannot (VMSH_RET_HOST),
+ * or should the vCPU still spin in the stub after this long. */
+#define BORROW_SELF_RETURN_WAIT_MS 200
 
 static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 {
@@ -287,13 +290,15 @@ static int borrow_apply(struct kernel_lib *kl, size_t i, const struct borrow_vie
 	struct kvm_vm *vm = kl->vm;
 	const struct kvm_vcpu_ref *c = &vm->vcpus[i];
 	struct borrow_plan p;
-	borrow_plan(v, kind, kl->entry_va, kl->stack_top, BORROW_DEADLINE_MS, &p);
+	borrow_plan(v, kind, kl->entry_va, kl->stack_top, 0, &p);
 	*kl->borrow = p.saved;
 	kl->chan->state = VMSH_LIB_LOADED;
 	__sync_synchronize();
 	kl->saved_regs = v->regs;
 	kl->saved_sregs = v->sregs;
 	kl->saved_sregs_changed = p.sregs_changed;
+	kl->self_return = p.saved.ret_mode != VMSH_RET_HOST;
+	kl->went_back_itself = false;
 	/* Each write leaves a state the vCPU may run in should vmsh die
 	 * before the next (SIGKILL): runnable first (a halted vCPU just wakes
 	 * up early, as from any interrupt; sent to the stub while still halted
@@ -329,6 +334,35 @@ static bool irq_work_busy(const struct kernel_lib *kl)
 	return (((const volatile struct vmsh_borrow *)kl->borrow)->irq_work[1] & 3) != 0;
 }
 
+static const struct kvm_vcpu_ref *vcpu_by_index(struct kvm_vm *vm, int index)
+{
+	for (size_t i = 0; i < vm->n_vcpus; i++)
+		if (vm->vcpus[i].index == index)
+			return &vm->vcpus[i];
+	return NULL;
+}
+
+/* The stub marks itself gone back a few instructions before its iretq;
+ * vmsh rewrites the state those instructions read only once the vCPU it
+ * last lent is out of the library (the vCPUs stopped). 1 out (or never
+ * lent), 0 still inside, -1 cannot tell. */
+static int stub_left(struct kernel_lib *kl)
+{
+	if (!kl->went_back_itself)
+		return 1;
+	const struct kvm_vcpu_ref *c = vcpu_by_index(kl->vm, kl->entered_vcpu);
+	struct kvm_regs r;
+	struct vmsh_err e = { 0 };
+	if (!c)
+		return 1; /* that vCPU is gone */
+	if (kvm_vcpu_get_regs(kl->vm, c, &r, &e) < 0)
+		return -1;
+	if (r.rip >= kl->region.va && r.rip < kl->region.va + GIB)
+		return 0;
+	kl->went_back_itself = false; /* out for good: the stub is not re-entered without vmsh */
+	return 1;
+}
+
 /* In one stop-the-world window: find a vCPU that may be borrowed
  * (borrow_classify; a halted one first, then one in user mode, then one in
  * the kernel) and send it to the stub. 1 if done, 0 if none may be now
@@ -351,6 +385,15 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 			return vmsh_error(err, EIO, "cannot read the guest's page-table entry for the kernel library");
 		return vmsh_error(err, ENXIO, "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
 				  (unsigned long long)kl->region.va);
+	}
+	int back = stub_left(kl);
+	if (back <= 0) {
+		tracer_resume_others(vm->tr);
+		if (back < 0)
+			return vmsh_error(err, EIO, "cannot read the registers of vCPU %d", kl->entered_vcpu);
+		snprintf(kl->not_enterable, sizeof(kl->not_enterable),
+			 "vCPU %d is still on its way back from the library's stub", kl->entered_vcpu);
+		return 0;
 	}
 	struct borrow_view best;
 	enum borrow_kind best_kind = BORROW_NONE;
@@ -408,32 +451,28 @@ static int borrow_restore(struct kernel_lib *kl, const struct kvm_vcpu_ref *c, s
 	return 0;
 }
 
-static const struct kvm_vcpu_ref *vcpu_by_index(struct kvm_vm *vm, int index)
-{
-	for (size_t i = 0; i < vm->n_vcpus; i++)
-		if (vm->vcpus[i].index == index)
-			return &vm->vcpus[i];
-	return NULL;
-}
-
-/* Wait until the stub has queued its work and spins, then stop the vCPU
- * there and put it back; or see that it went back by itself. */
+/* Wait until the vCPU is back where it was: the stub went back by itself
+ * (it does at once where it can), or it spins there and vmsh stops it and
+ * puts it back (where the stub cannot, or it still spins after
+ * BORROW_SELF_RETURN_WAIT_MS). Whether the stub may go back is vmsh's own
+ * plan (kl->self_return), never the guest-writable copy. */
 static int borrow_finish(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 {
 	struct kvm_vm *vm = kl->vm;
 	const struct kvm_vcpu_ref *c = vcpu_by_index(vm, kl->entered_vcpu);
 	volatile struct vmsh_borrow *b = kl->borrow;
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL, rip = 0;
+	uint64_t t0 = now_ns(), rip = 0;
+	uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t put_back_from = kl->self_return ? t0 + BORROW_SELF_RETURN_WAIT_MS * 1000000ULL : t0;
 	if (!c)
 		return vmsh_error(err, ENOENT, "the borrowed vCPU %d is gone", kl->entered_vcpu);
 	for (;;) {
 		unsigned long long st = b->state;
-		if (st == VMSH_BORROW_SELF_RETURNED) {
-			log_info("vCPU %d went back from the kernel library's stub by itself: vmsh was slower than %u ms",
-				 c->index, (unsigned)BORROW_DEADLINE_MS);
+		if (st == VMSH_BORROW_SELF_RETURNED && kl->self_return) {
+			kl->went_back_itself = true;
 			return 0;
 		}
-		if (st == VMSH_BORROW_SPINNING) {
+		if (st == VMSH_BORROW_SPINNING && now_ns() >= put_back_from) {
 			if (tracer_stop_others(vm->tr, err) < 0)
 				return -1;
 			struct kvm_regs r;
@@ -568,6 +607,7 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 	kl->start_ns = t0;
 	while ((rc = try_enter(kl, err)) == 0) {
 		kl->enter_attempts++;
+		log_debug("no vCPU to lend to the library now: %s", kl->not_enterable);
 		if (now_ns() > deadline)
 			return vmsh_error(err, EBUSY, "no vCPU could be lent to the library within %u ms (%u tries): %s",
 					  timeout_ms, kl->enter_attempts, kl->not_enterable);
@@ -583,9 +623,9 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 		return vmsh_err_prefix(err, "enter the kernel library");
 	kl->borrow_ns = now_ns() - t0 - kl->enter_ns;
 	static const char *const kinds[] = { "", "running kernel code", "running user code", "halted" };
-	log_verbose("kernel library: entered through vCPU %d (%s) after %u tries, %.1f ms; vCPU back after %.1f ms",
+	log_verbose("kernel library: entered through vCPU %d (%s) after %u tries, %.1f ms; vCPU back %s after %.1f ms",
 		    kl->entered_vcpu, kinds[kl->borrow_kind], kl->enter_attempts + 1, kl->enter_ns / 1e6,
-		    kl->borrow_ns / 1e6);
+		    kl->went_back_itself ? "by itself" : "(put back by vmsh)", kl->borrow_ns / 1e6);
 	return 0;
 }
 

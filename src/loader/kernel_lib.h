@@ -55,6 +55,8 @@ struct kernel_lib {
 	struct kvm_regs saved_regs;
 	struct kvm_sregs saved_sregs;
 	bool saved_sregs_changed;
+	bool self_return;        /* the stub goes back by itself (vmsh's plan: ret_mode not VMSH_RET_HOST) */
+	bool went_back_itself;   /* ... and did */
 	uint64_t borrow_ns;      /* from sending the vCPU to the stub to having it back */
 	char not_enterable[512]; /* why no vCPU could be borrowed (last try) */
 	uint64_t start_ns, enter_ns, done_ns;

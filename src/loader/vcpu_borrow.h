@@ -62,8 +62,8 @@ struct borrow_plan {
 };
 
 /* The state in which the vCPU enters the stub at entry with stack_top as
- * its stack (kind from borrow_classify). deadline_ms: how long the stub waits
- * for vmsh before it returns on its own. */
+ * its stack (kind from borrow_classify). deadline_ms: how long the stub spins
+ * before it returns on its own where it can (0: at once). */
 void borrow_plan(const struct borrow_view *v, enum borrow_kind kind, uint64_t entry, uint64_t stack_top,
 		 unsigned deadline_ms, struct borrow_plan *out);
 
