@@ -89,28 +89,44 @@ static uint64_t live_kernel_root(struct kernel_lib *kl)
 	return 0;
 }
 
-/* The unused 1 GiB region, found on a live root while the vCPUs are
- * stopped: the table it lies in is the kernel's own (static, shared by every
- * address space), so it stays valid once found. */
+/* The unused 1 GiB region in the table under root pt's top-level entry for
+ * the kernel hole, and that entry. */
+static int region_on(struct kernel_lib *kl, const struct pt_ctx *pt, struct vmsh_err *err)
+{
+	int rc = ptw_find_free_gib(pt, pt_canonical(KERNEL_HOLE_START, pt->levels),
+				   pt_canonical(KERNEL_HOLE_END, pt->levels), &kl->region, err);
+	unsigned shift = pt->levels == 5 ? 48 : 39;
+	uint64_t idx = (kl->region.va >> shift) & 511;
+	if (rc == 0 && pt->top && pt->top_gpa == pt->root) {
+		kl->top_entry = pt->top[idx];
+	} else if (rc == 0 && guest_mem_read(kl->gm, pt->root + 8 * idx, &kl->top_entry, 8) < 0) {
+		rc = vmsh_error(err, EIO, "read the kernel's top-level page table at %#llx",
+				(unsigned long long)pt->root);
+	}
+	return rc;
+}
+
+/* The unused 1 GiB region. The table it lies in is the kernel's own
+ * (static, shared by every address space), so it stays valid once found.
+ * The kernel's page tables as vmsh found them read the kernel half of
+ * their root from a copy taken then (pt_pin_root): that half points at
+ * those shared tables even if the root's process has exited since, so no
+ * vCPU need be stopped. Without that copy: a live root, read while the
+ * vCPUs are stopped. */
 static int find_region(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	const struct guest_kernel *k = kl->k;
+	if (k->pt.top && k->pt.top_gpa == k->pt.root)
+		return region_on(kl, &k->pt, err);
 	if (tracer_stop_others(kl->vm->tr, err) < 0)
 		return -1;
 	int rc;
 	struct pt_ctx pt = pt_live(&k->pt, live_kernel_root(kl));
-	if (!pt.root) {
+	if (!pt.root)
 		rc = vmsh_error(err, ESRCH, "no vCPU is on page tables that map the kernel at %#llx any more",
 				(unsigned long long)k->text_base);
-	} else {
-		rc = ptw_find_free_gib(&pt, pt_canonical(KERNEL_HOLE_START, pt.levels),
-				       pt_canonical(KERNEL_HOLE_END, pt.levels), &kl->region, err);
-		unsigned shift = pt.levels == 5 ? 48 : 39;
-		if (rc == 0 && guest_mem_read(kl->gm, pt.root + 8 * ((kl->region.va >> shift) & 511), &kl->top_entry,
-					      8) < 0)
-			rc = vmsh_error(err, EIO, "read the kernel's top-level page table at %#llx",
-					(unsigned long long)pt.root);
-	}
+	else
+		rc = region_on(kl, &pt, err);
 	tracer_resume_others(kl->vm->tr);
 	return rc;
 }
@@ -167,7 +183,13 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 	if (ptw_build_gib(pd, pd_gpa, pts, pts_gpa, 1, kl->used, kl->slot.gpa + kl->used, KLIB_MEM_SIZE - kl->used,
 			 PTE_NX, &entry, err) < 0)
 		return -1;
-	/* the one write into the guest's own page tables */
+	/* The one write into the guest's own page tables, into a table found
+	 * a moment ago: does it still lead to the kernel where vmsh found it?
+	 * (A guest that restarted meanwhile has other contents there.) */
+	struct pt_mapping text;
+	if (pt_translate(&k->pt, k->text_base, &text) < 0 || text.pa != k->phys_base)
+		return vmsh_error(err, EAGAIN, "the guest's kernel page tables changed (did it restart?): "
+				  "the library was not linked");
 	__sync_synchronize();
 	if (guest_mem_write(kl->gm, region_entry_addr(kl), &entry, 8) < 0)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
@@ -611,7 +633,10 @@ int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 		if (now_ns() > deadline)
 			return vmsh_error(err, EBUSY, "no vCPU could be lent to the library within %u ms (%u tries): %s",
 					  timeout_ms, kl->enter_attempts, kl->not_enterable);
-		sleep_ms(kl->enter_attempts < 50 ? 1 : 5);
+		/* each try is a stop window: after the first two, give a guest
+		 * that keeps its interrupts off (an interrupt handler, a
+		 * spinlock) a few ms to get out before stopping it again */
+		sleep_ms(kl->enter_attempts < 2 ? 1 : 4);
 	}
 	if (rc < 0)
 		return vmsh_err_prefix(err, "enter the kernel library");

@@ -76,6 +76,7 @@ struct tracer {
 	uint64_t stopped_ns;          /* other threads (the vCPUs) held in stop-the-world windows */
 	unsigned long stops;          /* ... in that many windows */
 	uint64_t stop_t0;             /* start of the open window, 0 if none */
+	int window_policy;            /* vmsh's own scheduling policy before the window raised it, -1 if not */
 	uint64_t die_at_syscall;      /* tests: SIGKILL ourselves inside this injected syscall
 	                               * (1-based; env VMSH_TEST_DIE_AT_SYSCALL) */
 };

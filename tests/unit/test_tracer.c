@@ -5,6 +5,7 @@
  * they are needed, not in every mapping on every attachment. */
 #include "unit.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/user.h>
@@ -186,6 +187,39 @@ static void test_stub_places_are_looked_for_as_needed(void **state)
 	assert_true(first <= 16 + per_mapping);
 }
 
+/* While a stop window holds the target's threads, vmsh's thread runs
+ * SCHED_FIFO (a thread it lets go must not take the CPU from it before it
+ * has let the others go), and its own policy is back once the window
+ * ends. Without the privilege (no CAP_SYS_NICE) the policy stays. */
+static void test_stop_windows_run_real_time_and_end_as_they_began(void **state)
+{
+	(void)state;
+	struct sched_param probe = { .sched_priority = 1 };
+	bool may = sched_setscheduler(0, SCHED_FIFO, &probe) == 0;
+	struct sched_param zero = { .sched_priority = 0 };
+	assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &zero), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		for (;;)
+			pause();
+	struct tracer t;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(tracer_attach(&t, pid, &err), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+		assert_int_equal(tracer_stop_others(&t, &err), 0);
+		int in_window = sched_getscheduler(0);
+		tracer_resume_others(&t);
+		assert_int_equal(in_window, may ? (SCHED_FIFO | SCHED_RESET_ON_FORK) : SCHED_OTHER);
+		assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+	}
+	tracer_close(&t);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	assert_int_equal(t.stops, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_not_in_syscall_unchanged),
 		cmocka_unit_test(test_fixup_is_idempotent),
 		cmocka_unit_test(test_stub_places_are_looked_for_as_needed),
+		cmocka_unit_test(test_stop_windows_run_real_time_and_end_as_they_began),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
