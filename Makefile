@@ -35,7 +35,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 PYTEST ?= /usr/bin/python3 -m pytest
 
-.PHONY: FORCE install man deb all san check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak eval eval-quick clean fixtures
+.PHONY: FORCE install man deb all san bench-lanes check-bench-smoke check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak eval eval-quick clean fixtures
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
@@ -160,7 +160,7 @@ eval-quick: $(BUILD)/vmsh fixtures
 check-kernel: $(BUILD)/ksymtab_dump
 	$(PYTEST) -v tests/kernel
 
-check: check-unit check-kernel check-fuzz check-api check-vm
+check: check-unit check-bench-smoke check-kernel check-fuzz check-api check-vm
 
 # Man pages: scdoc sources in docs/man (one per command)
 MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(wildcard docs/man/*.1.scd))
@@ -190,6 +190,17 @@ clean:
 
 $(BUILD)/ksymtab_dump: tests/kernel/ksymtab_dump.c $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
+
+# vmsh-blk's serving threads on this machine's own CPUs (bench/blk_lanes.c)
+$(BUILD)/blk_lanes: bench/blk_lanes.c $(BUILD)/libvmsh.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $^ $(LIBS) -lpthread
+bench-lanes: $(BUILD)/blk_lanes
+	$(BUILD)/blk_lanes $(LANES_ARGS)
+	$(BUILD)/blk_lanes --shared $(LANES_ARGS)
+# in make check: a short run, so that it cannot rot (it fails on any failed request)
+check-bench-smoke: $(BUILD)/blk_lanes
+	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2
+	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --shared
 
 $(BUILD)/kvm_plumbing: tests/api/kvm_plumbing.c $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)
