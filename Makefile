@@ -199,8 +199,8 @@ bench-lanes: $(BUILD)/blk_lanes
 	$(BUILD)/blk_lanes --shared $(LANES_ARGS)
 # in make check: a short run, so that it cannot rot (it fails on any failed request)
 check-bench-smoke: $(BUILD)/blk_lanes
-	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2
-	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --shared
+	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --disk-mib 16
+	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --disk-mib 16 --shared
 
 $(BUILD)/kvm_plumbing: tests/api/kvm_plumbing.c $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)

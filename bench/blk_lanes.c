@@ -5,7 +5,7 @@
  * from a thread of its own cannot gain anything. This program measures that
  * part of vmsh natively: vmsh's real block device (devices/blk_dev.c), its
  * real serving threads (devices/server.c) and disk (devices/blk_uring.c, a
- * file in /dev/shm), driven by a small virtio driver in a thread of this
+ * file of --disk-mib MiB in /dev/shm, 256 by default), driven by a small virtio driver in a thread of this
  * process that keeps DEPTH 4 KiB random reads in flight on each request
  * queue. "Guest memory" is a buffer of this process, reached the way vmsh
  * reaches a guest's: with process_vm_readv/writev (anonymous guest RAM, the
@@ -16,7 +16,7 @@
  * medians of requests per second over the rounds, B/A, and the self-check
  * A against A' (over 5 %: too noisy to decide).
  *
- *   blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared]
+ *   blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared] [--disk-mib M]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,10 +49,10 @@
 #define HDR_OFF 0x6000
 #define STATUS_OFF 0x8000
 #define DATA_BASE (SERVER_MAX_LANES * QSPAN)
-#define DISK_BYTES (256ULL << 20)
 #define MAX_DEPTH 64
 
 struct bench {
+	uint64_t disk_bytes;
 	uint8_t *mem;       /* "guest memory" */
 	size_t mem_len;
 	unsigned queues, depth;
@@ -97,7 +97,7 @@ static void make_request(struct bench *b, unsigned q, unsigned r)
 	uint64_t hdr = qbase(q) + HDR_OFF + 16 * r, st = qbase(q) + STATUS_OFF + r;
 	uint64_t data = DATA_BASE + ((uint64_t)q * MAX_DEPTH + r) * BS;
 	uint32_t type = VIRTIO_BLK_T_IN, prio = 0;
-	uint64_t sector = (next_rand(b) % (DISK_BYTES / BS)) * (BS / 512);
+	uint64_t sector = (next_rand(b) % (b->disk_bytes / BS)) * (BS / 512);
 	memcpy(b->mem + hdr, &type, 4);
 	memcpy(b->mem + hdr + 4, &prio, 4);
 	memcpy(b->mem + hdr + 8, &sector, 8);
@@ -155,14 +155,16 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 	disk->num_queues = (uint16_t)b->queues;
 	blk_dev_init(&dev, disk, vm, page, 0xd0000000);
 	int notify[BLK_MAX_QUEUES], irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (irq < 0)
+		return perror("blk_lanes: eventfd"), -1;
 	for (unsigned q = 0; q < b->queues; q++) {
-		if (vq_init(&dev.vq[q], vm, QSIZE, qbase(q) + DESC_OFF, qbase(q) + AVAIL_OFF, qbase(q) + USED_OFF,
-			    false) < 0) {
-			fprintf(stderr, "blk_lanes: queue %u: vq_init failed\n", q);
-			return -1;
+		notify[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (notify[q] < 0 || vq_init(&dev.vq[q], vm, QSIZE, qbase(q) + DESC_OFF, qbase(q) + AVAIL_OFF,
+						 qbase(q) + USED_OFF, false) < 0) {
+			fprintf(stderr, "blk_lanes: queue %u: set-up failed\n", q);
+			return -1; /* the process ends */
 		}
 		dev.vq_live[q] = true;
-		notify[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		dev.notify[q].local = notify[q];
 	}
 	dev.irq.local = irq;
@@ -191,8 +193,11 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 		if (poll(&p, 1, 100) <= 0)
 			continue;
 		uint64_t cnt;
-		if (read(irq, &cnt, 8) < 0 && errno != EAGAIN)
+		if (read(irq, &cnt, 8) < 0 && errno != EAGAIN) {
+			perror("blk_lanes: read the interrupt");
+			errors++;
 			break;
+		}
 		for (unsigned q = 0; q < b->queues; q++) {
 			uint8_t *used = b->mem + qbase(q) + USED_OFF;
 			uint16_t idx = __atomic_load_n((uint16_t *)(used + 2), __ATOMIC_ACQUIRE);
@@ -224,7 +229,11 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 	server_stop(&srv);
 	out->per_s = done / el;
 	out->cpu_us = done ? cpu / done * 1e6 : 0;
-	out->errors = errors + (dev.vq[0].broken ? 1 : 0);
+	out->errors = errors;
+	for (unsigned q = 0; q < b->queues; q++)
+		out->errors += dev.vq[q].broken ? 1 : 0;
+	if (!done)
+		out->errors++; /* a device that serves nothing fails the run */
 	for (unsigned l = 0; l < SERVER_MAX_LANES; l++)
 		out->wakeups[l] = l < srv.n_lanes ? srv.lane[l].wakeups : 0;
 	for (unsigned q = 0; q < b->queues; q++)
@@ -246,7 +255,7 @@ static double median(double *v, unsigned n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static int make_disk(char *path, size_t cap)
+static int make_disk(char *path, size_t cap, uint64_t bytes)
 {
 	snprintf(path, cap, "/dev/shm/vmsh-blk-lanes-XXXXXX");
 	int fd = mkstemp(path);
@@ -259,10 +268,11 @@ static int make_disk(char *path, size_t cap)
 	}
 	for (size_t i = 0; i < (1 << 20); i++)
 		buf[i] = (uint8_t)(i * 131 + 7);
-	for (uint64_t off = 0; off < DISK_BYTES; off += 1 << 20)
+	for (uint64_t off = 0; off < bytes; off += 1 << 20)
 		if (pwrite(fd, buf, 1 << 20, (off_t)off) != 1 << 20) {
 			free(buf);
 			close(fd);
+			unlink(path);
 			return -1;
 		}
 	free(buf);
@@ -272,13 +282,14 @@ static int make_disk(char *path, size_t cap)
 
 int main(int argc, char **argv)
 {
-	unsigned rounds = 5, queues = 2, depth = 16;
+	unsigned rounds = 5, queues = 2, depth = 16, disk_mib = 256;
 	double seconds = 2;
 	bool shared = false;
 	static const struct option opts[] = {
 		{ "rounds", required_argument, 0, 'r' }, { "seconds", required_argument, 0, 's' },
 		{ "queues", required_argument, 0, 'q' }, { "depth", required_argument, 0, 'd' },
-		{ "shared", no_argument, 0, 'm' },        { 0, 0, 0, 0 },
+		{ "shared", no_argument, 0, 'm' },        { "disk-mib", required_argument, 0, 'k' },
+		{ 0, 0, 0, 0 },
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -288,18 +299,21 @@ int main(int argc, char **argv)
 		case 'q': queues = (unsigned)atoi(optarg); break;
 		case 'd': depth = (unsigned)atoi(optarg); break;
 		case 'm': shared = true; break;
+		case 'k': disk_mib = (unsigned)atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared]\n");
+			fprintf(stderr, "usage: blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared] "
+					"[--disk-mib M]\n");
 			return 2;
 		}
 	}
 	if (rounds < 1 || rounds > 100 || queues < 2 || queues > BLK_MAX_QUEUES || queues > SERVER_MAX_LANES ||
-	    depth < 1 || depth > MAX_DEPTH || 3 * depth > QSIZE || seconds <= 0) {
-		fprintf(stderr, "blk_lanes: rounds 1-100, queues 2-%d, depth 1-%d, seconds > 0\n", BLK_MAX_QUEUES,
-			MAX_DEPTH);
+	    depth < 1 || depth > MAX_DEPTH || 3 * depth > QSIZE || seconds <= 0 || disk_mib < 1 || disk_mib > 4096) {
+		fprintf(stderr, "blk_lanes: rounds 1-100, queues 2-%d, depth 1-%d, seconds > 0, disk 1-4096 MiB\n",
+			BLK_MAX_QUEUES, MAX_DEPTH);
 		return 2;
 	}
-	struct bench b = { .queues = queues, .depth = depth, .rng = 0x9e3779b97f4a7c15ULL };
+	struct bench b = { .queues = queues, .depth = depth, .rng = 0x9e3779b97f4a7c15ULL,
+			   .disk_bytes = (uint64_t)disk_mib << 20 };
 	b.mem_len = DATA_BASE + (size_t)SERVER_MAX_LANES * MAX_DEPTH * BS;
 	int mfd = -1;
 	if (shared) {
@@ -327,7 +341,7 @@ int main(int argc, char **argv)
 	vq_mem_of_guest(&vm, &gm);
 
 	char path[64];
-	if (make_disk(path, sizeof(path)) < 0)
+	if (make_disk(path, sizeof(path), b.disk_bytes) < 0)
 		return perror("blk_lanes: disk in /dev/shm"), 1;
 	struct blk_uring u;
 	struct blk_disk disk = { 0 };

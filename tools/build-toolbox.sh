@@ -33,9 +33,9 @@ printf 'vmsh toolbox: busybox %s. The guest'"'"'s root file system is at /var/li
 # read-only from its own executable), and a journal is 4 MiB the guest
 # checks at every mount. Sized to its contents with a margin; too small,
 # mke2fs fails the build.
-kib=$(du -sk "$root" | cut -f1)
+kib=$(du -sk --apparent-size "$root" | cut -f1)
 inodes=$(( $(find "$root" | wc -l) + 64 ))
-kib=$(( (kib + inodes / 16 + 256) * 5 / 4 ))
+kib=$(( (kib + inodes / 4 + 256) * 5 / 4 ))
 kib=$(( (kib + 1023) / 1024 * 1024 ))
 mke2fs -q -F -t ext4 -b 4096 -O ^has_journal,^resize_inode -N "$inodes" -m 0 -L vmsh-toolbox \
 	-E root_owner=0:0 -d "$root" "$out.tmp" "${kib}k"

@@ -229,6 +229,7 @@ static int dump_stopped(struct dump_run *run, struct vm *v, struct vmsh_err *err
 	}
 	size_t nv = 0;
 	int rc = read_registers(vm, vc, &nv, err);
+	tracer_window_is_long(vm->tr); /* all of guest memory is written in this window */
 	if (rc == 0)
 		rc = write_core(run, res, vc, nv, read_guest, &res->mem, err);
 	tracer_resume_others(vm->tr);

@@ -32,7 +32,7 @@ extern const uint8_t vmsh_guest_lib_start[], vmsh_guest_lib_end[];
  * register it changed, then iretq), so a borrow needs no second stop window;
  * vmsh puts the vCPU back itself only where the stub cannot (VMSH_RET_HOST),
  * or should the vCPU still spin in the stub after this long. */
-#define BORROW_SELF_RETURN_WAIT_MS 200
+#define BORROW_SELF_RETURN_WAIT_MS 1000
 
 static int resolve_export(void *opaque, const char *name, uint64_t *addr)
 {
@@ -268,9 +268,10 @@ static bool maps_library(struct kernel_lib *kl, uint64_t cr3)
 	uint64_t idx = (kl->region.va >> shift) & 511, mine;
 	if (guest_mem_read(kl->gm, root + 8 * idx, &mine, 8) < 0)
 		return false;
-	/* compared with the entry read from a live root when the region was
-	 * found, not through the root vmsh first saw (it may be gone); the same
-	 * table, whatever the accessed bit the CPU sets in each copy */
+	/* compared with the entry of the kernel's root as vmsh pinned it when
+	 * it found the kernel (find_region), not read through that root now
+	 * (its process may be gone); the same table, whatever the accessed bit
+	 * the CPU sets in each copy */
 	return pte_same_target(mine, kl->top_entry, pt->phys_mask);
 }
 
@@ -380,6 +381,13 @@ static int stub_left(struct kernel_lib *kl)
 	if (kvm_vcpu_get_regs(kl->vm, c, &r, &e) < 0)
 		return -1;
 	if (r.rip >= kl->region.va && r.rip < kl->region.va + GIB)
+		return 0;
+	/* in an NMI handler (NMIs masked until its iretq), the handler may
+	 * have interrupted the stub's last instructions: look again later */
+	struct kvm_vcpu_events ev;
+	if (kvm_vcpu_get_events(kl->vm, c, &ev, &e) < 0)
+		return -1;
+	if (ev.nmi.masked)
 		return 0;
 	kl->went_back_itself = false; /* out for good: the stub is not re-entered without vmsh */
 	return 1;

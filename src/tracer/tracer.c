@@ -305,7 +305,8 @@ out:
  * letting the others go (seen on the one-CPU emulated host: 5-8 ms of a
  * window went to the first vCPU released running its guest while the
  * second stayed stopped). Everything vmsh does in a window is short and
- * bounded; waiting for a thread's stop it sleeps. Without the privilege
+ * bounded (a caller whose window is not says so: tracer_window_is_long);
+ * waiting for a thread's stop it sleeps. Without the privilege
  * (or already real-time) nothing changes; the policy goes back when the
  * window ends. */
 static void window_priority_raise(struct tracer *t)
@@ -327,6 +328,11 @@ static void window_priority_restore(struct tracer *t)
 	if (sched_setscheduler(0, t->window_policy, &p) < 0)
 		log_info("vmsh's scheduling policy back from real-time: %s", strerror(errno));
 	t->window_policy = -1;
+}
+
+void tracer_window_is_long(struct tracer *t)
+{
+	window_priority_restore(t);
 }
 
 int tracer_stop_others(struct tracer *t, struct vmsh_err *err)

@@ -110,6 +110,10 @@ struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd);
 /* Stop every other thread of the target (except kernel workers). */
 int tracer_stop_others(struct tracer *t, struct vmsh_err *err);
 /* Let them run again, untraced. */
+/* The rest of the open window is long (a whole memory dump with the VM
+ * stopped): vmsh's thread goes back to its own scheduling policy now, not
+ * at the window's end (a window runs real-time: tracer.c). */
+void tracer_window_is_long(struct tracer *t);
 void tracer_resume_others(struct tracer *t);
 
 /* A copy of the hypervisor's memory as it is at this instant: a fork run in

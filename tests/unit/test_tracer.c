@@ -214,10 +214,18 @@ static void test_stop_windows_run_real_time_and_end_as_they_began(void **state)
 		assert_int_equal(in_window, may ? (SCHED_FIFO | SCHED_RESET_ON_FORK) : SCHED_OTHER);
 		assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
 	}
+	/* a window its caller keeps long (a dump with the VM stopped) goes
+	 * back to the ordinary policy at once */
+	assert_int_equal(tracer_stop_others(&t, &err), 0);
+	tracer_window_is_long(&t);
+	int long_window = sched_getscheduler(0);
+	tracer_resume_others(&t);
+	assert_int_equal(long_window, SCHED_OTHER);
+	assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
 	tracer_close(&t);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	assert_int_equal(t.stops, 2);
+	assert_int_equal(t.stops, 3);
 }
 
 int main(void)
