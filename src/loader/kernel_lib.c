@@ -367,11 +367,14 @@ static const struct kvm_vcpu_ref *vcpu_by_index(struct kvm_vm *vm, int index)
 
 /* The stub marks itself gone back a few instructions before its iretq;
  * vmsh rewrites the state those instructions read only once the vCPU it
- * last lent is out of the library (the vCPUs stopped). 1 out (or never
- * lent), 0 still inside, -1 cannot tell. */
+ * last lent is out of the library (the vCPUs stopped). Its work done is
+ * proof enough, and costs the stopped guest no ioctl: the work item is
+ * queued by the irq_work, which that vCPU runs only once its iretq has
+ * turned interrupts on (a guest that fakes "done" only misleads itself).
+ * 1 out (or never lent), 0 still inside, -1 cannot tell. */
 static int stub_left(struct kernel_lib *kl)
 {
-	if (!kl->went_back_itself)
+	if (!kl->went_back_itself || klib_done(kl))
 		return 1;
 	const struct kvm_vcpu_ref *c = vcpu_by_index(kl->vm, kl->entered_vcpu);
 	struct kvm_regs r;

@@ -220,6 +220,7 @@ static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_er
 	t->injected_syscalls = injected;
 	t->pid = pid;
 	t->pidfd = pidfd;
+	t->window_policy = -1; /* no window open */
 	const char *die = getenv("VMSH_TEST_DIE_AT_SYSCALL");
 	t->die_at_syscall = die ? strtoull(die, NULL, 10) : 0;
 	if (kill(pid, 0) < 0 && errno == ESRCH)

@@ -142,6 +142,26 @@ static bool in_exec_mapping(const struct proc_map *m, size_t n, uint64_t at)
 	return false;
 }
 
+/* A child that only sleeps, attached to as a hypervisor would be. */
+static pid_t attach_to_sleeper(struct tracer *t)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		for (;;)
+			pause();
+	struct vmsh_err err = { 0 };
+	assert_int_equal(tracer_attach(t, pid, &err), 0);
+	return pid;
+}
+
+static void end_sleeper(struct tracer *t, pid_t pid)
+{
+	tracer_close(t);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
 /* An attachment looks at executable mappings only until it has a few
  * places (each mapping is an open and two reads of /proc/PID/map_files:
  * all ~50 of a hypervisor's took 45-120 ms per attachment on the emulated
@@ -150,14 +170,8 @@ static bool in_exec_mapping(const struct proc_map *m, size_t n, uint64_t at)
 static void test_stub_places_are_looked_for_as_needed(void **state)
 {
 	(void)state;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		for (;;)
-			pause();
 	struct tracer t;
-	struct vmsh_err err = { 0 };
-	assert_int_equal(tracer_attach(&t, pid, &err), 0);
+	pid_t pid = attach_to_sleeper(&t);
 	const size_t per_mapping = 4096 / STUB_SITE_SIZE + 1;
 	size_t first = t.n_sites; /* the injection stub has one of them */
 	uint64_t got[256];
@@ -177,9 +191,7 @@ static void test_stub_places_are_looked_for_as_needed(void **state)
 	free(maps);
 	for (size_t i = 0; i < n; i++)
 		tracer_give_site(&t, got[i]);
-	tracer_close(&t);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	end_sleeper(&t, pid);
 	/* this binary has more places than a first look needs (the test means
 	 * nothing otherwise), and the first look stopped early */
 	assert_true(t.n_sites == 0); /* freed on detach */
@@ -198,14 +210,9 @@ static void test_stop_windows_run_real_time_and_end_as_they_began(void **state)
 	bool may = sched_setscheduler(0, SCHED_FIFO, &probe) == 0;
 	struct sched_param zero = { .sched_priority = 0 };
 	assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &zero), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		for (;;)
-			pause();
 	struct tracer t;
 	struct vmsh_err err = { 0 };
-	assert_int_equal(tracer_attach(&t, pid, &err), 0);
+	pid_t pid = attach_to_sleeper(&t);
 	for (int round = 0; round < 2; round++) {
 		assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
 		assert_int_equal(tracer_stop_others(&t, &err), 0);
@@ -222,9 +229,7 @@ static void test_stop_windows_run_real_time_and_end_as_they_began(void **state)
 	tracer_resume_others(&t);
 	assert_int_equal(long_window, SCHED_OTHER);
 	assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
-	tracer_close(&t);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	end_sleeper(&t, pid);
 	assert_int_equal(t.stops, 3);
 }
 
