@@ -78,7 +78,12 @@ def test_kernel_version_kaslr_base_and_symbols_match_the_guest(guest, host, vmsh
     assert k["version"] == release
     assert int(k["text_base"], 16) == syms["_text"]
     assert int(k["kaslr_offset"], 16) == syms["_text"] - 0xffffffff81000000
-    assert k["kaslr_offset"] != "0x0", "KASLR is off in the test guest"
+    # KASLR must be on in the test guest; its draw may still be the linked
+    # base (seen once in a CI run on Debian 5.10: offset 0, /proc/kallsyms
+    # agreeing), which the assertions above then check all the same
+    assert "nokaslr" not in guest.console("cat /proc/cmdline"), "KASLR is off in the test guest"
+    if k["kaslr_offset"] == "0x0":
+        harness.log(f"{guest.name}: this boot's KASLR draw was the linked base (offset 0)")
     assert k["exported_symbols"] > 5000 and k["ksymtab_format"] == "prel32+namespace"
     for name in exported:
         assert int(j["symbols"][name], 16) == syms[name], name
