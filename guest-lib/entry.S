@@ -19,7 +19,16 @@
  * instruction of ours is still to run on that worker. memcpy, not memset:
  * a kernel built with few options may have no memset at all (every call
  * inlined, arch/x86/lib's object not linked, nothing exported: seen on a
- * tinyconfig kernel without modules). */
+ * tinyconfig kernel without modules).
+ *
+ * vmsh_waiter_fn: the library's kernel thread (vmsh_waiter_body waits for
+ * the host's word and does the removal). Its end is the work item's, and
+ * where vmsh_waiter_body returns an address (vmsh's page-table entry that
+ * links the library into the kernel's tables, checked to hold vmsh's
+ * value), the last store clears that entry instead, through the kernel's
+ * memcpy from its zero page: nothing of the library is read or run after
+ * it, and the library is no longer reachable. The state is marked DONE
+ * just before (the library's own store: still mapped then). */
 #define OFF_STATE 8
 #define STATE_DONE 2
 
@@ -94,12 +103,33 @@ vmsh_work_fn:
 	movabs $vmsh_work_body, %rax
 	call *%rax
 	pop %rbx
+vmsh_mark_done:
 	movabs $vmsh_channel+OFF_STATE, %rdi
 	movabs $vmsh_state_done, %rsi
 	mov $1, %edx
 	movabs $memcpy, %rax
 	jmp *%rax
 	.size vmsh_work_fn, .-vmsh_work_fn
+
+	.globl vmsh_waiter_fn
+	.type vmsh_waiter_fn, @function
+vmsh_waiter_fn:
+	endbr64
+	push %rbx
+	movabs $vmsh_waiter_body, %rax
+	call *%rax
+	pop %rbx
+	test %rax, %rax
+	jz vmsh_mark_done
+	movabs $vmsh_channel+OFF_STATE, %rdi
+	movb $STATE_DONE, (%rdi)
+	mov %rax, %rdi
+	movabs $empty_zero_page, %rsi
+	mov $8, %edx
+	movabs $memcpy, %rax
+	jmp *%rax
+	.size vmsh_waiter_fn, .-vmsh_waiter_fn
+	.weak empty_zero_page
 
 	.section .rodata
 vmsh_state_done:

@@ -48,6 +48,7 @@ struct resource {
 #define ETXTBSY 26
 #define ENOENT 2
 #define ENODEV 19
+#define ENOSYS 38
 #define ETIMEDOUT 110
 #define ECANCELED 125
 #define EBUSY 16
@@ -74,6 +75,14 @@ extern unsigned int tsc_khz;
 extern void *system_wq;
 extern char init_uts_ns[];
 extern void msleep(unsigned int msecs);
+/* the waiting thread (weak: without them the removal borrows a vCPU, as
+ * before the thread existed) */
+struct task_struct;
+extern struct task_struct *kthread_create_on_node(int (*threadfn)(void *data), void *data, int node,
+						  const char namefmt[], ...) __attribute__((weak));
+extern int wake_up_process(struct task_struct *p) __attribute__((weak));
+extern unsigned long msleep_interruptible(unsigned int msecs) __attribute__((weak));
+extern char empty_zero_page[] __attribute__((weak));
 /* weak: a kernel built without modules has no __request_module (what it
  * needs is built in, or missing, which the host sees) */
 extern int __request_module(bool wait, const char *fmt, ...) __attribute__((weak));
@@ -126,6 +135,9 @@ static int vmsh_probe_cookie;
 static char *helper_args[HELPER_MAX_ARGS + 2];
 
 void vmsh_work_fn(struct work_struct *work); /* entry.S: runs vmsh_work_body, then marks done */
+int vmsh_waiter_fn(void *data); /* entry.S: runs vmsh_waiter_body, marks done, unlinks */
+void vmsh_work_body(void);
+unsigned long long *vmsh_waiter_body(void);
 
 static void copy_str(char *dst, const char *src, size_t n)
 {
@@ -519,6 +531,57 @@ static int load_drivers(void)
 	return 0;
 }
 
+/* The waiting thread: the removal's way in without a borrowed vCPU. A
+ * kernel thread of its own (not a work item: a flush of the system
+ * workqueue must not wait for a whole session), sleeping interruptibly (no
+ * load average) in short steps. */
+static void start_waiter(void)
+{
+	/* through pointers: direct calls to absent weak symbols would be
+	 * 32-bit displacements to address 0 */
+	struct task_struct *(*volatile create)(int (*)(void *), void *, int, const char[], ...) = kthread_create_on_node;
+	int (*volatile wake)(struct task_struct *) = wake_up_process;
+	unsigned long (*volatile nap)(unsigned int) = msleep_interruptible;
+	if (!create || !wake || !nap) {
+		vmsh_channel.waiter_rc = -ENOSYS;
+		return;
+	}
+	struct task_struct *t = create(vmsh_waiter_fn, (void *)0, -1 /* NUMA_NO_NODE */, "vmsh");
+	if (!t || is_err(t)) {
+		vmsh_channel.waiter_rc = t ? (long)t : -12;
+		return;
+	}
+	vmsh_channel.waiter_rc = 0;
+	vmsh_channel.waiter = VMSH_WAITER_MAGIC;
+	wake(t);
+}
+
+/* Wait for the host's word, do what it asks, and return where the thread's
+ * last store goes (entry.S): vmsh's page-table entry, if the host named it
+ * and it still holds what vmsh wrote, else 0 (only the state is marked). */
+unsigned long long *vmsh_waiter_body(void)
+{
+	unsigned long (*volatile nap)(unsigned int) = msleep_interruptible;
+	for (;;) {
+		unsigned long long cmd = *(volatile unsigned long long *)&vmsh_channel.waiter_cmd;
+		if (cmd == VMSH_WAITER_RUN) {
+			vmsh_work_body();
+			break;
+		}
+		if (cmd == VMSH_WAITER_EXIT)
+			break;
+		nap(VMSH_WAITER_POLL_MS);
+	}
+	vmsh_channel.waiter = 0;
+	char *volatile zero = empty_zero_page;
+	unsigned long long *entry = (unsigned long long *)vmsh_channel.unlink_va;
+	/* the same entry, whatever accessed and dirty bits the CPU set in it */
+	if (!zero || !entry || ((*(volatile unsigned long long *)entry ^ vmsh_channel.unlink_entry) & ~0x60ULL))
+		return (unsigned long long *)0;
+	vmsh_channel.self_unlink = 1;
+	return entry;
+}
+
 static void devices_add(void)
 {
 	int rc = load_drivers();
@@ -550,6 +613,7 @@ static void devices_add(void)
 			return;
 		}
 	}
+	start_waiter();
 	if (vmsh_channel.n_devs > 1)
 		_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld), the second device's %lld (irq %lld)\n",
 			vmsh_channel.n_devs, vmsh_channel.dev_gpa[0], vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0],

@@ -36,6 +36,17 @@ enum vmsh_lib_go {
 	VMSH_GO_GIVE_UP = 2, /* the host stopped waiting: undo and finish */
 };
 
+/* The library's waiting thread: started once the devices are registered,
+ * it sleeps in short steps until the host's word in waiter_cmd, so that
+ * the removal needs no borrowed vCPU (no stop of the guest). */
+#define VMSH_WAITER_MAGIC 0x676e6974696177ULL /* "waiting" */
+#define VMSH_WAITER_POLL_MS 20
+enum vmsh_waiter_cmd {
+	VMSH_WAITER_SLEEP = 0, /* go on waiting */
+	VMSH_WAITER_RUN = 1,   /* do what op says (the removal), then end */
+	VMSH_WAITER_EXIT = 2,  /* end without doing anything (a later run reaps the library) */
+};
+
 #define VMSH_MAX_DEVS 2
 #define VMSH_HELPER_ARGV 2048
 #define VMSH_MAX_MODULES 2 /* drivers the helper's mounts need besides the devices' */
@@ -145,6 +156,20 @@ struct vmsh_channel {
 	 * costs a guest exit, so a shared line costs one exit per device and
 	 * interrupt. A device gets device 0's line when no other is free. */
 	long long dev_gsi[VMSH_MAX_DEVS], dev_irq[VMSH_MAX_DEVS];
+	/* The waiting thread (VMSH_WAITER_MAGIC). library: `waiter` while its
+	 * thread waits for waiter_cmd (host); waiter_rc why none was started
+	 * (negative errno). Its last two stores are the state (DONE) and,
+	 * where the host gave unlink_va, vmsh's entry in the guest's page
+	 * table: unlink_va is that entry's kernel address (the direct map,
+	 * checked by vmsh against the kernel's page tables) and unlink_entry
+	 * the value vmsh wrote there; the thread clears it only if it still
+	 * holds that value, and says so first in self_unlink. Then nothing of
+	 * the library runs or is reachable any more. */
+	unsigned long long waiter;
+	unsigned long long waiter_cmd;
+	long long waiter_rc;
+	unsigned long long unlink_va, unlink_entry;
+	unsigned long long self_unlink;
 };
 
 #endif

@@ -372,7 +372,7 @@ int cmd_attach(int argc, char **argv)
 	struct vm vm;
 	struct session_stats st = { 0 };
 	struct session *s = NULL;
-	if (vm_open_guest(&vm, a.t.pid, a.t.vm_fd, &err) == 0)
+	if (vm_open_guest(&vm, a.t.pid, a.t.vm_fd, false, &err) == 0)
 		/* 2. the devices, the helper and its command in the guest */
 		s = session_open(&vm, &o, &st, &err);
 	bool opened = s != NULL;

@@ -475,7 +475,7 @@ int cmd_coredump(int argc, char **argv)
 
 	uint64_t t0 = now_ns();
 	struct vm vm;
-	int rc = vm_open_guest(&vm, t.pid, t.vm_fd, &err);
+	int rc = vm_open_guest(&vm, t.pid, t.vm_fd, true, &err);
 	if (rc == 0)
 		rc = dump(&run, &vm, &err);
 	vm_detach(&vm);

@@ -96,7 +96,7 @@ int cmd_library(int argc, char **argv)
 	struct vmsh_err err = { 0 };
 	struct vm vm;
 	unsigned done = 0;
-	if (vm_open_guest(&vm, t.pid, t.vm_fd, &err) < 0 || cycles(&vm, (unsigned)n, t.timeout_ms, &done, &err) < 0)
+	if (vm_open_guest(&vm, t.pid, t.vm_fd, false, &err) < 0 || cycles(&vm, (unsigned)n, t.timeout_ms, &done, &err) < 0)
 		rc = -1;
 	vm_detach(&vm);
 	if (rc < 0)

@@ -137,7 +137,7 @@ int cmd_serve(int argc, char **argv)
 	struct vm vm;
 	struct session_stats st = { 0 };
 	struct session *s = NULL;
-	if (vm_open_guest(&vm, t.pid, t.vm_fd, &err) == 0)
+	if (vm_open_guest(&vm, t.pid, t.vm_fd, false, &err) == 0)
 		s = session_open(&vm, &o, &st, &err);
 	rc = s ? serve(s, socket_path, t.pid, &err) : -1;
 	session_close(s);

@@ -39,11 +39,16 @@ static int choose_vm_fd(pid_t pid, int want, const struct kvm_fds *f, struct vms
 }
 
 /* The registers window: every thread of the hypervisor stopped, each vCPU
- * read from the injection thread, everyone released. */
-static int read_vcpus(struct vm *vm, struct vmsh_err *err)
+ * read from the injection thread, everyone released. With `one`, only up
+ * to the first vCPU in 64-bit mode: all finding the guest needs (each
+ * further vCPU would add two injected ioctls to the time the guest
+ * stands still). */
+static int read_vcpus(struct vm *vm, bool one, struct vmsh_err *err)
 {
 	struct vm_info *info = &vm->info;
 	uint64_t t0 = now_ns();
+	bool long_mode_seen = false;
+	int seen_index = -1;
 	if (tracer_stop_others(&vm->tr, err) < 0)
 		return -1;
 	for (size_t i = 0; i < vm->kvm.n_vcpus; i++) {
@@ -54,6 +59,10 @@ static int read_vcpus(struct vm *vm, struct vmsh_err *err)
 			if (vm->tr.others[k].in_kvm_run && vm->tr.others[k].kvm_run_fd == v->fd)
 				v->tid = vm->tr.others[k].tid;
 		struct vmsh_err e = { 0 };
+		if (one && long_mode_seen) {
+			snprintf(v->error, sizeof(v->error), "not read (vCPU %d's registers were enough)", seen_index);
+			continue;
+		}
 		if (kvm_vcpu_get_state(&vm->kvm, &vm->kvm.vcpus[i], &v->st, &e) == 0)
 			v->ok = true;
 		else
@@ -61,6 +70,12 @@ static int read_vcpus(struct vm *vm, struct vmsh_err *err)
 		if (v->ok && !info->guest_phys_bits &&
 		    kvm_vcpu_phys_bits(&vm->kvm, &vm->kvm.vcpus[i], &info->guest_phys_bits, &e) < 0)
 			log_verbose("vCPU %d: no CPUID: %s", v->index, e.msg);
+		struct cpu_paging c = { .cr0 = v->st.sregs.cr0, .cr4 = v->st.sregs.cr4, .efer = v->st.sregs.efer };
+		enum paging_mode pm = paging_mode_of(&c);
+		if (v->ok && (pm == PAGING_4LEVEL || pm == PAGING_5LEVEL) && info->guest_phys_bits) {
+			long_mode_seen = true;
+			seen_index = v->index;
+		}
 	}
 	tracer_resume_others(&vm->tr);
 	info->stopped_ns += now_ns() - t0;
@@ -89,7 +104,7 @@ static int cmp_vcpu(const void *a, const void *b)
 	return (x->index > y->index) - (x->index < y->index);
 }
 
-int vm_open(struct vm *vm, pid_t pid, int want_fd, struct vmsh_err *err)
+static int open_vm(struct vm *vm, pid_t pid, int want_fd, bool one, struct vmsh_err *err)
 {
 	memset(vm, 0, sizeof(*vm));
 	struct vm_info *info = &vm->info;
@@ -128,13 +143,18 @@ int vm_open(struct vm *vm, pid_t pid, int want_fd, struct vmsh_err *err)
 	if (!info->vcpus)
 		rc = vmsh_error(err, ENOMEM, "vCPU table");
 	if (rc == 0)
-		rc = read_vcpus(vm, err);
+		rc = read_vcpus(vm, one, err);
 	if (rc < 0) {
 		vm_detach(vm);
 		return -1;
 	}
 	read_slots(vm);
 	return 0;
+}
+
+int vm_open(struct vm *vm, pid_t pid, int want_fd, struct vmsh_err *err)
+{
+	return open_vm(vm, pid, want_fd, false, err);
 }
 
 void vm_let_go(struct vm *vm)
@@ -338,9 +358,9 @@ void vm_find_kernel(struct vm *vm)
 	info->total_ns = now_ns() - vm->t_open;
 }
 
-int vm_open_guest(struct vm *vm, pid_t pid, int vm_fd, struct vmsh_err *err)
+int vm_open_guest(struct vm *vm, pid_t pid, int vm_fd, bool all_vcpus, struct vmsh_err *err)
 {
-	if (vm_open(vm, pid, vm_fd, err) < 0)
+	if (open_vm(vm, pid, vm_fd, !all_vcpus, err) < 0)
 		return -1;
 	vm_let_go(vm);
 	vm_find_kernel(vm);

@@ -89,8 +89,10 @@ struct vm {
 int vm_open(struct vm *vm, pid_t pid, int vm_fd, struct vmsh_err *err);
 /* vm_open, then vm_find_kernel with the hypervisor let go (finding the
  * kernel reads guest memory for up to a second; the VM runs meanwhile):
- * the first step of every command that acts on the guest. */
-int vm_open_guest(struct vm *vm, pid_t pid, int vm_fd, struct vmsh_err *err);
+ * the first step of every command that acts on the guest. Without
+ * all_vcpus only the first vCPU in 64-bit mode is read (the others' `ok`
+ * stays false): the guest stands still for less. */
+int vm_open_guest(struct vm *vm, pid_t pid, int vm_fd, bool all_vcpus, struct vmsh_err *err);
 void vm_let_go(struct vm *vm);
 int vm_hold(struct vm *vm, struct vmsh_err *err);
 /* Fill info.mem, info.kernel, info.iomem (or their *_error). */

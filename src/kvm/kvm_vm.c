@@ -233,3 +233,12 @@ int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint
 	};
 	return kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), ret, err);
 }
+
+int kvm_vm_stop_vcpus(struct kvm_vm *vm, struct vmsh_err *err)
+{
+	int fds[TRACER_VCPU_THREADS];
+	size_t n = vm->n_vcpus < TRACER_VCPU_THREADS ? vm->n_vcpus : 0;
+	for (size_t i = 0; i < n; i++)
+		fds[i] = vm->vcpus[i].fd;
+	return tracer_stop_vcpus(vm->tr, fds, n, err);
+}

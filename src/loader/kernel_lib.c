@@ -3,6 +3,7 @@
 #include "loader/kernel_lib.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -118,7 +119,7 @@ static int find_region(struct kernel_lib *kl, struct vmsh_err *err)
 	const struct guest_kernel *k = kl->k;
 	if (k->pt.top && k->pt.top_gpa == k->pt.root)
 		return region_on(kl, &k->pt, err);
-	if (tracer_stop_others(kl->vm->tr, err) < 0)
+	if (kvm_vm_stop_vcpus(kl->vm, err) < 0)
 		return -1;
 	int rc;
 	struct pt_ctx pt = pt_live(&k->pt, live_kernel_root(kl));
@@ -138,6 +139,33 @@ static uint64_t region_entry_addr(const struct kernel_lib *kl)
 }
 
 /* library image, then its page directory and page table, in the memfd */
+/* Where the guest kernel itself can clear vmsh's entry (the library's
+ * waiting thread does, as its very last store: entry.S): the entry's
+ * address in the kernel's direct map, if the kernel's page tables as vmsh
+ * pinned them map it there, writable. The base is page_offset_base as the
+ * kernel exports it, or one of the fixed ones of kernels without KASLR of
+ * their memory layout; 0 if none checks out (vmsh unlinks it then, in a
+ * stop window). */
+static uint64_t entry_kva(const struct kernel_lib *kl)
+{
+	static const uint64_t fixed[] = { 0xffff888000000000ULL, 0xff11000000000000ULL, 0xffff880000000000ULL };
+	uint64_t base[4], va, gpa = region_entry_addr(kl);
+	size_t n = 0;
+	if (ksymtab_lookup(&kl->k->ksyms, "page_offset_base", &va) == 0 &&
+	    kernel_read_virt(kl->gm, kl->k, va, &base[n], sizeof(base[n])) == 0)
+		n++;
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		base[n++] = fixed[i];
+	for (size_t i = 0; i < n; i++) {
+		struct pt_mapping m;
+		va = base[i] + gpa;
+		if (va >= base[i] && pt_translate(&kl->k->pt, va, &m) == 0 && m.pa + (va - m.va) == gpa &&
+		    (m.flags & PTE_RW))
+			return va;
+	}
+	return 0;
+}
+
 static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	const struct guest_kernel *k = kl->k;
@@ -195,6 +223,11 @@ static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 		return vmsh_error(err, errno, "link page tables at %#llx", (unsigned long long)kl->region.table_gpa);
 	kl->region_entry = entry;
 	kl->linked = true;
+	kl->chan->unlink_entry = entry;
+	kl->chan->unlink_va = entry_kva(kl);
+	if (!kl->chan->unlink_va)
+		log_verbose("kernel library: its page-table entry is not in the kernel's direct map as vmsh knows it: "
+			    "vmsh unlinks it itself");
 	/* what a later run needs if this one has to leave the library behind */
 	kl->chan->rec = (struct vmsh_lib_record){
 		.magic = VMSH_RECORD_MAGIC,
@@ -409,7 +442,7 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 	struct kvm_vm *vm = kl->vm;
 	if (irq_work_busy(kl))
 		return vmsh_error(err, EBUSY, "the library's previous interrupt work has not finished in the guest");
-	if (tracer_stop_others(vm->tr, err) < 0)
+	if (kvm_vm_stop_vcpus(vm, err) < 0)
 		return -1;
 	int mapped = klib_mapped(kl);
 	if (mapped <= 0) {
@@ -506,7 +539,7 @@ static int borrow_finish(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh
 			return 0;
 		}
 		if (st == VMSH_BORROW_SPINNING && now_ns() >= put_back_from) {
-			if (tracer_stop_others(vm->tr, err) < 0)
+			if (kvm_vm_stop_vcpus(vm, err) < 0)
 				return -1;
 			struct kvm_regs r;
 			int rc = kvm_vcpu_get_regs(vm, c, &r, err);
@@ -697,7 +730,40 @@ static bool lib_quiet(const struct kernel_lib *kl)
 {
 	unsigned long long b = ((const volatile struct vmsh_borrow *)kl->borrow)->state;
 	return (kl->chan->state & 0xff) == VMSH_LIB_DONE && !irq_work_busy(kl) && b != VMSH_BORROW_RUNNING &&
-	       b != VMSH_BORROW_SPINNING;
+	       b != VMSH_BORROW_SPINNING && ((const volatile struct vmsh_channel *)kl->chan)->waiter != VMSH_WAITER_MAGIC;
+}
+
+bool klib_waiting(const struct kernel_lib *kl)
+{
+	return kl->chan && klib_done(kl) && ((const volatile struct vmsh_channel *)kl->chan)->waiter == VMSH_WAITER_MAGIC;
+}
+
+void klib_wake(struct kernel_lib *kl)
+{
+	volatile struct vmsh_channel *c = kl->chan;
+	kl->start_ns = now_ns();
+	kl->woke_waiter = true;
+	c->state = VMSH_LIB_ENTERED; /* the thread marks DONE once it has finished */
+	__sync_synchronize();
+	c->waiter_cmd = VMSH_WAITER_RUN;
+	log_verbose("kernel library: its waiting thread does the work (no vCPU borrowed)");
+}
+
+/* Did the waiting thread take vmsh's entry out of the guest's table itself
+ * (its last store, right after it marked DONE)? Then no vCPU can reach the
+ * library any more, and nothing of it runs: the entry is not vmsh's to
+ * write now. */
+static bool unlinked_itself(struct kernel_lib *kl)
+{
+	const volatile struct vmsh_channel *c = kl->chan;
+	if (!kl->woke_waiter || !lib_quiet(kl) || c->self_unlink != 1)
+		return false;
+	for (int i = 0; i < 100; i++) {
+		if (klib_mapped(kl) == 0)
+			return true;
+		sleep_ms(1); /* a few instructions after DONE: only if its vCPU was preempted there */
+	}
+	return false;
 }
 
 /* Is any vCPU executing in [lo, hi)? With every vCPU stopped; their
@@ -742,7 +808,7 @@ static void unlink_region(struct kernel_lib *kl, bool entered)
 	uint64_t lo = kl->region.va, hi = kl->region.va + GIB;
 	for (int tries = 0;; tries++) {
 		struct vmsh_err e = { 0 };
-		bool stopped = tracer_stop_others(vm->tr, &e) == 0;
+		bool stopped = kvm_vm_stop_vcpus(vm, &e) == 0;
 		bool out = !stopped || !entered || (rip_inside(vm, lo, hi) != 1 && !irq_work_busy(kl));
 		if (!out && tries == 200)
 			log_info("a vCPU stayed inside the kernel library (or its irq_work ran) for 200 ms");
@@ -774,7 +840,9 @@ void klib_unload(struct kernel_lib *kl)
 	/* A work item that was queued but has not finished would run our code
 	 * after we took it away: leave everything mapped then (a leak, not a
 	 * crash) and say so. */
-	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && !lib_quiet(kl)) {
+	/* (A guest that restarted no longer maps the library: nothing of it can
+	 * run there, whatever its state says.) */
+	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && !lib_quiet(kl) && klib_mapped(kl) != 0) {
 		log_info("the kernel library's work has not finished: leaving it mapped at %#llx (slot %u) until the "
 			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
 		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
@@ -783,10 +851,14 @@ void klib_unload(struct kernel_lib *kl)
 		elf_rel_free(&kl->lib);
 		return;
 	}
-	if (kl->linked) {
+	log_debug("kernel library: woke its thread %d, quiet %d, self_unlink %llu, waiter %#llx, mapped %d",
+		  kl->woke_waiter, kl->chan ? lib_quiet(kl) : -1, kl->chan ? kl->chan->self_unlink : 0ULL,
+		  kl->chan ? kl->chan->waiter : 0ULL, klib_mapped(kl));
+	if (kl->linked && unlinked_itself(kl))
+		log_verbose("kernel library: unlinked from the guest's page tables by its own thread");
+	else if (kl->linked)
 		unlink_region(kl, kl->entered_vcpu >= 0);
-		kl->linked = false;
-	}
+	kl->linked = false;
 	kvm_slot_remove(kl->vm, &kl->slot);
 	shared_mem_destroy(kl->vm, &kl->mem);
 	unlock_library(kl);
@@ -815,7 +887,7 @@ static uint64_t region_entry_gpa(struct guest_mem *gm, const struct pt_ctx *pt, 
 static int vcpu_inside(struct kvm_vm *vm, uint64_t lo, uint64_t hi)
 {
 	struct vmsh_err e = { 0 };
-	if (tracer_stop_others(vm->tr, &e) < 0)
+	if (kvm_vm_stop_vcpus(vm, &e) < 0)
 		return -1;
 	int inside = rip_inside(vm, lo, hi);
 	tracer_resume_others(vm->tr);
@@ -828,6 +900,27 @@ static bool id_used(const struct memslot_ids *ids, unsigned long long id)
 		if (ids->ids[i] == id)
 			return true;
 	return false;
+}
+
+/* Ask the waiting thread of an earlier run's library (channel at `at` in
+ * the hypervisor) to end, and wait for its DONE: it sleeps in steps of
+ * VMSH_WAITER_POLL_MS. *c is read again. */
+static int end_waiter(pid_t pid, uint64_t at, struct vmsh_channel *c)
+{
+	unsigned long long entered = VMSH_LIB_ENTERED, cmd = VMSH_WAITER_EXIT;
+	if (remote_write(pid, at + offsetof(struct vmsh_channel, state), &entered, 8) != 8 ||
+	    remote_write(pid, at + offsetof(struct vmsh_channel, waiter_cmd), &cmd, 8) != 8)
+		return -1;
+	for (int i = 0; i < 2000; i++) {
+		sleep_ms(1);
+		if (remote_read(pid, at, c, sizeof(*c)) != (ssize_t)sizeof(*c))
+			return -1;
+		if ((c->state & 0xff) == VMSH_LIB_DONE && c->waiter != VMSH_WAITER_MAGIC) {
+			log_info("the thread of an earlier vmsh run's kernel library ended when asked");
+			return 0;
+		}
+	}
+	return -1;
 }
 
 /* One candidate mapping of the hypervisor: is it an earlier library, and can
@@ -881,6 +974,15 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	char w[VMSH_WHERE_LEN * 4 + 8];
 	esc_bytes(w, sizeof(w), c.where, sizeof(c.where));
 	unsigned state = (unsigned)(c.state & 0xff);
+	if (c.waiter == VMSH_WAITER_MAGIC && state == VMSH_LIB_DONE) {
+		if (end_waiter(vm->pid, m->start + off, &c) < 0) {
+			log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) has a thread that did not end "
+				 "when asked: it stays; a later vmsh run removes it", (unsigned long long)r->region_va,
+				 r->slot_id);
+			return -1;
+		}
+		state = (unsigned)(c.state & 0xff);
+	}
 	/* a vCPU that run sent to the entry stub may not have run it yet, or
 	 * its irq_work may be pending: that is work too */
 	struct vmsh_borrow b;

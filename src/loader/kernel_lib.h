@@ -57,6 +57,7 @@ struct kernel_lib {
 	bool saved_sregs_changed;
 	bool self_return;        /* the stub goes back by itself (vmsh's plan: ret_mode not VMSH_RET_HOST) */
 	bool went_back_itself;   /* ... and did */
+	bool woke_waiter;        /* the last work went to the library's waiting thread (klib_wake) */
 	uint64_t borrow_ns;      /* from sending the vCPU to the stub to having it back */
 	char not_enterable[512]; /* why no vCPU could be borrowed (last try) */
 	uint64_t start_ns, enter_ns, done_ns;
@@ -78,6 +79,13 @@ int klib_enter(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err)
 int klib_start(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 int klib_wait(struct kernel_lib *kl, unsigned timeout_ms, struct vmsh_err *err);
 bool klib_done(const struct kernel_lib *kl);
+/* Is the library's waiting thread there (vmsh/channel.h, VMSH_WAITER_MAGIC;
+ * its set-up work done)? Then klib_wake hands it the work chan->op says
+ * (set it before), with no vCPU borrowed and no stop of the guest; the
+ * thread ends after it, and takes vmsh's page-table entry out itself
+ * where vmsh could tell it where that is (klib_unload then writes nothing). */
+bool klib_waiting(const struct kernel_lib *kl);
+void klib_wake(struct kernel_lib *kl);
 /* Does the guest still map the library where vmsh linked it (its table
  * entry holds the value vmsh wrote)? 0 once the guest has dropped it: a
  * guest that restarted has a new kernel that never knew the library or its
@@ -117,7 +125,8 @@ int klib_set_helper_args(struct kernel_lib *kl, const char *args, size_t len, un
  * VMSH_MAX_MODULES plain words). */
 int klib_set_modules(struct kernel_lib *kl, const char *const *names, size_t n, struct vmsh_err *err);
 /* ask for op on the devices whose register pages are at dev_gpa (NULL:
- * those of the last request) and enter the library (klib_start); */
+ * those of the last request) and enter the library (klib_start), or, for
+ * the removal, hand it to the library's waiting thread (klib_wake); */
 int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev_gpa, size_t n_devs,
 		 unsigned timeout_ms, struct vmsh_err *err);
 /* wait until the work reaches phase: timeout_ms per step it reports, ten

@@ -336,23 +336,20 @@ void tracer_window_is_long(struct tracer *t)
 	window_priority_restore(t);
 }
 
-int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
+/* Stop the threads tids (all: every other thread of the process, as
+ * listed; otherwise each must be there). Takes tids. */
+static int stop_threads(struct tracer *t, pid_t *tids, size_t n, bool all, struct vmsh_err *err)
 {
-	pid_t *tids;
-	size_t n;
 	/* the first window of a process: the threads' stacks, from the maps
 	 * read before anyone is stopped (a large hypervisor's take
 	 * milliseconds to read, every thread then waiting) */
 	struct proc_map *maps = NULL;
 	size_t n_maps = 0;
+	bool lost = false;
 	if (!t->n_stacks) {
 		struct vmsh_err e = { 0 };
 		if (procfs_read_maps(t->pid, &maps, &n_maps, &e) < 0)
 			maps = NULL; /* read in the window then */
-	}
-	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0) {
-		free(maps);
-		return -1;
 	}
 	if (!t->stop_t0) {
 		window_priority_raise(t);
@@ -374,10 +371,13 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 		if (tids[i] == t->main.tid || tracer_is_kernel_worker(t->pid, tids[i]))
 			continue;
 		struct vmsh_err e2 = { 0 };
-		if (seize(t, tids[i], &e2) < 0)
+		if (seize(t, tids[i], &e2) < 0) {
+			lost |= !all;
 			continue; /* thread exited meanwhile */
+		}
 		if (ptrace(PTRACE_INTERRUPT, tids[i], 0, 0) < 0) {
 			ptrace(PTRACE_DETACH, tids[i], 0, 0);
+			lost |= !all;
 			continue;
 		}
 		t->others[t->n_others++] = (struct inj_thread){ .tid = tids[i], .kvm_run_fd = -1 };
@@ -389,6 +389,7 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, NULL, &e2) < 0) {
 			/* exited: forget it */
 			th->tid = 0;
+			lost |= !all;
 			continue;
 		}
 		struct user_regs_struct regs;
@@ -405,7 +406,47 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	if (maps)
 		inject_learn_stacks(t, maps, n_maps);
 	free(maps);
+	if (lost) /* one asked for is gone: the caller lets the others go again */
+		return vmsh_error(err, ESRCH, "a thread to stop is gone");
+	if (all) {
+		t->n_vcpu_threads = 0;
+		for (size_t i = 0; i < t->n_others && t->n_vcpu_threads < TRACER_VCPU_THREADS; i++)
+			if (t->others[i].tid && t->others[i].in_kvm_run)
+				t->vcpu_threads[t->n_vcpu_threads++] =
+					(struct tracer_vcpu_thread){ t->others[i].tid, t->others[i].kvm_run_fd };
+	}
 	return 0;
+}
+
+int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
+{
+	pid_t *tids;
+	size_t n;
+	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
+		return -1;
+	return stop_threads(t, tids, n, true, err);
+}
+
+int tracer_stop_vcpus(struct tracer *t, const int *fds, size_t n, struct vmsh_err *err)
+{
+	pid_t *tids = n && n <= t->n_vcpu_threads ? calloc(n, sizeof(*tids)) : NULL;
+	for (size_t i = 0; tids && i < n; i++) {
+		for (size_t k = 0; k < t->n_vcpu_threads && !tids[i]; k++)
+			if (t->vcpu_threads[k].fd == fds[i])
+				tids[i] = t->vcpu_threads[k].tid;
+		if (!tids[i]) {
+			free(tids);
+			tids = NULL;
+		}
+	}
+	if (tids) {
+		struct vmsh_err e = { 0 };
+		if (stop_threads(t, tids, n, false, &e) == 0)
+			return 0;
+		tracer_resume_others(t);
+		log_verbose("a vCPU thread is gone: stopping every thread");
+	}
+	return tracer_stop_others(t, err);
 }
 
 struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd)

@@ -20,6 +20,7 @@
 #include "common/err.h"
 
 #define TRACER_SCRATCH_SIZE 8192
+#define TRACER_VCPU_THREADS 512
 
 /* A thread of the target held in a ptrace stop, in which syscalls can be
  * injected once inject.c (setup_scratch) gave it a syscall site and a
@@ -65,6 +66,11 @@ struct tracer {
 	                               * most of a stop window (inject.c) */
 	size_t n_stacks;
 
+	/* the threads the last full stop found in KVM_RUN, and on which vCPU
+	 * fd: a later window for vCPU state holds only those */
+	struct tracer_vcpu_thread { pid_t tid; int fd; } vcpu_threads[TRACER_VCPU_THREADS];
+	size_t n_vcpu_threads;
+
 	uint64_t *sites;              /* padding where stubs may go (inject.c) */
 	bool *site_used;
 	size_t n_sites;
@@ -109,6 +115,12 @@ struct inj_thread *tracer_vcpu_thread(struct tracer *t, int fd);
 
 /* Stop every other thread of the target (except kernel workers). */
 int tracer_stop_others(struct tracer *t, struct vmsh_err *err);
+/* Stop only the threads of the vCPUs whose fds are given, as the last full
+ * stop found them in KVM_RUN: what reading or setting vCPU state needs,
+ * with fewer threads to stop and let go again (a hypervisor's I/O workers
+ * can be many). A full stop (tracer_stop_others) if any of them is not
+ * known or is gone. Ended by tracer_resume_others. */
+int tracer_stop_vcpus(struct tracer *t, const int *fds, size_t n, struct vmsh_err *err);
 /* Let them run again, untraced. */
 /* The rest of the open window is long (a whole memory dump with the VM
  * stopped): vmsh's thread goes back to its own scheduling policy now, not

@@ -2,11 +2,14 @@
  * thread stopped in an interrupted syscall become registers that restart it,
  * as the kernel's signal path (arch/x86/kernel/signal.c, no handler) would.
  * And the places for injection stubs (src/tracer/inject.c): looked for as
- * they are needed, not in every mapping on every attachment. */
+ * they are needed, not in every mapping on every attachment. And which
+ * threads a stop window holds. */
 #include "unit.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -233,6 +236,101 @@ static void test_stop_windows_run_real_time_and_end_as_they_began(void **state)
 	assert_int_equal(t.stops, 3);
 }
 
+/* Two spinning threads of a child, each counting in shared memory and
+ * telling its thread id. */
+struct spinners {
+	volatile unsigned long count[2];
+	volatile pid_t tid[2];
+};
+
+struct spin_arg {
+	struct spinners *sp;
+	int i;
+};
+
+static void *spin_thread(void *p)
+{
+	struct spin_arg *a = p;
+	a->sp->tid[a->i] = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		a->sp->count[a->i]++;
+	return NULL;
+}
+
+static pid_t attach_to_spinners(struct tracer *t, struct spinners *sp)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		static struct spin_arg a[2];
+		pthread_t th;
+		for (int i = 0; i < 2; i++) {
+			a[i] = (struct spin_arg){ sp, i };
+			if (pthread_create(&th, NULL, spin_thread, &a[i]) != 0)
+				_exit(1);
+		}
+		for (;;)
+			pause();
+	}
+	while (!sp->tid[0] || !sp->tid[1])
+		usleep(1000);
+	struct vmsh_err err = { 0 };
+	assert_int_equal(tracer_attach(t, pid, &err), 0);
+	return pid;
+}
+
+static bool holds(const struct tracer *t, pid_t tid)
+{
+	for (size_t i = 0; i < t->n_others; i++)
+		if (t->others[i].tid == tid)
+			return true;
+	return false;
+}
+
+/* A window for vCPU state holds only the vCPU threads the last full stop
+ * found in KVM_RUN (here: told by hand, as no thread runs a vCPU); the
+ * hypervisor's other threads run on. A vCPU fd without a known thread, or
+ * a known thread that is gone, makes it a full stop. */
+static void test_vcpu_windows_hold_only_the_vcpu_threads(void **state)
+{
+	(void)state;
+	struct spinners *sp = mmap(NULL, sizeof(*sp), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(sp != MAP_FAILED);
+	memset(sp, 0, sizeof(*sp));
+	struct tracer t;
+	struct vmsh_err err = { 0 };
+	pid_t pid = attach_to_spinners(&t, sp);
+	/* a full stop holds both (and finds no vCPU thread: none is in KVM_RUN) */
+	assert_int_equal(tracer_stop_others(&t, &err), 0);
+	assert_true(holds(&t, sp->tid[0]) && holds(&t, sp->tid[1]));
+	tracer_resume_others(&t);
+	assert_int_equal(t.n_vcpu_threads, 0);
+	/* thread 0 runs "vCPU fd 100" */
+	t.vcpu_threads[0] = (struct tracer_vcpu_thread){ sp->tid[0], 100 };
+	t.n_vcpu_threads = 1;
+	assert_int_equal(tracer_stop_vcpus(&t, (const int[]){ 100 }, 1, &err), 0);
+	assert_int_equal(t.n_others, 1);
+	assert_true(holds(&t, sp->tid[0]));
+	unsigned long c0 = sp->count[0], c1 = sp->count[1];
+	usleep(50000);
+	bool held_still = sp->count[0] == c0, other_ran = sp->count[1] != c1;
+	tracer_resume_others(&t);
+	assert_true(held_still);
+	assert_true(other_ran);
+	/* an fd no thread is known for: everyone */
+	assert_int_equal(tracer_stop_vcpus(&t, (const int[]){ 100, 101 }, 2, &err), 0);
+	assert_true(holds(&t, sp->tid[0]) && holds(&t, sp->tid[1]));
+	tracer_resume_others(&t);
+	/* a known thread that is gone: everyone that is there */
+	t.vcpu_threads[0] = (struct tracer_vcpu_thread){ pid + 100000, 100 };
+	t.n_vcpu_threads = 1;
+	assert_int_equal(tracer_stop_vcpus(&t, (const int[]){ 100 }, 1, &err), 0);
+	assert_true(holds(&t, sp->tid[0]) && holds(&t, sp->tid[1]));
+	tracer_resume_others(&t);
+	end_sleeper(&t, pid);
+	munmap(sp, sizeof(*sp));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +343,7 @@ int main(void)
 		cmocka_unit_test(test_fixup_is_idempotent),
 		cmocka_unit_test(test_stub_places_are_looked_for_as_needed),
 		cmocka_unit_test(test_stop_windows_run_real_time_and_end_as_they_began),
+		cmocka_unit_test(test_vcpu_windows_hold_only_the_vcpu_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,10 +32,12 @@ def attach_cycles(host, vmsh_bin, guest, n, opts=(), per_cycle=60):
 
 
 def guest_traces(guest):
-    """What vmsh could leave in the guest: helper files, vmsh devices, mounts."""
+    """What vmsh could leave in the guest: helper files, vmsh devices, mounts,
+    its library's kernel thread."""
     return guest.console("ls -a /dev /run /tmp 2>/dev/null | grep -i vmsh; "
                          "cat /sys/block/vd*/serial 2>/dev/null; cat /sys/class/virtio-ports/*/name 2>/dev/null; "
-                         "grep -c . /proc/mounts; true")
+                         "grep -c . /proc/mounts; echo threads $(grep -lx vmsh /proc/[0-9]*/comm 2>/dev/null | wc -l); "
+                         "true")
 
 
 def test_commands_see_the_guest_and_exit_codes_pass_through(guest, host, vmsh_bin):

@@ -220,6 +220,11 @@ def test_guest_restart_mid_session_is_left_alone(guest_factory, host, vmsh_bin, 
     assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
 
 
+def vmsh_threads(guest):
+    """Kernel threads of vmsh's library in the guest (one per live session)."""
+    return int(guest.console("grep -lx vmsh /proc/[0-9]*/comm 2>/dev/null | wc -l").strip())
+
+
 def guest_mmio_devices(guest):
     """The guest's virtio-mmio devices as its iomem tree lists them."""
     return guest.console("grep virtio-mmio /proc/iomem | sort").strip()
@@ -307,8 +312,14 @@ def test_vmsh_killed_mid_command_costs_the_guest_nothing_and_is_cleaned_up(guest
     assert len(ns) == 2 and ns[0] == ns[1], ns
     dead = host.check(f"ls /proc/{guest.pid}/fd | sort -n")
     assert dead != fds0  # the dead session's eventfds
+    # the dead session's library still has its thread, which waits for a
+    # word that will not come from that run: the next run ends it before it
+    # takes the library away (its sleep returns into the library)
+    assert vmsh_threads(guest) == 1
     r = attach(host, vmsh_bin, guest, "sh", "-c", "echo after")
     assert r.rc == 0 and r.stdout == "after\n", (r.stdout, r.stderr)
+    assert "the thread of an earlier vmsh run's kernel library ended when asked" in r.stderr, r.stderr
+    assert vmsh_threads(guest) == 0
     # that attach removed what the dead session left in the hypervisor
     # (found through its ledger): its eventfds and their KVM registrations,
     # its library - and took its devices over to have its own library
