@@ -28,7 +28,9 @@
  * value), the last store clears that entry instead, through the kernel's
  * memcpy from its zero page: nothing of the library is read or run after
  * it, and the library is no longer reachable. The state is marked DONE
- * just before (the library's own store: still mapped then). */
+ * just before (the library's own store: still mapped then), so vmsh takes
+ * DONE with self_unlink set as "nearly": only the cleared entry says that
+ * the thread is out (it may be preempted between the two stores). */
 #define OFF_STATE 8
 #define STATE_DONE 2
 

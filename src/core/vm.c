@@ -38,47 +38,65 @@ static int choose_vm_fd(pid_t pid, int want, const struct kvm_fds *f, struct vms
 	return f->vm_fds[0];
 }
 
-/* The registers window: every thread of the hypervisor stopped, each vCPU
- * read from the injection thread, everyone released. With `one`, only up
- * to the first vCPU in 64-bit mode: all finding the guest needs (each
- * further vCPU would add two injected ioctls to the time the guest
- * stands still). */
-static int read_vcpus(struct vm *vm, bool one, struct vmsh_err *err)
+/* One registers window: the threads of vCPUs [0, n) held (only those
+ * where they are known for sure, else every thread), each read, everyone
+ * released. With `one`, reading stops at the first vCPU in 64-bit mode. */
+static int vcpus_window(struct vm *vm, size_t n, bool one, bool *found, struct vmsh_err *err)
 {
 	struct vm_info *info = &vm->info;
-	uint64_t t0 = now_ns();
-	bool long_mode_seen = false;
 	int seen_index = -1;
-	if (tracer_stop_others(&vm->tr, err) < 0)
+	uint64_t t0 = now_ns();
+	if ((n == 1 ? kvm_vm_stop_vcpu(&vm->kvm, 0, err) : kvm_vm_stop_vcpus(&vm->kvm, err)) < 0)
 		return -1;
-	for (size_t i = 0; i < vm->kvm.n_vcpus; i++) {
+	*found = false;
+	for (size_t i = 0; i < n; i++) {
 		struct vm_vcpu *v = &info->vcpus[i];
-		v->index = vm->kvm.vcpus[i].index;
-		v->fd = vm->kvm.vcpus[i].fd;
-		for (size_t k = 0; k < vm->tr.n_others; k++)
-			if (vm->tr.others[k].in_kvm_run && vm->tr.others[k].kvm_run_fd == v->fd)
-				v->tid = vm->tr.others[k].tid;
 		struct vmsh_err e = { 0 };
-		if (one && long_mode_seen) {
+		if (one && *found) {
 			snprintf(v->error, sizeof(v->error), "not read (vCPU %d's registers were enough)", seen_index);
 			continue;
 		}
-		if (kvm_vcpu_get_state(&vm->kvm, &vm->kvm.vcpus[i], &v->st, &e) == 0)
-			v->ok = true;
-		else
+		v->ok = kvm_vcpu_get_state(&vm->kvm, &vm->kvm.vcpus[i], &v->st, &e) == 0;
+		if (!v->ok)
 			snprintf(v->error, sizeof(v->error), "%s", e.msg);
 		if (v->ok && !info->guest_phys_bits &&
 		    kvm_vcpu_phys_bits(&vm->kvm, &vm->kvm.vcpus[i], &info->guest_phys_bits, &e) < 0)
 			log_verbose("vCPU %d: no CPUID: %s", v->index, e.msg);
 		struct cpu_paging c = { .cr0 = v->st.sregs.cr0, .cr4 = v->st.sregs.cr4, .efer = v->st.sregs.efer };
 		enum paging_mode pm = paging_mode_of(&c);
-		if (v->ok && (pm == PAGING_4LEVEL || pm == PAGING_5LEVEL) && info->guest_phys_bits) {
-			long_mode_seen = true;
+		if (v->ok && (pm == PAGING_4LEVEL || pm == PAGING_5LEVEL) && info->guest_phys_bits && !*found) {
+			*found = true;
 			seen_index = v->index;
 		}
 	}
 	tracer_resume_others(&vm->tr);
 	info->stopped_ns += now_ns() - t0;
+	return 0;
+}
+
+/* The vCPUs' registers. With `one`, only up to the first vCPU in 64-bit
+ * mode, all that finding the guest needs: vCPU 0 alone first (its thread
+ * the only one held, where it is known), the others only if it is not in
+ * 64-bit mode. Each vCPU's thread as the tracer knows it (checked in
+ * KVM_RUN on that vCPU in a window, or seen asleep there). */
+static int read_vcpus(struct vm *vm, bool one, struct vmsh_err *err)
+{
+	struct vm_info *info = &vm->info;
+	size_t n = vm->kvm.n_vcpus;
+	bool found = false;
+	for (size_t i = 0; i < n; i++) {
+		info->vcpus[i].index = vm->kvm.vcpus[i].index;
+		info->vcpus[i].fd = vm->kvm.vcpus[i].fd;
+	}
+	tracer_guess_vcpu_threads(&vm->tr);
+	if (one && n > 1 && vcpus_window(vm, 1, true, &found, err) < 0)
+		return -1;
+	if (!found && vcpus_window(vm, n, one, &found, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < vm->tr.n_vcpu_threads; k++)
+			if (vm->tr.vcpu_threads[k].fd == info->vcpus[i].fd)
+				info->vcpus[i].tid = vm->tr.vcpu_threads[k].tid;
 	return 0;
 }
 

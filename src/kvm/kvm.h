@@ -77,6 +77,8 @@ struct vcpu_state {
 /* Stop the vCPUs' threads for a window on vCPU state (tracer_stop_vcpus:
  * only those threads where they are known); tracer_resume_others ends it. */
 int kvm_vm_stop_vcpus(struct kvm_vm *vm, struct vmsh_err *err);
+/* ... of vCPU i (vm->vcpus[i]) only. */
+int kvm_vm_stop_vcpu(struct kvm_vm *vm, size_t i, struct vmsh_err *err);
 /* Must be called while every vCPU thread is stopped (tracer_stop_others). */
 int kvm_vcpu_get_state(struct kvm_vm *vm, const struct kvm_vcpu_ref *vcpu, struct vcpu_state *st, struct vmsh_err *err);
 

@@ -234,6 +234,13 @@ int kvm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags, uint
 	return kvm_ioctl(vm, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r, sizeof(r), ret, err);
 }
 
+int kvm_vm_stop_vcpu(struct kvm_vm *vm, size_t i, struct vmsh_err *err)
+{
+	if (i >= vm->n_vcpus)
+		return vmsh_error(err, EINVAL, "no vCPU %zu", i);
+	return tracer_stop_vcpus(vm->tr, &vm->vcpus[i].fd, 1, err);
+}
+
 int kvm_vm_stop_vcpus(struct kvm_vm *vm, struct vmsh_err *err)
 {
 	int fds[TRACER_VCPU_THREADS];

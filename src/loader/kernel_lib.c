@@ -138,7 +138,6 @@ static uint64_t region_entry_addr(const struct kernel_lib *kl)
 	return kl->region.table_gpa + 8ULL * kl->region.index;
 }
 
-/* library image, then its page directory and page table, in the memfd */
 /* Where the guest kernel itself can clear vmsh's entry (the library's
  * waiting thread does, as its very last store: entry.S): the entry's
  * address in the kernel's direct map, if the kernel's page tables as vmsh
@@ -166,6 +165,7 @@ static uint64_t entry_kva(const struct kernel_lib *kl)
 	return 0;
 }
 
+/* library image, then its page directory and page table, in the memfd */
 static int link_library(struct kernel_lib *kl, struct vmsh_err *err)
 {
 	const struct guest_kernel *k = kl->k;
@@ -749,21 +749,25 @@ void klib_wake(struct kernel_lib *kl)
 	log_verbose("kernel library: its waiting thread does the work (no vCPU borrowed)");
 }
 
-/* Did the waiting thread take vmsh's entry out of the guest's table itself
- * (its last store, right after it marked DONE)? Then no vCPU can reach the
- * library any more, and nothing of it runs: the entry is not vmsh's to
- * write now. */
-static bool unlinked_itself(struct kernel_lib *kl)
+/* The waiting thread said it takes vmsh's entry out of the guest's table
+ * itself (self_unlink, written before its DONE): that store is its very
+ * last act, a few instructions after DONE (entry.S), so only once the entry
+ * no longer holds vmsh's value has nothing of the library anything left to
+ * run. 1 gone, 0 not promised, -1 promised but still there after `ms` (its
+ * thread preempted in between, or the guest never lets it run: the library
+ * must stay). */
+static int wait_self_unlink(struct kernel_lib *kl, unsigned ms)
 {
 	const volatile struct vmsh_channel *c = kl->chan;
-	if (!kl->woke_waiter || !lib_quiet(kl) || c->self_unlink != 1)
-		return false;
-	for (int i = 0; i < 100; i++) {
+	if (!kl->woke_waiter || c->self_unlink != 1 || !klib_done(kl))
+		return 0;
+	for (unsigned i = 0;; i++) {
 		if (klib_mapped(kl) == 0)
-			return true;
-		sleep_ms(1); /* a few instructions after DONE: only if its vCPU was preempted there */
+			return 1;
+		if (i == ms)
+			return -1;
+		sleep_ms(1);
 	}
-	return false;
 }
 
 /* Is any vCPU executing in [lo, hi)? With every vCPU stopped; their
@@ -801,31 +805,41 @@ static void unlink_stopped(struct kernel_lib *kl)
 /* Unlink the library's region, in the stop window that finds no vCPU
  * executing its code and its irq_work done (if `entered`: it ran), so
  * that none can enter it between the look and the unlink. Retried for up
- * to about 200 ms; then unlinked anyway, as it was before the look. */
-static void unlink_region(struct kernel_lib *kl, bool entered)
+ * to about 200 ms; false if it could not be (left linked: the caller
+ * leaves the library mapped, a leak rather than a crash). */
+static bool unlink_region(struct kernel_lib *kl, bool entered)
 {
 	struct kvm_vm *vm = kl->vm;
 	uint64_t lo = kl->region.va, hi = kl->region.va + GIB;
-	for (int tries = 0;; tries++) {
+	for (int tries = 0; tries <= 200; tries++) {
 		struct vmsh_err e = { 0 };
-		bool stopped = kvm_vm_stop_vcpus(vm, &e) == 0;
-		bool out = !stopped || !entered || (rip_inside(vm, lo, hi) != 1 && !irq_work_busy(kl));
-		if (!out && tries == 200)
-			log_info("a vCPU stayed inside the kernel library (or its irq_work ran) for 200 ms");
-		if (out || tries == 200) {
+		if (kvm_vm_stop_vcpus(vm, &e) < 0) {
+			sleep_ms(1);
+			continue;
+		}
+		if (!entered || (rip_inside(vm, lo, hi) == 0 && !irq_work_busy(kl))) {
 			unlink_stopped(kl);
-			if (stopped)
-				tracer_resume_others(vm->tr);
-			return;
+			tracer_resume_others(vm->tr);
+			return true;
 		}
 		tracer_resume_others(vm->tr);
 		sleep_ms(1);
 	}
+	log_info("a vCPU stayed inside the kernel library (or its irq_work ran, or the vCPUs could not be "
+		 "stopped) for 200 ms");
+	return false;
 }
+
+static void leave_mapped(struct kernel_lib *kl, const char *why);
 
 void klib_abandon(struct kernel_lib *kl)
 {
-	log_info("leaving the kernel library mapped at %#llx (slot %u) until the VM restarts",
+	leave_mapped(kl, "the guest still uses the kernel library");
+}
+
+static void leave_mapped(struct kernel_lib *kl, const char *why)
+{
+	log_info("%s: leaving it mapped at %#llx (slot %u) until the VM restarts", why,
 		 (unsigned long long)kl->region.va, kl->slot.id);
 	kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
 	shared_mem_destroy(kl->vm, &kl->mem);
@@ -837,27 +851,27 @@ void klib_abandon(struct kernel_lib *kl)
 
 void klib_unload(struct kernel_lib *kl)
 {
+	bool entered = kl->linked && kl->entered_vcpu >= 0 && kl->chan;
+	/* (A guest that restarted no longer maps the library: nothing of it can
+	 * run there, whatever its state says.) */
+	int self = entered ? wait_self_unlink(kl, 5000) : 0;
+	if (self < 0 && klib_mapped(kl) != 0) {
+		leave_mapped(kl, "the kernel library's thread has not taken it out of the guest's page tables");
+		return;
+	}
 	/* A work item that was queued but has not finished would run our code
 	 * after we took it away: leave everything mapped then (a leak, not a
 	 * crash) and say so. */
-	/* (A guest that restarted no longer maps the library: nothing of it can
-	 * run there, whatever its state says.) */
-	if (kl->linked && kl->entered_vcpu >= 0 && kl->chan && !lib_quiet(kl) && klib_mapped(kl) != 0) {
-		log_info("the kernel library's work has not finished: leaving it mapped at %#llx (slot %u) until the "
-			 "VM restarts", (unsigned long long)kl->region.va, kl->slot.id);
-		kl->mem.remote = 0; /* stays mapped in the hypervisor, under the slot */
-		shared_mem_destroy(kl->vm, &kl->mem);
-		unlock_library(kl);
-		elf_rel_free(&kl->lib);
+	if (entered && self == 0 && !lib_quiet(kl) && klib_mapped(kl) != 0) {
+		leave_mapped(kl, "the kernel library's work has not finished");
 		return;
 	}
-	log_debug("kernel library: woke its thread %d, quiet %d, self_unlink %llu, waiter %#llx, mapped %d",
-		  kl->woke_waiter, kl->chan ? lib_quiet(kl) : -1, kl->chan ? kl->chan->self_unlink : 0ULL,
-		  kl->chan ? kl->chan->waiter : 0ULL, klib_mapped(kl));
-	if (kl->linked && unlinked_itself(kl))
+	if (self > 0)
 		log_verbose("kernel library: unlinked from the guest's page tables by its own thread");
-	else if (kl->linked)
-		unlink_region(kl, kl->entered_vcpu >= 0);
+	else if (kl->linked && !unlink_region(kl, entered)) {
+		leave_mapped(kl, "the kernel library could not be unlinked safely");
+		return;
+	}
 	kl->linked = false;
 	kvm_slot_remove(kl->vm, &kl->slot);
 	shared_mem_destroy(kl->vm, &kl->mem);
@@ -903,22 +917,33 @@ static bool id_used(const struct memslot_ids *ids, unsigned long long id)
 }
 
 /* Ask the waiting thread of an earlier run's library (channel at `at` in
- * the hypervisor) to end, and wait for its DONE: it sleeps in steps of
- * VMSH_WAITER_POLL_MS. *c is read again. */
-static int end_waiter(pid_t pid, uint64_t at, struct vmsh_channel *c)
+ * the hypervisor; vmsh's entry at guest-physical `loc`, holding `entry`) to
+ * end, and wait for its end: it sleeps in steps of VMSH_WAITER_POLL_MS. Its
+ * end is its last store: the entry cleared where it said it clears it
+ * (self_unlink), else the state DONE (from ENTERED, written here first).
+ * Only state, waiter and self_unlink are read (guest data, compared only). */
+static int end_waiter(struct kvm_vm *vm, struct guest_mem *gm, uint64_t at, uint64_t loc, uint64_t entry,
+		      uint64_t phys_mask)
 {
 	unsigned long long entered = VMSH_LIB_ENTERED, cmd = VMSH_WAITER_EXIT;
-	if (remote_write(pid, at + offsetof(struct vmsh_channel, state), &entered, 8) != 8 ||
-	    remote_write(pid, at + offsetof(struct vmsh_channel, waiter_cmd), &cmd, 8) != 8)
+	if (remote_write(vm->pid, at + offsetof(struct vmsh_channel, state), &entered, 8) != 8 ||
+	    remote_write(vm->pid, at + offsetof(struct vmsh_channel, waiter_cmd), &cmd, 8) != 8)
 		return -1;
 	for (int i = 0; i < 2000; i++) {
+		unsigned long long state, waiter, self;
+		uint64_t cur;
 		sleep_ms(1);
-		if (remote_read(pid, at, c, sizeof(*c)) != (ssize_t)sizeof(*c))
+		if (remote_read(vm->pid, at + offsetof(struct vmsh_channel, state), &state, 8) != 8 ||
+		    remote_read(vm->pid, at + offsetof(struct vmsh_channel, waiter), &waiter, 8) != 8 ||
+		    remote_read(vm->pid, at + offsetof(struct vmsh_channel, self_unlink), &self, 8) != 8 ||
+		    guest_mem_read(gm, loc, &cur, 8) < 0)
 			return -1;
-		if ((c->state & 0xff) == VMSH_LIB_DONE && c->waiter != VMSH_WAITER_MAGIC) {
-			log_info("the thread of an earlier vmsh run's kernel library ended when asked");
-			return 0;
-		}
+		if ((state & 0xff) != VMSH_LIB_DONE || waiter == VMSH_WAITER_MAGIC)
+			continue;
+		if (self == 1 && pte_same_target(cur, entry, phys_mask))
+			continue; /* its last store, a few instructions after DONE, is still to come */
+		log_info("the thread of an earlier vmsh run's kernel library ended when asked");
+		return 0;
 	}
 	return -1;
 }
@@ -974,15 +999,6 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	char w[VMSH_WHERE_LEN * 4 + 8];
 	esc_bytes(w, sizeof(w), c.where, sizeof(c.where));
 	unsigned state = (unsigned)(c.state & 0xff);
-	if (c.waiter == VMSH_WAITER_MAGIC && state == VMSH_LIB_DONE) {
-		if (end_waiter(vm->pid, m->start + off, &c) < 0) {
-			log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) has a thread that did not end "
-				 "when asked: it stays; a later vmsh run removes it", (unsigned long long)r->region_va,
-				 r->slot_id);
-			return -1;
-		}
-		state = (unsigned)(c.state & 0xff);
-	}
 	/* a vCPU that run sent to the entry stub may not have run it yet, or
 	 * its irq_work may be pending: that is work too */
 	struct vmsh_borrow b;
@@ -998,7 +1014,11 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 			 (unsigned long long)r->region_va, r->slot_id);
 		return -1;
 	}
-	if (state == VMSH_LIB_ENTERED) {
+	/* its waiting thread, if it has one and it was not asked to work (it
+	 * may have been asked to end by an earlier reaper, or its run was
+	 * killed between the two words of klib_wake) */
+	bool waiting = c.waiter == VMSH_WAITER_MAGIC && c.waiter_cmd != VMSH_WAITER_RUN;
+	if (state == VMSH_LIB_ENTERED && !waiting) {
 		log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) is still at work (it is %s): it stays "
 			 "until that finishes; a later vmsh run removes it then",
 			 (unsigned long long)r->region_va, r->slot_id, c.where_seq ? w : "queued");
@@ -1030,6 +1050,19 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 			return -1;
 		}
 		linked = true;
+	}
+	/* A thread waiting in a library the guest still links sleeps with
+	 * return addresses into it: it ends (and unlinks the library) first.
+	 * Not linked any more: the guest restarted (no such thread), or the
+	 * thread's last store is done. */
+	if (waiting && linked) {
+		if (end_waiter(vm, gm, m->start + off, loc, r->table_entry, k->pt.phys_mask) < 0) {
+			log_info("an earlier vmsh run's kernel library at %#llx (slot %llu) has a thread that did not end "
+				 "when asked: it stays; a later vmsh run removes it", (unsigned long long)r->region_va,
+				 r->slot_id);
+			return -1;
+		}
+		linked = guest_mem_read(gm, loc, &cur, 8) == 0 && pte_same_target(cur, r->table_entry, k->pt.phys_mask);
 	}
 	int in = vcpu_inside(vm, r->region_va, r->region_va + GIB);
 	if (in != 0) {

@@ -9,8 +9,15 @@
  * enter:  a vCPU stopped where it could take an interrupt is lent to the
  *         entry stub, which queues an irq_work, and put back exactly as it
  *         was (vcpu_borrow.h); the irq_work queues a work item, which runs in
- *         a kernel worker and reports through the shared channel.
- * unload: the page-table entry, the slot and the mapping go away again.
+ *         a kernel worker and reports through the shared channel. Once the
+ *         devices are registered, the library's waiting thread takes later
+ *         work (the removal) on vmsh's word in the channel: no second
+ *         borrow, no stop of the guest (klib_waiting, klib_wake).
+ * unload: the page-table entry (cleared by the waiting thread itself as
+ *         its last store where it can, else by vmsh in a stop window that
+ *         finds no vCPU inside the library), the slot and the mapping go
+ *         away again; anything less certain leaves the library mapped (a
+ *         leak until the guest restarts, never a crash).
  * The hypervisor must be attached (tracer) for the whole time. */
 #ifndef VMSH_KERNEL_LIB_H
 #define VMSH_KERNEL_LIB_H

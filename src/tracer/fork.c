@@ -169,7 +169,7 @@ int tracer_fork_frozen(struct tracer *t, struct tracer_fork *c, struct vmsh_err 
 	stub_build_fork(&th->saved, stub);
 	if (tracer_take_site(t, &site) < 0)
 		return vmsh_error(err, ENOSPC, "no room for a fork stub in process %d", t->pid);
-	if (tracer_peek(t->pid, site, orig, sizeof(orig)) < 0 || tracer_poke(t->pid, site, stub, sizeof(stub)) < 0) {
+	if (tracer_peek(t, site, orig, sizeof(orig)) < 0 || tracer_poke(t, site, stub, sizeof(stub)) < 0) {
 		tracer_give_site(t, site);
 		return vmsh_error(err, errno, "write a fork stub into process %d", t->pid);
 	}
@@ -201,7 +201,7 @@ out_regs:
 		log_info("restoring registers of thread %d: %s", th->tid, strerror(errno));
 	ptrace(PTRACE_SETOPTIONS, th->tid, 0, base_options(t));
 out_site:
-	if (tracer_poke(t->pid, site, orig, sizeof(orig)) < 0)
+	if (tracer_poke(t, site, orig, sizeof(orig)) < 0)
 		log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
 			 (unsigned long long)site, t->pid, strerror(errno));
 	tracer_give_site(t, site);

@@ -44,26 +44,39 @@ _Static_assert(sizeof(((struct inj_thread *)0)->site_orig) >= STUB_SITE_SIZE, "s
 #define MAX_SITES 256
 #define SITES_MORE 16 /* places looked for at a time */
 
-static int mem_fd(pid_t pid, int flags)
+/* /proc/PID/mem, opened once per attachment (closed by tracer_detach):
+ * an injection stub is written and taken away again in every stop window. */
+static int mem_fd(struct tracer *t)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
-	return open(path, flags | O_CLOEXEC);
+	if (!t->mem_fd_open) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/mem", t->pid);
+		t->mem_fd = open(path, O_RDWR | O_CLOEXEC);
+		t->mem_fd_open = t->mem_fd >= 0;
+	}
+	return t->mem_fd_open ? t->mem_fd : -1;
+}
+
+void inject_close_mem(struct tracer *t)
+{
+	if (t->mem_fd_open)
+		close(t->mem_fd);
+	t->mem_fd_open = false;
 }
 
 /* Write through /proc/PID/mem, which (unlike process_vm_writev) may write
  * read-only pages of a traced process, copying private pages first. */
-int tracer_poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
+int tracer_poke(struct tracer *t, uint64_t addr, const void *buf, size_t len)
 {
-	_cleanup_close_ int fd = mem_fd(pid, O_RDWR);
+	int fd = mem_fd(t);
 	if (fd < 0)
 		return -1;
 	return pwrite(fd, buf, len, (off_t)addr) == (ssize_t)len ? 0 : -1;
 }
 
-int tracer_peek(pid_t pid, uint64_t addr, void *buf, size_t len)
+int tracer_peek(struct tracer *t, uint64_t addr, void *buf, size_t len)
 {
-	_cleanup_close_ int fd = mem_fd(pid, O_RDONLY);
+	int fd = mem_fd(t);
 	if (fd < 0)
 		return -1;
 	return pread(fd, buf, len, (off_t)addr) == (ssize_t)len ? 0 : -1;
@@ -387,7 +400,7 @@ static int setup_stub(struct tracer *t, struct inj_thread *th)
 	stub_build(&th->saved, stub);
 	if (tracer_take_site(t, &site) < 0)
 		return -1;
-	if (tracer_peek(t->pid, site, th->site_orig, STUB_SITE_SIZE) < 0 || tracer_poke(t->pid, site, stub, STUB_SITE_SIZE) < 0) {
+	if (tracer_peek(t, site, th->site_orig, STUB_SITE_SIZE) < 0 || tracer_poke(t, site, stub, STUB_SITE_SIZE) < 0) {
 		tracer_give_site(t, site);
 		return -1;
 	}
@@ -407,7 +420,7 @@ static void teardown_thread(struct tracer *t, struct inj_thread *th)
 	}
 	th->scratch = 0;
 	if (th->site) {
-		if (tracer_poke(t->pid, th->site, th->site_orig, STUB_SITE_SIZE) < 0)
+		if (tracer_poke(t, th->site, th->site_orig, STUB_SITE_SIZE) < 0)
 			log_info("restoring %d bytes at %#llx in process %d failed: %s", STUB_SITE_SIZE,
 				 (unsigned long long)th->site, t->pid, strerror(errno));
 		tracer_give_site(t, th->site);

@@ -27,8 +27,10 @@ void tracer_reraise(pid_t pid, pid_t tid, int sig);
 
 /* Bytes of the target through /proc/PID/mem (which may write read-only
  * pages of a traced process): 0 or -1 with errno. */
-int tracer_poke(pid_t pid, uint64_t addr, const void *buf, size_t len);
-int tracer_peek(pid_t pid, uint64_t addr, void *buf, size_t len);
+int tracer_poke(struct tracer *t, uint64_t addr, const void *buf, size_t len);
+int tracer_peek(struct tracer *t, uint64_t addr, void *buf, size_t len);
+/* Close the /proc/PID/mem fd tracer_poke/peek keep open. */
+void inject_close_mem(struct tracer *t);
 /* A free place for a stub (STUB_SITE_SIZE bytes of never-run padding), and
  * giving it back. */
 int tracer_take_site(struct tracer *t, uint64_t *site);

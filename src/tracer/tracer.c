@@ -5,6 +5,8 @@
 #include "common/clock.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <linux/kvm.h>
 #include <poll.h>
 #include <sched.h>
@@ -212,8 +214,15 @@ static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_er
 	struct tracer_stack stacks[TRACER_STACKS];
 	size_t n_stacks = pidfd >= 0 && pid == t->pid ? t->n_stacks : 0;
 	memcpy(stacks, t->stacks, sizeof(stacks));
+	/* and the vCPU threads: a thread runs the same vCPU while it lives
+	 * (one that is gone makes the next vCPU window a full stop) */
+	struct tracer_vcpu_thread vcpu_threads[TRACER_VCPU_THREADS];
+	size_t n_vcpu_threads = pidfd >= 0 && pid == t->pid ? t->n_vcpu_threads : 0;
+	memcpy(vcpu_threads, t->vcpu_threads, sizeof(vcpu_threads));
 	memset(t, 0, sizeof(*t));
 	memcpy(t->stacks, stacks, sizeof(stacks));
+	memcpy(t->vcpu_threads, vcpu_threads, sizeof(vcpu_threads));
+	t->n_vcpu_threads = n_vcpu_threads;
 	t->n_stacks = n_stacks;
 	t->stopped_ns = stopped;
 	t->stops = stops;
@@ -336,10 +345,20 @@ void tracer_window_is_long(struct tracer *t)
 	window_priority_restore(t);
 }
 
-/* Stop the threads tids (all: every other thread of the process, as
- * listed; otherwise each must be there). Takes tids. */
-static int stop_threads(struct tracer *t, pid_t *tids, size_t n, bool all, struct vmsh_err *err)
+/* Is tid a thread of process pid? */
+static bool thread_of(pid_t pid, pid_t tid)
 {
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)pid, (int)tid);
+	return access(path, F_OK) == 0;
+}
+
+/* Stop the threads tids: with fds NULL every other thread of the process,
+ * as listed; otherwise each must be there and in KVM_RUN on fds[i] (else
+ * -1, with those stopped held for the caller to let go). Takes tids. */
+static int stop_threads(struct tracer *t, pid_t *tids, const int *fds, size_t n, struct vmsh_err *err)
+{
+	bool all = !fds;
 	/* the first window of a process: the threads' stacks, from the maps
 	 * read before anyone is stopped (a large hypervisor's take
 	 * milliseconds to read, every thread then waiting) */
@@ -371,6 +390,10 @@ static int stop_threads(struct tracer *t, pid_t *tids, size_t n, bool all, struc
 		if (tids[i] == t->main.tid || tracer_is_kernel_worker(t->pid, tids[i]))
 			continue;
 		struct vmsh_err e2 = { 0 };
+		if (!all && !thread_of(t->pid, tids[i])) { /* remembered: an id of another process's now? */
+			lost = true;
+			continue;
+		}
 		if (seize(t, tids[i], &e2) < 0) {
 			lost |= !all;
 			continue; /* thread exited meanwhile */
@@ -380,14 +403,16 @@ static int stop_threads(struct tracer *t, pid_t *tids, size_t n, bool all, struc
 			lost |= !all;
 			continue;
 		}
-		t->others[t->n_others++] = (struct inj_thread){ .tid = tids[i], .kvm_run_fd = -1 };
+		t->others[t->n_others++] = (struct inj_thread){ .tid = tids[i], .kvm_run_fd = -1,
+								.want_fd = all ? -1 : fds[i] };
 	}
 	free(tids);
 	for (size_t i = 0; i < t->n_others; i++) {
 		struct inj_thread *th = &t->others[i];
 		struct vmsh_err e2 = { 0 };
 		if (tracer_wait_stop(th->tid, false, PTRACE_CONT, NULL, &e2) < 0) {
-			/* exited: forget it */
+			/* exited (or never stopped: let it go if it still can be) */
+			ptrace(PTRACE_DETACH, th->tid, 0, 0);
 			th->tid = 0;
 			lost |= !all;
 			continue;
@@ -402,10 +427,13 @@ static int stop_threads(struct tracer *t, pid_t *tids, size_t n, bool all, struc
 			th->saved = regs;
 			th->saved_valid = true;
 		}
+		/* not on its vCPU (it may be serving an exit; or the thread id
+		 * is another thread's now): a full stop finds out */
+		lost |= !all && (!th->in_kvm_run || th->kvm_run_fd != th->want_fd);
 	}
 	if (maps)
 		inject_learn_stacks(t, maps, n_maps);
-	free(maps);
+	t->window_maps = maps; /* freed once the window is over (a large free is an munmap) */
 	if (lost) /* one asked for is gone: the caller lets the others go again */
 		return vmsh_error(err, ESRCH, "a thread to stop is gone");
 	if (all) {
@@ -424,7 +452,29 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err)
 	size_t n;
 	if (procfs_list_tasks(t->pid, &tids, &n, err) < 0)
 		return -1;
-	return stop_threads(t, tids, n, true, err);
+	return stop_threads(t, tids, NULL, n, err);
+}
+
+void tracer_guess_vcpu_threads(struct tracer *t)
+{
+	pid_t *tids;
+	size_t n;
+	if (t->n_vcpu_threads || procfs_list_tasks(t->pid, &tids, &n, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n && t->n_vcpu_threads < TRACER_VCPU_THREADS; i++) {
+		char path[64], line[256];
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)t->pid, (int)tids[i]);
+		_cleanup_close_ int fd = tids[i] == t->main.tid ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t got = fd >= 0 ? read(fd, line, sizeof(line) - 1) : -1;
+		if (got <= 0)
+			continue;
+		line[got] = '\0';
+		long nr;
+		unsigned long long a0, a1;
+		if (sscanf(line, "%ld %llx %llx", &nr, &a0, &a1) == 3 && nr == SYS_ioctl && a1 == KVM_RUN && a0 < INT_MAX)
+			t->vcpu_threads[t->n_vcpu_threads++] = (struct tracer_vcpu_thread){ tids[i], (int)a0 };
+	}
+	free(tids);
 }
 
 int tracer_stop_vcpus(struct tracer *t, const int *fds, size_t n, struct vmsh_err *err)
@@ -441,10 +491,10 @@ int tracer_stop_vcpus(struct tracer *t, const int *fds, size_t n, struct vmsh_er
 	}
 	if (tids) {
 		struct vmsh_err e = { 0 };
-		if (stop_threads(t, tids, n, false, &e) == 0)
+		if (stop_threads(t, tids, fds, n, &e) == 0)
 			return 0;
 		tracer_resume_others(t);
-		log_verbose("a vCPU thread is gone: stopping every thread");
+		log_verbose("a vCPU's thread is gone or not in KVM_RUN: stopping every thread");
 	}
 	return tracer_stop_others(t, err);
 }
@@ -476,6 +526,8 @@ void tracer_resume_others(struct tracer *t)
 		t->stop_t0 = 0;
 		window_priority_restore(t);
 	}
+	free(t->window_maps);
+	t->window_maps = NULL;
 }
 
 void tracer_detach(struct tracer *t)
@@ -486,6 +538,7 @@ void tracer_detach(struct tracer *t)
 	free(t->others);
 	t->others = NULL;
 	inject_teardown(t);
+	inject_close_mem(t);
 	if (ptrace(PTRACE_SETREGS, t->main.tid, 0, &t->main.saved) < 0)
 		log_info("restoring registers of thread %d: %s", t->main.tid, strerror(errno));
 	ptrace(PTRACE_DETACH, t->main.tid, 0, 0);

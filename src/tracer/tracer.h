@@ -19,6 +19,8 @@
 
 #include "common/err.h"
 
+struct proc_map;
+
 #define TRACER_SCRATCH_SIZE 8192
 #define TRACER_VCPU_THREADS 512
 
@@ -30,6 +32,7 @@ struct inj_thread {
 	int pending_sig;          /* signal held back while stopped, re-raised on release */
 	bool in_kvm_run;          /* was stopped out of KVM_RUN ... */
 	int kvm_run_fd;           /* ... on this vCPU fd */
+	int want_fd;              /* stopped as the thread of this vCPU fd (tracer_stop_vcpus), else -1 */
 	struct user_regs_struct saved; /* its own registers, an interrupted syscall set to restart */
 	bool saved_valid;
 	uint64_t stub;            /* injected syscalls run here (0: not set up) */
@@ -70,6 +73,9 @@ struct tracer {
 	 * fd: a later window for vCPU state holds only those */
 	struct tracer_vcpu_thread { pid_t tid; int fd; } vcpu_threads[TRACER_VCPU_THREADS];
 	size_t n_vcpu_threads;
+	struct proc_map *window_maps; /* the maps the open window's first stop read, freed after it */
+	int mem_fd;                   /* /proc/PID/mem while attached (inject.c), if mem_fd_open */
+	bool mem_fd_open;
 
 	uint64_t *sites;              /* padding where stubs may go (inject.c) */
 	bool *site_used;
@@ -119,8 +125,14 @@ int tracer_stop_others(struct tracer *t, struct vmsh_err *err);
  * stop found them in KVM_RUN: what reading or setting vCPU state needs,
  * with fewer threads to stop and let go again (a hypervisor's I/O workers
  * can be many). A full stop (tracer_stop_others) if any of them is not
- * known or is gone. Ended by tracer_resume_others. */
+ * known, is gone, or is not in KVM_RUN on its fd when stopped. Ended by
+ * tracer_resume_others. */
 int tracer_stop_vcpus(struct tracer *t, const int *fds, size_t n, struct vmsh_err *err);
+/* Before the first window: the threads asleep in ioctl(fd, KVM_RUN) now
+ * (/proc/PID/task/TID/syscall; a halted vCPU sleeps there, a running one
+ * shows only "running") as the vCPU threads, for tracer_stop_vcpus to check.
+ * Nothing if some are known already. */
+void tracer_guess_vcpu_threads(struct tracer *t);
 /* Let them run again, untraced. */
 /* The rest of the open window is long (a whole memory dump with the VM
  * stopped): vmsh's thread goes back to its own scheduling policy now, not
