@@ -613,7 +613,6 @@ static void devices_add(void)
 			return;
 		}
 	}
-	start_waiter();
 	if (vmsh_channel.n_devs > 1)
 		_printk("vmsh: %llu devices at %#llx, interrupt line %lld (irq %lld), the second device's %lld (irq %lld)\n",
 			vmsh_channel.n_devs, vmsh_channel.dev_gpa[0], vmsh_channel.dev_gsi[0], vmsh_channel.dev_irq[0],
@@ -629,6 +628,9 @@ static void devices_add(void)
 		if (rc)
 			fail(4, rc, "starting the helper failed");
 	}
+	/* after the helper (the user waits for it): the devices are there,
+	 * whatever became of the helper, and the thread removes them later */
+	start_waiter();
 	step_in("done", (void *)0);
 }
 
