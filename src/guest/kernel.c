@@ -245,46 +245,110 @@ int kernel_parse_banner(const uint8_t *buf, size_t len, char *version, size_t vl
 /* The image copy: MAX_IMAGE bytes of address space, zero and not resident
  * until written, so that pages vmsh does not read cost it no memory. */
 #define IMAGE_MAX_HOLE (4ULL << 20)
+/* Read-only data leaves this close together belong to one run (.rodata,
+ * the export tables and their strings are one run of pages; the kernel
+ * also makes single pages elsewhere read-only). */
+#define RUN_MAX_GAP (64ULL << 10)
 
-struct image_copy {
-	struct guest_mem *gm;
-	struct guest_kernel *k;
-	uint64_t next_va;
-	bool ro_data_only;   /* read only the read-only, non-executable pages */
-	bool measure_only;   /* read nothing: only image_size */
-	uint64_t skipped;    /* bytes left out by that */
-	uint64_t lo, hi;     /* image offsets of the bytes read: [lo, hi) */
+struct image_leaf {
+	uint64_t off, pa, size; /* offset from _text, guest-physical address, bytes */
 };
 
-static int copy_leaf(void *opaque, const struct pt_mapping *m)
+/* One walk over the image's leaves: its size, and the read-only,
+ * non-executable ones (where the banner and the export tables are) or, with
+ * all, every leaf. */
+struct image_walk {
+	struct guest_kernel *k;
+	uint64_t next_va;
+	bool all;
+	struct image_leaf *leaves;
+	size_t n, cap;
+	bool oom;
+};
+
+static int walk_leaf(void *opaque, const struct pt_mapping *m)
 {
-	struct image_copy *ic = opaque;
-	struct guest_kernel *k = ic->k;
+	struct image_walk *w = opaque;
+	struct guest_kernel *k = w->k;
 	/* A gap ends the image, unless it is a small one inside it: with PTI,
 	 * the kernel unmaps the freed padding between its text and read-only
 	 * data (free_kernel_image_pages), which stays zero in the copy. */
-	if (m->va < ic->next_va || m->va - ic->next_va > IMAGE_MAX_HOLE || m->va - k->text_base + m->size > MAX_IMAGE)
+	if (m->va < w->next_va || m->va - w->next_va > IMAGE_MAX_HOLE || m->va - k->text_base + m->size > MAX_IMAGE)
 		return 1;
 	uint64_t off = m->va - k->text_base;
-	ic->next_va = m->va + m->size;
+	w->next_va = m->va + m->size;
 	k->image_size = off + m->size;
-	if (ic->measure_only)
+	if (!w->all && (!(m->flags & PTE_NX) || (m->flags & PTE_RW)))
 		return 0;
-	/* the banner and the export tables are read-only data: text and
-	 * writable data are left out on the first pass */
-	if (ic->ro_data_only && (!(m->flags & PTE_NX) || (m->flags & PTE_RW))) {
-		ic->skipped += m->size;
-		return 0;
+	if (w->n == w->cap) {
+		size_t nc = w->cap ? w->cap * 2 : 256;
+		struct image_leaf *nl = realloc(w->leaves, nc * sizeof(*nl));
+		if (!nl) {
+			w->oom = true;
+			return 1;
+		}
+		w->leaves = nl;
+		w->cap = nc;
 	}
-	if (off < ic->lo)
-		ic->lo = off;
-	if (off + m->size > ic->hi)
-		ic->hi = off + m->size;
-	if (guest_mem_read(ic->gm, m->pa, k->image + off, m->size) < 0) {
-		memset(k->image + off, 0, m->size);
-		k->image_unreadable += m->size;
+	w->leaves[w->n++] = (struct image_leaf){ .off = off, .pa = m->pa, .size = m->size };
+	return 0;
+}
+
+static int walk_image(struct guest_kernel *k, bool all, struct image_walk *w, struct vmsh_err *err)
+{
+	*w = (struct image_walk){ .k = k, .next_va = k->text_base, .all = all };
+	k->image_size = k->image_unreadable = 0;
+	pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, walk_leaf, w);
+	if (w->oom) {
+		free(w->leaves);
+		return vmsh_error(err, ENOMEM, "the kernel image's pages");
+	}
+	if (!k->image_size) {
+		free(w->leaves);
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, EIO, "kernel image at %#llx unreadable",
+				       (unsigned long long)k->text_base);
 	}
 	return 0;
+}
+
+/* The longest run of leaves [*a, *b) with gaps of at most RUN_MAX_GAP. */
+static void longest_run(const struct image_leaf *l, size_t n, size_t *a, size_t *b)
+{
+	uint64_t best = 0;
+	*a = *b = 0;
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && l[j].off - (l[j - 1].off + l[j - 1].size) <= RUN_MAX_GAP; j++)
+			;
+		uint64_t bytes = l[j - 1].off + l[j - 1].size - l[i].off;
+		if (bytes > best) {
+			best = bytes;
+			*a = i;
+			*b = j;
+		}
+	}
+}
+
+/* Copy leaves [a, b) into the image, as few process_vm_readv as the pieces
+ * allow (guest_mem_readv batches them); a batch that fails is read leaf by
+ * leaf, and what stays unreadable is zero and counted. */
+#define READ_BATCH 128
+
+static void read_leaves(struct guest_mem *gm, struct guest_kernel *k, const struct image_leaf *l, size_t a, size_t b)
+{
+	struct guest_iov v[READ_BATCH];
+	for (size_t i = a; i < b; i += READ_BATCH) {
+		size_t n = b - i < READ_BATCH ? b - i : READ_BATCH;
+		for (size_t j = 0; j < n; j++)
+			v[j] = (struct guest_iov){ .gpa = l[i + j].pa, .buf = k->image + l[i + j].off, .len = l[i + j].size };
+		if (guest_mem_readv(gm, v, n) == 0)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			if (guest_mem_read(gm, v[j].gpa, v[j].buf, v[j].len) < 0) {
+				memset(v[j].buf, 0, v[j].len);
+				k->image_unreadable += v[j].len;
+			}
+		}
+	}
 }
 
 static int map_image(struct guest_kernel *k)
@@ -303,70 +367,100 @@ static void drop_image(struct guest_kernel *k)
 	k->image = NULL;
 }
 
-/* Copy the mapped image from _text on (see image_copy), then find the
- * banner and the export tables in it; read-only data first, everything if
- * they are not there (a kernel without strict RWX mappings). */
-static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh_err *err)
+/* The banner and the symbols in the image's bytes [lo, hi) (what was read
+ * of it): 0 found, 1 the banner without symbols, -1 error; where `last` is
+ * false, 2 for "not here" (a wider read may find them). */
+static int find_in_image(struct guest_kernel *k, uint64_t lo, uint64_t hi, bool last, struct vmsh_err *err)
 {
-	for (int pass = 0; pass < 2; pass++) {
-		struct image_copy ic = { .gm = gm, .k = k, .next_va = k->text_base, .ro_data_only = pass == 0,
-					 .lo = UINT64_MAX };
-		k->image_size = k->image_unreadable = 0;
-		pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, copy_leaf,
-				 &ic);
-		if (!k->image_size)
-			return vmsh_error_kind(err, VMSH_E_NOKERNEL, EIO, "kernel image at %#llx unreadable",
-					       (unsigned long long)k->text_base);
-		log_debug("kernel image: %#llx, %llu MiB mapped, %llu MiB read, %llu bytes unreadable",
-			  (unsigned long long)k->text_base, (unsigned long long)(k->image_size >> 20),
-			  (unsigned long long)((k->image_size - ic.skipped) >> 20),
-			  (unsigned long long)k->image_unreadable);
-		bool last = pass == 1 || ic.skipped == 0;
-		/* searched: the bytes read, not the zeros between and around them
-		 * (the first pass reads 10 of Debian 6.1's 54 MiB; searching all
-		 * of it took a second on the emulated host) */
-		if (ic.lo >= ic.hi)
-			ic.lo = ic.hi = 0;
-		k->scan_lo = pass == 0 ? ic.lo : 0;
-		k->scan_hi = pass == 0 ? ic.hi : k->image_size;
-		const uint8_t *win = k->image + k->scan_lo;
-		size_t wlen = k->scan_hi - k->scan_lo;
-		if (kernel_parse_banner(win, wlen, k->version, sizeof(k->version), k->banner, sizeof(k->banner)) < 0) {
-			if (!last)
-				continue;
-			return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
-					       "no Linux version banner in the %llu MiB mapped at the kernel image address",
-					       (unsigned long long)k->image_size >> 20);
-		}
-		struct vmsh_err e = { 0 };
-		int rc = ksymtab_parse(win, wlen, k->text_base + k->scan_lo, &k->ksyms, &e);
-		if (rc == 0) {
-			k->ksyms.span_lo += k->scan_lo; /* offsets from _text, as hints keep them */
-			k->ksyms.span_hi += k->scan_lo;
-		}
-		if (rc < 0 && !last)
-			continue;
-		if (rc == 0)
-			rc = ksymtab_own_names(&k->ksyms, k->image, k->image_size, &e);
-		if (rc < 0) {
-			/* a kernel built without modules exports nothing:
-			 * its own symbol table is all there is */
-			struct vmsh_err e2 = { 0 };
-			ksymtab_free(&k->ksyms);
-			if (kallsyms_parse(k->image, k->image_size, k->text_base, k->text_base, &k->ksyms, &e2) == 0) {
-				log_verbose("kernel: no export tables (%s); %zu symbols from kallsyms", e.msg,
-					    k->ksyms.n);
-				return 0;
-			}
-			vmsh_error(err, e.errnum ? e.errnum : ENOENT,
-				   "no symbols: %s (a kernel built without CONFIG_MODULES has no export tables), "
-				   "and %s",
-				   e.msg, e2.msg);
-			return 1; /* the banner without the symbols */
-		}
+	k->scan_lo = lo;
+	k->scan_hi = hi;
+	const uint8_t *win = k->image + lo;
+	size_t wlen = hi - lo;
+	if (kernel_parse_banner(win, wlen, k->version, sizeof(k->version), k->banner, sizeof(k->banner)) < 0) {
+		if (!last)
+			return 2;
+		return vmsh_error_kind(err, VMSH_E_NOKERNEL, ENOENT,
+				       "no Linux version banner in the %llu MiB mapped at the kernel image address",
+				       (unsigned long long)k->image_size >> 20);
+	}
+	struct vmsh_err e = { 0 };
+	int rc = ksymtab_parse(win, wlen, k->text_base + lo, &k->ksyms, &e);
+	if (rc == 0) {
+		k->ksyms.span_lo += lo; /* offsets from _text, as hints keep them */
+		k->ksyms.span_hi += lo;
+	}
+	if (rc < 0 && !last)
+		return 2;
+	if (rc == 0)
+		rc = ksymtab_own_names(&k->ksyms, k->image, k->image_size, &e);
+	if (rc == 0)
+		return 0;
+	/* a kernel built without modules exports nothing: its own symbol
+	 * table is all there is */
+	struct vmsh_err e2 = { 0 };
+	ksymtab_free(&k->ksyms);
+	if (kallsyms_parse(k->image, k->image_size, k->text_base, k->text_base, &k->ksyms, &e2) == 0) {
+		log_verbose("kernel: no export tables (%s); %zu symbols from kallsyms", e.msg, k->ksyms.n);
 		return 0;
 	}
-	return -1; /* not reached */
+	vmsh_error(err, e.errnum ? e.errnum : ENOENT,
+		   "no symbols: %s (a kernel built without CONFIG_MODULES has no export tables), and %s", e.msg,
+		   e2.msg);
+	return 1;
+}
+
+/* Copy the mapped image from _text on, as much as needed, and find the
+ * banner and the export tables in it: first the longest run of read-only
+ * data (.rodata through __ksymtab_strings: 9 of Debian 6.1's 54 MiB), then
+ * all the read-only data, then everything (a kernel without strict RWX
+ * mappings). Only what was read is searched: searching the zeros between
+ * (30 MiB of holes around Debian 6.1's read-only data, every page of them
+ * a fault) cost more than the read. */
+static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh_err *err)
+{
+	struct image_walk w;
+	if (walk_image(k, false, &w, err) < 0)
+		return -1;
+	uint64_t mapped = k->image_size;
+	size_t a, b;
+	longest_run(w.leaves, w.n, &a, &b);
+	/* stages: the run, the rest of the read-only data, everything */
+	for (int stage = 0; stage < 3; stage++) {
+		int rc;
+		if (stage < 2) {
+			if (stage == 0 ? a == b : (a == 0 && b == w.n))
+				continue;
+			if (stage == 0) {
+				read_leaves(gm, k, w.leaves, a, b);
+			} else {
+				read_leaves(gm, k, w.leaves, 0, a);
+				read_leaves(gm, k, w.leaves, b, w.n);
+			}
+			size_t i = stage == 0 ? a : 0, j = stage == 0 ? b : w.n;
+			uint64_t lo = w.leaves[i].off, hi = w.leaves[j - 1].off + w.leaves[j - 1].size;
+			log_debug("kernel image: %#llx, %llu MiB mapped, searched %llu MiB at +%#llx (%zu pieces), "
+				  "%llu bytes unreadable",
+				  (unsigned long long)k->text_base, (unsigned long long)(mapped >> 20),
+				  (unsigned long long)((hi - lo) >> 20), (unsigned long long)lo, j - i,
+				  (unsigned long long)k->image_unreadable);
+			rc = find_in_image(k, lo, hi, false, err);
+		} else {
+			free(w.leaves);
+			if (walk_image(k, true, &w, err) < 0)
+				return -1;
+			read_leaves(gm, k, w.leaves, 0, w.n);
+			log_debug("kernel image: %#llx, all %llu MiB read, %llu bytes unreadable",
+				  (unsigned long long)k->text_base, (unsigned long long)(k->image_size >> 20),
+				  (unsigned long long)k->image_unreadable);
+			rc = find_in_image(k, 0, k->image_size, true, err);
+		}
+		if (rc != 2) {
+			free(w.leaves);
+			return rc;
+		}
+	}
+	free(w.leaves);
+	return -1; /* not reached: the last stage ends the loop */
 }
 
 /* The kernel's page tables and where _text is (KASLR). */
@@ -490,9 +584,10 @@ int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const s
 	for (size_t i = 0; i < n_hints; i++) {
 		if (try_hint(gm, k, &hints[i]) < 0)
 			continue;
-		struct image_copy ic = { .gm = gm, .k = k, .next_va = k->text_base, .measure_only = true };
-		pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, copy_leaf,
-				 &ic);
+		struct image_walk w;
+		struct vmsh_err e = { 0 };
+		if (walk_image(k, false, &w, &e) == 0) /* only image_size */
+			free(w.leaves);
 		if (used)
 			*used = (int)i;
 		return 0;

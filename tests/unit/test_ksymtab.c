@@ -38,7 +38,7 @@ struct kimg {
 	enum ksymtab_format fmt;
 	size_t str_next;   /* next free byte of the strings region */
 	size_t empty_str;  /* offset of a "" (a NUL right after a NUL) */
-	size_t tab_start[4], tab_n[4], ntab;
+	size_t tab_start[16], tab_n[16], ntab;
 	size_t next_tab;   /* where the next table goes */
 };
 
@@ -404,6 +404,81 @@ static void test_adjacent_tables(void **state)
 	kimg_free(&k);
 }
 
+/* ---------------- the sampled scan and the merge ---------------- */
+
+/* ksymtab.c probes for tables only at one entry width's offsets every
+ * MIN_RUN - 1 (16 - 1) entries: a table of exactly 16 entries starting at
+ * any aligned offset, and the table right after it, must still be found
+ * whole, in every layout. */
+static void test_tables_found_at_every_offset(void **state)
+{
+	(void)state;
+	static const enum ksymtab_format fmts[] = { KSYMTAB_PREL32_NS, KSYMTAB_PREL32, KSYMTAB_ABS_NS, KSYMTAB_ABS };
+	for (size_t f = 0; f < ARRAY_LEN(fmts); f++) {
+		size_t es = entry_size(fmts[f]), align = es % 8 ? 4 : 8;
+		for (size_t phase = 0; phase < 16 * es; phase += align) {
+			struct kimg k;
+			kimg_init(&k, fmts[f], 500 + phase);
+			k.next_tab = TAB_OFF + phase;
+			kimg_table(&k, tab2, 16); /* platform_device_register_full among them */
+			kimg_table(&k, tab1, ARRAY_LEN(tab1));
+			struct ksymtab ks;
+			struct vmsh_err err = { 0 };
+			if (ksymtab_parse(k.img, k.len, k.base, &ks, &err) != 0)
+				fail_msg("%s, table at +%#zx: %s", ksymtab_format_name(fmts[f]), TAB_OFF + phase, err.msg);
+			if (ks.n != 16 + ARRAY_LEN(tab1) || ks.n_tables != 2)
+				fail_msg("%s, table at +%#zx: %zu symbols in %zu tables", ksymtab_format_name(fmts[f]),
+					 TAB_OFF + phase, ks.n, ks.n_tables);
+			for (size_t i = 0; i < 16; i++)
+				assert_lookup(&ks, tab2[i].name, tab2[i].value);
+			for (size_t i = 0; i < ARRAY_LEN(tab1); i++)
+				assert_lookup(&ks, tab1[i].name, tab1[i].value);
+			ksymtab_free(&ks);
+			kimg_free(&k);
+		}
+	}
+}
+
+/* Tables whose names interleave: merged (a few) or sorted whole (many);
+ * either way every name is found and the order is strcmp's. */
+static void check_interleaved_tables(size_t n_tables)
+{
+	enum { PER = 16 };
+	struct kimg k;
+	kimg_init(&k, KSYMTAB_PREL32_NS, 900 + n_tables);
+	char names[12 * PER][24];
+	struct sym_spec t[PER];
+	for (size_t tb = 0; tb < n_tables; tb++) {
+		for (size_t i = 0; i < PER; i++) {
+			snprintf(names[tb * PER + i], sizeof(names[0]), "sym_%03zu", i * n_tables + tb);
+			t[i] = (struct sym_spec){ names[tb * PER + i], TEXT(tb * PER + i), NULL, NULL };
+		}
+		if (tb == 0)
+			t[0].name = "platform_device_register_full";
+		kimg_table(&k, t, PER);
+	}
+	struct ksymtab ks;
+	struct vmsh_err err = { 0 };
+	assert_int_equal(ksymtab_parse(k.img, k.len, k.base, &ks, &err), 0);
+	assert_int_equal(ks.n, n_tables * PER);
+	assert_int_equal(ks.n_tables, n_tables);
+	for (size_t i = 1; i < ks.n; i++)
+		assert_true(strcmp(ks.syms[i - 1].name, ks.syms[i].name) < 0);
+	assert_lookup(&ks, "platform_device_register_full", TEXT(0));
+	for (size_t tb = 0; tb < n_tables; tb++)
+		for (size_t i = tb ? 0 : 1; i < PER; i++)
+			assert_lookup(&ks, names[tb * PER + i], TEXT(tb * PER + i));
+	ksymtab_free(&ks);
+	kimg_free(&k);
+}
+
+static void test_interleaved_tables_sorted(void **state)
+{
+	(void)state;
+	check_interleaved_tables(3);  /* merged */
+	check_interleaved_tables(12); /* more runs than are merged: sorted whole */
+}
+
 /* ---------------- merged string tails ---------------- */
 
 /* "mmiotrace_printk" contains "printk" at its end; a plain string search
@@ -736,6 +811,8 @@ int main(void)
 		cmocka_unit_test(test_format_names),
 		cmocka_unit_test(test_prel32_value_relative_to_field),
 		cmocka_unit_test(test_adjacent_tables),
+		cmocka_unit_test(test_tables_found_at_every_offset),
+		cmocka_unit_test(test_interleaved_tables_sorted),
 		cmocka_unit_test(test_tail_of_other_name_is_not_exported),
 		cmocka_unit_test(test_name_with_own_string_is_exported),
 		cmocka_unit_test(test_linker_merged_tail_name_resolves),
