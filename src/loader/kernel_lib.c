@@ -318,6 +318,17 @@ int klib_mapped(struct kernel_lib *kl)
 	return pte_same_target(cur, kl->region_entry, kl->k->pt.phys_mask);
 }
 
+int klib_require_mapped(struct kernel_lib *kl, struct vmsh_err *err)
+{
+	int mapped = klib_mapped(kl);
+	if (mapped > 0)
+		return 0;
+	if (mapped < 0)
+		return vmsh_error(err, EIO, "cannot read the guest's page-table entry for the kernel library");
+	return vmsh_error(err, ENXIO, "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
+			  (unsigned long long)kl->region.va);
+}
+
 /* What borrow_classify needs of vCPU i (the vCPUs are stopped). */
 static int read_view(struct kernel_lib *kl, size_t i, struct borrow_view *v, struct vmsh_err *err)
 {
@@ -444,13 +455,9 @@ static int try_enter(struct kernel_lib *kl, struct vmsh_err *err)
 		return vmsh_error(err, EBUSY, "the library's previous interrupt work has not finished in the guest");
 	if (kvm_vm_stop_vcpus(vm, err) < 0)
 		return -1;
-	int mapped = klib_mapped(kl);
-	if (mapped <= 0) {
+	if (klib_require_mapped(kl, err) < 0) {
 		tracer_resume_others(vm->tr);
-		if (mapped < 0)
-			return vmsh_error(err, EIO, "cannot read the guest's page-table entry for the kernel library");
-		return vmsh_error(err, ENXIO, "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
-				  (unsigned long long)kl->region.va);
+		return -1;
 	}
 	int back = stub_left(kl);
 	if (back <= 0) {

@@ -99,6 +99,10 @@ void klib_wake(struct kernel_lib *kl);
  * devices. -1 if it cannot be read. klib_start refuses to enter then
  * (ENXIO), and klib_unload writes nothing into the guest. */
 int klib_mapped(struct kernel_lib *kl);
+/* 0 if the guest still maps the library, else -1 and why in *err (ENXIO:
+ * no longer mapped, EIO: unreadable): the check before vmsh asks the
+ * library for anything. */
+int klib_require_mapped(struct kernel_lib *kl, struct vmsh_err *err);
 /* A fresh random name for the helper's file in the guest (exposed for unit
  * tests; klib_add_file proposes one to the library). */
 int klib_helper_name(char *out, size_t cap, struct vmsh_err *err);

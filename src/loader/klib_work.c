@@ -58,12 +58,8 @@ int klib_request(struct kernel_lib *kl, enum vmsh_lib_op op, const uint64_t *dev
 	if (op == VMSH_OP_DEVICES_REMOVE && klib_waiting(kl)) {
 		/* a guest that restarted has no such thread any more (its state
 		 * here is what the old kernel's thread last wrote) */
-		int mapped = klib_mapped(kl);
-		if (mapped <= 0)
-			return vmsh_error(err, mapped < 0 ? EIO : ENXIO,
-					  mapped < 0 ? "cannot read the guest's page-table entry for the kernel library"
-						     : "the guest no longer maps vmsh's kernel library at %#llx (it restarted?)",
-					  (unsigned long long)kl->region.va);
+		if (klib_require_mapped(kl, err) < 0)
+			return -1;
 		klib_wake(kl);
 		return 0;
 	}
