@@ -92,6 +92,14 @@ extern int request_threaded_irq(unsigned int irq, irqreturn_t (*handler)(int, vo
 				unsigned long flags, const char *name, void *dev);
 extern const void *free_irq(unsigned int irq, void *dev_id);
 extern void *irq_get_irq_data(unsigned int irq);
+/* weak: the number of IRQ descriptors there can be (exported since 2.6.x;
+ * without it the library looks at the first 4096) */
+extern int nr_irqs __attribute__((weak));
+/* weak: short sleeps on a high-resolution timer (usleep_range_state from
+ * Linux 5.16, usleep_range before); without them msleep, whose shortest
+ * sleep is two ticks (8 ms at HZ=250) */
+extern void usleep_range_state(unsigned long min, unsigned long max, unsigned int state) __attribute__((weak));
+extern void usleep_range(unsigned long min, unsigned long max) __attribute__((weak));
 extern struct platform_device *platform_device_alloc(const char *name, int id);
 extern int platform_device_add_resources(struct platform_device *pdev, const struct resource *res, unsigned int num);
 extern int platform_device_add(struct platform_device *pdev);
@@ -229,7 +237,11 @@ static bool pin_taken_elsewhere(int irq)
 	const struct irq_data_head *mine = irq_get_irq_data((unsigned)irq);
 	if (!mine)
 		return 1;
-	for (unsigned i = 0; i < 4096; i++) {
+	/* only the IRQs there can be: 4096 lookups for each line tried took
+	 * 16 ms of the prompt on the emulated host, a small VM has ~50 */
+	int *volatile nr = &nr_irqs;
+	unsigned n = nr && *nr > 0 && *nr < 65536 ? (unsigned)*nr : 4096;
+	for (unsigned i = 0; i < n; i++) {
 		if ((int)i == irq)
 			continue;
 		const struct irq_data_head *d = irq_get_irq_data(i);
@@ -301,19 +313,41 @@ static int pick_irq_lines(void)
 	return 0;
 }
 
+/* Sleep about `us` microseconds (at least); returns how long it asked
+ * for, which msleep rounds up to whole milliseconds. */
+static unsigned nap_us(unsigned us)
+{
+	/* through pointers: direct calls to absent weak symbols would be
+	 * 32-bit displacements to address 0 */
+	void (*volatile state)(unsigned long, unsigned long, unsigned int) = usleep_range_state;
+	void (*volatile range)(unsigned long, unsigned long) = usleep_range;
+	if (state) {
+		state(us, 2 * us, 2 /* TASK_UNINTERRUPTIBLE */);
+		return us;
+	}
+	if (range) {
+		range(us, 2 * us);
+		return us;
+	}
+	msleep((us + 999) / 1000);
+	return (us + 999) / 1000 * 1000;
+}
+
 /* The host sets `go` once it listens on the line and traps the device
- * set-up; give up after ~20 s (the host died). */
+ * set-up; give up after 20 s of naps (the host died). The naps are short:
+ * the host answers within milliseconds, and each one the library sleeps
+ * past that is on the way to the user's prompt. */
 static int wait_for_host(void)
 {
 	step_in("waiting for vmsh to set up the interrupt line", (void *)0);
 	vmsh_channel.phase = VMSH_PHASE_WAIT_HOST;
-	for (int i = 0; i < 20000; i++) {
+	for (unsigned long long slept = 0; slept < 20000000ULL;) {
 		unsigned long long go = *(volatile unsigned long long *)&vmsh_channel.go;
 		if (go == VMSH_GO_ON)
 			return 0;
 		if (go == VMSH_GO_GIVE_UP)
 			return -ECANCELED;
-		msleep(1);
+		slept += nap_us(250);
 	}
 	return -ETIMEDOUT;
 }

@@ -159,6 +159,27 @@ static void serve_here(struct session *s)
 
 /* Let the library go on and trap the drivers' register writes until its
  * work is done. The hypervisor's injection thread `skip` stays held. */
+/* Does the library reach the point where it waits for us within `ms`?
+ * false as soon as it is loading a driver (request_module: the guest's
+ * modprobe reads its disk, served by the hypervisor's thread vmsh holds)
+ * or has ended. */
+#define LIB_WAITS_SOON_MS 30
+static bool lib_waits_soon(struct kernel_lib *kl, unsigned ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ULL;
+	volatile struct vmsh_channel *c = kl->chan;
+	char w[VMSH_WHERE_LEN * 4 + 8];
+	while (now_ns() < end) {
+		klib_log_progress(kl);
+		if (c->phase == VMSH_PHASE_WAIT_HOST)
+			return true;
+		if (klib_done(kl) || strstr(klib_where(kl, w, sizeof(w)), "request_module"))
+			return false;
+		sleep_ms(1);
+	}
+	return false;
+}
+
 static int trapped_run(struct session *s, pid_t skip, unsigned timeout_ms, struct vmsh_err *err)
 {
 	struct mmio_trap mt;
@@ -403,13 +424,20 @@ static int setup(struct session *s, struct vmsh_err *err)
 	 * for the guest itself (request_module runs the guest's modprobe, which
 	 * reads the guest's own disk), and the hypervisor thread we inject
 	 * through is the one that completes that disk's I/O (qemu's main loop)
-	 * - held, it would stall the guest until we gave up (issue 18). */
-	kvm_vm_release(vm);
+	 * - held, it would stall the guest until we gave up (issue 18). Unless
+	 * the library waits for us at once (its drivers are loaded): then the
+	 * hypervisor is held a few milliseconds more instead of let go and
+	 * attached again (15-20 ms on the emulated host). */
 	uint64_t t_add = now_ns();
-	if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, true, err) < 0)
-		return -1;
+	bool held = lib_waits_soon(&s->kl, LIB_WAITS_SOON_MS);
+	if (!held) {
+		kvm_vm_release(vm);
+		if (klib_wait_phase(&s->kl, VMSH_PHASE_WAIT_HOST, o->timeout_ms, true, err) < 0)
+			return -1;
+	}
 	log_verbose("session: %.1f ms from the start to the library's work waiting for us (drivers loaded, line "
-		    "chosen: %.1f ms)", (now_ns() - t0) / 1e6, (now_ns() - t_add) / 1e6);
+		    "chosen: %.1f ms%s)", (now_ns() - t0) / 1e6, (now_ns() - t_add) / 1e6,
+		    held ? ", the hypervisor held" : "");
 	if (kvm_vm_reacquire(vm, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return vmsh_err_prefix(err, "attach again to connect the interrupt line");

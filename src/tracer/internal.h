@@ -41,6 +41,8 @@ void tracer_give_site(struct tracer *t, uint64_t site);
 int inject_setup(struct tracer *t, struct vmsh_err *err);
 /* Undo inject_setup (the thread must be stopped with its own registers). */
 void inject_teardown(struct tracer *t);
+/* Drop the places for stubs kept over re-attachments (inject.c). */
+void inject_forget_sites(struct tracer *t);
 /* The vCPU threads of t->others now stopped (in KVM_RUN) whose stack
  * pointer lies in one of the writable mappings of maps (read just before
  * they were stopped): remembered as their stacks, so that their injected

@@ -178,8 +178,10 @@ int tracer_attach(struct tracer *t, pid_t pid, struct vmsh_err *err)
 		log_verbose("pidfd_open(%d): %s: PID reuse cannot be detected", pid, strerror(errno));
 	memset(t, 0, sizeof(*t)); /* a first attachment: no statistics yet */
 	int rc = attach_threads(t, pid, pidfd, err);
-	if (rc < 0 && pidfd >= 0) {
-		close(pidfd);
+	if (rc < 0) {
+		inject_forget_sites(t);
+		if (pidfd >= 0)
+			close(pidfd);
 		t->pidfd = -1;
 	}
 	return rc;
@@ -199,6 +201,7 @@ int tracer_reattach(struct tracer *t, struct vmsh_err *err)
 void tracer_close(struct tracer *t)
 {
 	tracer_detach(t);
+	inject_forget_sites(t);
 	if (t->pidfd >= 0)
 		close(t->pidfd);
 	t->pidfd = -1;
@@ -219,7 +222,17 @@ static int attach_threads(struct tracer *t, pid_t pid, int pidfd, struct vmsh_er
 	struct tracer_vcpu_thread vcpu_threads[TRACER_VCPU_THREADS];
 	size_t n_vcpu_threads = pidfd >= 0 && pid == t->pid ? t->n_vcpu_threads : 0;
 	memcpy(vcpu_threads, t->vcpu_threads, sizeof(vcpu_threads));
+	/* and the places for stubs, checked against the maps before use */
+	if (pidfd < 0 || pid != t->pid)
+		inject_forget_sites(t);
+	struct tracer sites = *t;
 	memset(t, 0, sizeof(*t));
+	t->sites = sites.sites;
+	t->site_used = sites.site_used;
+	t->n_sites = sites.n_sites;
+	t->sites_all = sites.sites_all;
+	t->site_maps = sites.site_maps;
+	t->n_site_maps = sites.n_site_maps;
 	memcpy(t->stacks, stacks, sizeof(stacks));
 	memcpy(t->vcpu_threads, vcpu_threads, sizeof(vcpu_threads));
 	t->n_vcpu_threads = n_vcpu_threads;

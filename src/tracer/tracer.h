@@ -18,6 +18,7 @@
 #include <sys/user.h>
 
 #include "common/err.h"
+#include "common/procfs.h"
 
 struct proc_map;
 
@@ -77,10 +78,14 @@ struct tracer {
 	int mem_fd;                   /* /proc/PID/mem while attached (inject.c), if mem_fd_open */
 	bool mem_fd_open;
 
-	uint64_t *sites;              /* padding where stubs may go (inject.c) */
+	uint64_t *sites;              /* padding where stubs may go (inject.c), kept over
+	                               * re-attachments to the same process while the
+	                               * mappings they lie in stay as they were */
 	bool *site_used;
 	size_t n_sites;
 	bool sites_all;               /* every executable mapping looked at */
+	struct proc_map *site_maps;   /* the mappings the sites lie in */
+	size_t n_site_maps;
 	size_t n_threads;             /* the process's threads when attached */
 
 	sigset_t saved_sigmask;
