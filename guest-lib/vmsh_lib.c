@@ -334,7 +334,8 @@ static unsigned nap_us(unsigned us)
 }
 
 /* The host sets `go` once it listens on the line and traps the device
- * set-up; give up after 20 s of naps (the host died). The naps are short:
+ * set-up; give up after at least 20 s of naps (the host died; with msleep,
+ * which sleeps whole ticks, longer). The naps are short:
  * the host answers within milliseconds, and each one the library sleeps
  * past that is on the way to the user's prompt. */
 static int wait_for_host(void)

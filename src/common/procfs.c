@@ -122,14 +122,17 @@ int procfs_list_fds(pid_t pid, struct proc_fd **fds, size_t *n, struct vmsh_err 
 int procfs_parse_map_line(const char *line, struct proc_map *m)
 {
 	unsigned long long start, end, off, inode;
+	unsigned major, minor;
 	char perms[8];
 	int pos = 0;
 	memset(m, 0, sizeof(*m));
-	if (sscanf(line, "%llx-%llx %7s %llx %*x:%*x %llu %n", &start, &end, perms, &off, &inode, &pos) < 5)
+	if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &off, &major, &minor, &inode, &pos) <
+	    7)
 		return -1;
 	m->start = start;
 	m->end = end;
 	m->offset = off;
+	m->dev = ((uint64_t)major << 32) | minor;
 	m->inode = inode;
 	snprintf(m->perms, sizeof(m->perms), "%.4s", perms);
 	if (pos > 0) {

@@ -24,6 +24,7 @@ int procfs_list_fds(pid_t pid, struct proc_fd **fds, size_t *n, struct vmsh_err 
 struct proc_map {
 	uint64_t start, end, offset;
 	char perms[5];
+	uint64_t dev; /* major << 32 | minor */
 	uint64_t inode;
 	char path[256]; /* "" for anonymous */
 };

@@ -256,11 +256,12 @@ struct image_leaf {
 
 /* One walk over the image's leaves: its size, and the read-only,
  * non-executable ones (where the banner and the export tables are) or, with
- * all, every leaf. */
+ * all, every leaf; with measure, only the size. */
 struct image_walk {
 	struct guest_kernel *k;
 	uint64_t next_va;
 	bool all;
+	bool measure; /* only image_size: no leaves collected */
 	struct image_leaf *leaves;
 	size_t n, cap;
 	bool oom;
@@ -278,7 +279,7 @@ static int walk_leaf(void *opaque, const struct pt_mapping *m)
 	uint64_t off = m->va - k->text_base;
 	w->next_va = m->va + m->size;
 	k->image_size = off + m->size;
-	if (!w->all && (!(m->flags & PTE_NX) || (m->flags & PTE_RW)))
+	if (w->measure || (!w->all && (!(m->flags & PTE_NX) || (m->flags & PTE_RW))))
 		return 0;
 	if (w->n == w->cap) {
 		size_t nc = w->cap ? w->cap * 2 : 256;
@@ -294,9 +295,9 @@ static int walk_leaf(void *opaque, const struct pt_mapping *m)
 	return 0;
 }
 
-static int walk_image(struct guest_kernel *k, bool all, struct image_walk *w, struct vmsh_err *err)
+static int walk_image(struct guest_kernel *k, bool all, bool measure, struct image_walk *w, struct vmsh_err *err)
 {
-	*w = (struct image_walk){ .k = k, .next_va = k->text_base, .all = all };
+	*w = (struct image_walk){ .k = k, .next_va = k->text_base, .all = all, .measure = measure };
 	k->image_size = k->image_unreadable = 0;
 	pt_for_each_leaf(&k->pt, k->text_base, pt_canonical(KERNEL_MAP_END, k->pt.levels), MAX_TABLES, walk_leaf, w);
 	if (w->oom) {
@@ -419,7 +420,7 @@ static int find_in_image(struct guest_kernel *k, uint64_t lo, uint64_t hi, bool 
 static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh_err *err)
 {
 	struct image_walk w;
-	if (walk_image(k, false, &w, err) < 0)
+	if (walk_image(k, false, false, &w, err) < 0)
 		return -1;
 	uint64_t mapped = k->image_size;
 	size_t a, b;
@@ -446,7 +447,7 @@ static int parse_image(struct guest_mem *gm, struct guest_kernel *k, struct vmsh
 			rc = find_in_image(k, lo, hi, false, err);
 		} else {
 			free(w.leaves);
-			if (walk_image(k, true, &w, err) < 0)
+			if (walk_image(k, true, false, &w, err) < 0)
 				return -1;
 			read_leaves(gm, k, w.leaves, 0, w.n);
 			log_debug("kernel image: %#llx, all %llu MiB read, %llu bytes unreadable",
@@ -586,7 +587,7 @@ int kernel_find_hinted(struct guest_mem *gm, const struct cpu_paging *c, const s
 			continue;
 		struct image_walk w;
 		struct vmsh_err e = { 0 };
-		if (walk_image(k, false, &w, &e) == 0) /* only image_size */
+		if (walk_image(k, false, true, &w, &e) == 0) /* only image_size */
 			free(w.leaves);
 		if (used)
 			*used = (int)i;

@@ -396,7 +396,9 @@ static int add_table(struct scan *s, size_t e, size_t rl, struct ksymtab *out, s
  * of Debian 6.1's 10 MiB of read-only data took 90 ms on the emulated host).
  * A hit is followed back to its run's first entry, never below the end of
  * the table found before, so that the tables are those a scan of every
- * offset would find. On success out holds the entries (unsorted) and
+ * offset would find (unless runs overlap at different offsets within an
+ * entry, which only a crafted image has: then one of them is taken, the
+ * work bounded as before). On success out holds the entries (unsorted) and
  * [*lo, *hi) the tables' extent. */
 static int find_tables(struct scan *s, struct ksymtab *out, size_t *lo, size_t *hi, struct vmsh_err *err)
 {

@@ -140,11 +140,10 @@ static int top_free_id(struct kvm_vm *vm, const struct memslot_ids *used, const 
 		       uint32_t *out, struct vmsh_err *err)
 {
 	unsigned probes = 0;
-	uint32_t top_from = used->top_from ? used->top_from : used->limit; /* 0: top not probed */
 	for (uint32_t id = used->limit; id-- > 0;) {
 		if (id_in(id, used->ids, used->n) || id_in(id, taken, n_taken))
 			continue;
-		if (id > used->max_probed && id < top_from) {
+		if (!memslot_ids_cover(used, id)) {
 			if (probes++ == TOP_ID_PROBES)
 				break;
 			int v = kvm_memslot_id_used(vm, 0, id, err);

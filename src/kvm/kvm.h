@@ -120,6 +120,11 @@ struct memslot_ids {
 	unsigned probes;
 };
 int kvm_memslot_ids(struct kvm_vm *vm, int as_id, struct memslot_ids *out, struct vmsh_err *err);
+/* Did that probe answer for id (listed, or probed and free)? Ids between
+ * the low ones and the top ones it probed were not looked at: a killed
+ * run's slot may lie there, below a run of free ids of sessions that ended
+ * since (kvm_memslot_id_used tells). */
+bool memslot_ids_cover(const struct memslot_ids *ids, uint32_t id);
 /* Is slot id used in address space as_id? 1 used, 0 free, -1 error (the VM
  * has no slot at all below 8 TiB: a probe that created one was undone). */
 int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_err *err);

@@ -186,6 +186,14 @@ int kvm_memslot_id_used(struct kvm_vm *vm, int as_id, uint32_t id, struct vmsh_e
 			  id, (long long)ret);
 }
 
+bool memslot_ids_cover(const struct memslot_ids *ids, uint32_t id)
+{
+	if (id >= ids->limit)
+		return true; /* no such id */
+	uint32_t top = ids->top_from ? ids->top_from : ids->limit; /* 0: the top not probed */
+	return id <= ids->max_probed || id >= top;
+}
+
 /* Stop after this many free ids in a row past the last used one: hypervisors
  * allocate ids from 0 upwards (qemu, firecracker, cloud-hypervisor, crosvm). */
 #define FREE_RUN_STOP 64

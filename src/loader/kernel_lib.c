@@ -923,6 +923,19 @@ static bool id_used(const struct memslot_ids *ids, unsigned long long id)
 	return false;
 }
 
+/* Is slot id in use? From the probe's list, or - an id between the low
+ * ids and the top ones it probed (below a run of free ids: a killed run's
+ * slot under later sessions that ended) - from a probe of that id. */
+static bool slot_in_use(struct kvm_vm *vm, const struct memslot_ids *ids, unsigned long long id)
+{
+	if (id_used(ids, id))
+		return true;
+	if (id >= 0x10000 || memslot_ids_cover(ids, (uint32_t)id))
+		return false;
+	struct vmsh_err e = { 0 };
+	return kvm_memslot_id_used(vm, 0, (uint32_t)id, &e) == 1;
+}
+
 /* Ask the waiting thread of an earlier run's library (channel at `at` in
  * the hypervisor; vmsh's entry at guest-physical `loc`, holding `entry`) to
  * end, and wait for its end: it sleeps in steps of VMSH_WAITER_POLL_MS. Its
@@ -998,7 +1011,7 @@ static int reap_one(struct kvm_vm *vm, struct guest_mem *gm, const struct guest_
 	const struct vmsh_lib_record *r = &c.rec;
 	if (r->magic != VMSH_RECORD_MAGIC || r->hva != m->start || r->chan_off != off || r->slot_size != KLIB_MEM_SIZE ||
 	    r->region_va < KERNEL_HOLE_START || r->region_va >= KERNEL_HOLE_END || (r->region_va & (GIB - 1)) ||
-	    r->table_index >= 512 || (r->table_gpa & 0xfff) || !id_used(ids, r->slot_id) || r->slot_id >= 0x10000) {
+	    r->table_index >= 512 || (r->table_gpa & 0xfff) || r->slot_id >= 0x10000 || !slot_in_use(vm, ids, r->slot_id)) {
 		log_info("a mapping at %#llx in the hypervisor looks like an earlier vmsh kernel library but its record "
 			 "does not check out: left alone", (unsigned long long)m->start);
 		return -1;

@@ -136,8 +136,8 @@ static int remember_site_map(struct tracer *t, const struct proc_map *m)
 
 static bool same_mapping(const struct proc_map *a, const struct proc_map *b)
 {
-	return a->start == b->start && a->end == b->end && a->offset == b->offset && a->inode == b->inode &&
-	       !strcmp(a->perms, b->perms) && !strcmp(a->path, b->path);
+	return a->start == b->start && a->end == b->end && a->offset == b->offset && a->dev == b->dev &&
+	       a->inode == b->inode && !strcmp(a->perms, b->perms) && !strcmp(a->path, b->path);
 }
 
 /* Does every mapping the sites were found in still exist as it was (the
@@ -528,8 +528,9 @@ int inject_setup(struct tracer *t, struct vmsh_err *err)
 	 * in each vCPU thread: no looking for more while the guest stands);
 	 * those of the last attachment if their mappings are unchanged */
 	size_t wanted = t->n_threads + 1 > SITES_MORE ? t->n_threads + 1 : SITES_MORE;
-	if (sites_unchanged(t, maps, n) && (t->n_sites >= wanted || t->sites_all)) {
+	if (sites_unchanged(t, maps, n) && t->n_sites >= wanted) {
 		memset(t->site_used, 0, MAX_SITES * sizeof(*t->site_used));
+		t->sites_all = false; /* mappings may have been added: more can be looked for */
 		log_debug("%zu places for injection stubs in process %d, as at the last attachment", t->n_sites,
 			  t->pid);
 	} else {

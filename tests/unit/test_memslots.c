@@ -344,6 +344,30 @@ static void test_probe_on_vm_without_low_slots_is_undone(void **state)
 	assert_int_equal(model_set_region(&vm, &undo, &br), -EINVAL);
 }
 
+/* What kvm_memslot_ids answers for: the low ids up to the last probed, and
+ * the top ones it probed downwards until a run of free ids; an id between
+ * (a killed run's slot below sessions that ended since) is not answered for
+ * and must be probed on its own (kernel_lib.c's reaper does). */
+static void test_probed_ids_cover_the_low_and_the_top_only(void **state)
+{
+	(void)state;
+	uint32_t used_ids[] = { 0, 1, 2, 32763 };
+	struct memslot_ids ids = { .ids = used_ids, .n = 4, .max_probed = 66, .top_from = 32755, .limit = 32764 };
+	assert_true(memslot_ids_cover(&ids, 0));
+	assert_true(memslot_ids_cover(&ids, 66));
+	assert_false(memslot_ids_cover(&ids, 67));
+	assert_false(memslot_ids_cover(&ids, 32740));
+	assert_false(memslot_ids_cover(&ids, 32754));
+	assert_true(memslot_ids_cover(&ids, 32755));
+	assert_true(memslot_ids_cover(&ids, 32763));
+	assert_true(memslot_ids_cover(&ids, 40000)); /* beyond the limit: no such id */
+	/* nothing probed at the top: top_from is the limit */
+	ids.top_from = ids.limit;
+	assert_false(memslot_ids_cover(&ids, 32763));
+	ids.top_from = 0; /* the same, as a zeroed record says it */
+	assert_false(memslot_ids_cover(&ids, 32763));
+}
+
 static void test_verdict_mapping(void **state)
 {
 	(void)state;
@@ -538,6 +562,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_reaches_every_branch),
 		cmocka_unit_test(test_slot_is_memory_probes),
+		cmocka_unit_test(test_probed_ids_cover_the_low_and_the_top_only),
 		cmocka_unit_test(test_probe_never_changes_and_answers_used_exactly),
 		cmocka_unit_test(test_probe_per_address_space),
 		cmocka_unit_test(test_probe_relies_on_unmappable_hva),

@@ -302,6 +302,7 @@ static void test_maps_line_file_with_spaces(void **state)
 	assert_int_equal(m.end, 0x7f0040000000ULL);
 	assert_string_equal(m.perms, "rw-s");
 	assert_int_equal(m.offset, 0x200000);
+	assert_int_equal(m.dev, (0xfdULL << 32) | 1); /* the same inode on another device is another file */
 	assert_int_equal(m.inode, 1835049);
 	assert_string_equal(m.path, "/var/lib/vm images/guest one.raw");
 }

@@ -223,12 +223,17 @@ static void test_stub_places_kept_while_their_mappings_stay(void **state)
 	assert_ptr_equal(t.sites, sites); /* kept, not looked for again */
 	assert_int_equal(t.n_sites, n);
 	assert_memory_equal(t.sites, first, n * sizeof(*first));
-	/* one of them "gone": another file in its place */
-	uint64_t inode = t.site_maps[0].inode;
+	/* one of them "gone": another file in its place, or the same inode
+	 * number on another device */
+	uint64_t inode = t.site_maps[0].inode, dev = t.site_maps[0].dev;
 	tracer_detach(&t);
 	t.site_maps[0].inode = inode + 1;
 	assert_int_equal(tracer_reattach(&t, &err), 0);
 	assert_int_equal(t.site_maps[0].inode, inode); /* read from the maps again */
+	tracer_detach(&t);
+	t.site_maps[0].dev = dev + 1;
+	assert_int_equal(tracer_reattach(&t, &err), 0);
+	assert_int_equal(t.site_maps[0].dev, dev);
 	assert_true(t.n_sites > 0);
 	end_sleeper(&t, pid);
 	assert_null(t.sites);
