@@ -193,6 +193,18 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The banner and every exported symbol with its value, as built. */
+static void assert_banner_and_exports(const struct guest_kernel *k)
+{
+	assert_string_equal(k->banner, BANNER);
+	assert_int_equal(k->ksyms.n, ARRAY_LEN(exported));
+	for (size_t i = 0; i < ARRAY_LEN(exported); i++) {
+		uint64_t v;
+		assert_int_equal(ksymtab_lookup(&k->ksyms, exported[i], &v), 0);
+		assert_int_equal(v, sym_value(exported[i]));
+	}
+}
+
 /* What must hold for a correctly found kernel, whichever root was used. */
 static void assert_kernel(struct guest *g)
 {
@@ -255,13 +267,7 @@ static void test_only_read_only_data_searched(void **state)
 	assert_int_equal(kernel_find_hinted(&g->gm, &c, NULL, 0, &g->k, NULL, &h, &err), 0);
 	assert_int_equal(g->k.scan_lo, 0x10000);
 	assert_int_equal(g->k.scan_hi, TEXT_PAGES * 0x1000ULL);
-	assert_string_equal(g->k.banner, BANNER);
-	assert_int_equal(g->k.ksyms.n, ARRAY_LEN(exported));
-	for (size_t i = 0; i < ARRAY_LEN(exported); i++) {
-		uint64_t v;
-		assert_int_equal(ksymtab_lookup(&g->k.ksyms, exported[i], &v), 0);
-		assert_int_equal(v, sym_value(exported[i]));
-	}
+	assert_banner_and_exports(&g->k);
 	assert_int_equal(h.banner_off, 0x30000);
 	assert_true(h.span_off >= 0x10000 && h.span_off + h.span_len >= 0x20000 && h.span_len < 0x30000);
 	kernel_free(&g->k);
@@ -286,13 +292,7 @@ static void check_read_only_runs(struct guest *g, enum image_perms perms, uint64
 		fail_msg("%s", err.msg);
 	assert_int_equal(g->k.scan_lo, lo);
 	assert_int_equal(g->k.scan_hi, hi);
-	assert_string_equal(g->k.banner, BANNER);
-	assert_int_equal(g->k.ksyms.n, ARRAY_LEN(exported));
-	for (size_t i = 0; i < ARRAY_LEN(exported); i++) {
-		uint64_t v;
-		assert_int_equal(ksymtab_lookup(&g->k.ksyms, exported[i], &v), 0);
-		assert_int_equal(v, sym_value(exported[i]));
-	}
+	assert_banner_and_exports(&g->k);
 	kernel_free(&g->k);
 	guest_mem_free(&g->gm);
 	free(g->ram);
