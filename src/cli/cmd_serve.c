@@ -156,10 +156,11 @@ int cmd_serve(int argc, char **argv)
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u)%s; "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
-		"%u + %u interrupts, %lu wake-ups of the %u serving threads%s, %llu guest-memory syscalls; removed in %.0f ms\n",
+		"%u + %u interrupts, %lu wake-ups of the %u serving threads%s, %llu guest-memory syscalls moving %llu bytes; removed in %.0f ms\n",
 		o.id, (unsigned long long)st.disk_sectors, st.blk_queues, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi[0], st.irq[0], con_line, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
 		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, st.serve_threads, lanes, (unsigned long long)st.serve_remote_calls,
+		(unsigned long long)st.serve_remote_bytes,
 		st.teardown_ns / 1e6);
 	rc = rc < 0 ? report_error("serve", &err) : 0;
 	term_signals_restore(&old);

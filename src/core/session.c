@@ -53,6 +53,7 @@ struct session {
 	struct dev_server srv;
 	bool srv_init;
 	uint64_t calls_at_start; /* guest memory's process_vm_readv/writev when the server started */
+	uint64_t bytes_at_start; /* and the bytes they had moved */
 	int con_fds[2]; /* [0] ours (server side), [1] the caller's */
 	struct vq_mem mem;
 	/* devices of an earlier run killed outright, taken over to be removed */
@@ -451,6 +452,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 		return vmsh_error(err, EINTR, "interrupted");
 	}
 	s->calls_at_start = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED);
+	s->bytes_at_start = __atomic_load_n(&s->info->mem.remote_bytes, __ATOMIC_RELAXED);
 	if (server_start(&s->srv, err) < 0) {
 		klib_go(&s->kl, VMSH_GO_GIVE_UP);
 		return -1;
@@ -580,8 +582,10 @@ static void free_local(struct session *s)
 	s->st->wakeups = s->srv_init ? server_wakeups(&s->srv) : 0;
 	for (unsigned l = 0; s->srv_init && l < s->srv.n_lanes && l < 4; l++)
 		s->st->lane_wakeups[l] = s->srv.lane[l].wakeups;
-	if (s->srv_init)
+	if (s->srv_init) {
 		s->st->serve_remote_calls = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED) - s->calls_at_start;
+		s->st->serve_remote_bytes = __atomic_load_n(&s->info->mem.remote_bytes, __ATOMIC_RELAXED) - s->bytes_at_start;
+	}
 	if (s->blk_init)
 		vdev_destroy(&s->blk);
 	if (s->con_init) {

@@ -61,6 +61,7 @@ struct session_stats {
 	unsigned serve_threads;    /* the device serving threads (one per request queue) */
 	unsigned long lane_wakeups[4]; /* of each of them (the first four) */
 	uint64_t serve_remote_calls; /* process_vm_readv/writev on guest memory from then on */
+	uint64_t serve_remote_bytes; /* the bytes they moved */
 };
 
 /* NULL on failure (err says why; whatever was added is removed again).

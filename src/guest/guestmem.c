@@ -111,6 +111,7 @@ static int batch_flush(struct guest_mem *gm, struct remote_batch *b, bool write)
 		return 0;
 	ssize_t done = write ? remote_writev(gm->pid, b->loc, b->rem, b->n) : remote_readv(gm->pid, b->loc, b->rem, b->n);
 	__atomic_fetch_add(&gm->remote_calls, 1, __ATOMIC_RELAXED); /* the device thread's and the session's */
+	__atomic_fetch_add(&gm->remote_bytes, done > 0 ? (uint64_t)done : 0, __ATOMIC_RELAXED);
 	if (!write) {
 		__atomic_fetch_add(&gm->reads, 1, __ATOMIC_RELAXED); /* from every serving thread */
 		__atomic_fetch_add(&gm->bytes_read, done > 0 ? (uint64_t)done : 0, __ATOMIC_RELAXED);

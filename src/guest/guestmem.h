@@ -27,6 +27,7 @@ struct guest_mem {
 	size_t n, cap;
 	uint64_t reads, bytes_read; /* statistics */
 	uint64_t remote_calls;       /* process_vm_readv/writev made */
+	uint64_t remote_bytes;       /* and the bytes they moved, either way */
 	/* While memmap_bootstrap tests a candidate mapping, reads may use
 	 * ranges not verified yet (content checks need them); writes never. */
 	bool probing;

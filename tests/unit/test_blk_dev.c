@@ -72,6 +72,14 @@ static void put_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, ui
 	memcpy(guest + DESC + 16 * i + 14, &next, 2);
 }
 
+static void put_desc_at(uint64_t table, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	memcpy(guest + table + 16 * i, &addr, 8);
+	memcpy(guest + table + 16 * i + 8, &len, 4);
+	memcpy(guest + table + 16 * i + 12, &flags, 2);
+	memcpy(guest + table + 16 * i + 14, &next, 2);
+}
+
 static void busy_device(void)
 {
 	memset(guest, 0, sizeof(guest));
@@ -327,6 +335,179 @@ static void test_queues_are_served_in_parallel(void **state)
 	runaway = true;
 }
 
+/* A hostile driver on one queue of several: a chain that loops in queue 1
+ * breaks queue 1 (and asks the driver for a reset), while queue 0's request
+ * in the same wake-up is served as usual. */
+static void test_a_hostile_queue_breaks_only_itself(void **state)
+{
+	(void)state;
+	memset(guest, 0, sizeof(guest));
+	runaway = false;
+	uint32_t hdr[4] = { VIRTIO_BLK_T_FLUSH, 0, 0, 0 };
+	memcpy(guest + HDR, hdr, sizeof(hdr));
+	const uint64_t q0 = 0x6000, q1 = 0x9000;
+	one_flush(q0, STATUS);
+	one_flush(q1, STATUS + 8);
+	uint16_t f_next = VIRTQ_DESC_F_NEXT, zero = 0;
+	memcpy(guest + q1 + 16 + 12, &f_next, 2); /* desc 1 -> next 0: a loop */
+	memcpy(guest + q1 + 16 + 14, &zero, 2);
+	disk.num_queues = 2;
+	blk_dev_init(&dev, &disk, &mem, page, 0xd0000000);
+	disk.num_queues = 0;
+	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, q0, q0 + 0x1000, q0 + 0x2000, false), 0);
+	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, q1, q1 + 0x1000, q1 + 0x2000, false), 0);
+	dev.vq_live[0] = dev.vq_live[1] = true;
+	dev.driver_ok = true;
+	vdev_kick(&dev, 0x3);
+	assert_true(dev.vq[1].broken);
+	assert_true(dev.regs.status & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(guest[STATUS + 8], 0xee); /* nothing answered there */
+	assert_int_equal(used_idx_in_guest(q1 + 0x2000), 0);
+	assert_false(dev.vq[0].broken);
+	assert_int_equal(used_idx_in_guest(q0 + 0x2000), 1);
+	assert_int_equal(guest[STATUS], VIRTIO_BLK_S_OK);
+	vdev_destroy(&dev);
+	runaway = true;
+}
+
+/* Disk callbacks for the storm below: every access inside the disk, or
+ * the test fails (counted: the serving threads make no cmocka calls). */
+#define STORM_SECTORS 64
+static uint8_t storm_disk[STORM_SECTORS * BLK_SECTOR];
+static volatile int storm_outside, storm_requests;
+static int storm_io(uint64_t off, size_t len)
+{
+	if (off > sizeof(storm_disk) || len > sizeof(storm_disk) - off)
+		__atomic_fetch_add(&storm_outside, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&storm_requests, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+static int storm_read(void *o, uint64_t off, void *b, size_t len)
+{
+	(void)o;
+	if (storm_io(off, len) == 0 && off <= sizeof(storm_disk) && len <= sizeof(storm_disk) - off)
+		memcpy(b, storm_disk + off, len);
+	return 0;
+}
+static int storm_write(void *o, uint64_t off, const void *b, size_t len)
+{
+	(void)o;
+	if (storm_io(off, len) == 0 && off <= sizeof(storm_disk) && len <= sizeof(storm_disk) - off)
+		memcpy(storm_disk + off, b, len);
+	return 0;
+}
+static int storm_flush(void *o)
+{
+	(void)o;
+	return storm_io(0, 0);
+}
+static int storm_zero(void *o, uint64_t off, uint64_t len)
+{
+	(void)o;
+	return storm_io(off, len);
+}
+
+/* One queue's rings at base full of requests (header, data, status
+ * chains): mostly well formed, of every type, near the disk's end or past
+ * it; now and then a corrupted descriptor or ring entry. */
+static void storm_fill(struct unit_rng *rng, uint64_t base, uint64_t hdrs, uint64_t data)
+{
+	memset(guest + base, 0, 0x3000);
+	unsigned n = 1 + (unsigned)unit_rand_below(rng, QSIZE / 3);
+	for (unsigned k = 0; k < n; k++) {
+		static const uint32_t types[] = { VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH,
+						  VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES, 77 };
+		uint32_t type = types[unit_rand_below(rng, 7)];
+		uint64_t sector = unit_rand_below(rng, 8) ? unit_rand_below(rng, STORM_SECTORS + 4) : unit_rand64(rng);
+		uint32_t h[4] = { type, 0, 0, 0 };
+		memcpy(h + 2, &sector, 8);
+		memcpy(guest + hdrs + 16 * k, h, sizeof(h));
+		uint32_t len = unit_rand_below(rng, 8) ? 512 * (1 + (uint32_t)unit_rand_below(rng, 2))
+						       : (uint32_t)unit_rand_below(rng, 1100);
+		uint64_t seg[2] = { unit_rand_below(rng, 2) ? unit_rand_below(rng, STORM_SECTORS) : unit_rand64(rng),
+				    unit_rand_below(rng, 16) }; /* a discard's sector, count and flags */
+		memcpy(guest + data + 1024 * k, seg, sizeof(seg));
+		uint16_t w = type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_GET_ID ? VIRTQ_DESC_F_WRITE : 0;
+		unsigned d = 3 * k;
+		put_desc_at(base, d, hdrs + 16 * k, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(d + 1));
+		put_desc_at(base, d + 1, data + 1024 * k, len, (uint16_t)(w | VIRTQ_DESC_F_NEXT), (uint16_t)(d + 2));
+		put_desc_at(base, d + 2, STATUS + 64 * (base == 0x6000) + k, 1, VIRTQ_DESC_F_WRITE, 0);
+		uint16_t head = (uint16_t)d;
+		memcpy(guest + base + 0x1000 + 4 + 2 * k, &head, 2);
+	}
+	uint16_t idx = (uint16_t)n;
+	memcpy(guest + base + 0x1000 + 2, &idx, 2);
+	if (unit_rand_below(rng, 4) == 0) /* a corrupted byte in the table or the ring */
+		guest[base + (unit_rand_below(rng, 2) ? 0 : 0x1000) + unit_rand_below(rng, 16 * QSIZE)] ^=
+			(uint8_t)(1 + unit_rand_below(rng, 255));
+}
+
+/* Two queues, each served by a thread of its own, in 300 rounds: both
+ * filled with requests of every kind (storm_fill), both notified, and
+ * while the threads serve them the guest keeps rewriting both queues'
+ * tables and rings at random. Nothing outside the disk or guest memory is
+ * touched (the sanitizer build checks the latter), a broken queue is
+ * reported to the driver, the threads stop when asked, and requests are
+ * served in both queues. */
+static void test_hostile_rings_in_two_queues_served_at_once(void **state)
+{
+	(void)state;
+	runaway = false;
+	in_thread = true;
+	const uint64_t qb[2] = { 0x6000, 0xa000 }, hdrs[2] = { 0x4000, 0x4400 }, data[2] = { 0xd000, 0xe800 };
+	struct blk_disk storm = { .sectors = STORM_SECTORS, .id = "t", .num_queues = 2,
+				  .be = { .read = storm_read, .write = storm_write, .flush = storm_flush,
+					  .discard = storm_zero, .write_zeroes = storm_zero } };
+	struct unit_rng rng = { 13 };
+	unsigned served[2] = { 0, 0 }, broke = 0;
+	for (int round = 0; round < 300; round++) {
+		memset(guest, 0, sizeof(guest));
+		for (int q = 0; q < 2; q++)
+			storm_fill(&rng, qb[q], hdrs[q], data[q]);
+		blk_dev_init(&dev, &storm, &mem, page, 0xd0000000);
+		for (int q = 0; q < 2; q++) {
+			assert_int_equal(vq_init(&dev.vq[q], &mem, QSIZE, qb[q], qb[q] + 0x1000, qb[q] + 0x2000, false), 0);
+			dev.vq_live[q] = true;
+			assert_true((dev.notify[q].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0);
+		}
+		dev.driver_ok = true;
+		struct dev_server srv;
+		struct vdev *devs[] = { &dev };
+		struct vmsh_err err = { 0 };
+		assert_int_equal(server_init(&srv, devs, 1, 2, &err), 0);
+		assert_int_equal(srv.n_lanes, 2);
+		assert_int_equal(server_start(&srv, &err), 0);
+		uint64_t one = 1;
+		for (int q = 0; q < 2; q++)
+			assert_int_equal(write(dev.notify[q].local, &one, 8), 8);
+		/* the guest rewrites its rings while they are served */
+		for (int i = 0; i < 4; i++) {
+			usleep(20);
+			uint64_t base = qb[unit_rand_below(&rng, 2)];
+			uint64_t at = base + (unit_rand_below(&rng, 2) ? 0 : 0x1000) + unit_rand_below(&rng, 16 * QSIZE);
+			__atomic_store_n(&guest[at], (uint8_t)unit_rand64(&rng), __ATOMIC_RELAXED);
+		}
+		alarm(10);
+		server_stop(&srv);
+		alarm(0);
+		for (int q = 0; q < 2; q++) {
+			served[q] += dev.vq[q].used_idx;
+			broke += dev.vq[q].broken;
+			if (dev.vq[q].broken)
+				assert_true(dev.regs.status & VIRTIO_STATUS_NEEDS_RESET);
+			close(dev.notify[q].local);
+			dev.notify[q].local = -1;
+		}
+		vdev_destroy(&dev);
+	}
+	in_thread = false;
+	assert_int_equal(storm_outside, 0);
+	assert_true(storm_requests > 0);
+	assert_true(served[0] > 100 && served[1] > 100);
+	assert_true(broke > 0); /* the corruptions were seen as such */
+	runaway = true;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -335,6 +516,8 @@ int main(void)
 		cmocka_unit_test(test_each_queue_is_served),
 		cmocka_unit_test(test_busy_queue_does_not_pin_the_server),
 		cmocka_unit_test(test_queues_are_served_in_parallel),
+		cmocka_unit_test(test_a_hostile_queue_breaks_only_itself),
+		cmocka_unit_test(test_hostile_rings_in_two_queues_served_at_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

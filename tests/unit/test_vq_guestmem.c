@@ -39,9 +39,11 @@ static void test_a_request_is_one_call(void **state)
 	v[126] = (struct vq_iov){ GPA + 159 * 4096, &status, 1 };
 	v[127] = (struct vq_iov){ GPA + 159 * 4096 + 8, &used, 8 };
 	v[128] = (struct vq_iov){ GPA + 159 * 4096 + 2, &idx, 2 };
-	uint64_t calls = gm.remote_calls;
+	uint64_t calls = gm.remote_calls, bytes = gm.remote_bytes;
 	assert_int_equal(mem.writev(mem.opaque, v, 129), 0);
 	assert_int_equal(gm.remote_calls - calls, 1);
+	/* the bytes moved are counted (the bench's bytes copied per byte served) */
+	assert_int_equal(gm.remote_bytes - bytes, 126 * 4096 + 1 + 8 + 2);
 	for (size_t i = 0; i < 126; i++)
 		assert_int_equal(ram[(i % 80) * 2 * 4096 + (i >= 80 ? 4096 : 0) + 100], (uint8_t)(i + 1));
 	assert_memory_equal(ram + 159 * 4096 + 8, &used, 8);
@@ -50,8 +52,10 @@ static void test_a_request_is_one_call(void **state)
 	for (size_t i = 0; i < 126; i++)
 		v[i].buf = back[i];
 	calls = gm.remote_calls;
+	bytes = gm.remote_bytes;
 	assert_int_equal(mem.readv(mem.opaque, v, 126), 0);
 	assert_int_equal(gm.remote_calls - calls, 1);
+	assert_int_equal(gm.remote_bytes - bytes, 126 * 4096);
 	assert_memory_equal(back, data, sizeof(data));
 	/* a piece outside guest memory: refused */
 	struct vq_iov bad = { GPA + PAGES * 4096, &status, 1 };
