@@ -27,18 +27,30 @@ Each round measures, in this order: the guest's own disk (qemu-blk, vmsh
 not attached); `vmsh serve` of the SAME backing file with the jobs on
 vmsh's disk (vmsh-blk) and on the guest's own disk while vmsh is attached
 (serving, untraced); the guest's own disk once more with vmsh gone
-(qemu-blk again). Rounds repeat that (A B A B ...); the table gives medians
-with the interquartile range and the ratios of medians:
+(qemu-blk again). Rounds repeat that (A B A B ...). The table gives medians
+with the interquartile range, and PAIRED ratios: each round's measurement
+over the mean of the same round's qemu-blk and qemu-blk again (a slow
+minute of the machine then hits both sides of a ratio), their median and
+interquartile range over the rounds:
   vmsh-blk / qemu-blk          (issue 13: >= 1.0 with memfd RAM, >= 0.9 anonymous)
   own disk attached / not      (>= 0.98)
-Self-check: qemu-blk and qemu-blk again are the same configuration; where
-their medians differ by more than 5 % the machine was too noisy for that
-job to decide a few-percent question, and the output says so and by how
-much. Not a pass/fail test."""
+Self-check: qemu-blk and qemu-blk again are the same configuration; the
+ratio formed the same way from the two must be within 5 % of 1, else the
+machine was too noisy for that job to decide a few-percent question, and
+the output says so and by how much. Not a pass/fail test.
+
+--count-syscalls then measures, per guest request and in runs of their
+own: host syscalls (strace -c -f) of vmsh's serving process and of the
+guest's qemu; untraced, the guest's exits (KVM's counters), the host CPU
+time of the hypervisor's vCPU threads, of its other threads and of vmsh,
+and the bytes host syscalls copied per byte the disk served (vmsh counts
+its process_vm_readv/writev; read/write syscalls from /proc/PID/io): what
+a request costs whatever the machine's speed."""
 import argparse
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -130,17 +142,78 @@ def kvm_stats(host):
     return {k: int(v) for k, v in (ln.split(":", 1) for ln in out.split())}
 
 
-def count_exits(host, guest, chroot, dev, job, runtime, size_mb):
-    """Guest exits (and of them the nested page faults: MMIO writes such as
-    a queue notification or an interrupt acknowledgement) per guest I/O
-    request of one fio job. Host-independent: what the guest's driver and
-    the device model make the vCPU do per request. The ramp second and the
-    guest's timer and console are counted too (the same for both sides)."""
-    before = kvm_stats(host)
-    f = fio_terse(guest, chroot, dev, job, runtime, size_mb)
-    after = kvm_stats(host)
-    ios = (float(f[5]) + float(f[46])) / (int(job[2].rstrip("k")))
-    return {k: (after[k] - before[k]) / max(ios, 1) for k in EXIT_STATS}
+def proc_costs(host, pid):
+    """CPU time (clock ticks) of process `pid` so far: in all (its threads
+    that ended included) and of its vCPU threads (those with guest time);
+    and the bytes its read/write syscalls moved (/proc/PID/io rchar +
+    wchar)."""
+    # /proc/PID/stat after the command's name: utime, stime at 12 and 13,
+    # guest_time at 41
+    out = host.check(f"sed 's/.*) //' /proc/{pid}/stat | cut -d' ' -f12,13; "
+                     f"for t in /proc/{pid}/task/*; do sed 's/.*) //' $t/stat | cut -d' ' -f12,13,41; done; "
+                     f"grep -E '^(rchar|wchar)' /proc/{pid}/io | cut -d' ' -f2")
+    rows = [list(map(int, ln.split())) for ln in out.split("\n") if ln.strip()]
+    return {"cpu": sum(rows[0]), "vcpu": sum(r[0] + r[1] for r in rows[1:] if len(r) == 3 and r[2] > 0),
+            "io": sum(r[0] for r in rows if len(r) == 1)}
+
+
+def disk_requests(guest, dev):
+    """Requests the guest's disk `dev` completed so far, and the bytes they
+    moved (/sys/block/DEV/stat: reads, sectors read, writes, sectors
+    written)."""
+    f = guest.console(f"cat /sys/block/{dev}/stat").split()
+    return int(f[0]) + int(f[4]), (int(f[2]) + int(f[6])) * 512
+
+
+def count_costs(host, guest, chroot, dev, job, runtime, size_mb, vmsh_pid=None):
+    """Per request of the guest's disk during one fio job, in a run of its
+    own (untraced): the guest's exits (and of them the nested page faults,
+    the MMIO writes such as a queue notification or an interrupt
+    acknowledgement) from KVM's counters; host CPU time (microseconds) of
+    the hypervisor's vCPU threads (the guest's own run time and its exits'
+    handling), of its other threads (qemu-blk's I/O) and of vmsh's serving
+    process; and the bytes the hypervisor's and vmsh's read/write syscalls
+    moved per byte the disk served (vmsh's process_vm_readv/writev are
+    counted by vmsh serve itself). Host-independent: what each request
+    costs, whatever the machine's speed. The guest's timer and console
+    during the run are counted too (the same for both sides)."""
+    tck = int(host.check("getconf CLK_TCK"))
+    r0 = disk_requests(guest, dev)
+    before = kvm_stats(host), proc_costs(host, guest.pid), vmsh_pid and proc_costs(host, vmsh_pid)
+    fio_terse(guest, chroot, dev, job, runtime, size_mb)
+    after = kvm_stats(host), proc_costs(host, guest.pid), vmsh_pid and proc_costs(host, vmsh_pid)
+    r1 = disk_requests(guest, dev)
+    ios, data = max(r1[0] - r0[0], 1), max(r1[1] - r0[1], 1)
+    per = {k: (after[0][k] - before[0][k]) / ios for k in EXIT_STATS}
+    us = 1e6 / tck / ios
+    q0, q1 = before[1], after[1]
+    per["vcpu_us"] = (q1["vcpu"] - q0["vcpu"]) * us
+    per["hv_io_us"] = ((q1["cpu"] - q1["vcpu"]) - (q0["cpu"] - q0["vcpu"])) * us
+    per["vmsh_us"] = (after[2]["cpu"] - before[2]["cpu"]) * us if vmsh_pid else 0.0
+    per["hv_bytes"] = (q1["io"] - q0["io"]) / data
+    per["vmsh_bytes"] = (after[2]["io"] - before[2]["io"]) / data if vmsh_pid else 0.0
+    per["data"], per["requests"] = data, ios
+    return per
+
+
+def vmsh_costs(host, vmsh, guest, chroot, backing, job, a, ident):
+    """count_costs of one job on vmsh's disk, vmsh serve attached for that
+    job alone: its own count of the bytes process_vm_readv/writev moved
+    (guest memory that is the hypervisor's anonymous memory) joins the
+    bytes copied."""
+    with Served(host, vmsh, guest, backing, ident=ident) as s:
+        worker = host.check(f"pgrep -P {s.pid}").split()[0]
+        c = count_costs(host, guest, chroot, s.dev, job, a.runtime, a.size, vmsh_pid=worker)
+    m = re.search(r"guest-memory syscalls moving (\d+) bytes", s.text)
+    c["vmsh_bytes"] += int(m[1]) / max(c["data"], 1) if m else float("nan")
+    return c
+
+
+def paired(num, den1, den2):
+    """Per-round ratios num[r] / mean(den1[r], den2[r]): each round's
+    measurement against the same round's reference, so that a slow minute
+    of the machine hits both; their median and interquartile range."""
+    return quartiles([n / ((d1 + d2) / 2) for n, d1, d2 in zip(num, den1, den2)])
 
 
 def fmt(xs, unit):
@@ -168,7 +241,7 @@ def main():
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--l1-smp", type=int, default=1, help="vCPUs of the emulated KVM host")
     ap.add_argument("--count-syscalls", action="store_true",
-                    help="afterwards, count host syscalls per request (strace) of vmsh and of qemu")
+                    help="afterwards, host syscalls, guest exits, host CPU time and bytes copied per request, vmsh and qemu")
     ap.add_argument("--memfd", action="store_true",
                     help="guest RAM in a shared memfd (vmsh then does zero-copy I/O) instead of anonymous memory")
     ap.add_argument("--compare", metavar="VMSH",
@@ -226,29 +299,35 @@ def main():
         noisy = []
         if a.rounds:
             print("\n" + head)
-            print(f"{'job':20s} {'qemu-blk':>20s} {'vmsh-blk':>20s} {'ratio':>6s} {'own+vmsh':>20s} {'ratio':>6s}"
-                  f" {'self-check':>10s}")
+            print(f"{'job':20s} {'qemu-blk':>20s} {'vmsh-blk':>20s} {'vmsh/qemu [IQR]':>18s} {'own+vmsh':>20s}"
+                  f" {'own+vmsh/qemu':>18s} {'self-check [IQR]':>20s}")
             for name, _, _, _, metric in jobs:
                 unit = "MB/s" if metric == "bw" else "IOPS"
-                q = res["qemu-blk"][name] + res["qemu-blk-again"][name]
-                qm = quartiles(q)[0]
+                q1, q2 = res["qemu-blk"][name], res["qemu-blk-again"][name]
                 v, o = res["vmsh-blk"][name], res["own+vmsh"][name]
-                a1, a2 = quartiles(res["qemu-blk"][name])[0], quartiles(res["qemu-blk-again"][name])[0]
-                drift = abs(a1 - a2) / ((a1 + a2) / 2)
+                rv, ro = paired(v, q1, q2), paired(o, q1, q2)
+                # the same configuration twice: qemu-blk against qemu-blk again,
+                # round by round, as the ratios above are formed
+                sc = quartiles([x / ((x + y) / 2) for x, y in zip(q1, q2)])
+                drift = abs(sc[0] - 1) * 2  # |a - b| / mean of the round's pair
                 if drift > 0.05:
                     noisy.append((name, drift))
-                print(f"{name:20s} {fmt(q, unit):>20s} {fmt(v, unit):>20s} {quartiles(v)[0] / qm:6.2f}"
-                      f" {fmt(o, unit):>20s} {quartiles(o)[0] / qm:6.2f} {drift:9.1%}{'!' if drift > 0.05 else ' '}"
-                      f"  ({unit})")
+                print(f"{name:20s} {fmt(q1 + q2, unit):>20s} {fmt(v, unit):>20s}"
+                      f" {rv[0]:6.2f} [{rv[1]:.2f}-{rv[2]:.2f}] {fmt(o, unit):>20s}"
+                      f" {ro[0]:6.2f} [{ro[1]:.2f}-{ro[2]:.2f}]"
+                      f" {drift:6.1%}{'!' if drift > 0.05 else ' '} [{abs(sc[1] - sc[2]) * 2:.0%}]  ({unit})")
             if a.compare:
                 print(f"\nvmsh-blk of {vmsh} (A) against {a.compare} {a.b_serve_args} (B), the same rounds:")
                 for name, _, _, _, metric in jobs:
                     unit = "MB/s" if metric == "bw" else "IOPS"
                     va, vb = res["vmsh-blk"][name], res["vmsh-blk B"][name]
+                    ab = paired(va, vb, vb)
                     print(f"{name:20s} A {fmt(va, unit):>20s}  B {fmt(vb, unit):>20s}  A/B "
-                          f"{quartiles(va)[0] / quartiles(vb)[0]:5.2f}  ({unit})")
-            print("qemu-blk: both of its passes pooled; ratios: median / qemu-blk median; self-check: the"
-                  " medians of qemu-blk and qemu-blk again, |a - b| / mean")
+                          f"{ab[0]:5.2f} [{ab[1]:.2f}-{ab[2]:.2f}]  ({unit})")
+            print("qemu-blk: both of its passes pooled. Ratios are paired: each round's vmsh-blk (own+vmsh) over the"
+                  " mean of the same round's qemu-blk and qemu-blk again, median [interquartile range] over the"
+                  " rounds. Self-check: qemu-blk against qemu-blk again formed the same way, |a - b| / mean of"
+                  " the median round, [the spread of that over the rounds]")
             if noisy:
                 print("TOO NOISY TO DECIDE a few-percent question for: " +
                       ", ".join(f"{n} (the same configuration differed by {d:.1%})" for n, d in noisy))
@@ -265,26 +344,36 @@ def main():
                     counts[job[0]] = {"vmsh": count_syscalls(host, g, chroot, s.dev, worker, job, a.runtime, a.size)}
             for job in cjobs:
                 counts[job[0]]["qemu"] = count_syscalls(host, g, chroot, own, g.pid, job, a.runtime, a.size)
-            with Served(host, vmsh, g, backing, ident="benchexits") as s:
-                for job in cjobs:
-                    counts[job[0]]["vmsh exits"] = count_exits(host, g, chroot, s.dev, job, a.runtime, a.size)
-            for job in cjobs:
-                counts[job[0]]["qemu exits"] = count_exits(host, g, chroot, own, job, a.runtime, a.size)
+            for job in jobs:
+                c = counts.setdefault(job[0], {})
+                c["vmsh costs"] = vmsh_costs(host, vmsh, g, chroot, backing, job, a, f"benchcost{job[0][:8]}")
+                c["qemu costs"] = count_costs(host, g, chroot, own, job, a.runtime, a.size)
             print("\nhost syscalls per guest request (strace -c -f, a run of its own; qemu: the guest's whole"
                   " qemu process, 'w/o ioctl' leaves out its vCPUs' KVM_RUN)")
             print(f"{'job':20s} {'vmsh':>8s} {'qemu':>8s} {'qemu w/o ioctl':>15s}   vmsh's most frequent")
             for name, c in counts.items():
+                if "vmsh" not in c:
+                    continue
                 v, q = c["vmsh"], c["qemu"]
                 print(f"{name:20s} {v[0]:8.1f} {q[0]:8.1f} {q[1]:15.1f}   "
                       + ", ".join(f"{k} {n}" for k, n in v[2]))
-            print("\nguest exits per request (KVM's counters, runs of their own, untraced; 'page faults' are the"
-                  " MMIO writes: queue notifications and vmsh's interrupt acknowledgements)")
-            print(f"{'job':20s} {'vmsh exits':>11s} {'qemu exits':>11s} {'vmsh p.f.':>10s} {'qemu p.f.':>10s}"
-                  f" {'vmsh irqs':>10s} {'qemu irqs':>10s}")
+            print("\nper guest request, vmsh-blk | qemu-blk (runs of their own, untraced): guest exits and of them"
+                  " nested page faults (MMIO writes: queue notifications, vmsh's interrupt acknowledgements);"
+                  " host CPU time in microseconds of the hypervisor's vCPU threads (the guest running and its"
+                  " exits handled), of its other threads (qemu-blk's I/O) and of vmsh; bytes copied by host"
+                  " syscalls per byte the guest read or wrote")
+            print(f"{'job':20s} {'exits':>13s} {'page faults':>13s} {'vCPU us':>15s} {'hv I/O us':>13s}"
+                  f" {'vmsh us':>8s} {'CPU us in all':>15s} {'bytes copied':>13s}")
             for name, c in counts.items():
-                v, q = c["vmsh exits"], c["qemu exits"]
-                print(f"{name:20s} {v['exits']:11.2f} {q['exits']:11.2f} {v['pf_taken']:10.2f} {q['pf_taken']:10.2f}"
-                      f" {v['irq_injections']:10.2f} {q['irq_injections']:10.2f}")
+                if "vmsh costs" not in c:
+                    continue
+                v, q = c["vmsh costs"], c["qemu costs"]
+                tv = v["vcpu_us"] + v["hv_io_us"] + v["vmsh_us"]
+                tq = q["vcpu_us"] + q["hv_io_us"]
+                print(f"{name:20s} {v['exits']:5.2f} | {q['exits']:5.2f} {v['pf_taken']:5.2f} | {q['pf_taken']:5.2f}"
+                      f" {v['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {v['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
+                      f" {v['vmsh_us']:8.0f} {tv:6.0f} | {tq:6.0f}"
+                      f" {v['hv_bytes'] + v['vmsh_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"head": head, "results": res, "rounds": a.rounds, "runtime": a.runtime,

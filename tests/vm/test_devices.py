@@ -164,10 +164,13 @@ def test_console_carries_10mb_each_way(dev_guest, host, vmsh_bin):
 # must be found: see README, Devices)
 @pytest.mark.parametrize("machine,kernel", [("pc", "6.1"),  # microvm: check-matrix (make check's 30 minutes)
                                             pytest.param("microvm", "6.12", marks=pytest.mark.matrix)])
-def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine, kernel):
-    """fio writes and verifies through vmsh's disk, with one request queue
-    and with multiqueue (a 2-vCPU guest, two queues: two jobs on different
-    CPUs then, each queue served by a thread of its own)."""
+def test_block_device_with_one_queue_and_with_multiqueue(guest_factory, host, vmsh_bin, machine, kernel):
+    """The block device's checks with one request queue and with multiqueue
+    (a 2-vCPU guest, two queues: two jobs on different CPUs then, each
+    queue served by a thread of its own): fio writes and verifies through
+    vmsh's disk; the whole disk read in the guest has the host file's
+    checksum; a discard reads as zeros in the host file; a read-only disk
+    refuses writes and stays unchanged."""
     img = tools_image.build()
     guest = guest_factory(machine=machine, kernel=kernel, smp=2,
                           extra_qemu_args=tools_image.qemu_args(machine, img))
@@ -190,6 +193,18 @@ def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine
                                 f"--verify_fatal=1 --do_verify=1 --group_reporting 2>&1", 900)
             assert "err= 0" in out, out
             assert "verify failed" not in out and "bad magic" not in out, out
+            # what the guest reads is what the host file holds, byte for byte
+            want = host.check(f"sha256sum {disk}").split()[0]
+            assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == want
+            # a discard spread over both queues' CPUs: zeros in the host file
+            # where fio's data was
+            zeros = host.check(f"head -c {MB} /dev/zero | sha256sum").split()[0]
+            for at in (8, 24):
+                assert host.check(f"dd if={disk} bs=1M skip={at} count=1 2>/dev/null | sha256sum").split()[0] != zeros
+            guest.console(f"taskset -c 1 blkdiscard -o {8 * MB} -l {MB} /dev/{s.dev} && "
+                          f"taskset -c 0 blkdiscard -o {24 * MB} -l {MB} /dev/{s.dev}")
+            for at in (8, 24):
+                assert host.check(f"dd if={disk} bs=1M skip={at} count=1 2>/dev/null | sha256sum").split()[0] == zeros
             assert tracer_pid(host, guest.pid) == 0
         assert s.status == 0, s.text
         assert f"{queues} request queues" in s.text, s.text
@@ -199,3 +214,15 @@ def test_fio_verify_over_the_block_device(guest_factory, host, vmsh_bin, machine
         if queues > 1:
             lanes = [int(n) for n in m[1].split(" + ")]
             assert len(lanes) == queues and min(lanes) > 0, s.text
+        # read-only, a writer on each CPU
+        digest = host.check(f"sha256sum {disk}").split()[0]
+        with Served(host, vmsh_bin, guest, disk, "--ro", "--no-console", *args) as s:
+            assert guest.console(f"ls /sys/block/{s.dev}/mq | wc -l").strip() == str(queues)
+            assert guest.console(f"cat /sys/block/{s.dev}/ro").strip() == "1"
+            for cpu in (0, 1):
+                rc, out = guest.console_status(f"taskset -c {cpu} dd if=/dev/zero of=/dev/{s.dev} bs=4096 count=1 "
+                                               f"oflag=direct 2>&1")
+                assert rc != 0, out
+            assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
+        assert s.status == 0, s.text
+        assert host.check(f"sha256sum {disk}").split()[0] == digest
