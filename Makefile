@@ -35,7 +35,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 PYTEST ?= /usr/bin/python3 -m pytest
 
-.PHONY: FORCE install man deb all san bench-lanes check-bench-smoke check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak eval eval-quick clean fixtures
+.PHONY: FORCE install man deb all san bench-lanes bench-poll check-bench-smoke check check-unit check-kernel check-api check-api-relay check-api-kvm check-vm check-matrix soak eval eval-quick clean fixtures
 all: $(BUILD)/vmsh
 san: $(BUILD)/san/vmsh
 
@@ -197,10 +197,15 @@ $(BUILD)/blk_lanes: bench/blk_lanes.c $(BUILD)/libvmsh.a
 bench-lanes: $(BUILD)/blk_lanes
 	$(BUILD)/blk_lanes $(LANES_ARGS)
 	$(BUILD)/blk_lanes --shared $(LANES_ARGS)
+# adaptive polling (vmsh serve --poll-us) against none, one request in flight
+bench-poll: $(BUILD)/blk_lanes
+	$(BUILD)/blk_lanes --queues 1 --depth 1 --poll-us 50 $(LANES_ARGS)
+	$(BUILD)/blk_lanes --queues 1 --depth 1 --poll-us 50 --shared $(LANES_ARGS)
 # in make check: a short run, so that it cannot rot (it fails on any failed request)
 check-bench-smoke: $(BUILD)/blk_lanes
 	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --disk-mib 16
 	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --disk-mib 16 --shared
+	$(BUILD)/blk_lanes --rounds 1 --seconds 0.2 --disk-mib 16 --queues 1 --depth 1 --poll-us 50
 
 $(BUILD)/kvm_plumbing: tests/api/kvm_plumbing.c $(BUILD)/san/libvmsh.a
 	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -o $@ $^ $(LIBS)

@@ -204,9 +204,12 @@ def vmsh_costs(host, vmsh, guest, chroot, backing, job, a, ident):
     with Served(host, vmsh, guest, backing, ident=ident) as s:
         worker = host.check(f"pgrep -P {s.pid}").split()[0]
         c = count_costs(host, guest, chroot, s.dev, job, a.runtime, a.size, vmsh_pid=worker)
+        # and the guest's own disk while vmsh is attached: what vmsh adds to
+        # its requests (nothing moves through vmsh there)
+        own = count_costs(host, guest, chroot, a.own_dev, job, a.runtime, a.size, vmsh_pid=worker)
     m = re.search(r"guest-memory syscalls moving (\d+) bytes", s.text)
     c["vmsh_bytes"] += int(m[1]) / max(c["data"], 1) if m else float("nan")
-    return c
+    return c, own
 
 
 def paired(num, den1, den2):
@@ -271,6 +274,7 @@ def main():
         g = harness.Guest.start(host, a.machine, a.kernel, name="vmsh-bench", smp=a.smp, extra_qemu_args=extra)
         chroot = tools_image.mount_in_guest(g)
         own = g.console("for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = owndisk ] && echo ${d##*/}; done").strip()
+        a.own_dev = own
         cfgs = ("qemu-blk", "vmsh-blk", "own+vmsh", "qemu-blk-again") + (("vmsh-blk B",) if a.compare else ())
         res = {c: {j[0]: [] for j in jobs} for c in cfgs}
         serve_lines = []
@@ -346,7 +350,8 @@ def main():
                 counts[job[0]]["qemu"] = count_syscalls(host, g, chroot, own, g.pid, job, a.runtime, a.size)
             for job in jobs:
                 c = counts.setdefault(job[0], {})
-                c["vmsh costs"] = vmsh_costs(host, vmsh, g, chroot, backing, job, a, f"benchcost{job[0][:8]}")
+                c["vmsh costs"], c["own+vmsh costs"] = vmsh_costs(host, vmsh, g, chroot, backing, job, a,
+                                                                   f"benchcost{job[0][:8]}")
                 c["qemu costs"] = count_costs(host, g, chroot, own, job, a.runtime, a.size)
             print("\nhost syscalls per guest request (strace -c -f, a run of its own; qemu: the guest's whole"
                   " qemu process, 'w/o ioctl' leaves out its vCPUs' KVM_RUN)")
@@ -374,6 +379,16 @@ def main():
                       f" {v['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {v['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
                       f" {v['vmsh_us']:8.0f} {tv:6.0f} | {tq:6.0f}"
                       f" {v['hv_bytes'] + v['vmsh_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
+            print("\nthe guest's own disk (qemu-blk) per request, vmsh attached | not (the same runs' figures)")
+            print(f"{'job':20s} {'exits':>13s} {'page faults':>13s} {'vCPU us':>15s} {'hv I/O us':>13s}"
+                  f" {'vmsh us':>8s} {'bytes copied':>13s}")
+            for name, c in counts.items():
+                if "own+vmsh costs" not in c:
+                    continue
+                o, q = c["own+vmsh costs"], c["qemu costs"]
+                print(f"{name:20s} {o['exits']:5.2f} | {q['exits']:5.2f} {o['pf_taken']:5.2f} | {q['pf_taken']:5.2f}"
+                      f" {o['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {o['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
+                      f" {o['vmsh_us']:8.0f} {o['hv_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"head": head, "results": res, "rounds": a.rounds, "runtime": a.runtime,

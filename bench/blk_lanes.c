@@ -16,7 +16,12 @@
  * medians of requests per second over the rounds, B/A, and the self-check
  * A against A' (over 5 %: too noisy to decide).
  *
- *   blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared] [--disk-mib M]
+ * --poll-us US measures adaptive polling instead (blk_dev.c): A is a
+ * thread per queue without polling, B the same polling for up to US after
+ * a queue runs dry; the driver then uses event indices (VIRTIO_F_EVENT_IDX)
+ * as Linux does, and notifies only where the device asked for it.
+ *
+ *   blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared] [--disk-mib M] [--poll-us US]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +63,8 @@ struct bench {
 	unsigned queues, depth;
 	uint16_t avail_idx[BLK_MAX_QUEUES], used_seen[BLK_MAX_QUEUES];
 	uint64_t rng;
+	bool event_idx;     /* the driver honours the device's avail_event (--poll-us) */
+	unsigned long kicks; /* notifications the driver made */
 };
 
 static uint64_t now_ns(void)
@@ -121,6 +128,12 @@ static void publish(struct bench *b, unsigned q)
 	__atomic_store_n((uint16_t *)(b->mem + qbase(q) + AVAIL_OFF + 2), b->avail_idx[q], __ATOMIC_RELEASE);
 }
 
+/* vring_need_event(): does moving an index from old to new_idx cross event? */
+static bool need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+	return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
 static int kick(int fd)
 {
 	uint64_t one = 1;
@@ -132,6 +145,7 @@ struct run_result {
 	double cpu_us; /* process CPU time per request */
 	unsigned long errors;
 	unsigned long wakeups[SERVER_MAX_LANES];
+	unsigned long kicks, polls, hits; /* notifications the driver made; polls, and those that found work */
 };
 
 static double cpu_s(void)
@@ -142,10 +156,25 @@ static double cpu_s(void)
 	       ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Notify queue q's device of what publish() made available since `old`:
+ * always, or with event indices only where its avail_event asks for it. */
+static void notify_device(struct bench *b, unsigned q, int fd, uint16_t old)
+{
+	if (b->event_idx) {
+		atomic_thread_fence(memory_order_seq_cst);
+		uint16_t event = __atomic_load_n((uint16_t *)(b->mem + qbase(q) + USED_OFF + 4 + 8 * QSIZE),
+						 __ATOMIC_ACQUIRE);
+		if (!need_event(event, b->avail_idx[q], old))
+			return;
+	}
+	b->kicks++;
+	kick(fd);
+}
+
 /* One measurement: a fresh device with b->queues queues served by `lanes`
- * threads, driven for `seconds`. */
-static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, unsigned lanes, double seconds,
-	       struct run_result *out)
+ * threads, polling for up to poll_us, driven for `seconds`. */
+static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, unsigned lanes, unsigned poll_us,
+	       double seconds, struct run_result *out)
 {
 	static uint8_t page[4096];
 	struct vdev dev;
@@ -153,6 +182,8 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 	memset(b->avail_idx, 0, sizeof(b->avail_idx));
 	memset(b->used_seen, 0, sizeof(b->used_seen));
 	disk->num_queues = (uint16_t)b->queues;
+	disk->poll_us = poll_us;
+	memset(disk->poll, 0, sizeof(disk->poll));
 	blk_dev_init(&dev, disk, vm, page, 0xd0000000);
 	int notify[BLK_MAX_QUEUES], irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (irq < 0)
@@ -160,7 +191,7 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 	for (unsigned q = 0; q < b->queues; q++) {
 		notify[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (notify[q] < 0 || vq_init(&dev.vq[q], vm, QSIZE, qbase(q) + DESC_OFF, qbase(q) + AVAIL_OFF,
-						 qbase(q) + USED_OFF, false) < 0) {
+						 qbase(q) + USED_OFF, b->event_idx) < 0) {
 			fprintf(stderr, "blk_lanes: queue %u: set-up failed\n", q);
 			return -1; /* the process ends */
 		}
@@ -186,14 +217,13 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 		kick(notify[q]);
 	}
 	unsigned long done = 0, errors = 0;
+	b->kicks = 0;
 	double c0 = cpu_s();
 	uint64_t t0 = now_ns(), end = t0 + (uint64_t)(seconds * 1e9);
 	while (now_ns() < end) {
 		struct pollfd p = { irq, POLLIN, 0 };
-		if (poll(&p, 1, 100) <= 0)
-			continue;
 		uint64_t cnt;
-		if (read(irq, &cnt, 8) < 0 && errno != EAGAIN) {
+		if (poll(&p, 1, 100) > 0 && read(irq, &cnt, 8) < 0 && errno != EAGAIN) {
 			perror("blk_lanes: read the interrupt");
 			errors++;
 			break;
@@ -201,6 +231,7 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 		for (unsigned q = 0; q < b->queues; q++) {
 			uint8_t *used = b->mem + qbase(q) + USED_OFF;
 			uint16_t idx = __atomic_load_n((uint16_t *)(used + 2), __ATOMIC_ACQUIRE);
+			uint16_t old = b->avail_idx[q];
 			bool any = false;
 			while (b->used_seen[q] != idx) {
 				uint32_t id;
@@ -217,10 +248,18 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 				make_request(b, q, r);
 				offer(b, q, r);
 				any = true;
+				if (b->used_seen[q] == idx && b->event_idx) {
+					/* an interrupt for the next completion, then
+					 * look again: one may have come meanwhile */
+					__atomic_store_n((uint16_t *)(b->mem + qbase(q) + AVAIL_OFF + 4 + 2 * QSIZE),
+							 b->used_seen[q], __ATOMIC_RELEASE);
+					atomic_thread_fence(memory_order_seq_cst);
+					idx = __atomic_load_n((uint16_t *)(used + 2), __ATOMIC_ACQUIRE);
+				}
 			}
 			if (any) {
 				publish(b, q);
-				kick(notify[q]);
+				notify_device(b, q, notify[q], old);
 			}
 		}
 	}
@@ -228,6 +267,12 @@ static int run(struct bench *b, struct blk_disk *disk, const struct vq_mem *vm, 
 	double cpu = cpu_s() - c0;
 	server_stop(&srv);
 	out->per_s = done / el;
+	out->kicks = b->kicks;
+	out->polls = out->hits = 0;
+	for (unsigned q = 0; q < b->queues; q++) {
+		out->polls += disk->poll[q].polls;
+		out->hits += disk->poll[q].hits;
+	}
 	out->cpu_us = done ? cpu / done * 1e6 : 0;
 	out->errors = errors;
 	for (unsigned q = 0; q < b->queues; q++)
@@ -282,14 +327,14 @@ static int make_disk(char *path, size_t cap, uint64_t bytes)
 
 int main(int argc, char **argv)
 {
-	unsigned rounds = 5, queues = 2, depth = 16, disk_mib = 256;
+	unsigned rounds = 5, queues = 2, depth = 16, disk_mib = 256, poll_us = 0;
 	double seconds = 2;
 	bool shared = false;
 	static const struct option opts[] = {
 		{ "rounds", required_argument, 0, 'r' }, { "seconds", required_argument, 0, 's' },
 		{ "queues", required_argument, 0, 'q' }, { "depth", required_argument, 0, 'd' },
 		{ "shared", no_argument, 0, 'm' },        { "disk-mib", required_argument, 0, 'k' },
-		{ 0, 0, 0, 0 },
+		{ "poll-us", required_argument, 0, 'p' }, { 0, 0, 0, 0 },
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -300,20 +345,23 @@ int main(int argc, char **argv)
 		case 'd': depth = (unsigned)atoi(optarg); break;
 		case 'm': shared = true; break;
 		case 'k': disk_mib = (unsigned)atoi(optarg); break;
+		case 'p': poll_us = (unsigned)atoi(optarg); break;
 		default:
 			fprintf(stderr, "usage: blk_lanes [--rounds N] [--seconds S] [--queues Q] [--depth D] [--shared] "
-					"[--disk-mib M]\n");
+					"[--disk-mib M] [--poll-us US]\n");
 			return 2;
 		}
 	}
-	if (rounds < 1 || rounds > 100 || queues < 2 || queues > BLK_MAX_QUEUES || queues > SERVER_MAX_LANES ||
-	    depth < 1 || depth > MAX_DEPTH || 3 * depth > QSIZE || seconds <= 0 || disk_mib < 1 || disk_mib > 4096) {
-		fprintf(stderr, "blk_lanes: rounds 1-100, queues 2-%d, depth 1-%d, seconds > 0, disk 1-4096 MiB\n",
-			BLK_MAX_QUEUES, MAX_DEPTH);
+	if (rounds < 1 || rounds > 100 || queues < (poll_us ? 1 : 2) || queues > BLK_MAX_QUEUES ||
+	    queues > SERVER_MAX_LANES || depth < 1 || depth > MAX_DEPTH || 3 * depth > QSIZE || seconds <= 0 ||
+	    disk_mib < 1 || disk_mib > 4096 || poll_us > BLK_MAX_POLL_US) {
+		fprintf(stderr, "blk_lanes: rounds 1-100, queues 2-%d (1 with --poll-us), depth 1-%d, seconds > 0, "
+				"disk 1-4096 MiB, poll 0-%d us\n",
+			BLK_MAX_QUEUES, MAX_DEPTH, BLK_MAX_POLL_US);
 		return 2;
 	}
 	struct bench b = { .queues = queues, .depth = depth, .rng = 0x9e3779b97f4a7c15ULL,
-			   .disk_bytes = (uint64_t)disk_mib << 20 };
+			   .disk_bytes = (uint64_t)disk_mib << 20, .event_idx = poll_us > 0 };
 	b.mem_len = DATA_BASE + (size_t)SERVER_MAX_LANES * MAX_DEPTH * BS;
 	int mfd = -1;
 	if (shared) {
@@ -362,8 +410,10 @@ int main(int argc, char **argv)
 	unsigned long errors = 0;
 	for (unsigned i = 0; i < rounds; i++) {
 		struct run_result ra, rb, ra2;
-		if (run(&b, &disk, &vm, 1, seconds, &ra) < 0 || run(&b, &disk, &vm, queues, seconds, &rb) < 0 ||
-		    run(&b, &disk, &vm, 1, seconds, &ra2) < 0)
+		unsigned a_lanes = poll_us ? queues : 1; /* --poll-us: a thread per queue both ways */
+		if (run(&b, &disk, &vm, a_lanes, 0, seconds, &ra) < 0 ||
+		    run(&b, &disk, &vm, queues, poll_us, seconds, &rb) < 0 ||
+		    run(&b, &disk, &vm, a_lanes, 0, seconds, &ra2) < 0)
 			return 1;
 		a[i] = ra.per_s;
 		bb[i] = rb.per_s;
@@ -371,8 +421,16 @@ int main(int argc, char **argv)
 		ca[i] = (ra.cpu_us + ra2.cpu_us) / 2;
 		cb[i] = rb.cpu_us;
 		errors += ra.errors + rb.errors + ra2.errors;
-		printf("round %u: one thread %.0f/s, %u threads %.0f/s (wake-ups %lu + %lu), one thread again %.0f/s\n",
-		       i + 1, ra.per_s, queues, rb.per_s, rb.wakeups[0], rb.wakeups[1], ra2.per_s);
+		if (poll_us)
+			printf("round %u: no polling %.0f/s (%.2f notifications per request), polling for up to %u us "
+			       "%.0f/s (%.2f notifications per request, %lu polls of which %lu found a request), "
+			       "no polling again %.0f/s\n",
+			       i + 1, ra.per_s, ra.kicks / (ra.per_s * seconds), poll_us, rb.per_s,
+			       rb.kicks / (rb.per_s * seconds), rb.polls, rb.hits, ra2.per_s);
+		else
+			printf("round %u: one thread %.0f/s, %u threads %.0f/s (wake-ups %lu + %lu), one thread again "
+			       "%.0f/s\n",
+			       i + 1, ra.per_s, queues, rb.per_s, rb.wakeups[0], rb.wakeups[1], ra2.per_s);
 		fflush(stdout);
 	}
 	blk_uring_close(&u);
@@ -380,12 +438,17 @@ int main(int argc, char **argv)
 	double ma = median(a, rounds), mb = median(bb, rounds), ma2 = median(a2, rounds);
 	double mca = median(ca, rounds), mcb = median(cb, rounds);
 	double spread = ma > ma2 ? (ma - ma2) / ma2 : (ma2 - ma) / ma;
-	printf("\nrequests per second (medians): one thread %.0f, %u threads %.0f: %.2fx\n", (ma + ma2) / 2, queues,
-	       mb, mb / ((ma + ma2) / 2));
-	printf("CPU time per request (this process: serving threads and the driver): one thread %.1f us, %u threads "
-	       "%.1f us\n",
-	       mca, queues, mcb);
-	printf("self-check: one thread before and after differ by %.1f %% (%s)\n", spread * 100,
+	const char *na = poll_us ? "no polling" : "one thread";
+	char nb[48];
+	if (poll_us)
+		snprintf(nb, sizeof(nb), "polling for up to %u us", poll_us);
+	else
+		snprintf(nb, sizeof(nb), "%u threads", queues);
+	printf("\nrequests per second (medians): %s %.0f, %s %.0f: %.2fx\n", na, (ma + ma2) / 2, nb, mb,
+	       mb / ((ma + ma2) / 2));
+	printf("CPU time per request (this process: serving threads and the driver): %s %.1f us, %s %.1f us\n", na,
+	       mca, nb, mcb);
+	printf("self-check: %s before and after differ by %.1f %% (%s)\n", na, spread * 100,
 	       spread <= 0.05 ? "ok" : "over 5 %: too noisy to decide");
 	if (errors) {
 		printf("ERRORS: %lu requests failed or came back malformed\n", errors);

@@ -22,12 +22,12 @@
 #include "core/vm.h"
 #include "devices/virtio_blk.h"
 
-enum { OPT_NO_CONSOLE = 0x200, OPT_CONSOLE_SOCKET, OPT_QUEUES }; /* long only */
+enum { OPT_NO_CONSOLE = 0x200, OPT_CONSOLE_SOCKET, OPT_QUEUES, OPT_POLL_US }; /* long only */
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--queues N] [--no-console] [--console-socket PATH]\n"
-		     "                  [--timeout MS] [--vm-fd FD] PID|NAME DISK\n\n"
+	fprintf(out, "usage: vmsh serve [--ro] [--id ID] [--queues N] [--poll-us US] [--no-console]\n"
+		     "                  [--console-socket PATH] [--timeout MS] [--vm-fd FD] PID|NAME DISK\n\n"
 		     "Add a virtio block device backed by DISK (a file or block device) and a virtio console\n"
 		     "port to the running guest, serve them until SIGINT/SIGTERM, then remove them. The guest\n"
 		     "sees the disk as /dev/vdX with serial ID (/sys/block/vdX/serial) and the port as\n"
@@ -41,6 +41,11 @@ static void usage(FILE *out)
 		     "      --queues N              the disk's request queues, 1-4, each served by a thread of\n"
 		     "                              its own (default: one per vCPU, at most one per host CPU\n"
 		     "                              vmsh may run on, at most 4; more than one: multiqueue)\n"
+		     "      --poll-us US            after a queue runs dry, look for the next request for up\n"
+		     "                              to US microseconds (adaptive, at most 1000) before asking\n"
+		     "                              the guest to notify: no guest exit per request while\n"
+		     "                              requests come back to back, CPU time spent (default: 0,\n"
+		     "                              off; see README)\n"
 		     "      --no-console            no console port\n"
 		     "      --console-socket PATH   relay the port through a unix socket at PATH (default: no\n"
 		     "                              relay)\n"
@@ -88,6 +93,7 @@ int cmd_serve(int argc, char **argv)
 		{ "no-console", no_argument, 0, OPT_NO_CONSOLE },
 		{ "console-socket", required_argument, 0, OPT_CONSOLE_SOCKET },
 		{ "queues", required_argument, 0, OPT_QUEUES },
+		{ "poll-us", required_argument, 0, OPT_POLL_US },
 		VM_OPTIONS,
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
@@ -110,6 +116,13 @@ int cmd_serve(int argc, char **argv)
 			if (num_option("serve", "--queues", optarg, 1, BLK_MAX_QUEUES, &v) < 0)
 				return EXIT_VMSH_USAGE;
 			o.blk_queues = (unsigned)v;
+			break;
+		}
+		case OPT_POLL_US: {
+			uint64_t v;
+			if (num_option("serve", "--poll-us", optarg, 0, BLK_MAX_POLL_US, &v) < 0)
+				return EXIT_VMSH_USAGE;
+			o.blk_poll_us = (unsigned)v;
 			break;
 		}
 		case OPT_TIMEOUT:
@@ -148,6 +161,10 @@ int cmd_serve(int argc, char **argv)
 	char con_line[64] = "";
 	if (o.console)
 		snprintf(con_line, sizeof(con_line), ", the console's %u (guest irq %u)", st.gsi[1], st.irq[1]);
+	char polls[64] = "";
+	if (o.blk_poll_us)
+		snprintf(polls, sizeof(polls), ", %llu polls of which %llu found a request",
+			 (unsigned long long)st.blk_polls, (unsigned long long)st.blk_poll_hits);
 	char lanes[96] = "";
 	for (unsigned l = 0; st.serve_threads > 1 && l < st.serve_threads && l < 4; l++)
 		snprintf(lanes + strlen(lanes), sizeof(lanes) - strlen(lanes), "%s%lu", l ? " + " : " (", st.lane_wakeups[l]);
@@ -156,10 +173,10 @@ int cmd_serve(int argc, char **argv)
 	fprintf(stderr,
 		"vmsh serve: block device %s (%llu sectors, %u request queues) and %s at gpa %#llx, interrupt line %u (guest irq %u)%s; "
 		"set-up %.0f ms of which %.0f ms traced (%lu register writes trapped in %lu syscall returns); "
-		"%u + %u interrupts, %lu wake-ups of the %u serving threads%s, %llu guest-memory syscalls moving %llu bytes; removed in %.0f ms\n",
+		"%u + %u interrupts, %lu wake-ups of the %u serving threads%s%s, %llu guest-memory syscalls moving %llu bytes; removed in %.0f ms\n",
 		o.id, (unsigned long long)st.disk_sectors, st.blk_queues, o.console ? "a console port" : "no console",
 		(unsigned long long)st.dev_gpa, st.gsi[0], st.irq[0], con_line, st.setup_ns / 1e6, st.traced_ns / 1e6, st.trapped,
-		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, st.serve_threads, lanes, (unsigned long long)st.serve_remote_calls,
+		st.syscall_exits, st.blk_interrupts, st.con_interrupts, st.wakeups, st.serve_threads, lanes, polls, (unsigned long long)st.serve_remote_calls,
 		(unsigned long long)st.serve_remote_bytes,
 		st.teardown_ns / 1e6);
 	rc = rc < 0 ? report_error("serve", &err) : 0;

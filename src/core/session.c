@@ -338,6 +338,7 @@ static int setup(struct session *s, struct vmsh_err *err)
 	size_t nq = o->blk_queues ? o->blk_queues : default_queues(info->n_vcpus);
 	s->disk.num_queues = (uint16_t)(nq < 1 ? 1 : nq > BLK_MAX_QUEUES ? BLK_MAX_QUEUES : nq);
 	s->st->blk_queues = s->disk.num_queues;
+	s->disk.poll_us = o->blk_poll_us > BLK_MAX_POLL_US ? BLK_MAX_POLL_US : o->blk_poll_us;
 	s->st->disk_sectors = s->disk.sectors;
 
 	/* a library an earlier run had to leave behind goes now, if it can,
@@ -585,6 +586,10 @@ static void free_local(struct session *s)
 	if (s->srv_init) {
 		s->st->serve_remote_calls = __atomic_load_n(&s->info->mem.remote_calls, __ATOMIC_RELAXED) - s->calls_at_start;
 		s->st->serve_remote_bytes = __atomic_load_n(&s->info->mem.remote_bytes, __ATOMIC_RELAXED) - s->bytes_at_start;
+		for (unsigned q = 0; q < BLK_MAX_QUEUES; q++) { /* the serving threads have stopped */
+			s->st->blk_polls += s->disk.poll[q].polls;
+			s->st->blk_poll_hits += s->disk.poll[q].hits;
+		}
 	}
 	if (s->blk_init)
 		vdev_destroy(&s->blk);

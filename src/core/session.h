@@ -33,6 +33,7 @@ struct session_opts {
 	const char *disk;          /* backing file or block device of the block device */
 	bool disk_ro;
 	unsigned blk_queues;       /* its request queues; 0: one per vCPU (at most BLK_MAX_QUEUES) */
+	unsigned blk_poll_us;      /* polling window at most of each queue, 0: none */
 	uint64_t disk_base, disk_size; /* disk_size > 0: only these bytes of it, read-only */
 	const char *id;            /* block device serial and console port name */
 	bool console;              /* also a console device */
@@ -62,6 +63,7 @@ struct session_stats {
 	unsigned long lane_wakeups[4]; /* of each of them (the first four) */
 	uint64_t serve_remote_calls; /* process_vm_readv/writev on guest memory from then on */
 	uint64_t serve_remote_bytes; /* the bytes they moved */
+	uint64_t blk_polls, blk_poll_hits; /* polls of the request queues, and those that found a request */
 };
 
 /* NULL on failure (err says why; whatever was added is removed again).

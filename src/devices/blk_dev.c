@@ -1,10 +1,12 @@
 /* blk_dev.c - the virtio-blk device kind (see blk_dev.h). */
 #include "devices/blk_dev.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *c)
@@ -33,6 +35,51 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
 
 _Static_assert(BLK_MAX_QUEUES <= VDEV_REC_QUEUES, "every queue is in the device's record (a later run takes it over)");
 
+/* The polling window of queue q now (0: do not poll): opened again (a
+ * quarter of the most) when a notification came soon after the queue last
+ * ran dry - requests arriving back to back. */
+static uint64_t poll_window(struct blk_disk *disk, unsigned q, uint64_t now)
+{
+	struct blk_poll *p = &disk->poll[q];
+	uint64_t most = (uint64_t)disk->poll_us * 1000;
+	if (most && !p->window_ns && p->dry_at_ns && now - p->dry_at_ns < most)
+		p->window_ns = most / 4;
+	return most ? p->window_ns : 0;
+}
+
+/* The queue ran dry: tell the driver about the completions so far (it
+ * waits for them before it adds more), then look at the ring again until
+ * a request comes (1, in c) or the window ends (0; -1: broken). No
+ * notification is asked for meanwhile: pushes left avail_event behind. */
+static int poll_ring(struct vdev *d, unsigned q, uint16_t *old, struct vq_chain *c)
+{
+	struct blk_disk *disk = d->kind_data;
+	struct blk_poll *p = &disk->poll[q];
+	struct virtqueue *vq = &d->vq[q];
+	uint64_t most = (uint64_t)disk->poll_us * 1000;
+	if (vq_should_notify(vq, *old))
+		vdev_notify_driver(d);
+	*old = vq->used_idx;
+	p->polls++;
+	uint64_t t0 = now_ns();
+	for (;;) {
+		sched_yield(); /* where the guest's vCPU shares this CPU, it runs */
+		int r = vq_pop(vq, c);
+		if (r == 1) {
+			p->hits++;
+			p->window_ns = p->window_ns * 2 < most ? p->window_ns * 2 : most;
+			return 1;
+		}
+		if (r < 0)
+			return -1;
+		uint64_t t = now_ns();
+		if (t - t0 >= p->window_ns) {
+			p->window_ns = p->window_ns / 2 < most / 8 ? 0 : p->window_ns / 2;
+			return 0;
+		}
+	}
+}
+
 /* One queue's requests, at most a budget of them: whether its driver must
  * be interrupted. */
 static bool serve_queue(struct vdev *d, unsigned q)
@@ -40,6 +87,8 @@ static bool serve_queue(struct vdev *d, unsigned q)
 	struct virtqueue *vq = &d->vq[q];
 	uint16_t old = vq->used_idx;
 	struct vq_chain c;
+	bool poll = vq->event_idx && poll_window(d->kind_data, q, now_ns()) > 0;
+	vq->hold_event = poll;
 	vq_expect_work(vq); /* notified, or left with work: the first look takes it all */
 	for (unsigned done = 0;; done++) {
 		if (done == BLK_BUDGET) {
@@ -47,6 +96,11 @@ static bool serve_queue(struct vdev *d, unsigned q)
 			break;
 		}
 		int r = vq_pop(vq, &c);
+		if (r == 0 && poll) {
+			r = poll_ring(d, q, &old, &c);
+			if (r == 0) /* nothing came: ask to be notified, as below */
+				poll = vq->hold_event = false;
+		}
 		if (r == 1) {
 			handle(d, vq, &c);
 			continue;
@@ -55,6 +109,9 @@ static bool serve_queue(struct vdev *d, unsigned q)
 			break;
 		/* nothing left: ask to be notified for the next request, then
 		 * look once more (it may have come in between) */
+		struct blk_disk *disk = d->kind_data;
+		if (disk->poll_us)
+			disk->poll[q].dry_at_ns = now_ns();
 		vq_set_avail_event(vq, vq->last_avail);
 		if (vq_event_armed(vq))
 			break; /* asked with the last completion, and looked since */
@@ -64,6 +121,7 @@ static bool serve_queue(struct vdev *d, unsigned q)
 		}
 		break;
 	}
+	vq->hold_event = false;
 	if (vq->broken) {
 		log_info("vmsh-blk: request queue %u broken: %s", q, vq->why);
 		pthread_mutex_lock(&d->lock); /* the registers are the device's */
@@ -100,6 +158,8 @@ void blk_dev_init(struct vdev *d, struct blk_disk *disk, const struct vq_mem *me
 {
 	vdev_init(d, &blk_kind, disk, VIRTIO_ID_BLOCK, virtio_blk_features(disk), virtio_blk_queues(disk), BLK_QUEUE_SIZE,
 		  mem, page, gpa);
+	for (unsigned q = 0; q < BLK_MAX_QUEUES; q++) /* polling starts with the widest window */
+		disk->poll[q] = (struct blk_poll){ .window_ns = (uint64_t)disk->poll_us * 1000 };
 	uint8_t cfg[64];
 	size_t n = virtio_blk_config(disk, cfg, sizeof(cfg));
 	vdev_set_config(d, cfg, n, false);

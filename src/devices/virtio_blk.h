@@ -53,6 +53,21 @@ struct blk_backend {
 };
 
 #define BLK_MAX_QUEUES 4 /* request queues offered at most (VIRTIO_BLK_F_MQ) */
+#define BLK_MAX_POLL_US 1000 /* the longest polling window allowed */
+
+/* Adaptive polling of one request queue (blk_dev.c): after the queue runs
+ * dry the serving thread looks at the avail ring again for up to window_ns
+ * instead of asking to be notified, so a driver that adds its next request
+ * in that time makes no notification (a guest exit) and vmsh no wake-up.
+ * The window halves after a poll that found nothing and ends below an
+ * eighth of the most; it opens again (a quarter) when a notification comes
+ * within the most of the queue running dry. Only the queue's own thread
+ * touches its state. */
+struct blk_poll {
+	uint64_t window_ns;
+	uint64_t dry_at_ns;   /* when the queue last ran dry and polling ended, 0: never */
+	uint64_t polls, hits; /* polls made, and of them those that found a request */
+};
 
 struct blk_disk {
 	uint64_t sectors;
@@ -60,6 +75,8 @@ struct blk_disk {
 	uint16_t num_queues; /* request queues offered: 0 or 1 one (no VIRTIO_BLK_F_MQ), at most BLK_MAX_QUEUES */
 	char id[BLK_ID_BYTES];
 	struct blk_backend be;
+	unsigned poll_us;    /* polling window at most (0: never poll; at most BLK_MAX_POLL_US) */
+	struct blk_poll poll[BLK_MAX_QUEUES];
 	/* test hook: the process dies (SIGKILL) holding the Nth request from
 	 * here on, 0: never (VMSH_TEST_DIE_AT_BLK_REQUEST, core/session.c) */
 	unsigned test_die_at;

@@ -417,7 +417,8 @@ int vq_push_pieces(struct virtqueue *vq, uint16_t head, uint32_t written, const 
 	v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * (vq->used_idx % vq->size), &e, sizeof(e) };
 	v[n++] = (struct vq_iov){ vq->used + 2, &idx, 2 };
 	uint16_t want = vq->last_avail;
-	bool event = vq->event_idx && vq->last_avail == vq->avail_seen && !(vq->avail_event_set && vq->avail_event == want);
+	bool event = vq->event_idx && !vq->hold_event && vq->last_avail == vq->avail_seen &&
+		     !(vq->avail_event_set && vq->avail_event == want);
 	if (event)
 		v[n++] = (struct vq_iov){ vq->used + 4 + 8ULL * vq->size, &want, 2 };
 	vq->used_event_fresh = false;

@@ -105,6 +105,7 @@ struct virtqueue {
 	bool used_event_fresh;
 	bool event_looked;      /* the ring was looked at after avail_event was written */
 	bool expect_work;       /* the next look reads ring and table with the index (vq_expect_work) */
+	bool hold_event;        /* pushes do not ask for the next notification (the device polls) */
 	struct vq_log *log;     /* NULL: not kept */
 };
 

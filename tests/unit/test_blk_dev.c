@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "devices/blk_dev.h"
 #include "devices/server.h"
 
@@ -27,6 +28,8 @@ static uint8_t page[4096];
 static struct vdev dev;
 static volatile unsigned long idx_reads;
 static bool in_thread; /* the server thread reads: no cmocka calls there */
+static unsigned appear_at; /* the Nth read of avail.idx from now makes a second request appear (0: never) */
+static void second_request(void);
 
 /* avail.idx always one ahead of what the device took: a driver that adds a
  * request as fast as vmsh completes one. */
@@ -42,6 +45,8 @@ static int gread(void *o, uint64_t gpa, void *b, size_t len)
 		memcpy(b, &idx, 2);
 		return 0;
 	}
+	if (appear_at && gpa == AVAIL + 2 && --appear_at == 0)
+		second_request();
 	memcpy(b, guest + gpa, len);
 	return 0;
 }
@@ -105,6 +110,80 @@ static void test_moving_avail_idx_is_budgeted(void **state)
 	assert_true(idx_reads < RUNAWAY);
 	assert_int_equal(more, 1); /* the server must come back to it */
 	vdev_destroy(&dev);
+}
+
+
+/* The driver adds its second request while the device polls (the avail
+ * index read for the Nth time): the first request's completion was
+ * signalled before polling, no notification was asked for the second
+ * (avail_event left behind it), and once nothing more comes the window
+ * halves and the device asks to be notified again. */
+static bool second_notifies; /* would the driver have notified for the second request? */
+static void second_request(void)
+{
+	uint16_t event;
+	memcpy(&event, guest + USED + 4 + 8 * QSIZE, 2);
+	second_notifies = (uint16_t)(2 - event - 1) < (uint16_t)(2 - 1); /* vring_need_event(event, 2, 1) */
+	uint16_t zero = 0, two = 2;
+	memcpy(guest + AVAIL + 4 + 2, &zero, 2); /* ring[1] = head 0 again: a flush */
+	memcpy(guest + AVAIL + 2, &two, 2);
+}
+
+static uint16_t avail_event_of(uint64_t used, unsigned size)
+{
+	uint16_t v;
+	memcpy(&v, guest + used + 4 + 8 * size, 2);
+	return v;
+}
+
+static void test_polling_takes_the_next_request_without_a_notification(void **state)
+{
+	(void)state;
+	memset(guest, 0, sizeof(guest));
+	runaway = false;
+	uint32_t hdr[4] = { VIRTIO_BLK_T_FLUSH, 0, 0, 0 };
+	memcpy(guest + HDR, hdr, sizeof(hdr));
+	put_desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	put_desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	uint16_t zero = 0, one = 1;
+	memcpy(guest + AVAIL + 4, &zero, 2);
+	memcpy(guest + AVAIL + 2, &one, 2);
+	disk.poll_us = 200;
+	blk_dev_init(&dev, &disk, &mem, page, 0xd0000000);
+	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, DESC, AVAIL, USED, true), 0);
+	dev.vq_live[0] = true;
+	dev.driver_ok = true;
+	appear_at = 5; /* each look reads the index twice: the first look, the look that finds
+			* the queue dry, then while polling */
+	vdev_kick(&dev, 1);
+	assert_int_equal(appear_at, 0);
+	assert_int_equal(dev.vq[0].used_idx, 2);
+	assert_int_equal(disk.poll[0].hits, 1);
+	assert_false(second_notifies);
+	assert_true(dev.interrupts >= 1); /* the first completion, before polling */
+	/* the second poll found nothing: the window halved, and the device
+	 * asked to be notified of the next request */
+	assert_int_equal(disk.poll[0].polls, 2);
+	assert_int_equal(disk.poll[0].window_ns, 100000);
+	assert_int_equal(avail_event_of(USED, QSIZE), 2);
+	/* polled with nothing coming, the window keeps halving and closes */
+	for (int i = 0; i < 3; i++)
+		vdev_kick(&dev, 1);
+	assert_int_equal(disk.poll[0].polls, 5);
+	assert_int_equal(disk.poll[0].window_ns, 0);
+	disk.poll[0].dry_at_ns = 1; /* long ago */
+	vdev_kick(&dev, 1);
+	assert_int_equal(disk.poll[0].polls, 5); /* closed */
+	/* a notification soon after the queue ran dry opens it again */
+	disk.poll[0].dry_at_ns = now_ns();
+	vdev_kick(&dev, 1);
+	assert_int_equal(disk.poll[0].polls, 6);
+	assert_int_equal(disk.poll[0].window_ns, 25000);
+	assert_int_equal(dev.vq[0].used_idx, 2);
+	assert_false(dev.vq[0].broken);
+	disk.poll_us = 0;
+	vdev_destroy(&dev);
+	runaway = true;
 }
 
 /* Indirect descriptor tables: not offered where guest memory is another
@@ -517,6 +596,7 @@ int main(void)
 		cmocka_unit_test(test_busy_queue_does_not_pin_the_server),
 		cmocka_unit_test(test_queues_are_served_in_parallel),
 		cmocka_unit_test(test_a_hostile_queue_breaks_only_itself),
+		cmocka_unit_test(test_polling_takes_the_next_request_without_a_notification),
 		cmocka_unit_test(test_hostile_rings_in_two_queues_served_at_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
