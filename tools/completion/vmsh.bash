@@ -31,7 +31,7 @@ _vmsh()
 	list) opts="--json" ;;
 	inspect) opts="--json --vm-fd --symbol" ;;
 	library) opts="--cycles --timeout --vm-fd" ;;
-	serve) opts="--ro --id --no-console --console-socket --timeout --vm-fd" ;;
+	serve) opts="--ro --id --queues --poll-us --no-console --console-socket --timeout --vm-fd" ;;
 	attach) opts="--file --rw --guest-root --pty --pipe --target --escape --timeout --vm-fd" ;;
 	coredump) opts="--snapshot --stop --live --force --vm-fd" ;;
 	image) opts="build --size --force" ;;
