@@ -7,7 +7,7 @@ import re
 import pytest
 
 import conftest
-from vmshtest import tools_image
+from vmshtest import harness, tools_image
 
 from vmshtest.devices import CONSOLE_CLIENT, Served, make_disk, scratch, tracer_pid, wait_for
 from test_inspect import hypervisor_state
@@ -124,6 +124,31 @@ def test_read_only_image_refuses_writes(any_guest, host, vmsh_bin):
     assert s.status == 0, s.text
     assert "and no console" in s.text, s.text
     assert host.check(f"sha256sum {disk}").split()[0] == digest
+
+
+def test_polling_takes_requests_without_notifications(any_guest, host, vmsh_bin):
+    """`vmsh serve --poll-us`: after the queue runs dry vmsh looks for the
+    next request a while before asking to be notified, so back-to-back
+    requests (one in flight at a time) are taken without a notification:
+    fewer wake-ups of the serving thread than interrupts, and the data
+    right both ways."""
+    guest = any_guest
+    disk, digest = make_disk(host, "poll.img", 16)
+    with Served(host, vmsh_bin, guest, disk, "--poll-us", "1000", "--no-console") as s:
+        guest.console(f"dd if=/dev/{s.dev} of=/dev/null bs=4096 count=1000 iflag=direct 2>&1", 300)
+        assert guest.console(f"sha256sum /dev/{s.dev}", 300).split()[0] == digest
+        wrote = guest.console(f"head -c 1048576 /dev/urandom > /tmp/p && sha256sum /tmp/p && "
+                              f"dd if=/tmp/p of=/dev/{s.dev} bs=4096 seek=256 oflag=direct conv=fsync 2>&1; "
+                              f"rm /tmp/p").split()[0]
+    assert s.status == 0, s.text
+    assert host.check(f"dd if={disk} bs=4096 skip=256 count=256 2>/dev/null | sha256sum").split()[0] == wrote
+    m = re.search(r"(\d+) \+ \d+ interrupts, (\d+) wake-ups of the 1 serving threads, (\d+) polls of which "
+                  r"(\d+) found a request", s.text)
+    assert m, s.text
+    irqs, wakeups, polls, hits = map(int, m.groups())
+    harness.log(f"polling: {irqs} interrupts, {wakeups} wake-ups, {polls} polls, {hits} found a request")
+    assert polls > 0 and hits > 0, s.text
+    assert wakeups < irqs, s.text
 
 
 def test_console_carries_10mb_each_way(dev_guest, host, vmsh_bin):
