@@ -35,23 +35,23 @@ static void handle(struct vdev *d, struct virtqueue *vq, const struct vq_chain *
 
 _Static_assert(BLK_MAX_QUEUES <= VDEV_REC_QUEUES, "every queue is in the device's record (a later run takes it over)");
 
-/* The polling window of queue q now (0: do not poll): opened again (a
- * quarter of the most) when a notification came soon after the queue last
- * ran dry - requests arriving back to back. */
-static uint64_t poll_window(struct blk_disk *disk, unsigned q, uint64_t now)
+/* The window is closed, but a notification came soon after the queue
+ * last ran dry: requests arriving back to back. Opened again (a quarter of
+ * the most) once the notification is seen to have brought a request. */
+static bool poll_reopens(const struct blk_disk *disk, unsigned q, uint64_t now)
 {
-	struct blk_poll *p = &disk->poll[q];
+	const struct blk_poll *p = &disk->poll[q];
 	uint64_t most = (uint64_t)disk->poll_us * 1000;
-	if (most && !p->window_ns && p->dry_at_ns && now - p->dry_at_ns < most)
-		p->window_ns = most / 4;
-	return most ? p->window_ns : 0;
+	return most && !p->window_ns && p->dry_at_ns && now - p->dry_at_ns < most;
 }
 
 /* The queue ran dry: tell the driver about the completions so far (it
  * waits for them before it adds more), then look at the ring again until
- * a request comes (1, in c) or the window ends (0; -1: broken). No
+ * a request comes (1, in c) or the window ends (0; -1: broken), or this
+ * wake-up's polling time *left runs out (a guest that keeps requests
+ * coming holds the thread no longer than one window per wake-up). No
  * notification is asked for meanwhile: pushes left avail_event behind. */
-static int poll_ring(struct vdev *d, unsigned q, uint16_t *old, struct vq_chain *c)
+static int poll_ring(struct vdev *d, unsigned q, uint16_t *old, struct vq_chain *c, uint64_t *left)
 {
 	struct blk_disk *disk = d->kind_data;
 	struct blk_poll *p = &disk->poll[q];
@@ -68,13 +68,20 @@ static int poll_ring(struct vdev *d, unsigned q, uint16_t *old, struct vq_chain 
 		if (r == 1) {
 			p->hits++;
 			p->window_ns = p->window_ns * 2 < most ? p->window_ns * 2 : most;
+			uint64_t spent = now_ns() - t0;
+			*left = spent < *left ? *left - spent : 0;
 			return 1;
 		}
 		if (r < 0)
 			return -1;
 		uint64_t t = now_ns();
+		if (t - t0 >= *left) {
+			*left = 0;
+			return 0;
+		}
 		if (t - t0 >= p->window_ns) {
 			p->window_ns = p->window_ns / 2 < most / 8 ? 0 : p->window_ns / 2;
+			*left -= t - t0;
 			return 0;
 		}
 	}
@@ -85,9 +92,13 @@ static int poll_ring(struct vdev *d, unsigned q, uint16_t *old, struct vq_chain 
 static bool serve_queue(struct vdev *d, unsigned q)
 {
 	struct virtqueue *vq = &d->vq[q];
+	struct blk_disk *disk = d->kind_data;
 	uint16_t old = vq->used_idx;
 	struct vq_chain c;
-	bool poll = vq->event_idx && poll_window(d->kind_data, q, now_ns()) > 0;
+	bool reopen = vq->event_idx && poll_reopens(disk, q, now_ns());
+	bool poll = vq->event_idx && disk->poll_us && disk->poll[q].window_ns > 0;
+	uint64_t most = (uint64_t)disk->poll_us * 1000;
+	uint64_t left = 2 * most; /* polling time of this wake-up */
 	vq->hold_event = poll;
 	vq_expect_work(vq); /* notified, or left with work: the first look takes it all */
 	for (unsigned done = 0;; done++) {
@@ -96,9 +107,15 @@ static bool serve_queue(struct vdev *d, unsigned q)
 			break;
 		}
 		int r = vq_pop(vq, &c);
+		if (r == 1 && reopen) { /* the notification brought a request */
+			disk->poll[q].window_ns = most / 4;
+			poll = vq->hold_event = true;
+		}
+		reopen = false;
 		if (r == 0 && poll) {
-			r = poll_ring(d, q, &old, &c);
-			if (r == 0) /* nothing came: ask to be notified, as below */
+			if (left)
+				r = poll_ring(d, q, &old, &c, &left);
+			if (r == 0) /* nothing came, or time is up: ask to be notified, as below */
 				poll = vq->hold_event = false;
 		}
 		if (r == 1) {
@@ -109,7 +126,6 @@ static bool serve_queue(struct vdev *d, unsigned q)
 			break;
 		/* nothing left: ask to be notified for the next request, then
 		 * look once more (it may have come in between) */
-		struct blk_disk *disk = d->kind_data;
 		if (disk->poll_us)
 			disk->poll[q].dry_at_ns = now_ns();
 		vq_set_avail_event(vq, vq->last_avail);

@@ -60,9 +60,10 @@ struct blk_backend {
  * instead of asking to be notified, so a driver that adds its next request
  * in that time makes no notification (a guest exit) and vmsh no wake-up.
  * The window halves after a poll that found nothing and ends below an
- * eighth of the most; it opens again (a quarter) when a notification comes
- * within the most of the queue running dry. Only the queue's own thread
- * touches its state. */
+ * eighth of the most; it opens again (a quarter) when a notification within
+ * the most of the queue running dry brings a request. One wake-up polls
+ * for twice the most at most, whatever the guest does. Only the queue's
+ * own thread touches its state. */
 struct blk_poll {
 	uint64_t window_ns;
 	uint64_t dry_at_ns;   /* when the queue last ran dry and polling ended, 0: never */
