@@ -177,9 +177,12 @@ def proc_costs(host, pid):
     # /proc/PID/stat after the command's name: utime, stime at 12 and 13,
     # guest_time at 41
     out = host.check(f"sed 's/.*) //' /proc/{pid}/stat | cut -d' ' -f12,13; "
-                     f"for t in /proc/{pid}/task/*; do sed 's/.*) //' $t/stat | cut -d' ' -f12,13,41; done; "
+                     f"for t in /proc/{pid}/task/*; do sed 's/.*) //' $t/stat 2>/dev/null | cut -d' ' -f12,13,41; "
+                     f"done; "
                      f"grep -E '^(rchar|wchar)' /proc/{pid}/io | cut -d' ' -f2")
-    rows = [list(map(int, ln.split())) for ln in out.split("\n") if ln.strip()]
+    # a thread that ended meanwhile (qemu's I/O workers come and go) has no
+    # stat file any more: its time is in the process's own line
+    rows = [list(map(int, ln.split())) for ln in out.split("\n") if ln.strip() and ln.replace(" ", "").isdigit()]
     return {"cpu": sum(rows[0]), "vcpu": sum(r[0] + r[1] for r in rows[1:] if len(r) == 3 and r[2] > 0),
             "io": sum(r[0] for r in rows if len(r) == 1)}
 
