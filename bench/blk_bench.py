@@ -263,6 +263,24 @@ def served_b(host, vmsh_b, g, chroot, backing, jobs, a, r, res):
         print("vmsh serve (B) failed:\n" + s.text)
 
 
+def print_costs(counts, side):
+    """The per-request costs of `side` ("vmsh costs": vmsh-blk, or
+    "own+vmsh costs": the own disk with vmsh attached) | qemu-blk's, a row
+    per job counted."""
+    print(f"{'job':20s} {'exits':>13s} {'page faults':>13s} {'vCPU us':>15s} {'hv I/O us':>13s}"
+          f" {'vmsh us':>8s} {'CPU us in all':>15s} {'bytes copied':>13s}")
+    for name, c in counts.items():
+        if side not in c:
+            continue
+        v, q = c[side], c["qemu costs"]
+        tv = v["vcpu_us"] + v["hv_io_us"] + v["vmsh_us"]
+        tq = q["vcpu_us"] + q["hv_io_us"]
+        print(f"{name:20s} {v['exits']:5.2f} | {q['exits']:5.2f} {v['pf_taken']:5.2f} | {q['pf_taken']:5.2f}"
+              f" {v['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {v['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
+              f" {v['vmsh_us']:8.0f} {tv:6.0f} | {tq:6.0f}"
+              f" {v['hv_bytes'] + v['vmsh_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--machine", default="pc")
@@ -400,28 +418,9 @@ def main():
                   " host CPU time in microseconds of the hypervisor's vCPU threads (the guest running and its"
                   " exits handled), of its other threads (qemu-blk's I/O) and of vmsh; bytes copied by host"
                   " syscalls per byte the guest read or wrote")
-            print(f"{'job':20s} {'exits':>13s} {'page faults':>13s} {'vCPU us':>15s} {'hv I/O us':>13s}"
-                  f" {'vmsh us':>8s} {'CPU us in all':>15s} {'bytes copied':>13s}")
-            for name, c in counts.items():
-                if "vmsh costs" not in c:
-                    continue
-                v, q = c["vmsh costs"], c["qemu costs"]
-                tv = v["vcpu_us"] + v["hv_io_us"] + v["vmsh_us"]
-                tq = q["vcpu_us"] + q["hv_io_us"]
-                print(f"{name:20s} {v['exits']:5.2f} | {q['exits']:5.2f} {v['pf_taken']:5.2f} | {q['pf_taken']:5.2f}"
-                      f" {v['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {v['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
-                      f" {v['vmsh_us']:8.0f} {tv:6.0f} | {tq:6.0f}"
-                      f" {v['hv_bytes'] + v['vmsh_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
+            print_costs(counts, "vmsh costs")
             print("\nthe guest's own disk (qemu-blk) per request, vmsh attached | not (the same runs' figures)")
-            print(f"{'job':20s} {'exits':>13s} {'page faults':>13s} {'vCPU us':>15s} {'hv I/O us':>13s}"
-                  f" {'vmsh us':>8s} {'bytes copied':>13s}")
-            for name, c in counts.items():
-                if "own+vmsh costs" not in c:
-                    continue
-                o, q = c["own+vmsh costs"], c["qemu costs"]
-                print(f"{name:20s} {o['exits']:5.2f} | {q['exits']:5.2f} {o['pf_taken']:5.2f} | {q['pf_taken']:5.2f}"
-                      f" {o['vcpu_us']:6.0f} | {q['vcpu_us']:6.0f} {o['hv_io_us']:4.0f} | {q['hv_io_us']:4.0f}"
-                      f" {o['vmsh_us']:8.0f} {o['hv_bytes']:5.2f} | {q['hv_bytes']:5.2f}")
+            print_costs(counts, "own+vmsh costs")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"head": head, "results": res, "rounds": a.rounds, "runtime": a.runtime, "stalls": STALLS,

@@ -96,10 +96,10 @@ static bool serve_queue(struct vdev *d, unsigned q)
 	uint16_t old = vq->used_idx;
 	struct vq_chain c;
 	bool reopen = vq->event_idx && poll_reopens(disk, q, now_ns());
-	bool poll = vq->event_idx && disk->poll_us && disk->poll[q].window_ns > 0;
 	uint64_t most = (uint64_t)disk->poll_us * 1000;
 	uint64_t left = 2 * most; /* polling time of this wake-up */
-	vq->hold_event = poll;
+	/* while polling, completions do not ask for the next notification */
+	vq->hold_event = vq->event_idx && most && disk->poll[q].window_ns > 0;
 	vq_expect_work(vq); /* notified, or left with work: the first look takes it all */
 	for (unsigned done = 0;; done++) {
 		if (done == BLK_BUDGET) {
@@ -109,14 +109,14 @@ static bool serve_queue(struct vdev *d, unsigned q)
 		int r = vq_pop(vq, &c);
 		if (r == 1 && reopen) { /* the notification brought a request */
 			disk->poll[q].window_ns = most / 4;
-			poll = vq->hold_event = true;
+			vq->hold_event = true;
 		}
 		reopen = false;
-		if (r == 0 && poll) {
+		if (r == 0 && vq->hold_event) {
 			if (left)
 				r = poll_ring(d, q, &old, &c, &left);
 			if (r == 0) /* nothing came, or time is up: ask to be notified, as below */
-				poll = vq->hold_event = false;
+				vq->hold_event = false;
 		}
 		if (r == 1) {
 			handle(d, vq, &c);

@@ -69,20 +69,17 @@ static int dflush(void *o)
 static const struct vq_mem mem = { .read = gread, .write = gwrite };
 static struct blk_disk disk = { .sectors = 8, .id = "t", .be = { .flush = dflush } };
 
-static void put_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
-{
-	memcpy(guest + DESC + 16 * i, &addr, 8);
-	memcpy(guest + DESC + 16 * i + 8, &len, 4);
-	memcpy(guest + DESC + 16 * i + 12, &flags, 2);
-	memcpy(guest + DESC + 16 * i + 14, &next, 2);
-}
-
 static void put_desc_at(uint64_t table, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
 {
 	memcpy(guest + table + 16 * i, &addr, 8);
 	memcpy(guest + table + 16 * i + 8, &len, 4);
 	memcpy(guest + table + 16 * i + 12, &flags, 2);
 	memcpy(guest + table + 16 * i + 14, &next, 2);
+}
+
+static void put_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	put_desc_at(DESC, i, addr, len, flags, next);
 }
 
 static void busy_device(void)
@@ -359,6 +356,35 @@ static uint16_t used_idx_in_guest(uint64_t used)
 }
 
 
+/* d set up with two request queues whose rings start at q0 and q1 (desc,
+ * avail +0x1000, used +0x2000), the driver done. */
+static void two_queues(struct blk_disk *bd, uint64_t q0, uint64_t q1, bool event_idx)
+{
+	blk_dev_init(&dev, bd, &mem, page, 0xd0000000);
+	assert_int_equal(dev.regs.n_queues, 2);
+	const uint64_t base[2] = { q0, q1 };
+	for (int q = 0; q < 2; q++) {
+		assert_int_equal(vq_init(&dev.vq[q], &mem, QSIZE, base[q], base[q] + 0x1000, base[q] + 0x2000, event_idx), 0);
+		dev.vq_live[q] = true;
+	}
+	dev.driver_ok = true;
+}
+
+/* Notification eventfds for the first n queues (a server watches them). */
+static void open_notifies(unsigned n)
+{
+	for (unsigned q = 0; q < n; q++)
+		assert_true((dev.notify[q].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0);
+}
+
+static void close_notifies(unsigned n)
+{
+	for (unsigned q = 0; q < n; q++) {
+		close(dev.notify[q].local);
+		dev.notify[q].local = -1;
+	}
+}
+
 /* Multiqueue served by a thread per queue: a request that takes long in
  * one queue (a slow flush of the backing file) does not hold up another
  * queue's; with one serving thread it did, request after request. */
@@ -373,14 +399,8 @@ static void test_queues_are_served_in_parallel(void **state)
 	one_flush(q0, STATUS);
 	one_flush(q1, STATUS + 8);
 	struct blk_disk slow = { .sectors = 8, .id = "t", .num_queues = 2, .be = { .flush = slow_flush } };
-	blk_dev_init(&dev, &slow, &mem, page, 0xd0000000);
-	assert_int_equal(dev.regs.n_queues, 2);
-	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, q0, q0 + 0x1000, q0 + 0x2000, false), 0);
-	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, q1, q1 + 0x1000, q1 + 0x2000, false), 0);
-	dev.vq_live[0] = dev.vq_live[1] = true;
-	dev.driver_ok = true;
-	for (int q = 0; q < 2; q++)
-		assert_true((dev.notify[q].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0);
+	two_queues(&slow, q0, q1, false);
+	open_notifies(2);
 	struct dev_server srv;
 	struct vdev *devs[] = { &dev };
 	struct vmsh_err err = { 0 };
@@ -414,10 +434,7 @@ static void test_queues_are_served_in_parallel(void **state)
 	assert_int_equal(guest[STATUS], VIRTIO_BLK_S_OK);
 	assert_int_equal(guest[STATUS + 8], VIRTIO_BLK_S_OK);
 	assert_true(srv.lane[0].wakeups >= 1 && srv.lane[1].wakeups >= 1);
-	for (int q = 0; q < 2; q++) {
-		close(dev.notify[q].local);
-		dev.notify[q].local = -1;
-	}
+	close_notifies(2);
 	vdev_destroy(&dev);
 	runaway = true;
 }
@@ -440,12 +457,8 @@ static void test_a_hostile_queue_breaks_only_itself(void **state)
 	memcpy(guest + q0 + 16 + 12, &f_next, 2); /* desc 1 -> next 0: a loop */
 	memcpy(guest + q0 + 16 + 14, &zero, 2);
 	disk.num_queues = 2;
-	blk_dev_init(&dev, &disk, &mem, page, 0xd0000000);
+	two_queues(&disk, q0, q1, false);
 	disk.num_queues = 0;
-	assert_int_equal(vq_init(&dev.vq[0], &mem, QSIZE, q0, q0 + 0x1000, q0 + 0x2000, false), 0);
-	assert_int_equal(vq_init(&dev.vq[1], &mem, QSIZE, q1, q1 + 0x1000, q1 + 0x2000, false), 0);
-	dev.vq_live[0] = dev.vq_live[1] = true;
-	dev.driver_ok = true;
 	vdev_kick(&dev, 0x3);
 	assert_true(dev.vq[0].broken);
 	assert_true(dev.regs.status & VIRTIO_STATUS_NEEDS_RESET);
@@ -564,14 +577,8 @@ static void test_hostile_rings_in_two_queues_served_at_once(void **state)
 			storm_fill(&rng, qb[q], hdrs[q], data[q]);
 		/* every other round with event indices and polling (50 us) */
 		storm.poll_us = round % 2 ? 50 : 0;
-		blk_dev_init(&dev, &storm, &mem, page, 0xd0000000);
-		for (int q = 0; q < 2; q++) {
-			assert_int_equal(vq_init(&dev.vq[q], &mem, QSIZE, qb[q], qb[q] + 0x1000, qb[q] + 0x2000, round % 2),
-					 0);
-			dev.vq_live[q] = true;
-			assert_true((dev.notify[q].local = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0);
-		}
-		dev.driver_ok = true;
+		two_queues(&storm, qb[0], qb[1], round % 2);
+		open_notifies(2);
 		struct dev_server srv;
 		struct vdev *devs[] = { &dev };
 		struct vmsh_err err = { 0 };
@@ -596,9 +603,8 @@ static void test_hostile_rings_in_two_queues_served_at_once(void **state)
 			broke += dev.vq[q].broken;
 			if (dev.vq[q].broken)
 				assert_true(dev.regs.status & VIRTIO_STATUS_NEEDS_RESET);
-			close(dev.notify[q].local);
-			dev.notify[q].local = -1;
 		}
+		close_notifies(2);
 		vdev_destroy(&dev);
 	}
 	in_thread = false;
